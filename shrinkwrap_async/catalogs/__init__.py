@@ -1,0 +1,1 @@
+"""File catalogs: schema, entries, read-only access, local catalog cache."""

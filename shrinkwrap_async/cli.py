@@ -1,0 +1,71 @@
+"""The ``shrinkwrap-async`` command line: a thin dispatcher over ``commands/*``.
+
+Each command module defines ``register(subparsers)``, which adds its parser and sets
+``run=<function(args) -> int>`` as a default. Errors derived from ShrinkwrapError end the
+run with a one-line message and their exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+from collections.abc import Sequence
+
+from shrinkwrap_async import __version__
+from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError
+
+PROG = "shrinkwrap-async"
+
+# Order is the order of the help text.
+COMMANDS: tuple[str, ...] = ("export", "demo", "gc", "verify", "spec", "pack", "recipe")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Export CernVM-FS repositories over HTTP into plain POSIX trees.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module_name = f"shrinkwrap_async.commands.{name}"
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def add_verbosity_options(parser: argparse.ArgumentParser) -> None:
+    """-v/-q, shared by the commands that log."""
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more output")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="less output")
+
+
+def setup_logging(verbose: int = 0, quiet: int = 0) -> None:
+    level = logging.INFO - 10 * verbose + 10 * quiet
+    logging.basicConfig(
+        level=max(logging.DEBUG, min(logging.CRITICAL, level)),
+        format=f"{PROG}: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run = getattr(args, "run", None)
+    if run is None:
+        parser.print_help(sys.stderr)
+        return ExitCode.USAGE
+    setup_logging(getattr(args, "verbose", 0), getattr(args, "quiet", 0))
+    try:
+        return int(run(args))
+    except ShrinkwrapError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return int(error.exit_code)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return ExitCode.SIGNAL_BASE + 2

@@ -1,0 +1,1 @@
+"""Sub-commands of the shrinkwrap-async command line."""

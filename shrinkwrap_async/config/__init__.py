@@ -1,0 +1,1 @@
+"""Client configuration: CVMFS KEY=VALUE files, server and proxy lists, id maps."""

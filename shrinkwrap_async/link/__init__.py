@@ -1,0 +1,1 @@
+"""The link stage: writing the visible tree safely under the destination."""

@@ -1,0 +1,1 @@
+"""Packing exports into tarballs and SquashFS images."""

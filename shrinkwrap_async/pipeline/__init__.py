@@ -1,0 +1,1 @@
+"""The export pipeline: catalog-fetch, spec-filter, object-fetch, decompress-verify, link-stage."""

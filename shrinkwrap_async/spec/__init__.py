@@ -1,0 +1,1 @@
+"""Spec files: which parts of a repository to export, and specs built from traces."""

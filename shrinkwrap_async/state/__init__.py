@@ -1,0 +1,1 @@
+"""Run state: state database, locks, provenance, logs and metrics."""

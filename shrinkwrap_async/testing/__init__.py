@@ -1,0 +1,1 @@
+"""Test support: repository publisher, HTTP servers, fault-injecting proxy."""

@@ -1,0 +1,1 @@
+"""Trust chain: whitelist, certificate, signed manifest."""
