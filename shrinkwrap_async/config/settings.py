@@ -1,0 +1,388 @@
+"""Client settings of one repository, from CVMFS configuration files or from code.
+
+Defaults are what cvmfs_shrinkwrap gets: it initialises libcvmfs from its ``-f`` files only
+and never reads ``/etc/cvmfs/default.conf``, so unset parameters take the client's built-in
+values (timeouts 5 s via proxy and 5 s direct, 1 retry, backoff 2 s doubling up to 10 s,
+proxy and host reset disabled, ownership not claimed), not those of ``default.conf``.
+Without ``CVMFS_HTTP_PROXY`` requests go DIRECT.
+
+Master keys: ``CVMFS_PUBLIC_KEY`` (colon-separated files) wins over ``CVMFS_KEYS_DIR``
+(every ``*.pub`` there), else every ``*.pub`` in ``/etc/cvmfs/keys`` (the client's order,
+which is the opposite of what the parameter appendix says).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from shrinkwrap_async.config.idmap import IdMap
+from shrinkwrap_async.config.parser import ConfigValues, parse_config_files
+from shrinkwrap_async.exitcodes import ConfigError
+
+DEFAULT_KEYS_DIR = Path("/etc/cvmfs/keys")
+DIRECT = "DIRECT"
+
+_TRUE = {"yes", "on", "1", "true"}
+_FALSE = {"no", "off", "0", "false"}
+
+# Built-in fallbacks of the client (mountpoint.h), which is what cvmfs_shrinkwrap runs with.
+BUILTIN_TIMEOUT = 5.0
+BUILTIN_TIMEOUT_DIRECT = 5.0
+BUILTIN_MAX_RETRIES = 1
+BUILTIN_BACKOFF_INIT = 2.0
+BUILTIN_BACKOFF_MAX = 10.0
+BUILTIN_LOW_SPEED_LIMIT = 1024
+BUILTIN_PROXY_RESET_AFTER = 0.0  # disabled
+BUILTIN_HOST_RESET_AFTER = 0.0  # disabled
+
+_PROGRAMMATIC = Path("<settings>")
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    fqrn: str
+    server_urls: tuple[str, ...]
+    proxy_groups: tuple[tuple[str, ...], ...] = ((DIRECT,),)
+    public_keys: tuple[Path, ...] = ()
+    cache_base: Path | None = None
+    uid_map: IdMap = field(default_factory=IdMap)
+    gid_map: IdMap = field(default_factory=IdMap)
+    claim_ownership: bool = False
+    timeout: float = BUILTIN_TIMEOUT
+    timeout_direct: float = BUILTIN_TIMEOUT_DIRECT
+    max_retries: int = BUILTIN_MAX_RETRIES
+    backoff_init: float = BUILTIN_BACKOFF_INIT
+    backoff_max: float = BUILTIN_BACKOFF_MAX
+    low_speed_limit: int = BUILTIN_LOW_SPEED_LIMIT
+    proxy_reset_after: float = BUILTIN_PROXY_RESET_AFTER
+    host_reset_after: float = BUILTIN_HOST_RESET_AFTER
+    use_geoapi: bool = False
+    repository_tag: str | None = None
+    repository_date: str | None = None
+    values: ConfigValues = field(default_factory=ConfigValues)
+    config_files: tuple[Path, ...] = ()
+
+    # -- constructors -------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, paths: Sequence[Path | str], fqrn: str) -> ClientSettings:
+        """Read ``paths`` (later files win) and validate every setting used.
+
+        Raises :class:`ConfigError` with a one-line message naming file, key and fix.
+        """
+        files = tuple(Path(p) for p in paths)
+        if not files:
+            raise ConfigError("no configuration file given; pass -f/--src-config FILE[:FILE...]")
+        values = parse_config_files(files, fqrn)
+        return cls.from_values(values, fqrn, files)
+
+    @classmethod
+    def from_values(
+        cls, values: ConfigValues, fqrn: str, config_files: tuple[Path, ...] = ()
+    ) -> ClientSettings:
+        """Settings from already parsed values (used by :meth:`load`)."""
+        reader = _Reader(values)
+        cache = values.get("CVMFS_CACHE_DIR") or values.get("CVMFS_CACHE_BASE")
+        return cls(
+            fqrn=fqrn,
+            server_urls=parse_server_urls(
+                values.get("CVMFS_SERVER_URL"), values.where("CVMFS_SERVER_URL")
+            ),
+            proxy_groups=_proxy_groups_from(values),
+            public_keys=_public_keys_from(values),
+            cache_base=Path(cache) if cache else None,
+            uid_map=reader.id_map("CVMFS_UID_MAP"),
+            gid_map=reader.id_map("CVMFS_GID_MAP"),
+            claim_ownership=reader.boolean("CVMFS_CLAIM_OWNERSHIP", False),
+            timeout=reader.seconds("CVMFS_TIMEOUT", BUILTIN_TIMEOUT),
+            timeout_direct=reader.seconds("CVMFS_TIMEOUT_DIRECT", BUILTIN_TIMEOUT_DIRECT),
+            max_retries=int(reader.number("CVMFS_MAX_RETRIES", BUILTIN_MAX_RETRIES, whole=True)),
+            backoff_init=reader.seconds("CVMFS_BACKOFF_INIT", BUILTIN_BACKOFF_INIT),
+            backoff_max=reader.seconds("CVMFS_BACKOFF_MAX", BUILTIN_BACKOFF_MAX),
+            low_speed_limit=int(
+                reader.number("CVMFS_LOW_SPEED_LIMIT", BUILTIN_LOW_SPEED_LIMIT, whole=True)
+            ),
+            proxy_reset_after=reader.seconds("CVMFS_PROXY_RESET_AFTER", BUILTIN_PROXY_RESET_AFTER),
+            host_reset_after=reader.seconds("CVMFS_HOST_RESET_AFTER", BUILTIN_HOST_RESET_AFTER),
+            use_geoapi=reader.boolean("CVMFS_USE_GEOAPI", False),
+            repository_tag=values.get("CVMFS_REPOSITORY_TAG") or None,
+            repository_date=values.get("CVMFS_REPOSITORY_DATE") or None,
+            values=values,
+            config_files=config_files,
+        )
+
+    @classmethod
+    def for_repository(
+        cls,
+        fqrn: str,
+        server_urls: Sequence[str] | str,
+        public_keys: Sequence[Path | str] | Path | str = (),
+        **overrides: Any,
+    ) -> ClientSettings:
+        """Settings built in code (tests, the demo). ``overrides`` are field names.
+
+        ``proxy_groups`` may also be given as a ``CVMFS_HTTP_PROXY`` string; ``values`` as a
+        plain mapping of extra configuration keys (e.g. for variant symlinks).
+        """
+        if isinstance(server_urls, str):
+            urls = parse_server_urls(server_urls, "<settings>")
+        else:
+            urls = parse_server_urls(";".join(server_urls), "<settings>")
+        if isinstance(public_keys, str | Path):
+            public_keys = [public_keys]
+        proxies = overrides.pop("proxy_groups", ((DIRECT,),))
+        if isinstance(proxies, str):
+            proxies = parse_proxy_groups(proxies, "<settings>", "CVMFS_HTTP_PROXY")
+        raw_values = overrides.pop("values", None)
+        values = ConfigValues().with_values({"CVMFS_SERVER_URL": ";".join(urls)}, _PROGRAMMATIC)
+        if raw_values:
+            values = values.with_values(dict(raw_values), _PROGRAMMATIC)
+        for name in ("cache_base",):
+            if overrides.get(name) is not None:
+                overrides[name] = Path(overrides[name])
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown ClientSettings fields: {', '.join(sorted(unknown))}")
+        return cls(
+            fqrn=fqrn,
+            server_urls=urls,
+            proxy_groups=tuple(tuple(group) for group in proxies),
+            public_keys=tuple(Path(p) for p in public_keys),
+            values=values,
+            **overrides,
+        )
+
+    # -- behaviour ----------------------------------------------------------------------
+
+    def map_owner(self, uid: int, gid: int) -> tuple[int, int]:
+        """Owner to give an exported entry: the running user when claiming ownership."""
+        if self.claim_ownership:
+            return os.geteuid(), os.getegid()
+        return self.uid_map.map(uid), self.gid_map.map(gid)
+
+    def symlink_environment(self) -> dict[str, str]:
+        """Variables visible to variant symlinks, as in cvmfs_shrinkwrap.
+
+        libcvmfs exports every configuration key into the process environment and forces
+        ``CVMFS_REPOSITORY_NAME`` (and pre-sets ``CVMFS_MOUNT_DIR=/cvmfs``).
+        """
+        environment = dict(os.environ)
+        environment.setdefault("CVMFS_MOUNT_DIR", "/cvmfs")
+        environment.update(self.values)
+        environment["CVMFS_REPOSITORY_NAME"] = self.fqrn
+        return environment
+
+    def catalog_cache_dir(self) -> Path:
+        """Where verified catalogs are kept between runs (shared by repositories: by hash)."""
+        if self.cache_base is not None:
+            return self.cache_base / "shrinkwrap-async"
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = Path(xdg) if xdg else Path.home() / ".cache"
+        return base / "shrinkwrap-async"
+
+
+# -- value parsing ----------------------------------------------------------------------
+
+
+def parse_server_urls(raw: str | None, where: str) -> tuple[str, ...]:
+    """``CVMFS_SERVER_URL``: ``;``-separated http(s) base URLs, trailing ``/`` removed."""
+    example = "e.g. CVMFS_SERVER_URL=http://cvmfs-stratum-zero-hpc.cern.ch/cvmfs/@fqrn@"
+    if raw is None:
+        raise ConfigError(f"CVMFS_SERVER_URL is not set in the configuration; add it, {example}")
+    urls = []
+    for item in raw.split(";"):
+        item = item.strip()
+        if not item:
+            continue
+        parts = urlsplit(item)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"{where}: CVMFS_SERVER_URL entry {item!r} is not an http(s) URL; {example}"
+            )
+        try:
+            parts.port  # noqa: B018  (validates the port)
+        except ValueError:
+            raise ConfigError(
+                f"{where}: CVMFS_SERVER_URL entry {item!r} has a bad port; {example}"
+            ) from None
+        if "@" in parts.path:
+            raise ConfigError(
+                f"{where}: CVMFS_SERVER_URL entry {item!r} holds an unknown @template@; "
+                f"only @fqrn@ and @org@ exist, {example}"
+            )
+        urls.append(item.rstrip("/"))
+    if not urls:
+        raise ConfigError(f"{where}: CVMFS_SERVER_URL is empty; {example}")
+    return tuple(urls)
+
+
+def _normalise_proxy(member: str, where: str, key: str) -> str:
+    if member.upper() == DIRECT:
+        return DIRECT
+    text = member if "://" in member else f"http://{member}"
+    parts = urlsplit(text)
+    problem = None
+    if parts.scheme not in ("http", "https"):
+        problem = f"scheme {parts.scheme!r} is not supported (only http proxies)"
+    elif not parts.hostname or parts.path not in ("", "/") or parts.query:
+        problem = "it is not host:port"
+    else:
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+            problem = "its port is not a number"
+        if problem is None and port is None:
+            problem = "it has no port"
+    if problem:
+        raise ConfigError(
+            f"{where}: {key} member {member!r} does not parse ({problem}); write groups "
+            f"separated by ';' of proxies separated by '|', each host:port or DIRECT, "
+            f"e.g. {key}='http://squid1:3128|http://squid2:3128;DIRECT'"
+        )
+    host = parts.hostname
+    assert host is not None
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}:{parts.port}"
+
+
+def parse_proxy_groups(
+    raw: str, where: str, key: str = "CVMFS_HTTP_PROXY"
+) -> tuple[tuple[str, ...], ...]:
+    """``;``-separated failover groups of ``|``-separated load-balanced proxies."""
+    groups = []
+    for group_text in raw.split(";"):
+        members = [m.strip() for m in group_text.split("|") if m.strip()]
+        if not members:
+            continue
+        if len(members) == 1 and members[0].lower() == "auto":
+            environment_proxy = os.environ.get("http_proxy", "").strip()
+            if not environment_proxy:
+                raise ConfigError(
+                    f"{where}: {key}=auto needs proxy auto-discovery (WPAD/PAC), which is not "
+                    "supported; list the proxies (host:port) or DIRECT, or set http_proxy"
+                )
+            members = [environment_proxy]
+        groups.append(tuple(_normalise_proxy(m, where, key) for m in members))
+    return tuple(groups)
+
+
+def _proxy_groups_from(values: ConfigValues) -> tuple[tuple[str, ...], ...]:
+    raw = values.get("CVMFS_HTTP_PROXY", "")
+    groups = parse_proxy_groups(raw, values.where("CVMFS_HTTP_PROXY"))
+    fallback_raw = values.get("CVMFS_FALLBACK_PROXY", "")
+    fallback = parse_proxy_groups(
+        fallback_raw, values.where("CVMFS_FALLBACK_PROXY"), "CVMFS_FALLBACK_PROXY"
+    )
+    if fallback:
+        # As the client: with a fallback proxy, DIRECT is dropped from both lists.
+        groups = tuple(
+            kept
+            for group in (*groups, *fallback)
+            if (kept := tuple(m for m in group if m != DIRECT))
+        )
+    if not groups:
+        return ((DIRECT,),)
+    return groups
+
+
+def _public_keys_from(values: ConfigValues) -> tuple[Path, ...]:
+    fix = (
+        "set CVMFS_PUBLIC_KEY=/path/<key>.pub (':'-separated) or CVMFS_KEYS_DIR=<dir with *.pub>"
+        " (ready keys are in conf/keys/)"
+    )
+    listed = values.get("CVMFS_PUBLIC_KEY", "").strip()
+    if listed:
+        where = values.where("CVMFS_PUBLIC_KEY")
+        keys = tuple(Path(p.strip()) for p in listed.split(":") if p.strip())
+        for key in keys:
+            if not key.is_file() or not os.access(key, os.R_OK):
+                raise ConfigError(f"{where}: CVMFS_PUBLIC_KEY file {key} is not readable; {fix}")
+        return keys
+    directory_text = values.get("CVMFS_KEYS_DIR", "").strip()
+    if directory_text:
+        where, directory = values.where("CVMFS_KEYS_DIR"), Path(directory_text)
+        key_name = "CVMFS_KEYS_DIR"
+    else:
+        where, directory, key_name = "<built-in>", DEFAULT_KEYS_DIR, "CVMFS_KEYS_DIR"
+    try:
+        keys = tuple(sorted(p for p in directory.iterdir() if p.name.endswith(".pub")))
+    except OSError:
+        keys = ()
+    if not keys:
+        shown = f"{key_name}={directory}" if directory_text else f"default {directory}"
+        raise ConfigError(f"{where}: no public key (*.pub) found in {shown}; {fix}")
+    return keys
+
+
+@dataclass(frozen=True)
+class _Reader:
+    values: ConfigValues
+
+    def _get(self, key: str) -> str | None:
+        value = self.values.get(key)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def number(self, key: str, default: float, *, whole: bool = False) -> float:
+        text = self._get(key)
+        if text is None:
+            return default
+        try:
+            number = int(text) if whole else float(text)
+        except ValueError:
+            number = None
+        if number is None or not math.isfinite(number) or number < 0:
+            kind = "a whole number" if whole else "a number of seconds"
+            raise ConfigError(
+                f"{self.values.where(key)}: {key}={text!r} is not {kind} >= 0; "
+                f"write e.g. {key}={int(default) if default else 10}"
+            )
+        return number
+
+    def seconds(self, key: str, default: float) -> float:
+        return float(self.number(key, default))
+
+    def boolean(self, key: str, default: bool) -> bool:
+        text = self._get(key)
+        if text is None:
+            return default
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ConfigError(
+            f"{self.values.where(key)}: {key}={text!r} is not a yes/no value; "
+            f"write {key}=yes or {key}=no"
+        )
+
+    def id_map(self, key: str) -> IdMap:
+        text = self._get(key)
+        if text is None:
+            return IdMap()
+        path = Path(text)
+        try:
+            return IdMap.load(path)
+        except ConfigError as error:
+            raise ConfigError(f"{self.values.where(key)}: {key}: {error}") from None
+
+
+def describe(settings: ClientSettings) -> Mapping[str, object]:
+    """A plain summary for logs and provenance files."""
+    return {
+        "fqrn": settings.fqrn,
+        "server_urls": list(settings.server_urls),
+        "proxy_groups": [list(g) for g in settings.proxy_groups],
+        "public_keys": [str(p) for p in settings.public_keys],
+        "config_files": [str(p) for p in settings.config_files],
+    }
