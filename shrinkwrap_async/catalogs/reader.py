@@ -1,0 +1,363 @@
+"""Read-only access to one inflated CernVM-FS catalog (SQLite) through aiosqlite.
+
+Every query streams its rows in bounded batches, so memory does not grow with the size of
+a catalog. Paths are absolute repository paths (``""`` for the root), whichever catalog
+holds them. Bind mountpoints are reported as entries only; nothing here follows them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import urllib.parse
+from collections.abc import AsyncIterator, Mapping
+from os import PathLike
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import Any
+
+import aiosqlite
+
+from shrinkwrap_async.catalogs.entry import (
+    ENTRY_COLUMNS,
+    CatalogError,
+    Chunk,
+    DirEntry,
+    NestedCatalogRef,
+    entry_from_row,
+    md5path,
+)
+from shrinkwrap_async.hashing import DIGEST_SIZE, Digest
+
+__all__ = ["FETCH_BATCH", "Catalog"]
+
+FETCH_BATCH = 512
+"""Rows per round trip to the SQLite thread: bounds memory, amortises the thread hop."""
+
+SUPPORTED_SCHEMAS = ("2.4", "2.5")
+_REQUIRED_CATALOG_COLUMNS = frozenset(
+    ("md5path_1", "md5path_2", "parent_1", "parent_2", *ENTRY_COLUMNS)
+) - {"xattr"}
+
+
+def _decode_text(raw: bytes) -> str:
+    """Text columns: UTF-8, with undecodable bytes kept as surrogate escapes."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _sqlite_uri(path: Path) -> str:
+    quoted = urllib.parse.quote(str(path.absolute()), safe="/")
+    return f"file:{quoted}?mode=ro&immutable=1"
+
+
+class Catalog:
+    """One open catalog. Create with ``await Catalog.open(path, mountpoint)``.
+
+    Attributes: ``path`` (the SQLite file), ``mountpoint`` (repository path of the
+    catalog's root entry), ``schema`` (``"2.5"``), ``schema_revision``, ``revision``,
+    ``properties`` (read-only mapping of the ``properties`` table).
+    """
+
+    def __init__(
+        self,
+        connection: aiosqlite.Connection,
+        path: Path,
+        mountpoint: str,
+        properties: Mapping[str, str],
+        catalog_columns: frozenset[str],
+        tables: frozenset[str],
+        nested_columns: frozenset[str],
+    ) -> None:
+        self._db = connection
+        self.path = path
+        self.mountpoint = mountpoint
+        self.properties: Mapping[str, str] = MappingProxyType(dict(properties))
+        self.schema = _schema_text(properties.get("schema"))
+        self.schema_revision = _int_property(properties, "schema_revision", path)
+        self.revision = _int_property(properties, "revision", path)
+        self._tables = tables
+        xattr = "xattr" if "xattr" in catalog_columns else "NULL"
+        columns = ", ".join(c if c != "xattr" else xattr for c in ENTRY_COLUMNS)
+        self._sql_lookup = f"SELECT {columns} FROM catalog WHERE md5path_1 = ? AND md5path_2 = ?"
+        self._sql_list = (
+            f"SELECT {columns} FROM catalog WHERE parent_1 = ? AND parent_2 = ? ORDER BY name"
+        )
+        nested_size = "size" if "size" in nested_columns else "0"
+        self._sql_nested = f"SELECT path, sha1, {nested_size} FROM nested_catalogs"
+
+    # -- opening and closing -------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, sqlite_path: str | PathLike[str], mountpoint: str = "") -> Catalog:
+        """Open read-only, check that it is a supported catalog whose root is ``mountpoint``.
+
+        Raises :class:`CatalogError` ("<path> is not a CernVM-FS catalog: <reason>").
+        """
+        path = Path(sqlite_path)
+        if mountpoint.endswith("/") or (mountpoint and not mountpoint.startswith("/")):
+            raise ValueError(f"mountpoint must be '' or '/a/b', not {mountpoint!r}")
+        if not path.is_file():
+            raise CatalogError(f"{path} is not a CernVM-FS catalog: no such file")
+        try:
+            connection = await aiosqlite.connect(_sqlite_uri(path), uri=True)
+        except sqlite3.Error as error:
+            raise CatalogError(f"{path} is not a CernVM-FS catalog: {error}") from error
+        connection.text_factory = _decode_text
+        try:
+            catalog = await cls._inspect(connection, path, mountpoint)
+            await catalog._check_root()
+        except BaseException as error:
+            await connection.close()
+            if isinstance(error, sqlite3.Error):
+                raise CatalogError(f"{path} is not a CernVM-FS catalog: {error}") from error
+            raise
+        return catalog
+
+    @classmethod
+    async def _inspect(
+        cls, connection: aiosqlite.Connection, path: Path, mountpoint: str
+    ) -> Catalog:
+        def refuse(reason: str) -> CatalogError:
+            return CatalogError(f"{path} is not a CernVM-FS catalog: {reason}")
+
+        async with connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+        ) as cursor:
+            tables = frozenset(str(row[0]) for row in await cursor.fetchall())
+        for table in ("properties", "catalog", "nested_catalogs"):
+            if table not in tables:
+                raise refuse(f"no {table} table")
+        catalog_columns = await _columns(connection, "catalog")
+        missing = _REQUIRED_CATALOG_COLUMNS - catalog_columns
+        if missing:
+            raise refuse(f"catalog table lacks column(s) {', '.join(sorted(missing))}")
+        properties: dict[str, str] = {}
+        async with connection.execute("SELECT key, value FROM properties") as cursor:
+            async for key, value in cursor:
+                properties[str(key)] = "" if value is None else str(value)
+        schema = _schema_text(properties.get("schema"))
+        if schema not in SUPPORTED_SCHEMAS:
+            raise refuse(
+                f"unsupported schema {schema or '(none)'} (supported: "
+                f"{', '.join(SUPPORTED_SCHEMAS)})"
+            )
+        schema_revision = _int_property(properties, "schema_revision", path)
+        if "xattr" not in catalog_columns and schema == "2.5" and schema_revision >= 2:
+            raise refuse(f"schema 2.5 revision {schema_revision} without an xattr column")
+        return cls(
+            connection,
+            path,
+            mountpoint,
+            properties,
+            catalog_columns,
+            tables,
+            await _columns(connection, "nested_catalogs"),
+        )
+
+    async def _check_root(self) -> None:
+        """The catalog's root entry must be the mountpoint's directory."""
+        prefix = self.properties.get("root_prefix")
+        if self.mountpoint:
+            if prefix != self.mountpoint:
+                raise CatalogError(
+                    f"{self.path}: catalog root_prefix is {prefix!r}, expected {self.mountpoint!r}"
+                )
+        elif prefix not in (None, "", "/"):
+            raise CatalogError(f"{self.path}: expected a root catalog, root_prefix is {prefix!r}")
+        root = await self.lookup(self.mountpoint)
+        if root is None or not root.is_directory:
+            raise CatalogError(
+                f"{self.path}: no root directory entry for {self.mountpoint or '/'!r}"
+            )
+        if self.mountpoint and not root.is_nested_root:
+            raise CatalogError(
+                f"{self.path}: root entry of {self.mountpoint!r} is not marked as nested root"
+            )
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def __aenter__(self) -> Catalog:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"Catalog({str(self.path)!r}, mountpoint={self.mountpoint!r})"
+
+    # -- queries -------------------------------------------------------------------------
+
+    async def _rows(self, sql: str, parameters: tuple[Any, ...] = ()) -> AsyncIterator[tuple]:  # type: ignore[type-arg]
+        """Stream rows in batches of :data:`FETCH_BATCH`; SQLite errors become CatalogError."""
+        try:
+            async with self._db.execute(sql, parameters) as cursor:
+                while True:
+                    batch = await cursor.fetchmany(FETCH_BATCH)
+                    if not batch:
+                        return
+                    for row in batch:
+                        yield row
+        except sqlite3.Error as error:
+            raise CatalogError(f"{self.path}: corrupt catalog: {error}") from error
+
+    async def _first(self, sql: str, parameters: tuple[Any, ...] = ()) -> tuple | None:  # type: ignore[type-arg]
+        try:
+            async with self._db.execute(sql, parameters) as cursor:
+                return await cursor.fetchone()
+        except sqlite3.Error as error:
+            raise CatalogError(f"{self.path}: corrupt catalog: {error}") from error
+
+    async def lookup(self, path: str) -> DirEntry | None:
+        """The entry at ``path`` if this catalog holds it."""
+        row = await self._first(self._sql_lookup, md5path(path))
+        if row is None:
+            return None
+        return entry_from_row(path, row)
+
+    async def list_directory(
+        self, path: str, *, include_hidden: bool = False
+    ) -> AsyncIterator[DirEntry]:
+        """Children of ``path`` held in this catalog, in name byte order.
+
+        A nested mountpoint's children live in the nested catalog, so listing it here
+        yields nothing. Hidden entries (``/.cvmfs``) are skipped as readdir does, unless
+        ``include_hidden``.
+        """
+        prefix = path + "/"
+        async for row in self._rows(self._sql_list, md5path(path)):
+            entry = entry_from_row(prefix + _as_name(row[0]), row)
+            if include_hidden or not entry.is_hidden:
+                yield entry
+
+    async def chunks(self, entry: str | DirEntry) -> list[Chunk]:
+        """Chunks of a chunked file in offset order, checked to cover ``[0, size)`` exactly.
+
+        Pass the :class:`DirEntry` when you have it, to save a lookup.
+        """
+        if isinstance(entry, str):
+            found = await self.lookup(entry)
+            if found is None:
+                raise CatalogError(f"{self.path}: no entry {entry!r} to read chunks of")
+            entry = found
+        if "chunks" not in self._tables:
+            if entry.is_chunked:
+                raise CatalogError(f"{self.path}: {entry.path!r} is chunked but no chunks table")
+            return []
+        algorithm = entry.hash_algorithm
+        result: list[Chunk] = []
+        expected_offset = 0
+        async for offset, size, raw in self._rows(
+            "SELECT offset, size, hash FROM chunks WHERE md5path_1 = ? AND md5path_2 = ? "
+            "ORDER BY offset ASC",
+            md5path(entry.path),
+        ):
+            if offset != expected_offset or not isinstance(size, int) or size <= 0:
+                raise CatalogError(
+                    f"{self.path}: chunks of {entry.path!r} are not contiguous at offset "
+                    f"{expected_offset} (row offset {offset}, size {size})"
+                )
+            if not isinstance(raw, bytes) or len(raw) != DIGEST_SIZE:
+                raise CatalogError(
+                    f"{self.path}: chunk at {offset} of {entry.path!r} has an invalid hash"
+                )
+            result.append(Chunk(offset, size, Digest(algorithm, raw)))
+            expected_offset = offset + size
+        if result and expected_offset != entry.size:
+            raise CatalogError(
+                f"{self.path}: chunks of {entry.path!r} cover {expected_offset} bytes, "
+                f"the file has {entry.size}"
+            )
+        if entry.is_chunked and not result:
+            raise CatalogError(f"{self.path}: chunked file {entry.path!r} has no chunks")
+        return result
+
+    async def nested_catalogs(self) -> list[NestedCatalogRef]:
+        """The direct child catalogs (bind mountpoints excluded)."""
+        return [
+            self._nested_ref(path, sha1, size)
+            async for path, sha1, size in self._rows(self._sql_nested + " ORDER BY path")
+        ]
+
+    async def nested_catalog(self, path: str) -> NestedCatalogRef | None:
+        """The child catalog mounted at ``path``, if any (bind mountpoints excluded)."""
+        row = await self._first(self._sql_nested + " WHERE path = ?", (path,))
+        return None if row is None else self._nested_ref(*row)
+
+    def _nested_ref(self, path: object, sha1: object, size: object) -> NestedCatalogRef:
+        try:
+            digest = Digest.from_hex(str(sha1))
+        except ValueError:
+            raise CatalogError(
+                f"{self.path}: nested catalog {path!r} has an invalid hash {sha1!r}"
+            ) from None
+        return NestedCatalogRef(_as_name(path), digest, int(size) if size else 0)
+
+    async def statistics(self) -> dict[str, int]:
+        """The ``statistics`` counters (``self_regular``, ``subtree_dir``, ...)."""
+        if "statistics" not in self._tables:
+            return {}
+        return {
+            str(counter): int(value or 0)
+            async for counter, value in self._rows("SELECT counter, value FROM statistics")
+        }
+
+    async def iter_entries(self, *, include_hidden: bool = True) -> AsyncIterator[DirEntry]:
+        """Every entry of this catalog reachable from its root, root first, depth first.
+
+        Only the paths of directories still to visit are kept in memory. Nested
+        mountpoints and bind mountpoints are yielded but not descended.
+        """
+        root = await self.lookup(self.mountpoint)
+        if root is None:
+            return
+        yield root
+        pending = [self.mountpoint]
+        while pending:
+            directory = pending.pop()
+            subdirectories: list[str] = []
+            async for entry in self.list_directory(directory, include_hidden=include_hidden):
+                yield entry
+                if entry.is_directory and not (
+                    entry.is_nested_mountpoint or entry.is_bind_mountpoint
+                ):
+                    subdirectories.append(entry.path)
+            pending.extend(reversed(subdirectories))
+
+
+def _as_name(value: object) -> str:
+    if type(value) is str:
+        return value  # type: ignore[return-value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    return "" if value is None else str(value)
+
+
+async def _columns(connection: aiosqlite.Connection, table: str) -> frozenset[str]:
+    async with connection.execute(f"PRAGMA table_info({table})") as cursor:
+        return frozenset(str(row[1]) for row in await cursor.fetchall())
+
+
+def _schema_text(value: str | None) -> str:
+    """``"2.5"`` for ``2.5``, ``2.50``, ``"2.5"``; ``""`` when absent."""
+    if value is None or value == "":
+        return ""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return f"{number:.1f}" if round(number, 1) == number else repr(number)
+
+
+def _int_property(properties: Mapping[str, str], key: str, path: Path) -> int:
+    value = properties.get(key)
+    if value is None or value == "":
+        return 0
+    try:
+        return int(float(value))
+    except ValueError:
+        raise CatalogError(f"{path}: property {key} is not a number: {value!r}") from None
