@@ -1,0 +1,52 @@
+"""Directory metadata to apply once the content is complete, spilled to a temporary SQLite file.
+
+A directory's mtime must be set after its entries are made, and a read-only directory can only
+be made read-only after it is filled. Keeping the pending metadata in memory would grow with
+the repository; a temporary SQLite database keeps it bounded. Applied deepest first.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from shrinkwrap_async.link.tree_writer import RelPath
+
+_SEPARATOR = "/"
+
+
+class DirectorySpool:
+    def __init__(self, directory: Path | None = None) -> None:
+        self._file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (lives as long as the spool)
+            prefix="shrinkwrap-async-dirs.", suffix=".sqlite", dir=directory, delete=True
+        )
+        self._db = sqlite3.connect(self._file.name, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute(
+            "CREATE TABLE dirs (path TEXT PRIMARY KEY, depth INTEGER, mode INTEGER,"
+            " uid INTEGER, gid INTEGER, mtime INTEGER)"
+        )
+        self.count = 0
+
+    def add(self, path: RelPath, mode: int, uid: int, gid: int, mtime: int) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO dirs VALUES (?, ?, ?, ?, ?, ?)",
+            (_SEPARATOR.join(path), len(path), mode, uid, gid, mtime),
+        )
+        self.count += 1
+
+    def deepest_first(self, batch: int = 1024) -> Iterator[tuple[RelPath, int, int, int, int]]:
+        cursor = self._db.execute(
+            "SELECT path, depth, mode, uid, gid, mtime FROM dirs ORDER BY depth DESC, path"
+        )
+        while rows := cursor.fetchmany(batch):
+            for path, depth, mode, uid, gid, mtime in rows:
+                parts = tuple(path.split(_SEPARATOR)) if depth else ()
+                yield parts, mode, uid, gid, mtime
+
+    def close(self) -> None:
+        self._db.close()
+        self._file.close()
