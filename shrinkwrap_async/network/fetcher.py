@@ -1,0 +1,565 @@
+"""The fetch layer: per-endpoint connection pools, failover, retries, verified streaming.
+
+A request walks *routes* (host × proxy) in the order the shared
+:class:`~shrinkwrap_async.network.endpoints.FailoverState` gives it:
+
+- transfer errors (connection refused or reset, timeouts, too slow, truncated body, 5xx,
+  429) are retried on the same route ``max_retries`` times with exponential backoff and
+  jitter, then the proxy (or, DIRECT, the host) is burned and the next route is tried;
+- bad data (hash mismatch) is repeated once at once with ``Pragma``/``Cache-Control:
+  no-cache``, then the next route is tried;
+- 404 from a host means "this host does not have it": the other hosts are asked once, no
+  proxy is burned, no retry; 404 everywhere is :class:`ObjectMissingError`;
+- other HTTP errors switch proxy (when the answer came from a proxy) or host;
+- when every proxy failed for a host, the host is burned and the next host is tried.
+
+A bulk export cannot afford to give up on an object because of a flaky proxy, so when a
+whole pass over the routes failed with transient errors, the request makes up to
+``failover_rounds`` passes in all (with backoff between them) before raising. Bodies are
+hashed as they arrive and nothing is committed before the hash matched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import aiohttp
+from yarl import URL
+
+from shrinkwrap_async.hashing import Digest
+from shrinkwrap_async.network import geo
+from shrinkwrap_async.network.endpoints import DIRECT, FailoverState, Route
+from shrinkwrap_async.network.errors import (
+    FetchError,
+    ObjectCorruptError,
+    ObjectMissingError,
+    TransferError,
+)
+from shrinkwrap_async.network.headers import escape_path, request_headers
+
+if TYPE_CHECKING:
+    from shrinkwrap_async.config.settings import ClientSettings
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+MiB = 1024 * 1024
+PIECE_SIZE = 256 * 1024  # stream pieces handed to sinks (bounded memory per request)
+READ_WHOLE_LIMIT = MiB  # fetch_object reads bodies up to this size in one call
+DEFAULT_FILE_MAX = 16 * MiB
+
+
+class ObjectSink(Protocol[T_co]):
+    """Receives the pieces of one download attempt.
+
+    ``commit`` is called once, only after the hash of all pieces matched; ``discard`` when
+    the attempt failed (the retry gets a fresh sink from the factory).
+    """
+
+    async def write(self, piece: bytes) -> None: ...
+
+    async def commit(self) -> T_co: ...
+
+    async def discard(self) -> None: ...
+
+
+# -- failure kinds of one attempt ------------------------------------------------------
+
+TRANSFER = "transfer"  # retry on the same route, then fail over
+BAD_DATA = "bad data"  # repeat once with no-cache, then fail over
+MISSING = "missing"  # 404 from the host: ask the other hosts once
+HOST_ERROR = "host error"  # switch host, no retry
+PROXY_ERROR = "proxy error"  # switch proxy, no retry
+
+
+class _AttemptFailed(Exception):
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+
+
+class _SinkFailed(Exception):
+    """Wraps an error raised by a sink, so it is never mistaken for a network error."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass
+class EndpointStats:
+    requests: int = 0
+    failures: int = 0
+    bytes_received: int = 0
+
+
+@dataclass
+class FetchStats:
+    """Counters of a :class:`Fetcher` (HTTP requests, not objects)."""
+
+    requests: int = 0
+    retries: int = 0  # same-route retries after transfer errors
+    backoffs: int = 0  # sleeps before a retry or a new pass
+    no_cache_retries: int = 0
+    failovers: int = 0  # routes abandoned for the next one
+    failures: int = 0  # failed HTTP attempts
+    bytes_received: int = 0
+    objects: int = 0  # successful fetches
+    missing: int = 0
+    corrupt: int = 0
+    unreachable: int = 0
+    failure_kinds: Counter[str] = field(default_factory=Counter)
+    per_endpoint: dict[str, EndpointStats] = field(default_factory=dict)
+
+    def endpoint(self, name: str) -> EndpointStats:
+        stats = self.per_endpoint.get(name)
+        if stats is None:
+            stats = self.per_endpoint[name] = EndpointStats()
+        return stats
+
+
+class _LowSpeedGuard:
+    """Fails a transfer whose rate stays below ``limit`` bytes/s for ``window`` seconds."""
+
+    __slots__ = ("limit", "received", "start", "window")
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self.start = time.monotonic()
+        self.received = 0
+
+    def update(self, count: int) -> None:
+        if self.limit <= 0:
+            return
+        self.received += count
+        elapsed = time.monotonic() - self.start
+        if elapsed >= self.window:
+            if self.received < self.limit * elapsed:
+                raise _AttemptFailed(
+                    TRANSFER, f"too slow ({self.received / elapsed:.0f} B/s < {self.limit})"
+                )
+            self.start += elapsed
+            self.received = 0
+
+
+class Fetcher:
+    """HTTP access to a repository's servers; use as ``async with Fetcher(settings) as f``.
+
+    ``max_in_flight`` caps HTTP requests in flight over all endpoints (the ``-j`` of the
+    command line); ``connections_per_endpoint`` is the pool size of each proxy (and of
+    each host reached DIRECT), the politeness cap towards shared infrastructure.
+    """
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        *,
+        max_in_flight: int = 64,
+        connections_per_endpoint: int = 16,
+        failover_rounds: int = 3,
+        rng: random.Random | None = None,
+    ) -> None:
+        if max_in_flight < 1 or connections_per_endpoint < 1 or failover_rounds < 1:
+            raise ValueError("max_in_flight, connections_per_endpoint, rounds must be >= 1")
+        self.settings = settings
+        self.max_in_flight = max_in_flight
+        self.connections_per_endpoint = connections_per_endpoint
+        self.failover_rounds = failover_rounds
+        self._rng = rng or random.Random()
+        self.state = FailoverState(
+            settings.server_urls,
+            settings.proxy_groups,
+            proxy_reset_after=settings.proxy_reset_after,
+            host_reset_after=settings.host_reset_after,
+            rng=self._rng,
+        )
+        self.stats = FetchStats()
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._closed = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Fetcher:
+        if self.settings.use_geoapi and len(self.state.hosts) > 1:
+            await self._geo_sort()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+
+    def _session(self, route: Route) -> aiohttp.ClientSession:
+        name = route.endpoint
+        session = self._sessions.get(name)
+        if session is None:
+            if self._closed:
+                raise RuntimeError("Fetcher is closed")
+            timeout = (
+                self.settings.timeout if route.proxy is not None else self.settings.timeout_direct
+            )
+            connector = aiohttp.TCPConnector(
+                limit=self.connections_per_endpoint,
+                limit_per_host=self.connections_per_endpoint,
+                ttl_dns_cache=300,
+                keepalive_timeout=30,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=timeout or None, sock_read=timeout or None
+                ),
+                auto_decompress=False,
+                raise_for_status=False,
+                trust_env=False,
+                skip_auto_headers=("Accept-Encoding",),
+            )
+            self._sessions[name] = session
+        return session
+
+    def _timeout_for(self, route: Route) -> float:
+        return self.settings.timeout if route.proxy is not None else self.settings.timeout_direct
+
+    # -- public API ---------------------------------------------------------------------
+
+    async def fetch_file(self, name: str, *, max_size: int = DEFAULT_FILE_MAX) -> bytes:
+        """A file at the repository root (``.cvmfspublished``, ...); no hash to check."""
+        path = name.lstrip("/")
+
+        async def attempt(route: Route, no_cache: bool) -> bytes:
+            async with self._request(route, path, no_cache) as response:
+                return await self._read_body(route, response, max_size)
+
+        return await self._run(path, attempt)
+
+    async def fetch_object(
+        self, digest: Digest, suffix: str = "", *, max_size: int | None = None
+    ) -> bytes:
+        """The stored bytes of ``data/…`` (compressed as served), verified against ``digest``."""
+        path = digest.object_path(suffix)
+
+        async def attempt(route: Route, no_cache: bool) -> bytes:
+            async with self._request(route, path, no_cache) as response:
+                body = await self._read_body(route, response, max_size)
+            if not digest.matches(body):
+                raise _AttemptFailed(BAD_DATA, "content hash mismatch")
+            return body
+
+        return await self._run(path, attempt)
+
+    async def stream_object(
+        self, digest: Digest, suffix: str, sink_factory: Callable[[], ObjectSink[T]]
+    ) -> T:
+        """Stream ``data/…`` into a fresh sink per attempt; commit only a verified one."""
+        path = digest.object_path(suffix)
+
+        async def attempt(route: Route, no_cache: bool) -> T:
+            sink = sink_factory()
+            try:
+                async with self._request(route, path, no_cache) as response:
+                    hasher = digest.algorithm.new()
+                    guard = _LowSpeedGuard(self.settings.low_speed_limit, self._timeout_for(route))
+                    received = 0
+                    endpoint = self.stats.endpoint(route.endpoint)
+                    while True:
+                        piece = await response.content.read(PIECE_SIZE)
+                        if not piece:
+                            break
+                        received += len(piece)
+                        self.stats.bytes_received += len(piece)
+                        endpoint.bytes_received += len(piece)
+                        guard.update(len(piece))
+                        hasher.update(piece)
+                        try:
+                            await sink.write(piece)
+                        except Exception as error:
+                            raise _SinkFailed(error) from error
+                    _check_length(response, received)
+                if hasher.digest() != digest.raw:
+                    raise _AttemptFailed(BAD_DATA, "content hash mismatch")
+            except BaseException as error:
+                await _discard(sink, error)
+                raise
+            try:
+                return await sink.commit()
+            except Exception as error:
+                raise _SinkFailed(error) from error
+
+        return await self._run(path, attempt)
+
+    # -- one HTTP attempt ---------------------------------------------------------------
+
+    def _request(self, route: Route, path: str, no_cache: bool) -> _Request:
+        return _Request(self, route, path, no_cache)
+
+    async def _read_body(
+        self, route: Route, response: aiohttp.ClientResponse, max_size: int | None
+    ) -> bytes:
+        length = response.content_length
+        if max_size is not None and length is not None and length > max_size:
+            raise _AttemptFailed(BAD_DATA, f"{length} bytes announced, at most {max_size} expected")
+        if length is not None and length <= READ_WHOLE_LIMIT:
+            body = await response.read()
+            pieces = [body]
+            received = len(body)
+        else:
+            pieces = []
+            received = 0
+            guard = _LowSpeedGuard(self.settings.low_speed_limit, self._timeout_for(route))
+            while piece := await response.content.read(PIECE_SIZE):
+                pieces.append(piece)
+                received += len(piece)
+                guard.update(len(piece))
+                if max_size is not None and received > max_size:
+                    raise _AttemptFailed(BAD_DATA, f"more than {max_size} bytes received")
+        self.stats.bytes_received += received
+        self.stats.endpoint(route.endpoint).bytes_received += received
+        _check_length(response, received)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    # -- failover -----------------------------------------------------------------------
+
+    async def _run(self, path: str, attempt: Callable[[Route, bool], Awaitable[T]]) -> T:
+        state = self.state
+        missing_on: set[str] = set()
+        outcomes: list[tuple[Route, str, str]] = []
+        for round_number in range(self.failover_rounds):
+            if round_number:
+                await self._backoff(round_number, self.settings.backoff_init)
+            outcomes = []
+            hosts = [h for h in state.host_order() if h not in missing_on]
+            for host in hosts:
+                host_started = state.clock()
+                proxy_failures = 0
+                proxies = state.proxy_order()
+                for proxy in proxies:
+                    route = Route(host, proxy)
+                    started = state.clock()
+                    try:
+                        result = await self._try_route(route, path, attempt)
+                    except _AttemptFailed as failure:
+                        outcomes.append((route, failure.kind, failure.detail))
+                        self.stats.failovers += 1
+                        if failure.kind == MISSING:
+                            missing_on.add(host)
+                            break
+                        if failure.kind == HOST_ERROR or not state.uses_proxies:
+                            state.host_failed(host, started)
+                            break
+                        state.proxy_failed(proxy, started)
+                        proxy_failures += 1
+                        continue
+                    self.stats.objects += 1
+                    return result
+                if proxy_failures == len(proxies):
+                    # Every proxy failed for this host: count it as a host failure (§10.5).
+                    state.host_failed(host, host_started)
+            if missing_on and len(missing_on) == len(state.hosts):
+                self.stats.missing += 1
+                raise ObjectMissingError(path, f"not found (404) on {_plural(len(missing_on))}")
+            if not outcomes:
+                break
+        raise self._final_error(path, outcomes, missing_on)
+
+    def _final_error(
+        self, path: str, outcomes: list[tuple[Route, str, str]], missing_on: set[str]
+    ) -> FetchError:
+        summary = "; ".join(f"{route}: {detail}" for route, _, detail in outcomes[-4:])
+        if len(outcomes) > 4:
+            summary = f"... {summary}"
+        if missing_on:
+            summary = f"404 on {len(missing_on)} host(s); {summary}"
+        rounds = f"after {self.failover_rounds} pass(es) over all hosts and proxies"
+        if outcomes and all(kind == BAD_DATA for _, kind, _ in outcomes):
+            self.stats.corrupt += 1
+            return ObjectCorruptError(path, f"corrupt data {rounds}: {summary}")
+        self.stats.unreachable += 1
+        return TransferError(path, f"failed {rounds}: {summary}")
+
+    async def _try_route(
+        self, route: Route, path: str, attempt: Callable[[Route, bool], Awaitable[T]]
+    ) -> T:
+        no_cache = False
+        retries = 0
+        while True:
+            try:
+                async with self._in_flight:
+                    return await attempt(route, no_cache)
+            except _SinkFailed as failure:
+                raise failure.error from None
+            except _AttemptFailed as failure:
+                self.stats.failures += 1
+                self.stats.failure_kinds[failure.kind] += 1
+                self.stats.endpoint(route.endpoint).failures += 1
+                if failure.kind == BAD_DATA and not no_cache:
+                    no_cache = True
+                    self.stats.no_cache_retries += 1
+                    continue
+                if failure.kind == TRANSFER and retries < self.settings.max_retries:
+                    retries += 1
+                    self.stats.retries += 1
+                    await self._backoff(retries, self.settings.backoff_init)
+                    continue
+                raise
+
+    async def _backoff(self, attempt: int, initial: float) -> None:
+        """Sleep before retry ``attempt`` (1-based): uniform in [0, init], then doubling."""
+        if initial <= 0:
+            return
+        delay = self._rng.uniform(0, initial) * 2 ** (attempt - 1)
+        delay = min(delay, self.settings.backoff_max or delay)
+        self.stats.backoffs += 1
+        await asyncio.sleep(delay)
+
+    # -- geo ordering -------------------------------------------------------------------
+
+    async def _geo_sort(self) -> None:
+        route_proxy = self.state.proxy_order()[0]
+        order = await geo.sort_servers(
+            self.state.hosts,
+            proxy=route_proxy,
+            fetch_text=lambda url: self._fetch_url_text(url, route_proxy),
+            rng=self._rng,
+        )
+        if order is not None:
+            self.state.reorder_hosts(order)
+
+    async def _fetch_url_text(self, url: str, proxy: str | None) -> str | None:
+        route = Route(url, proxy)
+        session = self._session(route)
+        self.stats.requests += 1
+        try:
+            async with session.get(
+                URL(url, encoded=True), proxy=proxy, headers=request_headers(no_cache=False)
+            ) as response:
+                if response.status != 200:
+                    return None
+                body = await response.content.read(64 * 1024)
+                return body.decode("ascii", "replace")
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return None
+
+
+class _Request:
+    """``async with`` one GET on a route; status and transport errors become failures."""
+
+    __slots__ = ("_context", "_response", "fetcher", "no_cache", "path", "route")
+
+    def __init__(self, fetcher: Fetcher, route: Route, path: str, no_cache: bool) -> None:
+        self.fetcher = fetcher
+        self.route = route
+        self.path = path
+        self.no_cache = no_cache
+        self._context: Any = None
+        self._response: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        fetcher, route = self.fetcher, self.route
+        fetcher.stats.requests += 1
+        fetcher.stats.endpoint(route.endpoint).requests += 1
+        url = URL(f"{route.host}/{escape_path(self.path)}", encoded=True)
+        session = fetcher._session(route)
+        try:
+            self._context = session.get(
+                url, proxy=route.proxy, headers=request_headers(no_cache=self.no_cache)
+            )
+            response = await self._context.__aenter__()
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            self._context = None
+            raise _AttemptFailed(TRANSFER, _describe(error)) from None
+        try:
+            _classify_status(response, route)
+        except BaseException:
+            response.close()
+            await self._context.__aexit__(None, None, None)
+            self._context = None
+            raise
+        self._response = response
+        return response
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        context, self._context = self._context, None
+        response, self._response = self._response, None
+        if context is not None:
+            if exc is not None and response is not None:
+                response.close()  # never hand a half-read connection back to the pool
+            await context.__aexit__(exc_type, exc, tb)
+        if isinstance(exc, aiohttp.ClientError | TimeoutError | OSError):
+            raise _AttemptFailed(TRANSFER, _describe(exc)) from None
+        return False
+
+
+def _classify_status(response: aiohttp.ClientResponse, route: Route) -> None:
+    status = response.status
+    if status == 200:
+        return
+    from_proxy = route.proxy is not None and (
+        "X-Squid-Error" in response.headers or "error=" in response.headers.get("Proxy-Status", "")
+    )
+    detail = f"HTTP {status}"
+    if from_proxy:
+        raise _AttemptFailed(PROXY_ERROR, f"{detail} from the proxy")
+    if status == 404:
+        raise _AttemptFailed(MISSING, detail)
+    if status >= 500 or status == 429:
+        raise _AttemptFailed(TRANSFER, detail)
+    raise _AttemptFailed(PROXY_ERROR if route.proxy is not None else HOST_ERROR, detail)
+
+
+def _check_length(response: aiohttp.ClientResponse, received: int) -> None:
+    expected = response.content_length
+    if expected is not None and received != expected:
+        raise _AttemptFailed(TRANSFER, f"short transfer: {received} of {expected} bytes")
+
+
+async def _discard(sink: ObjectSink[Any], error: BaseException) -> None:
+    try:
+        await sink.discard()
+    except Exception as discard_error:
+        if isinstance(error, _SinkFailed):
+            return
+        raise _SinkFailed(discard_error) from discard_error
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    text = str(error) or type(error).__name__
+    return f"{type(error).__name__}: {text}" if str(error) else text
+
+
+def _plural(count: int) -> str:
+    return f"{count} host" + ("" if count == 1 else "s")
+
+
+__all__ = [
+    "DIRECT",
+    "EndpointStats",
+    "FetchStats",
+    "Fetcher",
+    "ObjectSink",
+]
