@@ -92,11 +92,10 @@ class Rule:
     def text(self) -> str:
         """The canonical spec line for this rule."""
         path = self.path
-        star = "*" if path == "/" else "/*"
         if self.kind is RuleKind.TREE:
-            return path.rstrip("/") + star
+            return path.rstrip("/") + "/*"
         if self.kind is RuleKind.FLAT:
-            return "^" + path.rstrip("/") + star
+            return "^" + path.rstrip("/") + "/*"
         if self.kind is RuleKind.EXCLUDE:
             return "!" + path
         return path
