@@ -74,3 +74,73 @@ async def walk_repository(
 
     await walk_catalog(root_digest(fixtures_dir, fqrn, revision), "")
     return tree
+
+
+def build_catalog(
+    path: Path,
+    entries: list[dict[str, object]],
+    *,
+    properties: dict[str, str] | None = None,
+    chunks: list[tuple[str, int, int, bytes]] = (),  # type: ignore[assignment]
+    ddl: tuple[str, ...] | None = None,
+    nested: list[tuple[str, str, int]] = (),  # type: ignore[assignment]
+    bind: list[tuple[str, str, int]] = (),  # type: ignore[assignment]
+) -> Path:
+    """Write a small catalog with sqlite3. Entries need ``path``; the rest has defaults.
+
+    A ``path`` given as bytes is stored as TEXT holding those exact bytes.
+    """
+    import hashlib
+    import sqlite3
+    import struct
+
+    from shrinkwrap_async.catalogs.schema import CATALOG_DDL
+
+    def pair(raw: bytes) -> tuple[int, int]:
+        return struct.unpack("<qq", hashlib.md5(raw).digest())
+
+    db = sqlite3.connect(path)
+    for statement in ddl if ddl is not None else CATALOG_DDL:
+        db.execute(statement)
+    props = {"schema": "2.5", "schema_revision": "6", "revision": "1"}
+    props.update(properties or {})
+    db.executemany("INSERT INTO properties VALUES (?, ?)", list(props.items()))
+    columns = {row[1] for row in db.execute("PRAGMA table_info(catalog)")}
+    for entry in entries:
+        raw_path = entry["path"]
+        raw = raw_path if isinstance(raw_path, bytes) else str(raw_path).encode()
+        parent_raw, _, name = raw.rpartition(b"/")
+        parent = pair(parent_raw) if raw else (0, 0)
+        values = {
+            "md5path_1": pair(raw)[0],
+            "md5path_2": pair(raw)[1],
+            "parent_1": parent[0],
+            "parent_2": parent[1],
+            "hardlinks": 1,
+            "hash": None,
+            "size": 0,
+            "mode": 0o40755,
+            "mtime": 1700000000,
+            "flags": 1,
+            "name": name,
+            "symlink": "",
+            "uid": 0,
+            "gid": 0,
+            "xattr": None,
+        }
+        values.update({k: v for k, v in entry.items() if k != "path"})
+        names = [c for c in values if c in columns]
+        marks = ", ".join("CAST(? AS TEXT)" if c == "name" else "?" for c in names)
+        db.execute(
+            f"INSERT INTO catalog ({', '.join(names)}) VALUES ({marks})",
+            [values[c] for c in names],
+        )
+    for file_path, offset, size, digest in chunks:
+        md5 = pair(file_path.encode())
+        db.execute("INSERT INTO chunks VALUES (?, ?, ?, ?, ?)", (*md5, offset, size, digest))
+    db.executemany("INSERT INTO nested_catalogs VALUES (?, ?, ?)", nested)
+    if bind:
+        db.executemany("INSERT INTO bind_mountpoints VALUES (?, ?, ?)", bind)
+    db.commit()
+    db.close()
+    return path

@@ -1,0 +1,208 @@
+"""A local cache of inflated catalogs, addressed by the hash of their compressed object.
+
+``<directory>/<XX>/<rest of hex>C`` holds the inflated SQLite file of catalog object
+``data/XX/<rest>C``. A file appears there only after the whole object was received, its
+hash matched and it inflated cleanly (temp name, then rename), so a hit needs no request.
+Downloads stream through an inflating sink: neither the object nor the catalog is ever
+held in memory, and the inflated size is capped against decompression bombs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO, Protocol, TypeVar
+
+from shrinkwrap_async.catalogs.entry import CatalogError
+from shrinkwrap_async.catalogs.reader import Catalog
+from shrinkwrap_async.hashing import Digest, Hasher, ObjectSuffix
+
+__all__ = [
+    "DEFAULT_MAX_CATALOG_SIZE",
+    "CatalogCache",
+    "Fetcher",
+    "InflatingCatalogSink",
+    "ObjectSink",
+]
+
+DEFAULT_MAX_CATALOG_SIZE = 4 << 30
+"""Refuse catalogs that inflate to more than this (the largest real ones are ~1 GiB)."""
+
+INFLATE_PIECE = 1 << 20
+"""Largest piece of inflated output produced per step."""
+
+T_co = TypeVar("T_co", covariant=True)
+T = TypeVar("T")
+
+
+class ObjectSink(Protocol[T_co]):
+    """Receives one object's bytes as served; ``commit`` only after the hash matched."""
+
+    async def write(self, piece: bytes) -> None: ...
+    async def commit(self) -> T_co: ...
+    async def discard(self) -> None: ...
+
+
+class Fetcher(Protocol):
+    """The part of ``network.fetcher.Fetcher`` the cache uses."""
+
+    async def stream_object(
+        self, digest: Digest, suffix: str, sink_factory: Callable[[], ObjectSink[T]]
+    ) -> T: ...
+
+
+class InflatingCatalogSink:
+    """Hashes and inflates a ``C`` object into a temp file; ``commit`` renames it to ``final``.
+
+    The hash is checked here too, so the cache never depends on the fetcher for it.
+    """
+
+    def __init__(self, digest: Digest, final: Path, max_size: int) -> None:
+        self._digest = digest
+        self._final = final
+        self._max_size = max_size
+        self._temp = final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        self._hasher: Hasher = digest.algorithm.new()
+        self._inflater = zlib.decompressobj()
+        self._file: BinaryIO | None = None
+        self._inflated = 0
+        self._done = False
+        self._renamed = False
+
+    def _output(self) -> BinaryIO:
+        if self._file is None:
+            if self._done:
+                raise RuntimeError("catalog sink used after commit or discard")
+            self._final.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self._temp, "wb")  # noqa: SIM115 (closed in _cleanup)
+        return self._file
+
+    def _consume(self, piece: bytes) -> None:
+        """Hash and inflate one piece in bounded steps; runs in a worker thread."""
+        out = self._output()
+        self._hasher.update(piece)
+        data = piece
+        inflater = self._inflater
+        while data:
+            if inflater.eof:
+                raise CatalogError(f"catalog {self._digest.hex}: data after the zlib stream")
+            try:
+                inflated = inflater.decompress(data, INFLATE_PIECE)
+            except zlib.error as error:
+                raise CatalogError(
+                    f"catalog {self._digest.hex}: not a zlib stream: {error}"
+                ) from None
+            self._grow(len(inflated))
+            out.write(inflated)
+            data = inflater.unconsumed_tail
+
+    def _grow(self, amount: int) -> None:
+        self._inflated += amount
+        if self._inflated > self._max_size:
+            raise CatalogError(
+                f"catalog {self._digest.hex} inflates to more than {self._max_size} bytes "
+                "(limit; raise it if the repository really has such a catalog)"
+            )
+
+    def _finish(self) -> Path:
+        out = self._output()
+        if self._hasher.digest() != self._digest.raw:
+            raise CatalogError(f"catalog {self._digest.hex}: hash of the received object differs")
+        inflater = self._inflater
+        while not inflater.eof:
+            try:
+                tail = inflater.decompress(inflater.unconsumed_tail, INFLATE_PIECE)
+            except zlib.error as error:
+                raise CatalogError(
+                    f"catalog {self._digest.hex}: not a zlib stream: {error}"
+                ) from None
+            if not tail:
+                raise CatalogError(f"catalog {self._digest.hex}: truncated zlib stream")
+            self._grow(len(tail))
+            out.write(tail)
+        if inflater.unused_data:
+            raise CatalogError(f"catalog {self._digest.hex}: data after the zlib stream")
+        out.close()
+        os.replace(self._temp, self._final)
+        self._renamed = True
+        return self._final
+
+    def _cleanup(self) -> None:
+        self._done = True
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if not self._renamed:
+            with contextlib.suppress(FileNotFoundError):
+                self._temp.unlink()
+
+    async def write(self, piece: bytes) -> None:
+        try:
+            await asyncio.to_thread(self._consume, piece)
+        except BaseException:
+            await asyncio.to_thread(self._cleanup)
+            raise
+
+    async def commit(self) -> Path:
+        try:
+            return await asyncio.to_thread(self._finish)
+        finally:
+            await asyncio.to_thread(self._cleanup)
+
+    async def discard(self) -> None:
+        await asyncio.to_thread(self._cleanup)
+
+
+class CatalogCache:
+    """Catalogs by hash under ``directory``; misses are downloaded with ``fetcher``."""
+
+    def __init__(
+        self,
+        directory: Path,
+        fetcher: Fetcher,
+        *,
+        max_catalog_size: int = DEFAULT_MAX_CATALOG_SIZE,
+    ) -> None:
+        self.directory = Path(directory)
+        self.fetcher = fetcher
+        self.max_catalog_size = max_catalog_size
+        self.hits = 0
+        self.misses = 0
+
+    def path_for(self, digest: Digest) -> Path:
+        text = digest.hex
+        return self.directory / text[:2] / f"{text[2:]}{ObjectSuffix.CATALOG}"
+
+    async def open(self, digest: Digest, mountpoint: str) -> Catalog:
+        """The catalog ``digest`` whose root is ``mountpoint``, from the cache or the network.
+
+        A cached file that no longer opens as that catalog is removed and fetched again.
+        Raises :class:`CatalogError` when the object is not the catalog it should be;
+        network failures propagate from the fetcher.
+        """
+        path = self.path_for(digest)
+        if path.is_file():
+            try:
+                catalog = await Catalog.open(path, mountpoint)
+            except CatalogError:
+                path.unlink(missing_ok=True)
+            else:
+                self.hits += 1
+                return catalog
+        self.misses += 1
+        path = await self.fetcher.stream_object(
+            digest, ObjectSuffix.CATALOG, lambda: self._sink(digest, path)
+        )
+        try:
+            return await Catalog.open(path, mountpoint)
+        except CatalogError:
+            path.unlink(missing_ok=True)
+            raise
+
+    def _sink(self, digest: Digest, final: Path) -> InflatingCatalogSink:
+        return InflatingCatalogSink(digest, final, self.max_catalog_size)
