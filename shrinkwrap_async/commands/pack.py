@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         argv = build_squashfs_from_entries(entries, args.repo, output, options)
     else:
         argv = build_squashfs_from_tree(args.dest_base, args.repo, output, options, method)
-    log.info("wrote %s (%s)", output, " ".join(argv[:1] + argv[2:]))
+    log.info("wrote %s with: %s", output, " ".join(argv))
     return ExitCode.OK
 
 

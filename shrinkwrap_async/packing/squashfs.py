@@ -84,17 +84,22 @@ def choose_method(method: str) -> tuple[str, list[str]]:
     raise UsageError(MISSING_TOOLS)
 
 
-def mksquashfs_common_args(options: SquashfsOptions) -> list[str]:
+def mksquashfs_common_args(options: SquashfsOptions, *, reads_tar: bool) -> list[str]:
+    """Options for reproducible images.
+
+    With ``-tar``, mksquashfs 4.5.1 ignores ``-root-time``; the times then come from
+    ``SOURCE_DATE_EPOCH`` (see ``mksquashfs_environment``) instead of ``-mkfs-time``.
+    """
+    times = (
+        [] if reads_tar else ["-mkfs-time", str(options.mtime), "-root-time", str(options.mtime)]
+    )
     args = [
         "-noappend",
         "-no-progress",
         "-quiet",
         "-xattrs",
         "-reproducible",
-        "-mkfs-time",
-        str(options.mtime),
-        "-root-time",
-        str(options.mtime),
+        *times,
         "-root-mode",
         "0755",
         "-root-uid",
@@ -109,6 +114,13 @@ def mksquashfs_common_args(options: SquashfsOptions) -> list[str]:
     if options.compressor:
         args += ["-comp", options.compressor]
     return [*args, *options.extra_args]
+
+
+def mksquashfs_environment(options: SquashfsOptions) -> dict[str, str]:
+    """The environment for ``mksquashfs -tar``: SOURCE_DATE_EPOCH sets the superblock and root
+    directory times (and clamps later file times to it, which a revision time never
+    precedes)."""
+    return {**os.environ, "SOURCE_DATE_EPOCH": str(options.mtime)}
 
 
 def tar2sqfs_args(options: SquashfsOptions) -> list[str]:
@@ -130,10 +142,12 @@ def _temporary_output(output: Path) -> Path:
     return output.with_name(f".{output.name}.tmp-{os.getpid()}")
 
 
-def _run_checked(argv: list[str], stdin: int | None = None) -> subprocess.Popen[bytes]:
+def _run_checked(
+    argv: list[str], stdin: int | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(
-            argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
         )
     except OSError as error:
         raise UsageError(f"cannot run {argv[0]}: {error.strerror}") from error
@@ -157,8 +171,10 @@ def build_squashfs_from_tree(
         raise UsageError(f"no export of {fqrn} in {dest_base} (missing {source})")
     temporary = _temporary_output(output)
     argv = [*tool, str(source), str(temporary), "-keep-as-directory"]
-    argv += mksquashfs_common_args(options)
-    process = _run_checked(argv)
+    argv += mksquashfs_common_args(options, reads_tar=False)
+    process = _run_checked(
+        argv, env={k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    )
     _, stderr = process.communicate()
     if process.returncode != 0:
         temporary.unlink(missing_ok=True)
@@ -173,11 +189,14 @@ def build_squashfs_from_entries(
     """Build ``output`` by streaming ``entries`` as tar into a tool that reads tar."""
     _, tool = choose_method("stream")
     temporary = _temporary_output(output)
+    env = None
     if Path(tool[0]).name == "tar2sqfs":
         argv = [*tool, *tar2sqfs_args(options), str(temporary)]
     else:
-        argv = [*tool, "-", str(temporary), "-tar", *mksquashfs_common_args(options)]
-    process = _run_checked(argv, stdin=subprocess.PIPE)
+        argv = [*tool, "-", str(temporary), "-tar"]
+        argv += mksquashfs_common_args(options, reads_tar=True)
+        env = mksquashfs_environment(options)
+    process = _run_checked(argv, stdin=subprocess.PIPE, env=env)
     assert process.stdin is not None and process.stderr is not None
     stderr_chunks: list[bytes] = []
     reader = threading.Thread(target=_drain, args=(process.stderr, stderr_chunks), daemon=True)
