@@ -31,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     parser.add_argument(
         "-y",
+        "--dest-cache",
         "--data-dir",
+        dest="data_dir",
         metavar="DATA",
         default=None,
         help=f"object store (default <dest-base>/{DATA_DIR_NAME})",
@@ -116,8 +118,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if result.errors:
         raise StorageError(
-            f"garbage collection finished with {result.errors} errors; first: "
-            f"{result.first_error}"
+            f"garbage collection finished with {result.errors} errors; first: {result.first_error}"
         )
     return ExitCode.OK
 
