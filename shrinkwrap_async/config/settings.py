@@ -295,6 +295,19 @@ def _proxy_groups_from(values: ConfigValues) -> tuple[tuple[str, ...], ...]:
     return groups
 
 
+def _config_path(values: ConfigValues, key: str, text: str) -> Path:
+    """A path from the configuration; a relative one is taken from its file's directory.
+
+    (An extension: the client would resolve it against its working directory. This lets
+    the files in ``conf/`` name their keys relative to themselves.)
+    """
+    path = Path(text).expanduser()
+    origin = values.origin(key)
+    if not path.is_absolute() and origin is not None and origin[1] > 0:
+        return origin[0].parent / path
+    return path
+
+
 def _public_keys_from(values: ConfigValues) -> tuple[Path, ...]:
     fix = (
         "set CVMFS_PUBLIC_KEY=/path/<key>.pub (':'-separated) or CVMFS_KEYS_DIR=<dir with *.pub>"
@@ -303,14 +316,19 @@ def _public_keys_from(values: ConfigValues) -> tuple[Path, ...]:
     listed = values.get("CVMFS_PUBLIC_KEY", "").strip()
     if listed:
         where = values.where("CVMFS_PUBLIC_KEY")
-        keys = tuple(Path(p.strip()) for p in listed.split(":") if p.strip())
+        keys = tuple(
+            _config_path(values, "CVMFS_PUBLIC_KEY", p.strip())
+            for p in listed.split(":")
+            if p.strip()
+        )
         for key in keys:
             if not key.is_file() or not os.access(key, os.R_OK):
                 raise ConfigError(f"{where}: CVMFS_PUBLIC_KEY file {key} is not readable; {fix}")
         return keys
     directory_text = values.get("CVMFS_KEYS_DIR", "").strip()
     if directory_text:
-        where, directory = values.where("CVMFS_KEYS_DIR"), Path(directory_text)
+        where = values.where("CVMFS_KEYS_DIR")
+        directory = _config_path(values, "CVMFS_KEYS_DIR", directory_text)
         key_name = "CVMFS_KEYS_DIR"
     else:
         where, directory, key_name = "<built-in>", DEFAULT_KEYS_DIR, "CVMFS_KEYS_DIR"
@@ -370,7 +388,7 @@ class _Reader:
         text = self._get(key)
         if text is None:
             return IdMap()
-        path = Path(text)
+        path = _config_path(self.values, key, text)
         try:
             return IdMap.load(path)
         except ConfigError as error:
