@@ -202,6 +202,8 @@ class Catalog:
                         return
                     for row in batch:
                         yield row
+                    if len(batch) < FETCH_BATCH:
+                        return  # a short batch is the last one: save a round trip
         except sqlite3.Error as error:
             raise CatalogError(f"{self.path}: corrupt catalog: {error}") from error
 
