@@ -1,0 +1,148 @@
+"""The real cvmfs_shrinkwrap's inc_A_to_B garbage collection numbers, reproduced.
+
+The fixtures list ``.data`` of the real tool after exporting fix1 revision 2 and then 3 into
+one destination (``inc_A_to_B.data-before-gc.txt``: 175 objects plus its ``.garbage/flagged``
+file) and after its ``--gc`` (157 objects plus that file): 18 files and 3,312,603 bytes
+removed, leaving exactly the object set of a fresh revision-3 export.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from shrinkwrap_async.state.gc import collect_garbage
+from shrinkwrap_async.testing.servers import StaticServer
+
+FQRN = "fix1.test.local"
+REMOVED_FILES = 18
+REMOVED_BYTES = 3_312_603
+
+
+def read_listing(path: Path) -> dict[str, tuple[int, int]]:
+    """name -> (nlink, size) of the store objects in a data listing (.garbage left out)."""
+    objects: dict[str, tuple[int, int]] = {}
+    for line in path.read_text().splitlines():
+        name, nlink, size = line.split(" ")
+        if name.startswith(".garbage/"):
+            continue
+        objects[name] = (int(nlink.removeprefix("nlink=")), int(size.removeprefix("size=")))
+    return objects
+
+
+def store_objects(data: Path) -> set[str]:
+    """Object names (XX/YY/name) present in a store."""
+    names = set()
+    for top in sorted(data.iterdir()):
+        if len(top.name) != 2 or not top.is_dir():
+            continue
+        for sub in top.iterdir():
+            names.update(f"{top.name}/{sub.name}/{entry.name}" for entry in sub.iterdir())
+    return names
+
+
+def test_listing_numbers_on_a_rebuilt_store(tmp_path: Path, fixtures_dir: Path) -> None:
+    """Rebuild the real tool's store (names, sizes, link counts) and collect it."""
+    expected = fixtures_dir / "expected" / FQRN
+    before = read_listing(expected / "inc_A_to_B.data-before-gc.txt")
+    after = read_listing(expected / "inc_A_to_B.data-after-gc.txt")
+    assert (len(before), len(after)) == (175, 157)
+    data = tmp_path / ".data"
+    tree = tmp_path / FQRN
+    tree.mkdir()
+    for index, (name, (nlink, size)) in enumerate(sorted(before.items())):
+        path = data / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            f.truncate(size)  # sparse: only the size matters here
+        for link in range(nlink - 1):
+            os.link(path, tree / f"f{index}-{link}")
+    (data / ".garbage").mkdir()
+    (data / ".garbage" / "flagged").write_bytes(b"\0" * 8 * REMOVED_FILES)
+
+    result = collect_garbage(tmp_path)
+
+    assert (result.objects_removed, result.bytes_removed) == (REMOVED_FILES, REMOVED_BYTES)
+    assert store_objects(data) == set(after)
+    assert (data / ".garbage" / "flagged").exists()  # not ours to remove
+
+
+def _write_config(tmp_path: Path, server: StaticServer, fixtures_dir: Path) -> Path:
+    config = tmp_path / "client.conf"
+    config.write_text(
+        f"CVMFS_SERVER_URL={server.url}/cvmfs/@fqrn@\n"
+        "CVMFS_HTTP_PROXY=DIRECT\n"
+        f"CVMFS_KEYS_DIR={fixtures_dir / 'keys'}\n"
+        f"CVMFS_CACHE_BASE={tmp_path / 'cache'}\n"
+        "CVMFS_SHARED_CACHE=no\n"
+        "CVMFS_CLAIM_OWNERSHIP=no\n"
+        f"CVMFS_UID_MAP={tmp_path / 'map'}\n"
+        f"CVMFS_GID_MAP={tmp_path / 'map'}\n"
+    )
+    (tmp_path / "map").write_text("* 0\n")
+    return config
+
+
+async def _export(config: Path, spec: Path, dest: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "shrinkwrap_async",
+        "export",
+        "-r",
+        FQRN,
+        "-f",
+        str(config),
+        "-t",
+        str(spec),
+        "-x",
+        str(dest),
+        "-q",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _out, err = await asyncio.wait_for(process.communicate(), timeout=240)
+    assert process.returncode == 0, err.decode(errors="replace")
+
+
+def _serve_revision(docroot: Path, fixtures_dir: Path, revision: int) -> None:
+    shutil.copyfile(
+        fixtures_dir / "revisions" / FQRN / str(revision) / ".cvmfspublished",
+        docroot / "cvmfs" / FQRN / ".cvmfspublished",
+    )
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("shrinkwrap_async.commands.export") is None,
+    reason="the export command is not there yet",
+)
+async def test_incremental_export_then_gc_equals_fresh_export(
+    tmp_path: Path, fixtures_dir: Path, fixture_docroot: Path, fixture_server: StaticServer
+) -> None:
+    expected = fixtures_dir / "expected" / FQRN
+    spec = fixtures_dir / "specs" / FQRN / "all.spec"
+    config = _write_config(tmp_path, fixture_server, fixtures_dir)
+    dest = tmp_path / "dest"
+
+    _serve_revision(fixture_docroot, fixtures_dir, 2)
+    await _export(config, spec, dest)
+    _serve_revision(fixture_docroot, fixtures_dir, 3)
+    await _export(config, spec, dest)
+    before = store_objects(dest / ".data")
+    assert before == set(read_listing(expected / "inc_A_to_B.data-before-gc.txt"))
+
+    result = await asyncio.to_thread(collect_garbage, dest)
+    after = store_objects(dest / ".data")
+    assert (result.objects_removed, result.bytes_removed) == (REMOVED_FILES, REMOVED_BYTES)
+    assert len(after) == 157
+    assert after == set(read_listing(expected / "inc_A_to_B.data-after-gc.txt"))
+
+    fresh = tmp_path / "fresh"
+    await _export(config, spec, fresh)
+    assert store_objects(fresh / ".data") == after
