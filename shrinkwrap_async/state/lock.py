@@ -20,6 +20,7 @@ import asyncio
 import datetime
 import errno
 import fcntl
+import logging
 import os
 import socket
 import time
@@ -42,6 +43,7 @@ _FLOCK_UNSUPPORTED = frozenset(
         errno.ENOSYS,
     )
 )
+log = logging.getLogger(__name__)
 _POLL_FIRST = 0.05
 _POLL_MAX = 0.5
 
@@ -119,6 +121,8 @@ class RunLock:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise self._locked_error()
+            if delay == _POLL_FIRST:
+                self._log_waiting()
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, _POLL_MAX)
 
@@ -130,6 +134,8 @@ class RunLock:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise self._locked_error()
+            if delay == _POLL_FIRST:
+                self._log_waiting()
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, _POLL_MAX)
 
@@ -200,6 +206,18 @@ class RunLock:
         except OSError:
             return None
         return text.splitlines()[0] if text else None
+
+    def _log_waiting(self) -> None:
+        from shrinkwrap_async.state.eventlog import log_event
+
+        holder = self.read_holder() or "holder unknown"
+        log_event(
+            log,
+            "lock.waiting",
+            f"waiting up to {self.wait:g} s for the lock {self.path} ({holder})",
+            lock_file=str(self.path),
+            holder=holder,
+        )
 
     def _locked_error(self) -> LockedError:
         holder = self.read_holder() or "holder unknown"

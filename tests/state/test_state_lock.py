@@ -124,3 +124,33 @@ def test_unwritable_lock_location_is_a_storage_error(tmp_path: Path) -> None:
 
     with pytest.raises(StorageError, match="--lock-file"):
         RunLock(blocker / "lock").try_acquire()
+
+
+def test_file_system_refusing_flock_is_exit_5(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stands in for a Lustre/NFS mount without flock: the kernel answers ENOLCK."""
+    import errno
+    import fcntl
+
+    from shrinkwrap_async.exitcodes import ExitCode, StorageError
+
+    def refuse(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    with pytest.raises(StorageError, match="--lock-file") as refused:
+        RunLock(tmp_path / "lock").try_acquire()
+    assert refused.value.exit_code == ExitCode.STORAGE == 5
+
+
+async def test_waiting_is_logged_as_an_event(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO)
+    with RunLock(tmp_path / "lock"), pytest.raises(LockedError, match="after waiting"):
+        await RunLock(tmp_path / "lock", wait=0.2).acquire()
+    waiting = [r for r in caplog.records if getattr(r, "shrinkwrap_event", "") == "lock.waiting"]
+    assert len(waiting) == 1 and f"pid={os.getpid()}" in waiting[0].getMessage()
