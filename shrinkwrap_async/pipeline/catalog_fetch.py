@@ -1,0 +1,54 @@
+"""Catalog-fetch stage: nested catalogs opened concurrently, shared and closed when unused.
+
+The walker asks for a nested catalog as soon as it meets the mountpoint and goes on with
+other directories while it downloads (no barrier per catalog). Catalogs outside the spec
+are never requested, because the walker only asks for directories it descends into.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from shrinkwrap_async.catalogs.cache import CatalogCache
+from shrinkwrap_async.catalogs.entry import CatalogError
+from shrinkwrap_async.catalogs.reader import Catalog
+from shrinkwrap_async.hashing import Digest
+
+
+class CatalogHandle:
+    """A catalog shared by the directory jobs that list it; closed with the last release."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.references = 0
+
+    def acquire(self) -> CatalogHandle:
+        self.references += 1
+        return self
+
+    async def release(self) -> None:
+        self.references -= 1
+        if self.references == 0:
+            await self.catalog.close()
+
+
+class CatalogOpener:
+    def __init__(self, cache: CatalogCache, *, concurrency: int = 8) -> None:
+        self.cache = cache
+        self._limit = asyncio.Semaphore(concurrency)
+        self.opened = 0
+
+    async def open_root(self, digest: Digest) -> CatalogHandle:
+        return await self._open(digest, "")
+
+    async def open_nested(self, parent: Catalog, mountpoint: str) -> CatalogHandle:
+        ref = await parent.nested_catalog(mountpoint)
+        if ref is None:
+            raise CatalogError(f"no nested catalog registered for mountpoint {mountpoint!r}")
+        return await self._open(ref.digest, mountpoint)
+
+    async def _open(self, digest: Digest, mountpoint: str) -> CatalogHandle:
+        async with self._limit:
+            catalog = await self.cache.open(digest, mountpoint)
+        self.opened += 1
+        return CatalogHandle(catalog)

@@ -1,0 +1,83 @@
+"""Link stage: everything that touches the visible tree, on one I/O thread, in batches.
+
+Directory listings (prune what the source no longer has, make subdirectories, symlinks and
+special files) and hard links of regular files to committed objects all go through
+:class:`TreeWriter` on a single-thread executor, so tree operations never race each other.
+"""
+
+from __future__ import annotations
+
+import stat as stat_module
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from shrinkwrap_async.link.directory_spool import DirectorySpool
+from shrinkwrap_async.link.tree_writer import RelPath, TreeWriter
+from shrinkwrap_async.store.data_store import DataStore
+
+if TYPE_CHECKING:
+    from shrinkwrap_async.pipeline.object_fetch import FileJob
+
+
+@dataclass(slots=True)
+class DirectoryOp:
+    rel: RelPath
+    mode: int
+    uid: int
+    gid: int
+    mtime: int
+    xattrs: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(slots=True)
+class SymlinkOp:
+    rel: RelPath
+    target: str
+    mtime: int
+
+
+@dataclass(slots=True)
+class SpecialOp:
+    rel: RelPath
+    mode: int
+    rdev: int
+    uid: int
+    gid: int
+    mtime: int
+
+
+class LinkStage:
+    def __init__(self, writer: TreeWriter, store: DataStore, spool: DirectorySpool) -> None:
+        self.writer = writer
+        self.store = store
+        self.spool = spool
+
+    def apply_listing(
+        self, rel: RelPath, keep: list[str], ops: list[DirectoryOp | SymlinkOp | SpecialOp]
+    ) -> tuple[int, int]:
+        """One directory's non-file entries; returns (entries removed, devices skipped)."""
+        removed = len(self.writer.prune(rel, keep))
+        skipped = 0
+        for op in ops:
+            if isinstance(op, DirectoryOp):
+                self.writer.make_directory(op.rel, op.xattrs)
+                self.spool.add(op.rel, op.mode, op.uid, op.gid, op.mtime)
+            elif isinstance(op, SymlinkOp):
+                self.writer.make_symlink(op.rel, op.target, op.mtime)
+            elif not self.writer.make_special(op.rel, op.mode, op.rdev, op.uid, op.gid, op.mtime):
+                skipped += 1
+        return removed, skipped
+
+    def link_files(self, jobs: list[FileJob]) -> dict[str, int]:
+        counts = {"linked": 0, "unchanged": 0, "copied": 0}
+        for job in jobs:
+            counts[self.writer.link_object(job.rel, self.store.path_for(job.name))] += 1
+        return counts
+
+    def finish_directories(self) -> int:
+        """Final mode, owner, mtime of every directory, deepest first (after all content)."""
+        count = 0
+        for rel, mode, uid, gid, mtime in self.spool.deepest_first():
+            self.writer.set_directory_metadata(rel, stat_module.S_IMODE(mode), uid, gid, mtime)
+            count += 1
+        return count

@@ -1,0 +1,73 @@
+"""Counters of an export run, printed as cvmfs_shrinkwrap prints them, or as JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Failure:
+    path: str
+    object: str
+    reason: str
+
+
+@dataclass
+class ExportStats:
+    files: int = 0  # regular files selected
+    dirs: int = 0
+    symlinks: int = 0
+    specials: int = 0
+    bytes: int = 0  # logical size of the regular files selected
+    data_files: int = 0  # objects written to .data
+    data_bytes: int = 0
+    dedup_files: int = 0  # files served by an object already in .data or in flight
+    dedup_bytes: int = 0
+    linked: int = 0  # files linked (or copied) into the tree
+    unchanged: int = 0  # files already linked to the right object
+    copies: int = 0  # hard links that fell back to a copy
+    removed: int = 0  # entries removed from the destination (mirroring)
+    catalogs: int = 0
+    skipped_devices: int = 0
+    requests: int = 0
+    retries: int = 0
+    bytes_received: int = 0
+    elapsed: float = 0.0
+    objects_needed: int = 0  # dry run: distinct objects missing from .data
+    revision: int | None = None
+    root_hash: str = ""
+    failures: list[Failure] = field(default_factory=list)
+
+    ROWS = (
+        ("files", "Number of regular files"),
+        ("dirs", "Number of directories"),
+        ("symlinks", "Number of symlinks"),
+        ("specials", "Number of special files"),
+        ("bytes", "Byte count of the exported files"),
+        ("data_files", "Number of data files transferred to .data"),
+        ("data_bytes", "Bytes written to .data"),
+        ("dedup_files", "Number of files not copied due to deduplication"),
+        ("dedup_bytes", "Number of bytes not copied due to deduplication"),
+        ("removed", "Entries removed from the destination"),
+        ("catalogs", "Catalogs walked"),
+        ("requests", "HTTP requests"),
+        ("retries", "HTTP retries"),
+        ("bytes_received", "Bytes received over HTTP"),
+    )
+
+    def as_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["elapsed"] = round(self.elapsed, 3)
+        data["files_per_second"] = round(self.files / self.elapsed, 1) if self.elapsed else 0.0
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=1, sort_keys=True)
+
+    def table(self) -> str:
+        lines = ["Name|Value|Description"]
+        lines += [f"{name}|{getattr(self, name)}|{text}" for name, text in self.ROWS]
+        lines.append(f"failures|{len(self.failures)}|Objects that could not be exported")
+        lines.append(f"elapsed|{self.elapsed:.2f}|Seconds")
+        return "\n".join(lines)
