@@ -1,0 +1,378 @@
+"""The trust chain against the real fixture repositories and tampered copies of them.
+
+Tampered copies are re-signed with the fixtures' private keys where the attack needs a
+valid signature (an expired whitelist, a foreign certificate, a renamed manifest), so each
+test reaches exactly the check it is about.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from shrinkwrap_async.config.settings import ClientSettings
+from shrinkwrap_async.exitcodes import ExitCode, TrustError, UnreachableError
+from shrinkwrap_async.hashing import Algorithm
+from shrinkwrap_async.network.fetcher import Fetcher
+from shrinkwrap_async.testing.servers import StaticServer
+from shrinkwrap_async.trust.chain import TrustedRoot, establish_trust, verify_whitelist
+from shrinkwrap_async.trust.signature import SEPARATOR, load_master_key
+from shrinkwrap_async.trust.whitelist import Whitelist
+
+FIX1, FIX2, FIX3 = "fix1.test.local", "fix2.test.local", "fix3.test.local"
+ROOTS = {
+    FIX1: "33b8ca8ba43e54c03d90f309dbc51b95ee94cd20",
+    FIX2: "3e51053cceea2f84aaac483a9b573c7d1873ea8e-shake128",
+    FIX3: "89a06241bce20fc7f3789f1cad5809df3ac3df8c-rmd160",
+}
+ALGORITHMS = {FIX1: Algorithm.SHA1, FIX2: Algorithm.SHAKE128, FIX3: Algorithm.RMD160}
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+# -- signing helpers (the publisher's side, for tampered copies) ---------------------------
+
+
+def private_key(fixtures: Path, name: str) -> rsa.RSAPrivateKey:
+    key = serialization.load_pem_private_key(
+        (fixtures / "keys" / "private" / name).read_bytes(), password=None
+    )
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return key
+
+
+def letter_of(data: bytes) -> bytes:
+    return data[: data.index(SEPARATOR) + 1]
+
+
+def sign_whitelist(letter: bytes, master: rsa.RSAPrivateKey, algorithm: Algorithm) -> bytes:
+    """``openssl pkeyutl -sign``: PKCS#1 type-1 padding around the hash line, no DigestInfo."""
+    hash_line = algorithm.hash(letter).hex.encode()
+    numbers = master.private_numbers()
+    size = (master.key_size + 7) // 8
+    block = b"\x00\x01" + b"\xff" * (size - 3 - len(hash_line)) + b"\x00" + hash_line
+    signature = pow(int.from_bytes(block, "big"), numbers.d, numbers.public_numbers.n)
+    return letter + b"--\n" + hash_line + b"\n" + signature.to_bytes(size, "big")
+
+
+def sign_manifest(letter: bytes, key: rsa.RSAPrivateKey, algorithm: Algorithm) -> bytes:
+    hash_line = algorithm.hash(letter).hex.encode()
+    signature = key.sign(hash_line, padding.PKCS1v15(), hashes.SHA1())
+    return letter + b"--\n" + hash_line + b"\n" + signature
+
+
+def fingerprint(certificate_pem: bytes, algorithm: Algorithm) -> bytes:
+    der = x509.load_pem_x509_certificate(certificate_pem).public_bytes(serialization.Encoding.DER)
+    raw = algorithm.hash(der).raw.hex().upper()
+    text = ":".join(raw[i : i + 2] for i in range(0, len(raw), 2))
+    return (text + algorithm.suffix.upper()).encode()
+
+
+# -- fixtures --------------------------------------------------------------------------------
+
+
+def settings_for(
+    server: StaticServer,
+    fixtures: Path,
+    fqrn: str,
+    key_of: str | None = None,
+    url_of: str | None = None,
+) -> ClientSettings:
+    return ClientSettings.for_repository(
+        fqrn,
+        server.repository_url(url_of or fqrn),
+        [fixtures / "keys" / f"{key_of or fqrn}.pub"],
+        max_retries=0,
+        timeout=5,
+        timeout_direct=5,
+    )
+
+
+async def trust(
+    server: StaticServer,
+    fixtures: Path,
+    fqrn: str,
+    *,
+    key_of: str | None = None,
+    url_of: str | None = None,
+    cache_dir: Path | None = None,
+    now: datetime = NOW,
+) -> TrustedRoot:
+    settings = settings_for(server, fixtures, fqrn, key_of, url_of)
+    async with Fetcher(settings) as fetcher:
+        return await establish_trust(fetcher, settings, cache_dir=cache_dir, now=now)
+
+
+async def refused(server: StaticServer, fixtures: Path, fqrn: str = FIX1, **kwargs: object) -> str:
+    with pytest.raises(TrustError) as caught:
+        await trust(server, fixtures, fqrn, **kwargs)  # type: ignore[arg-type]
+    assert caught.value.exit_code == ExitCode.TRUST
+    message = str(caught.value)
+    assert message and "\n" not in message
+    return message
+
+
+def repo_file(docroot: Path, fqrn: str, name: str) -> Path:
+    return docroot / "cvmfs" / fqrn / name
+
+
+# -- the real repositories verify --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fqrn", [FIX1, FIX2, FIX3])
+async def test_fixture_repositories_verify(
+    fixture_server: StaticServer, fixtures_dir: Path, fqrn: str, tmp_path: Path
+) -> None:
+    root = await trust(fixture_server, fixtures_dir, fqrn, cache_dir=tmp_path / "cache")
+    assert root.root_catalog.hex == ROOTS[fqrn]
+    assert root.root_catalog.algorithm is ALGORITHMS[fqrn]
+    assert root.revision == (3 if fqrn == FIX1 else 2)
+    assert root.fqrn == root.manifest.fqrn == root.whitelist.fqrn == fqrn
+    assert root.certificate_pem.startswith(b"-----BEGIN CERTIFICATE-----")
+    assert root.certificate_pem == (fixtures_dir / "keys/private" / f"{fqrn}.crt").read_bytes()
+
+
+async def test_unchanged_repository_costs_two_requests(
+    fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    first = await trust(fixture_server, fixtures_dir, FIX2, cache_dir=cache)
+    assert fixture_server.total_requests == 3
+    fixture_server.requests.clear()
+    second = await trust(fixture_server, fixtures_dir, FIX2, cache_dir=cache)
+    assert second.root_catalog == first.root_catalog
+    assert dict(fixture_server.requests) == {
+        f"cvmfs/{FIX2}/.cvmfswhitelist": 1,
+        f"cvmfs/{FIX2}/.cvmfspublished": 1,
+    }
+
+
+async def test_corrupt_cached_certificate_is_refetched(
+    fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    await trust(fixture_server, fixtures_dir, FIX1, cache_dir=cache)
+    (cached,) = (cache / "certificates").iterdir()
+    cached.write_bytes(b"garbage")
+    fixture_server.requests.clear()
+    await trust(fixture_server, fixtures_dir, FIX1, cache_dir=cache)
+    assert fixture_server.total_requests == 3
+
+
+async def test_older_revision_verifies(
+    fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
+) -> None:
+    revision_a = fixtures_dir / "revisions" / FIX1 / "2" / ".cvmfspublished"
+    repo_file(fixture_docroot, FIX1, ".cvmfspublished").write_bytes(revision_a.read_bytes())
+    root = await trust(fixture_server, fixtures_dir, FIX1)
+    assert root.revision == 2
+    assert root.root_catalog.hex == "2c0a532d053941a164e5166a0e5e4e50086f27c0"
+
+
+# -- each attack refused with its own message ------------------------------------------------
+
+
+async def test_tampered_manifest(
+    fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
+) -> None:
+    path = repo_file(fixture_docroot, FIX1, ".cvmfspublished")
+    path.write_bytes(path.read_bytes().replace(b"\nS3\n", b"\nS4\n", 1))
+    message = await refused(fixture_server, fixtures_dir)
+    assert "is tampered" in message and ".cvmfspublished" in message
+
+
+async def test_tampered_manifest_with_recomputed_hash(
+    fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
+) -> None:
+    """Hash line made to match, but the signature is the original one."""
+    path = repo_file(fixture_docroot, FIX1, ".cvmfspublished")
+    data = path.read_bytes()
+    letter = letter_of(data).replace(b"\nS3\n", b"\nS4\n", 1)
+    rest = data[data.index(SEPARATOR) + len(SEPARATOR) :]
+    signature = rest[rest.index(b"\n") + 1 :]
+    path.write_bytes(
+        letter + b"--\n" + Algorithm.SHA1.hash(letter).hex.encode() + b"\n" + signature
+    )
+    message = await refused(fixture_server, fixtures_dir)
+    assert "signature does not verify with the repository certificate" in message
+
+
+async def test_tampered_whitelist(
+    fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
+) -> None:
+    path = repo_file(fixture_docroot, FIX1, ".cvmfswhitelist")
+    path.write_bytes(path.read_bytes().replace(b"\nE2036", b"\nE2037", 1))
+    message = await refused(fixture_server, fixtures_dir)
+    assert "is tampered" in message and ".cvmfswhitelist" in message
+
+
+async def test_expired_whitelist_resigned(
+    fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
+) -> None:
+    path = repo_file(fixture_docroot, FIX1, ".cvmfswhitelist")
+    letter = re.sub(rb"\nE\d{14}\n", b"\nE20291231235959\n", letter_of(path.read_bytes()))
+    master = private_key(fixtures_dir, f"{FIX1}.masterkey")
+    path.write_bytes(sign_whitelist(letter, master, Algorithm.SHA1))
+    message = await refused(fixture_server, fixtures_dir)
+    assert "expired at 2029-12-31 23:00 UTC" in message
+
+
+async def test_certificate_not_on_whitelist(
+    fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
+) -> None:
+    path = repo_file(fixture_docroot, FIX1, ".cvmfswhitelist")
+    letter = letter_of(path.read_bytes())
+    header = b"\n".join(letter.split(b"\n")[:3]) + b"\n"
+    foreign = (fixtures_dir / "keys/private" / f"{FIX2}.crt").read_bytes()
+    letter = header + fingerprint(foreign, Algorithm.SHA1) + b"\n"
+    master = private_key(fixtures_dir, f"{FIX1}.masterkey")
+    path.write_bytes(sign_whitelist(letter, master, Algorithm.SHA1))
+    message = await refused(fixture_server, fixtures_dir)
+    assert message.startswith("certificate not on whitelist")
+
+
+async def test_wrong_master_key(fixture_server: StaticServer, fixtures_dir: Path) -> None:
+    message = await refused(fixture_server, fixtures_dir, key_of=FIX2)
+    assert "not signed by any configured master key" in message
+    assert "CVMFS_PUBLIC_KEY" in message
+
+
+async def test_repository_name_mismatch_whitelist(
+    fixture_server: StaticServer, fixtures_dir: Path
+) -> None:
+    """Asking for fix1 at fix2's URL (with fix2's key): the whitelist names fix2."""
+    message = await refused(fixture_server, fixtures_dir, key_of=FIX2, url_of=FIX2)
+    assert message.startswith("repository name mismatch: .cvmfswhitelist is for 'fix2.test.local'")
+
+
+async def test_repository_name_mismatch_manifest(
+    fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
+) -> None:
+    """A validly signed manifest that names another repository."""
+    path = repo_file(fixture_docroot, FIX1, ".cvmfspublished")
+    letter = letter_of(path.read_bytes()).replace(b"\nNfix1.test.local\n", b"\nNfix9.test.local\n")
+    key = private_key(fixtures_dir, f"{FIX1}.key")
+    path.write_bytes(sign_manifest(letter, key, Algorithm.SHA1))
+    message = await refused(fixture_server, fixtures_dir)
+    assert message.startswith("repository name mismatch: .cvmfspublished is for 'fix9.test.local'")
+
+
+@pytest.mark.parametrize("name", [".cvmfspublished", ".cvmfswhitelist"])
+async def test_truncated_signature(
+    fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path, name: str
+) -> None:
+    path = repo_file(fixture_docroot, FIX3, name)
+    path.write_bytes(path.read_bytes()[:-40])
+    message = await refused(fixture_server, fixtures_dir, FIX3)
+    assert f"{name} signature is truncated" in message
+
+
+async def test_resigned_manifest_verifies(
+    fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
+) -> None:
+    """The helpers are right: a re-signed, unchanged manifest (shake128) still verifies."""
+    path = repo_file(fixture_docroot, FIX2, ".cvmfspublished")
+    key = private_key(fixtures_dir, f"{FIX2}.key")
+    path.write_bytes(sign_manifest(letter_of(path.read_bytes()), key, Algorithm.SHAKE128))
+    wl = repo_file(fixture_docroot, FIX2, ".cvmfswhitelist")
+    master = private_key(fixtures_dir, f"{FIX2}.masterkey")
+    resigned = sign_whitelist(letter_of(wl.read_bytes()), master, Algorithm.SHAKE128)
+    assert resigned == wl.read_bytes()  # PKCS#1 type 1 is deterministic: byte-identical
+    root = await trust(fixture_server, fixtures_dir, FIX2)
+    assert root.root_catalog.hex == ROOTS[FIX2]
+
+
+async def test_manifest_hash_algorithm_must_be_the_repository_one(
+    fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
+) -> None:
+    path = repo_file(fixture_docroot, FIX2, ".cvmfspublished")
+    key = private_key(fixtures_dir, f"{FIX2}.key")
+    path.write_bytes(sign_manifest(letter_of(path.read_bytes()), key, Algorithm.SHA1))
+    message = await refused(fixture_server, fixtures_dir, FIX2)
+    assert "hash line uses sha1, the repository uses shake128" in message
+
+
+async def test_pkcs7_whitelist_refused(
+    fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
+) -> None:
+    path = repo_file(fixture_docroot, FIX1, ".cvmfswhitelist")
+    lines = letter_of(path.read_bytes()).split(b"\n")
+    letter = b"\n".join([*lines[:3], b"Vpkcs7", *lines[3:]])
+    master = private_key(fixtures_dir, f"{FIX1}.masterkey")
+    path.write_bytes(sign_whitelist(letter, master, Algorithm.SHA1))
+    message = await refused(fixture_server, fixtures_dir)
+    assert "PKCS#7" in message and "not supported" in message
+
+
+@pytest.mark.parametrize(
+    ("drop", "problem"),
+    [(b"C", "lacks the required 'C' line"), (b"R", "'R'"), (b"D", "'D'"), (b"S", "'S'")],
+)
+async def test_manifest_missing_required_line(
+    fixture_server: StaticServer,
+    fixtures_dir: Path,
+    fixture_docroot: Path,
+    drop: bytes,
+    problem: str,
+) -> None:
+    path = repo_file(fixture_docroot, FIX1, ".cvmfspublished")
+    lines = letter_of(path.read_bytes()).split(b"\n")
+    letter = b"\n".join(line for line in lines if not line.startswith(drop))
+    path.write_bytes(
+        sign_manifest(letter, private_key(fixtures_dir, f"{FIX1}.key"), Algorithm.SHA1)
+    )
+    message = await refused(fixture_server, fixtures_dir)
+    assert problem in message
+
+
+async def test_manifest_wrong_root_path_hash(
+    fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
+) -> None:
+    path = repo_file(fixture_docroot, FIX1, ".cvmfspublished")
+    letter = letter_of(path.read_bytes()).replace(
+        b"Rd41d8cd98f00b204e9800998ecf8427e", b"R00000000000000000000000000000000"
+    )
+    path.write_bytes(
+        sign_manifest(letter, private_key(fixtures_dir, f"{FIX1}.key"), Algorithm.SHA1)
+    )
+    assert "is not MD5('')" in await refused(fixture_server, fixtures_dir)
+
+
+async def test_missing_repository_is_unreachable(
+    fixture_server: StaticServer, fixtures_dir: Path
+) -> None:
+    settings = settings_for(fixture_server, fixtures_dir, FIX1, url_of="nothing.here")
+    async with Fetcher(settings) as fetcher:
+        with pytest.raises(UnreachableError) as caught:
+            await establish_trust(fetcher, settings, now=NOW)
+    assert caught.value.exit_code == ExitCode.UNREACHABLE
+    assert ".cvmfs" in str(caught.value) and "nothing.here" in str(caught.value)
+
+
+# -- pure checks on the fixture files --------------------------------------------------------
+
+
+def test_whitelist_expiry_has_hour_granularity(fixtures_dir: Path) -> None:
+    data = (fixtures_dir / FIX1 / ".cvmfswhitelist").read_bytes()
+    whitelist = Whitelist.parse(data)
+    assert whitelist.expires == datetime(2036, 11, 21, 20, tzinfo=UTC)  # E20361121204716
+    key = load_master_key(fixtures_dir / "keys" / f"{FIX1}.pub")
+    verify_whitelist(data, FIX1, [key], datetime(2036, 11, 21, 19, 59, 59, tzinfo=UTC))
+    with pytest.raises(TrustError, match="expired"):
+        verify_whitelist(data, FIX1, [key], datetime(2036, 11, 21, 20, 0, 0, tzinfo=UTC))
+
+
+@pytest.mark.parametrize("fqrn", [FIX1, FIX2, FIX3])
+def test_whitelist_fingerprints_use_their_own_algorithm(fixtures_dir: Path, fqrn: str) -> None:
+    whitelist = Whitelist.parse((fixtures_dir / fqrn / ".cvmfswhitelist").read_bytes())
+    assert [fp.algorithm for fp in whitelist.fingerprints] == [ALGORITHMS[fqrn]]
+    pem = (fixtures_dir / "keys/private" / f"{fqrn}.crt").read_bytes()
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    assert whitelist.lists(der)
+    assert not dataclasses.replace(whitelist, fingerprints=()).lists(der)
