@@ -293,7 +293,8 @@ class Spec:
         excluded = root.exclude
         recursive = root.tree
         descend = not excluded and (recursive or root.flat or root.positive_below)
-        return _State((root,), recursive, root.flat, excluded, not excluded, descend)
+        # The root is always created, even when excluded (then it stays empty).
+        return _State((root,), recursive, root.flat, excluded, True, descend)
 
     # ----------------------------------------------------------------- selection
     def select(self, path: str, *, is_directory: bool) -> Selection:
