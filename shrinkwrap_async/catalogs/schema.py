@@ -13,8 +13,7 @@ SCHEMA_VERSION = "2.5"
 SCHEMA_REVISION = 6
 
 CATALOG_DDL: tuple[str, ...] = (
-    "CREATE TABLE properties (key TEXT, value TEXT, "
-    "CONSTRAINT pk_properties PRIMARY KEY (key))",
+    "CREATE TABLE properties (key TEXT, value TEXT, CONSTRAINT pk_properties PRIMARY KEY (key))",
     "CREATE TABLE catalog (md5path_1 INTEGER, md5path_2 INTEGER, parent_1 INTEGER, "
     "parent_2 INTEGER, hardlinks INTEGER, hash BLOB, size INTEGER, mode INTEGER, "
     "mtime INTEGER, flags INTEGER, name TEXT, symlink TEXT, uid INTEGER, gid INTEGER,  "
