@@ -8,7 +8,8 @@ Coverage between two positive rules (see :mod:`shrinkwrap_async.spec.tree` for m
   makes ``p`` pass-through, which selects the same as ``/p`` does.
 
 An exclusion is covered by an exclusion at or above it, and dropped when no positive rule
-reaches into it. The exact root rule ``/`` is dropped: the root is always created. Positive rules inside an exclusion have no effect and are dropped.
+reaches into it. The exact root rule ``/`` is dropped: the root is always created.
+Positive rules inside an exclusion have no effect and are dropped.
 
 Merging specs from several jobs must select at least what each of them selects. An
 exclusion of one spec is therefore kept only when no other spec selects anything inside
@@ -92,7 +93,7 @@ def minimize(rules: Iterable[Rule]) -> list[Rule]:
         for r in unique.values()
         if r.kind is not RuleKind.EXCLUDE
         and not any(prefix_covers(e.parts, r.parts) for e in exclusions)
-        and r.parts + (r.kind.value,) != ("exact",)  # "/": the root is always created
+        and not (r.kind is RuleKind.EXACT and not r.parts)  # "/": the root is always made
     ]
     kept: list[Rule] = []
     # Wide rules first, so that the narrow ones are compared against what is kept.
