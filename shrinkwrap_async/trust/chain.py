@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shrinkwrap_async.config.settings import ClientSettings
-from shrinkwrap_async.exitcodes import TrustError, UnreachableError
+from shrinkwrap_async.exitcodes import ConfigError, TrustError, UnreachableError
 from shrinkwrap_async.hashing import Digest, ObjectSuffix
 from shrinkwrap_async.network.errors import FetchError, ObjectCorruptError, TransferError
 from shrinkwrap_async.trust.manifest import Manifest
@@ -197,6 +197,10 @@ async def establish_trust(
 ) -> TrustedRoot:
     """Fetch and verify whitelist, certificate and manifest; raise TrustError on failure."""
     fqrn = settings.fqrn
+    if not settings.public_keys:
+        raise ConfigError(
+            f"no master public key configured for {fqrn}; set CVMFS_PUBLIC_KEY or CVMFS_KEYS_DIR"
+        )
     master_keys = load_master_keys(settings.public_keys)
     if now is None:
         now = datetime.now(UTC)

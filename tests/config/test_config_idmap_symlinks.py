@@ -66,6 +66,7 @@ def test_fixture_variant_symlinks(raw: str, expected: str, monkeypatch: pytest.M
         ("pre$(A)mid$(B:-y)post", {"A": "1"}, "pre1midypost"),
         ("/a/$(abc", {}, "/a/$(abc"),  # unterminated: kept literally
         ("$($(X)", {"X": "v"}, ""),  # the name runs to the first ")": "$(X" is unset
+        ("$(a$(b", {}, "$(a$(b"),  # unterminated twice
         ("x$(", {}, "x$("),  # too close to the end
         ("x$(a", {"a": "v"}, "x$(a"),
         ("$()", {}, ""),

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from shrinkwrap_async.config.settings import ClientSettings
-from shrinkwrap_async.exitcodes import ExitCode, TrustError, UnreachableError
+from shrinkwrap_async.exitcodes import ConfigError, ExitCode, TrustError, UnreachableError
 from shrinkwrap_async.hashing import Algorithm
 from shrinkwrap_async.network.fetcher import Fetcher
 from shrinkwrap_async.testing.servers import StaticServer
@@ -376,3 +376,18 @@ def test_whitelist_fingerprints_use_their_own_algorithm(fixtures_dir: Path, fqrn
     der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
     assert whitelist.lists(der)
     assert not dataclasses.replace(whitelist, fingerprints=()).lists(der)
+
+
+async def test_no_or_bad_master_key_is_a_config_error(
+    fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    settings = dataclasses.replace(settings_for(fixture_server, fixtures_dir, FIX1), public_keys=())
+    async with Fetcher(settings) as fetcher:
+        with pytest.raises(ConfigError, match="no master public key configured"):
+            await establish_trust(fetcher, settings, now=NOW)
+    not_a_key = tmp_path / "broken.pub"
+    not_a_key.write_text("-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n")
+    settings = dataclasses.replace(settings, public_keys=(not_a_key,))
+    async with Fetcher(settings) as fetcher:
+        with pytest.raises(ConfigError, match=r"broken.pub: not a PEM public key"):
+            await establish_trust(fetcher, settings, now=NOW)
