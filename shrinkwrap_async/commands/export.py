@@ -107,15 +107,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_gc(dest_base: Path, store_root: Path) -> None:
+    """``-g``: sweep objects no exported tree links any more (state.gc)."""
     if importlib.util.find_spec("shrinkwrap_async.state.gc") is None:
         log.warning("garbage collection is not available in this version; skipped")
         return
     from shrinkwrap_async.state import gc
 
-    collect = getattr(gc, "collect", None) or getattr(gc, "run_gc", None)
-    if collect is None:
-        log.warning("garbage collection entry point not found; skipped")
-        return
-    result = collect(dest_base, store_root)
-    if hasattr(result, "__await__"):
-        run_async(result)
+    result = gc.collect_garbage(dest_base, store_root)
+    print(result.table())

@@ -1,0 +1,212 @@
+"""Fidelity: export every real-tool fixture case and compare with what cvmfs_shrinkwrap made."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from shrinkwrap_async.config.settings import ClientSettings
+from shrinkwrap_async.exitcodes import ShrinkwrapError
+from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
+from shrinkwrap_async.pipeline.summary import ExportStats
+from shrinkwrap_async.spec.tree import Spec
+from shrinkwrap_async.testing.servers import StaticServer
+
+LISTING_PATH = Path(os.environ.get("SHRINKWRAP_SHARED", "/work/shared")) / "tools" / "listing.py"
+_spec = importlib.util.spec_from_file_location("listing", LISTING_PATH)
+assert _spec is not None and _spec.loader is not None
+listing = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(listing)
+
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="the fixtures' owners need the uid map as root")
+
+
+def write_config(path: Path, server: StaticServer, fixtures: Path, cache: Path) -> Path:
+    idmap = path.parent / "idmap"
+    idmap.write_text("* 0\n")
+    path.write_text(
+        f"CVMFS_SERVER_URL={server.url}/cvmfs/@fqrn@\n"
+        "CVMFS_HTTP_PROXY=DIRECT\n"
+        f"CVMFS_KEYS_DIR={fixtures / 'keys'}\n"
+        f"CVMFS_CACHE_BASE={cache}\n"
+        "CVMFS_SHARED_CACHE=no\nCVMFS_MOUNT_DIR=/cvmfs\nCVMFS_CLAIM_OWNERSHIP=no\n"
+        f"CVMFS_USER=root\nCVMFS_UID_MAP={idmap}\nCVMFS_GID_MAP={idmap}\n"
+    )
+    return path
+
+
+async def export_revision(
+    server: StaticServer,
+    docroot: Path,
+    fixtures: Path,
+    tmp: Path,
+    fqrn: str,
+    revision: int,
+    spec_text: str,
+    dest: Path,
+    cache_name: str = "cache",
+) -> ExportStats:
+    shutil.copy(
+        fixtures / "revisions" / fqrn / str(revision) / ".cvmfspublished",
+        docroot / "cvmfs" / fqrn / ".cvmfspublished",
+    )
+    config = write_config(tmp / f"{fqrn}.conf", server, fixtures, tmp / cache_name)
+    settings = ClientSettings.load([config], fqrn)
+    options = ExportOptions(dest_base=dest, max_in_flight=8)
+    return await export_repository(settings, Spec.parse(spec_text), options)
+
+
+def dump_xattrs(top: Path) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for dirpath, dirs, files in os.walk(top):
+        for name in dirs + files:
+            path = os.path.join(dirpath, name)
+            names = os.listxattr(path, follow_symlinks=False)
+            if names:
+                out[os.path.relpath(path, top)] = {
+                    k: os.getxattr(path, k, follow_symlinks=False).hex() for k in names
+                }
+    return out
+
+
+def allowed_problems(expected: dict, actual: dict) -> list[str]:  # type: ignore[type-arg]
+    """listing.diff minus the allowed difference: a shared inode's mtime may be any member's."""
+    problems = listing.diff(expected, actual)
+    exp = expected["entries"]
+    members: dict[object, set[int]] = {}
+    for entry in exp.values():
+        if "group" in entry:
+            members.setdefault(entry["group"], set()).add(entry["mtime"])
+    kept = []
+    for problem in problems:
+        if problem.startswith("mtime differs at "):
+            rel = problem.split("'")[1]
+            entry = exp.get(rel, {})
+            if entry.get("type") == "f" and actual["entries"][rel]["mtime"] in members.get(
+                entry.get("group"), ()
+            ):
+                continue
+        kept.append(problem)
+    return kept
+
+
+CASES = json.loads((Path(listing.__file__).parents[1] / "fixtures/expected/cases.json").read_text())
+SIMPLE = [
+    (fqrn, case)
+    for fqrn, cases in CASES.items()
+    for case, data in cases.items()
+    if len(data["steps"]) == 1 and not (fqrn == "fix3.test.local" and case == "all")
+]
+
+
+@needs_root
+@pytest.mark.parametrize(("fqrn", "case"), SIMPLE)
+async def test_fixture_case_matches_real_tool(
+    fixture_server: StaticServer,
+    fixture_docroot: Path,
+    fixtures_dir: Path,
+    tmp_path: Path,
+    fqrn: str,
+    case: str,
+) -> None:
+    data = CASES[fqrn][case]
+    spec_text = (fixtures_dir / data["spec"]).read_text()
+    dest = tmp_path / "dest"
+    stats = await export_revision(
+        fixture_server,
+        fixture_docroot,
+        fixtures_dir,
+        tmp_path,
+        fqrn,
+        data["steps"][0]["revision"],
+        spec_text,
+        dest,
+    )
+    assert stats.failures == []
+    expected = json.loads((fixtures_dir / data["listing"]).read_text())
+    actual = listing.dump(str(dest), fqrn)
+    assert allowed_problems(expected, actual) == []
+    assert dump_xattrs(dest / fqrn) == json.loads((fixtures_dir / data["xattrs"]).read_text())
+    assert not any((dest / ".data" / ".tmp").iterdir())
+
+
+@needs_root
+async def test_fix3_special_files_exported_not_aborting(
+    fixture_server: StaticServer, fixture_docroot: Path, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """Where the real tool aborts at the FIFO, we export it, the device node, and the rest."""
+    fqrn = "fix3.test.local"
+    dest = tmp_path / "dest"
+    stats = await export_revision(
+        fixture_server, fixture_docroot, fixtures_dir, tmp_path, fqrn, 2, "/*\n", dest
+    )
+    assert stats.failures == [] and stats.specials == 2
+    actual = listing.dump(str(dest), fqrn)
+    expected = json.loads((fixtures_dir / "expected" / fqrn / "all_but_special.json").read_text())
+    special = {k: v for k, v in actual["entries"].items() if k.startswith("special")}
+    assert special["special/fifo"]["type"] == "p" and special["special/fifo"]["mode"] == 0o640
+    assert special["special/null_device"]["type"] == "c"
+    assert os.stat(dest / fqrn / "special/null_device", follow_symlinks=False).st_rdev == 259
+    rest = {
+        "fqrn": fqrn,
+        "entries": {k: v for k, v in actual["entries"].items() if not k.startswith("special")},
+    }
+    assert allowed_problems(expected, rest) == []
+
+
+@needs_root
+async def test_incremental_a_to_b_gives_the_b_tree(
+    fixture_server: StaticServer, fixture_docroot: Path, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    fqrn = "fix1.test.local"
+    dest = tmp_path / "dest"
+    await export_revision(
+        fixture_server, fixture_docroot, fixtures_dir, tmp_path, fqrn, 2, "/*\n", dest
+    )
+    stats = await export_revision(
+        fixture_server, fixture_docroot, fixtures_dir, tmp_path, fqrn, 3, "/*\n", dest
+    )
+    assert stats.failures == [] and stats.removed > 0
+    expected = json.loads((fixtures_dir / "expected" / fqrn / "all_B.json").read_text())
+    assert allowed_problems(expected, listing.dump(str(dest), fqrn)) == []
+    assert dump_xattrs(dest / fqrn) == json.loads(
+        (fixtures_dir / "expected" / fqrn / "inc_A_to_B.xattrs.json").read_text()
+    )
+
+
+async def test_corrupt_object_never_reaches_the_tree(
+    fixture_server: StaticServer, fixture_docroot: Path, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    fqrn = "fix1.test.local"
+    readme = "0de6675501be5670231cc489d081384ac92ef074"  # README.txt of revision A
+    obj = fixture_docroot / "cvmfs" / fqrn / "data" / readme[:2] / readme[2:]
+    obj.write_bytes(b"\x00" + obj.read_bytes()[1:])
+    dest = tmp_path / "dest"
+    stats = await export_revision(
+        fixture_server, fixture_docroot, fixtures_dir, tmp_path, fqrn, 2, "/*\n", dest
+    )
+    assert [f.path for f in stats.failures] == ["/README.txt"]
+    assert not (dest / fqrn / "README.txt").exists()
+    assert (dest / fqrn / "etc" / "conf.ini").is_file()  # everything else is complete
+    assert not list((dest / ".data").glob(f"{readme[:2]}/{readme[2:4]}/*"))
+
+
+async def test_hostile_name_refused(tmp_path: Path) -> None:
+    """A catalog entry named '..' is refused before anything is written."""
+    from shrinkwrap_async.catalogs.entry import DirEntry
+    from shrinkwrap_async.exitcodes import UnsafePathError
+    from shrinkwrap_async.pipeline.spec_filter import select_children
+
+    for name in ("..", "a/b", ""):
+        entry = DirEntry(
+            path=f"/{name}", name=name, mode=0o40755, size=0, mtime=0, uid=0, gid=0, flags=1
+        )
+        with pytest.raises(UnsafePathError):
+            list(select_children(Spec.everything(), [entry]))
+    assert issubclass(UnsafePathError, ShrinkwrapError)
