@@ -80,3 +80,29 @@ class MemorySink:
 
     async def discard(self) -> None:
         self.log.append("discard")
+
+
+async def fetch_all(
+    fetcher: Any, objects: list[StoredObject], *, workers: int = 16, stream: bool = False
+) -> dict[Path, bytes]:
+    """Fetch ``objects`` with a bounded number of concurrent workers."""
+    import asyncio
+
+    results: dict[Path, bytes] = {}
+    pending = list(objects)
+
+    async def worker() -> None:
+        while pending:
+            stored = pending.pop()
+            if stream:
+                log: list[str] = []
+                results[stored.path] = await fetcher.stream_object(
+                    stored.digest, stored.suffix, lambda log=log: MemorySink(log)
+                )
+            else:
+                results[stored.path] = await fetcher.fetch_object(stored.digest, stored.suffix)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(workers):
+            group.create_task(worker())
+    return results
