@@ -454,7 +454,7 @@ class Publisher:
         """Compress, hash and store every distinct file; result keyed by ``id(node)``."""
         unique: dict[object, list[SourceNode]] = {}
         for node in walk_files(tree):
-            key = node.inode if node.inode is not None else id(node)
+            key = node.inode if node.inode is not None else _content_key(node)
             unique.setdefault(key, []).append(node)
         groups = list(unique.values())
         contents = [group[0].content for group in groups]
@@ -735,6 +735,17 @@ class Publisher:
         return self.options.hash_algorithm.hash(path.read_bytes())
 
 
+def _content_key(node: SourceNode) -> object:
+    """Identical generated content (a hashable callable) is stored once."""
+    if isinstance(node.content, str):
+        return id(node)
+    try:
+        hash(node.content)
+    except TypeError:
+        return id(node)
+    return ("content", node.content)
+
+
 def _has_marker(node: SourceNode) -> bool:
     return any(
         child.name == NESTED_MARKER and child.kind == "file" for child in node.children or ()
@@ -814,4 +825,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the package module's main, so that its classes are the ones the profiles use.
+    from shrinkwrap_async.testing.publish import main as package_main
+
+    sys.exit(package_main())
