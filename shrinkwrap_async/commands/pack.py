@@ -134,7 +134,13 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     method, _ = choose_method(args.squashfs_method)
     if method == "stream":
-        argv = build_squashfs_from_entries(entries, args.repo, output, options)
+        # A metadata-only walk first: the newest mtime bounds the times mksquashfs -tar sets.
+        newest = max(
+            (e.mtime for e in entries_from_tree(args.dest_base, args.repo, fixed_mtime=mtime,
+                                               xattr_prefixes=())),
+            default=mtime,
+        )  # fmt: skip
+        argv = build_squashfs_from_entries(entries, args.repo, output, options, newest)
     else:
         argv = build_squashfs_from_tree(args.dest_base, args.repo, output, options, method)
     log.info("wrote %s with: %s", output, " ".join(argv))

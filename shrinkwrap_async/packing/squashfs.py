@@ -116,11 +116,15 @@ def mksquashfs_common_args(options: SquashfsOptions, *, reads_tar: bool) -> list
     return [*args, *options.extra_args]
 
 
-def mksquashfs_environment(options: SquashfsOptions) -> dict[str, str]:
-    """The environment for ``mksquashfs -tar``: SOURCE_DATE_EPOCH sets the superblock and root
-    directory times (and clamps later file times to it, which a revision time never
-    precedes)."""
-    return {**os.environ, "SOURCE_DATE_EPOCH": str(options.mtime)}
+def mksquashfs_environment(options: SquashfsOptions, newest_mtime: int) -> dict[str, str]:
+    """The environment for ``mksquashfs -tar``, which ignores ``-root-time``.
+
+    ``SOURCE_DATE_EPOCH`` then sets the superblock and image root times, and it also clamps
+    every later file time to itself; so it is the newest of ``options.mtime`` and the newest
+    entry, which leaves every file time as it is.
+    """
+    epoch = max(options.mtime, newest_mtime)
+    return {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}
 
 
 def tar2sqfs_args(options: SquashfsOptions) -> list[str]:
@@ -184,9 +188,16 @@ def build_squashfs_from_tree(
 
 
 def build_squashfs_from_entries(
-    entries: Iterable[PackEntry], fqrn: str, output: Path, options: SquashfsOptions
+    entries: Iterable[PackEntry],
+    fqrn: str,
+    output: Path,
+    options: SquashfsOptions,
+    newest_mtime: int,
 ) -> list[str]:
-    """Build ``output`` by streaming ``entries`` as tar into a tool that reads tar."""
+    """Build ``output`` by streaming ``entries`` as tar into a tool that reads tar.
+
+    ``newest_mtime`` is an upper bound of the entries' mtimes (see ``mksquashfs_environment``).
+    """
     _, tool = choose_method("stream")
     temporary = _temporary_output(output)
     env = None
@@ -195,14 +206,14 @@ def build_squashfs_from_entries(
     else:
         argv = [*tool, "-", str(temporary), "-tar"]
         argv += mksquashfs_common_args(options, reads_tar=True)
-        env = mksquashfs_environment(options)
+        env = mksquashfs_environment(options, newest_mtime)
     process = _run_checked(argv, stdin=subprocess.PIPE, env=env)
     assert process.stdin is not None and process.stderr is not None
     stderr_chunks: list[bytes] = []
     reader = threading.Thread(target=_drain, args=(process.stderr, stderr_chunks), daemon=True)
     reader.start()
     try:
-        writer = TarWriter(process.stdin, fqrn)
+        writer = TarWriter(process.stdin, fqrn, gnu_long_links=True)
         writer.write_all(entries)
         writer.close()
         process.stdin.close()

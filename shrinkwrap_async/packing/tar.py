@@ -92,6 +92,7 @@ def _header_block(
     linkname: bytes,
     devmajor: bytes,
     devminor: bytes,
+    magic: bytes = b"ustar\x0000",
 ) -> bytes:
     parts = [
         name.ljust(100, b"\0"),
@@ -103,7 +104,7 @@ def _header_block(
         b" " * 8,  # checksum placeholder
         typeflag,
         linkname.ljust(100, b"\0"),
-        b"ustar\x0000",
+        magic,
         b"\0" * 32,  # uname: empty, owners are numeric
         b"\0" * 32,  # gname
         devmajor,
@@ -129,8 +130,12 @@ class TarWriter:
     The sink is not closed.
     """
 
-    def __init__(self, sink: ByteSink, prefix: str) -> None:
+    def __init__(self, sink: ByteSink, prefix: str, *, gnu_long_links: bool = False) -> None:
+        """``gnu_long_links`` writes link targets longer than 100 bytes as GNU ``K`` records
+        instead of pax ``linkpath``: mksquashfs 4.5.1 strips the leading ``/`` of a pax
+        ``linkpath``, which would break long absolute symlinks in SquashFS images."""
         self._sink = sink
+        self._gnu_long_links = gnu_long_links
         self._prefix = prefix.strip("/")
         self._links = HardLinkIndex()
         self._written = 0
@@ -172,7 +177,10 @@ class TarWriter:
         if split is None:
             records.append(_pax_record(b"path", name))
             split = (b"", _ascii_placeholder(name, 100))
-        if linkname and (len(linkname) > 100 or not linkname.isascii()):
+        if self._gnu_long_links and len(linkname) > 100:
+            self._write_gnu_long_link(linkname)
+            linkname = _ascii_placeholder(linkname, 100)
+        elif linkname and (len(linkname) > 100 or not linkname.isascii()):
             records.append(_pax_record(b"linkpath", linkname))
             linkname = _ascii_placeholder(linkname, 100)
         fields: dict[str, bytes] = {}
@@ -235,6 +243,29 @@ class TarWriter:
                 devminor=devminor,
             )
         )
+
+    def _write_gnu_long_link(self, linkname: bytes) -> None:
+        data = linkname + b"\0"
+        size = _octal(len(data), 12)
+        assert size is not None
+        zero8 = b"0000000\0"
+        self._write(
+            _header_block(
+                name=b"././@LongLink",
+                prefix=b"",
+                mode=zero8,
+                uid=zero8,
+                gid=zero8,
+                size=size,
+                mtime=b"00000000000\0",
+                typeflag=b"K",
+                linkname=b"",
+                devmajor=zero8,
+                devminor=zero8,
+                magic=b"ustar  \0",
+            )
+        )
+        self._write(data + _padding(len(data)))
 
     def _copy_content(self, entry: PackEntry, name: str) -> None:
         if entry.open_content is None:
