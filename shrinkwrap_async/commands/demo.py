@@ -39,7 +39,10 @@ def run(args: argparse.Namespace) -> int:
     source = build_source_tree(base / "source", DEMO_FQRN)
     options = PublishOptions(chunk_sizes=ChunkSizes(256 << 10, 512 << 10, 1 << 20), workers=1)
     published = Publisher(base / "server", DEMO_FQRN, options).publish(source)
-    print(f"published {DEMO_FQRN} revision {published.revision} ({published.files} files)")
+    print(
+        f"published {DEMO_FQRN} revision {published.revision} ({published.files} files)",
+        file=sys.stderr if args.json else sys.stdout,
+    )
     stats = run_async(_serve_and_export(base, published.public_key))
     if args.json:
         print(stats.to_json())

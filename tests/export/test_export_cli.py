@@ -1,0 +1,77 @@
+"""The export and demo commands end to end (command line, exit codes, JSON summary)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from shrinkwrap_async import cli
+from shrinkwrap_async.testing.servers import StaticServer
+
+FQRN = "fix1.test.local"
+
+
+def _config(tmp_path: Path, server: StaticServer, fixtures: Path) -> Path:
+    (tmp_path / "map").write_text("* 0\n")
+    config = tmp_path / "c.conf"
+    config.write_text(
+        f"CVMFS_SERVER_URL={server.url}/cvmfs/@fqrn@\nCVMFS_HTTP_PROXY=DIRECT\n"
+        f"CVMFS_KEYS_DIR={fixtures / 'keys'}\nCVMFS_CACHE_BASE={tmp_path / 'cache'}\n"
+        f"CVMFS_UID_MAP={tmp_path / 'map'}\nCVMFS_GID_MAP={tmp_path / 'map'}\n"
+    )
+    return config
+
+
+async def _cli(*argv: str) -> int:
+    return await asyncio.get_running_loop().run_in_executor(None, cli.main, list(argv))
+
+
+async def test_dry_run_plans_and_writes_nothing(
+    fixture_server: StaticServer,
+    fixtures_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = _config(tmp_path, fixture_server, fixtures_dir)
+    spec = tmp_path / "s.spec"
+    spec.write_text("/sw/*\n")
+    dest = tmp_path / "dest"
+    argv = ["export", "-r", FQRN, "-f", str(config), "-t", str(spec), "-x", str(dest)]
+    assert await _cli(*argv, "--dry-run", "--json", "--no-progress") == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["files"] > 0 and summary["objects_needed"] > 0
+    assert not (dest / FQRN).exists()
+    # nested catalogs outside the spec (/data, /new, /empty_catalog) are never fetched:
+    # revision B (served) has only the root and /sw along /sw/* (/sw/v1 merged into /sw)
+    requested = [p for p in fixture_server.requests if p.endswith("C")]
+    assert len(requested) == 2
+
+
+async def test_export_cli_and_exit_codes(
+    fixture_server: StaticServer,
+    fixtures_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = _config(tmp_path, fixture_server, fixtures_dir)
+    dest = tmp_path / "dest"
+    spec = tmp_path / "s.spec"
+    spec.write_text("/README.txt\n^/links/*\n")
+    argv = ["export", "-r", FQRN, "-f", str(config), "-t", str(spec), "-x", str(dest)]
+    assert await _cli(*argv, "--json", "-q") == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["files"] == 1 and summary["symlinks"] > 0
+    assert (dest / FQRN / "README.txt").is_file()
+    assert (dest / ".provenance" / FQRN / "export.json").is_file()
+    assert await _cli(*argv[:-2], "-x", str(dest), "-t", str(tmp_path / "missing")) == 2
+
+
+def test_demo_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["demo", str(tmp_path / "demo"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["files"] > 100 and summary["failures"] == []
+    tree = tmp_path / "demo" / "export" / "demo.shrinkwrap.local"
+    assert (tree / "README.txt").is_file()
