@@ -1,0 +1,121 @@
+"""Debian nginx serving a document root on 127.0.0.1, for tests and benchmarks.
+
+``with NginxServer(docroot) as server: server.url`` starts ``/usr/sbin/nginx`` in the
+foreground with its own configuration, pid, logs and temp paths in a private directory,
+listening on a free loopback port only; leaving the block stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+from shrinkwrap_async.testing._process import (
+    BinaryMissing,
+    free_loopback_port,
+    require_binary,
+    skip_if_missing,
+    stop_process,
+    wait_for_port,
+)
+
+NGINX = "/usr/sbin/nginx"
+
+__all__ = ["NGINX", "BinaryMissing", "NginxServer", "skip_if_missing"]
+
+_CONFIG = """\
+worker_processes {workers};
+{user_line}
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 65;
+    keepalive_requests 1000000;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    types {{ }}
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        root {docroot};
+        location / {{ }}
+    }}
+}}
+"""
+
+
+class NginxServer:
+    def __init__(self, docroot: str | os.PathLike[str], *, workers: int = 2) -> None:
+        self.docroot = Path(docroot).resolve()
+        self.workers = workers
+        self.port = 0
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def repository_url(self, fqrn: str) -> str:
+        return f"{self.url}/cvmfs/{fqrn}"
+
+    def start(self) -> NginxServer:
+        binary = require_binary(NGINX)
+        self._tmp = tempfile.TemporaryDirectory(prefix="nginx-")
+        tmp = Path(self._tmp.name)
+        self.port = free_loopback_port()
+        # As root, workers would switch to "nobody" and might not read a private docroot.
+        user_line = "user root root;" if os.geteuid() == 0 else ""
+        (tmp / "nginx.conf").write_text(
+            _CONFIG.format(
+                workers=self.workers,
+                user_line=user_line,
+                tmp=tmp,
+                port=self.port,
+                docroot=self.docroot,
+            )
+        )
+        log = tmp / "error.log"
+        command = [binary, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-e", str(log)]
+        self._process = subprocess.Popen(
+            [*command, "-g", "daemon off;"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(self.port, self._process, log, timeout=15)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            stop_process(self._process)
+            self._process = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> NginxServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

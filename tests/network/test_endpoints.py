@@ -1,0 +1,124 @@
+"""Failover state (burn, reset, wrap-around, stale reports) and geo ordering."""
+
+from __future__ import annotations
+
+import random
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from shrinkwrap_async.network import geo
+from shrinkwrap_async.network.endpoints import FailoverState
+from shrinkwrap_async.network.fetcher import Fetcher
+from shrinkwrap_async.testing.servers import StaticServer
+
+from .conftest import FIX1, make_settings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_state(clock: Clock, **options: float) -> FailoverState:
+    return FailoverState(
+        ["http://h1/cvmfs/r", "http://h2/cvmfs/r", "http://h3/cvmfs/r"],
+        [("http://a:1", "http://b:1"), ("http://c:1",), ("DIRECT",)],
+        clock=clock,
+        rng=random.Random(1),
+        **options,
+    )
+
+
+def test_burned_proxies_go_last_and_come_back_after_reset() -> None:
+    clock = Clock()
+    state = make_state(clock, proxy_reset_after=300)
+    assert set(state.proxy_order()[:2]) == {"http://a:1", "http://b:1"}
+    assert state.proxy_order()[2:] == ["http://c:1", None]
+    started = clock()
+    clock.now += 1
+    assert state.proxy_failed("http://a:1", started)
+    assert state.proxy_failed("http://b:1", started)
+    assert state.current_proxy_group() == 1
+    assert state.proxy_order() == ["http://c:1", None, "http://a:1", "http://b:1"]
+    clock.now += 300
+    assert state.current_proxy_group() == 0
+
+
+def test_a_stale_failure_report_does_not_burn_again() -> None:
+    clock = Clock()
+    state = make_state(clock, proxy_reset_after=10)
+    slow_request_started = clock()
+    clock.now += 1
+    assert state.proxy_failed("http://a:1", clock())
+    clock.now += 20  # the burn expired; "a" is back
+    assert not state.is_proxy_burned("http://a:1")
+    # A request that started before all this reports its old failure: ignored.
+    assert not state.proxy_failed("http://a:1", slow_request_started)
+    assert not state.is_proxy_burned("http://a:1")
+
+
+def test_everything_burned_wraps_around() -> None:
+    clock = Clock()
+    state = make_state(clock)  # resets disabled: burned until all are burned
+    for proxy in ("http://a:1", "http://b:1", "http://c:1"):
+        state.proxy_failed(proxy, clock())
+        clock.now += 1
+    assert state.proxy_order() == [None, "http://a:1", "http://b:1", "http://c:1"]
+    state.proxy_failed(None, clock())
+    assert all(not state.is_proxy_burned(p) for p in ("http://a:1", "http://c:1", None))
+
+
+def test_hosts_fail_over_in_order_and_reset() -> None:
+    clock = Clock()
+    state = make_state(clock, host_reset_after=1800)
+    state.host_failed("http://h1/cvmfs/r", clock())
+    assert state.host_order() == ["http://h2/cvmfs/r", "http://h3/cvmfs/r", "http://h1/cvmfs/r"]
+    clock.now += 1800
+    assert state.host_order()[0] == "http://h1/cvmfs/r"
+
+
+def test_geo_permutation_parsing() -> None:
+    assert geo.parse_permutation("2,1,3\n", 3) == [1, 0, 2]
+    assert geo.parse_permutation("1,1,3", 3) is None
+    assert geo.parse_permutation("1,2", 3) is None
+    assert geo.parse_permutation("x", 1) is None
+    assert (
+        geo.geo_url(
+            "http://s1:8000/cvmfs/r", "squid.site", ["http://s1:8000/cvmfs/r", "http://s2/x"]
+        )
+        == "http://s1:8000/cvmfs/r/api/v1.0/geo/squid.site/s1,s2"
+    )
+
+
+async def test_geo_api_orders_the_servers(fixture_docroot) -> None:  # type: ignore[no-untyped-def]
+    asked: list[str] = []
+
+    async def geo_handler(request: web.Request) -> web.Response:
+        asked.append(unquote(request.path))
+        return web.Response(text="2,1\n")
+
+    app = web.Application()
+    app.router.add_get("/cvmfs/{fqrn}/api/v1.0/geo/{token}/{names}", geo_handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    geo_server = f"http://127.0.0.1:{port}/cvmfs/{FIX1}"
+    try:
+        async with StaticServer(fixture_docroot) as static:
+            settings = make_settings([geo_server, static.repository_url(FIX1)], use_geoapi=True)
+            async with Fetcher(settings) as fetcher:
+                assert fetcher.state.hosts == [static.repository_url(FIX1), geo_server]
+                await fetcher.fetch_file(".cvmfspublished")
+            assert static.requests[f"cvmfs/{FIX1}/.cvmfspublished"] == 1
+    finally:
+        await runner.cleanup()
+    assert len(asked) == 1
+    token, names = asked[0].split("/")[-2:]
+    assert names == "127.0.0.1,127.0.0.1"
+    assert len(token) == 36  # DIRECT: an instance UUID instead of a proxy name
