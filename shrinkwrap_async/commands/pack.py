@@ -15,7 +15,7 @@ from shrinkwrap_async.packing.compression import (
     CompressedSink,
     compression_for_filename,
 )
-from shrinkwrap_async.packing.entries import entries_from_tree, export_timestamp
+from shrinkwrap_async.packing.entries import MARKER_NAME, entries_from_tree, export_timestamp
 from shrinkwrap_async.packing.squashfs import (
     METHODS,
     SquashfsOptions,
@@ -65,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="EPOCH",
         help=(
             "time for the tree root, the marker file and the SquashFS superblock; default "
-            "$SOURCE_DATE_EPOCH, else the revision time recorded in .provenance"
+            "$SOURCE_DATE_EPOCH, else the revision time recorded in .provenance, else the "
+            "newest mtime in the tree"
         ),
     )
     parser.add_argument(
@@ -99,6 +100,16 @@ def _reference_time(args: argparse.Namespace) -> int | None:
     return export_timestamp(args.dest_base, args.repo)
 
 
+def newest_data_mtime(dest_base: Path, fqrn: str) -> int:
+    """The newest mtime in the tree, leaving out the root and the marker file (whose times
+    are those of the export run): the same for every export of one revision and spec."""
+    newest = 0
+    for entry in entries_from_tree(dest_base, fqrn, xattr_prefixes=()):
+        if entry.path not in ("", MARKER_NAME):
+            newest = max(newest, entry.mtime)
+    return newest
+
+
 def _output_format(args: argparse.Namespace) -> str:
     if args.format:
         return str(args.format)
@@ -113,8 +124,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no export of {args.repo} in {args.dest_base}")
     mtime = _reference_time(args)
     if mtime is None:
-        log.info("no revision time known (--mtime, SOURCE_DATE_EPOCH, .provenance): "
-                 "the tree root and marker keep the time of the export run")  # fmt: skip
+        mtime = newest_data_mtime(args.dest_base, args.repo)
+        log.info("no revision time known (--mtime, SOURCE_DATE_EPOCH, .provenance): the "
+                 "tree root and marker get the newest mtime of the tree, %d", mtime)  # fmt: skip
     prefixes = XATTR_CHOICES[args.xattrs]
     entries = entries_from_tree(
         args.dest_base, args.repo, fixed_mtime=mtime, xattr_prefixes=prefixes
@@ -123,8 +135,6 @@ def run(args: argparse.Namespace) -> int:
         return _pack_tar(args, entries)
     if args.compress not in (None, "none"):
         raise UsageError("--compress applies to tar; use --squashfs-comp for SquashFS")
-    if mtime is None:
-        mtime = (args.dest_base / args.repo).lstat().st_mtime_ns // 1_000_000_000
     options = SquashfsOptions(
         mtime=mtime,
         all_root=args.all_root,

@@ -252,3 +252,15 @@ def test_hardlink_index_spills_to_disk() -> None:
     for i in range(10):
         assert index.first_path(("dev", i), "other") == f"p{i}"
     index.close()
+
+
+def test_default_time_is_the_newest_in_the_tree(export: Path, tmp_path: Path) -> None:
+    """Without --mtime, two exports of one revision (different run times) pack the same."""
+    first, second = tmp_path / "1.tar", tmp_path / "2.tar"
+    pack(export, first)
+    os.utime(export / FQRN / MARKER_NAME, (MTIME + 9999, MTIME + 9999))
+    os.utime(export / FQRN, (MTIME + 9999, MTIME + 9999))
+    pack(export, second)
+    assert first.read_bytes() == second.read_bytes()
+    with tarfile.open(first) as tar:
+        assert tar.getmember(FQRN).mtime == MTIME + 86_400  # README.txt is the newest
