@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from shrinkwrap_async.testing._process import (
+from shrinkwrap_async.testing.nginx import (
     BinaryMissing,
     free_loopback_port,
     require_binary,
