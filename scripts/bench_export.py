@@ -1,0 +1,607 @@
+#!/usr/bin/env python3
+"""End-to-end export benchmark: full export, refreshes and the machine's ceilings.
+
+    scripts/bench [--scale reference|small|medium|large] [-j 16,64,256] [--squid]
+
+Generates the synthetic repository of the scale once (cached under ``.bench-cache/``, with
+a second revision in which 1 % of the files changed), serves it with nginx on 127.0.0.1
+(optionally through Squid), and measures, in one run:
+
+1. full export into a fresh destination, per ``-j``: wall, files/s, MB/s (logical and
+   transferred), peak RSS and CPU seconds of the export process, HTTP requests;
+2. no-change refresh (same destination, same revision): wall and requests;
+3. refresh after the 1 % change: wall, requests, bytes received;
+4. ceilings over the same objects: ``curl --parallel --parallel-max 64`` to /dev/null, and a
+   pure inflate+hash pass in one Python process; export throughput as a ratio of each.
+
+Prints a table beside the real cvmfs_shrinkwrap's figures (reference scale) and writes JSON
+to ``bench-results/``. Loops are bounded; everything runs on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CACHE = REPO_ROOT / ".bench-cache"
+DEFAULT_RESULTS = REPO_ROOT / "bench-results"
+SCALES = ("reference", "small", "medium", "large")
+CHANGE_FRACTION = 0.01
+CHANGED_MTIME_OFFSET = 86_400
+EXPORT_TIMEOUT = 3600.0  # seconds; a bound, not an expectation
+CURL_PARALLEL = 64
+# Object suffixes that are file content (none = whole file, P = chunk); catalogs (C),
+# certificates (X), histories (H), metainfo (M) are not part of the ceilings' object set.
+CONTENT_SUFFIXES = ("", "P")
+
+# The real cvmfs_shrinkwrap 2.11.5 on the reference repository (benchmark issue), 2 cores,
+# nginx on 127.0.0.1, fresh destination each run.
+REAL_SHRINKWRAP = {
+    "files": 20_000,
+    "objects": 17_978,
+    "export_seconds": {4: 18.2, 16: 14.1, 64: 14.9},
+    "best_files_per_second": 1_417,
+    "best_mb_per_second": 45,
+    "max_rss_mb": 31,
+    "unchanged_rerun_seconds": "0.8-1.1",
+    "curl_parallel_64_seconds": 1.55,
+    "curl_to_files_sync_seconds": 3.5,
+    "python_zlib_decompress_seconds": 2.7,
+    "sha1_seconds": 0.23,
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Repositories
+
+
+@dataclass(frozen=True)
+class BenchRepository:
+    """A generated repository: revision 1 in ``base``, a 1 %-changed revision in ``changed``.
+
+    Both are publisher output directories (``<dir>/cvmfs/<fqrn>``, ``<dir>/keys``) below
+    ``root``, which nginx serves; ``changed`` shares unchanged objects with ``base`` by
+    hard links.
+    """
+
+    root: Path
+    fqrn: str
+
+    @property
+    def base(self) -> Path:
+        return self.root / "base"
+
+    @property
+    def changed(self) -> Path:
+        return self.root / "changed"
+
+    def public_key(self) -> Path:
+        return self.base / "keys" / f"{self.fqrn}.pub"
+
+    def server_url(self, http_base: str, revision: str) -> str:
+        return f"{http_base}/{revision}/cvmfs/{self.fqrn}"
+
+    def data_dir(self, revision: str) -> Path:
+        return self.root / revision / "cvmfs" / self.fqrn / "data"
+
+
+def _changed_tree(tree: Any, seed: int, fraction: float) -> int:
+    """Give ``fraction`` of the regular files (not markers, not hard links) new content."""
+    from shrinkwrap_async.testing.publish import walk_files
+    from shrinkwrap_async.testing.synthetic import GeneratedContent
+
+    candidates = [
+        node
+        for node in walk_files(tree)
+        if node.name != ".cvmfscatalog" and node.inode is None and node.size > 0
+    ]
+    rng = random.Random(f"change-{seed}")
+    chosen = rng.sample(candidates, max(1, round(len(candidates) * fraction)))
+    for number, node in enumerate(chosen):
+        kind = getattr(node.content, "kind", "words")
+        node.content = GeneratedContent(seed + 7_919, 30_000_000 + number, node.size, kind)
+        node.mtime += CHANGED_MTIME_OFFSET
+    return len(chosen)
+
+
+def build_tree(scale: Any, seed: int) -> Any:
+    """The publisher's tree for ``scale``: a profile name or a ``synthetic.Profile``."""
+    from shrinkwrap_async.testing import synthetic
+
+    if isinstance(scale, str):
+        return synthetic.build_profile(scale, seed)
+    return synthetic.build_tree(scale, seed)
+
+
+def ensure_repository(
+    cache: Path, scale: Any, seed: int, *, name: str | None = None, log: Any = print
+) -> BenchRepository:
+    """Generate (once) revision 1 and the 1 %-changed revision of ``scale``."""
+    from shrinkwrap_async.testing.publish import Publisher, PublishOptions
+
+    label = name or (scale if isinstance(scale, str) else "custom")
+    repo = BenchRepository(cache / f"{label}-seed{seed}", f"{label}.bench.local")
+    repo.root.mkdir(parents=True, exist_ok=True)
+    base_done, changed_done = repo.root / "base.done", repo.root / "changed.done"
+    workers = None if isinstance(scale, str) else 1
+    if not base_done.exists():
+        shutil.rmtree(repo.base, ignore_errors=True)
+        log(f"generating {label} (seed {seed}) in {repo.base} ...")
+        result = Publisher(repo.base, repo.fqrn, PublishOptions(workers=workers)).publish(
+            build_tree(scale, seed)
+        )
+        log(f"  revision {result.revision}: {result.files} files in {result.seconds:.1f} s")
+        base_done.touch()
+    if not changed_done.exists():
+        shutil.rmtree(repo.changed, ignore_errors=True)
+        # Hard-linked copy: the publisher replaces files by rename, never in place.
+        subprocess.run(["cp", "-al", str(repo.base), str(repo.changed)], check=True)
+        tree = build_tree(scale, seed)
+        count = _changed_tree(tree, seed, CHANGE_FRACTION)
+        log(f"republishing {label} with {count} files changed ...")
+        result = Publisher(repo.changed, repo.fqrn, PublishOptions(workers=workers)).publish(tree)
+        log(f"  revision {result.revision} in {result.seconds:.1f} s")
+        changed_done.touch()
+    return repo
+
+
+def content_objects(data_dir: Path, *, only_new: bool = False) -> list[Path]:
+    """Content objects (whole files and chunks) below ``data_dir``, sorted.
+
+    ``only_new``: those not shared (by hard link) with the other revision.
+    """
+    objects = []
+    for sub in sorted(data_dir.iterdir()):
+        if not sub.is_dir() or len(sub.name) != 2:
+            continue
+        for entry in os.scandir(sub):
+            suffix = "P" if entry.name.endswith("P") else ""
+            if not entry.name.endswith(("C", "X", "H", "M", ".tmp")) and suffix in (
+                CONTENT_SUFFIXES
+            ):
+                if only_new and entry.stat().st_nlink > 1:
+                    continue
+                objects.append(Path(entry.path))
+    objects.sort()
+    return objects
+
+
+# ---------------------------------------------------------------------------------------
+# Servers
+
+
+@contextlib.contextmanager
+def serve(docroot: Path, *, squid: bool) -> Iterator[tuple[str, str]]:
+    """``(origin_url, proxy)``: nginx on 127.0.0.1 and the CVMFS_HTTP_PROXY value."""
+    from shrinkwrap_async.testing.nginx import NginxServer
+
+    with NginxServer(docroot) as nginx:
+        if not squid:
+            yield nginx.url, "DIRECT"
+            return
+        from shrinkwrap_async.testing import squid as squid_module
+
+        with squid_module.SquidProxy() as proxy:  # type: ignore[attr-defined]
+            yield nginx.url, proxy.url
+
+
+# ---------------------------------------------------------------------------------------
+# Measurements
+
+
+@dataclass
+class ProcessRun:
+    """One subprocess: wall seconds, CPU seconds, peak RSS (MB) and its output."""
+
+    returncode: int
+    wall: float
+    cpu_user: float
+    cpu_sys: float
+    max_rss_mb: float
+    stdout: str
+    stderr: str
+
+    @property
+    def cpu(self) -> float:
+        return self.cpu_user + self.cpu_sys
+
+
+def run_measured(
+    argv: list[str], *, timeout: float, env: dict[str, str] | None = None
+) -> ProcessRun:
+    """Run ``argv`` and read its own rusage with ``wait4`` (peak RSS, user+sys)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+        deadline = started + timeout
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                process.kill()
+                pid, status, usage = os.wait4(process.pid, 0)
+                break
+            time.sleep(0.01)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return ProcessRun(
+            returncode=process.returncode,
+            wall=wall,
+            cpu_user=usage.ru_utime,
+            cpu_sys=usage.ru_stime,
+            max_rss_mb=usage.ru_maxrss / 1024,
+            stdout=out.read().decode(errors="replace"),
+            stderr=err.read().decode(errors="replace"),
+        )
+
+
+@dataclass
+class ExportSetup:
+    """Config files, spec and directories for export runs against one repository."""
+
+    repo: BenchRepository
+    work: Path
+    http_base: str
+    proxy: str
+
+    def config(self, revision: str, cache: Path) -> Path:
+        path = self.work / f"{revision}-{cache.name}.conf"
+        path.write_text(
+            f"CVMFS_SERVER_URL={self.repo.server_url(self.http_base, revision)}\n"
+            f"CVMFS_HTTP_PROXY={self.proxy}\n"
+            f"CVMFS_PUBLIC_KEY={self.repo.public_key()}\n"
+            f"CVMFS_CACHE_BASE={cache}\n"
+            "CVMFS_SHARED_CACHE=no\nCVMFS_CLAIM_OWNERSHIP=yes\n"
+        )
+        return path
+
+    def spec(self) -> Path:
+        path = self.work / "everything.spec"
+        path.write_text("/*\n")
+        return path
+
+    def export_argv(self, config: Path, dest: Path, workers: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "shrinkwrap_async",
+            "export",
+            "-r",
+            self.repo.fqrn,
+            "-f",
+            str(config),
+            "-t",
+            str(self.spec()),
+            "-x",
+            str(dest),
+            "-j",
+            str(workers),
+            "--json",
+            "--no-progress",
+        ]
+
+
+def export_once(setup: ExportSetup, config: Path, dest: Path, workers: int) -> dict[str, Any]:
+    """One export run: the process figures merged with its ``--json`` summary."""
+    run = run_measured(setup.export_argv(config, dest, workers), timeout=EXPORT_TIMEOUT)
+    result: dict[str, Any] = {
+        "exit": run.returncode,
+        "wall": round(run.wall, 3),
+        "cpu_user": round(run.cpu_user, 2),
+        "cpu_sys": round(run.cpu_sys, 2),
+        "cpu": round(run.cpu, 2),
+        "max_rss_mb": round(run.max_rss_mb, 1),
+    }
+    try:
+        summary = json.loads(run.stdout)
+    except json.JSONDecodeError:
+        summary = None
+    if summary is None or run.returncode != 0:
+        result["error"] = (run.stderr.strip().splitlines() or ["no output"])[-1][:500]
+    if summary is not None:
+        for key in ("files", "bytes", "data_files", "requests", "retries", "bytes_received"):
+            result[key] = summary.get(key)
+        result["failures"] = len(summary.get("failures", []))
+        result["export_elapsed"] = summary.get("elapsed")
+        files, logical = summary.get("files") or 0, summary.get("bytes") or 0
+        received = summary.get("bytes_received") or 0
+        result["files_per_s"] = round(files / run.wall, 1)
+        result["mb_per_s_logical"] = round(logical / run.wall / 1e6, 1)
+        result["mb_per_s_transferred"] = round(received / run.wall / 1e6, 1)
+    return result
+
+
+def measure_export(setup: ExportSetup, workers: int, *, refresh: bool) -> dict[str, Any]:
+    """Full export into a fresh destination, then (optionally) the two refreshes."""
+    run_dir = setup.work / f"j{workers}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    dest, cache = run_dir / "dest", run_dir / "cache"
+    config_base = setup.config("base", cache)
+    outcome: dict[str, Any] = {"workers": workers}
+    outcome["full"] = export_once(setup, config_base, dest, workers)
+    if refresh:
+        outcome["no_change"] = export_once(setup, config_base, dest, workers)
+        outcome["change_1pct"] = export_once(setup, setup.config("changed", cache), dest, workers)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return outcome
+
+
+def curl_ceiling(objects: list[Path], docroot: Path, http_base: str, work: Path) -> float:
+    """Seconds for ``curl --parallel --parallel-max 64`` to fetch ``objects`` to /dev/null."""
+    listing = work / f"curl-{len(objects)}.txt"
+    with listing.open("w") as handle:
+        for path in objects:
+            relative = path.relative_to(docroot).as_posix()
+            handle.write(f'url = "{http_base}/{relative}"\noutput = "/dev/null"\n')
+    argv = ["curl", "--parallel", "--parallel-max", str(CURL_PARALLEL), "--no-progress-meter"]
+    argv += ["--fail", "-K", str(listing)]
+    started = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=EXPORT_TIMEOUT)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"curl exited {done.returncode}: {done.stderr.strip()[-500:]}")
+    return elapsed
+
+
+def inflate_hash_ceiling(objects: list[Path]) -> dict[str, float]:
+    """One Python process: SHA-1 of each stored object and ``zlib.decompress`` of it.
+
+    Reading the files is not timed (they are in the page cache after the curl pass anyway).
+    """
+    inflate = digest = 0.0
+    logical = 0
+    for path in objects:
+        blob = path.read_bytes()
+        started = time.perf_counter()
+        hashlib.sha1(blob).digest()
+        hashed = time.perf_counter()
+        logical += len(zlib.decompress(blob))
+        digest += hashed - started
+        inflate += time.perf_counter() - hashed
+    return {
+        "sha1_seconds": round(digest, 3),
+        "inflate_seconds": round(inflate, 3),
+        "inflate_hash_seconds": round(digest + inflate, 3),
+        "logical_bytes": logical,
+    }
+
+
+def best_of(runs: int, measure: Any) -> float:
+    return min(measure() for _ in range(max(1, runs)))
+
+
+# ---------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class BenchConfig:
+    scale: Any = "reference"
+    seed: int = 1
+    workers: list[int] = field(default_factory=lambda: [16, 64])
+    squid: bool = False
+    refresh: bool = True
+    ceilings: bool = True
+    ceiling_runs: int = 3
+    cache: Path = DEFAULT_CACHE
+    results: Path = DEFAULT_RESULTS
+    name: str | None = None
+
+
+def run_benchmark(config: BenchConfig, log: Any = print) -> dict[str, Any]:
+    """Everything, as one JSON-able dict (also written to ``config.results``)."""
+    repo = ensure_repository(config.cache, config.scale, config.seed, name=config.name, log=log)
+    base_objects = content_objects(repo.data_dir("base"))
+    new_objects = content_objects(repo.data_dir("changed"), only_new=True)
+    stored_bytes = sum(p.stat().st_size for p in base_objects)
+    label = config.name or (config.scale if isinstance(config.scale, str) else "custom")
+    results: dict[str, Any] = {
+        "scale": label,
+        "seed": config.seed,
+        "squid": config.squid,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "host": {"cpus": os.cpu_count(), "load_avg_at_start": list(os.getloadavg())},
+        "repository": {
+            "fqrn": repo.fqrn,
+            "content_objects": len(base_objects),
+            "stored_bytes": stored_bytes,
+            "changed_objects": len(new_objects),
+        },
+        "exports": [],
+    }
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-", dir=config.cache) as scratch,
+        serve(repo.root, squid=config.squid) as (http_base, proxy),
+    ):
+        work = Path(scratch)
+        setup = ExportSetup(repo, work, http_base, proxy)
+        ceilings: dict[str, Any] = {}
+        if config.ceilings:
+            log(f"ceiling: curl --parallel-max {CURL_PARALLEL}, {len(base_objects)} objects ...")
+            ceilings["curl_seconds"] = round(
+                best_of(
+                    config.ceiling_runs,
+                    lambda: curl_ceiling(base_objects, repo.root, http_base, work),
+                ),
+                3,
+            )
+            ceilings["curl_changed_seconds"] = round(
+                best_of(
+                    config.ceiling_runs,
+                    lambda: curl_ceiling(new_objects, repo.root, http_base, work),
+                ),
+                3,
+            )
+            log("ceiling: inflate+hash in one Python process ...")
+            passes = [inflate_hash_ceiling(base_objects) for _ in range(config.ceiling_runs)]
+            ceilings.update(min(passes, key=lambda p: p["inflate_hash_seconds"]))
+            results["repository"]["logical_bytes"] = ceilings.pop("logical_bytes")
+        results["ceilings"] = ceilings
+        for workers in config.workers:
+            log(f"export -j {workers} ...")
+            outcome = measure_export(setup, workers, refresh=config.refresh)
+            wall = outcome["full"]["wall"]
+            if ceilings and wall:
+                outcome["full"]["ratio_to_curl"] = round(ceilings["curl_seconds"] / wall, 3)
+                outcome["full"]["ratio_to_inflate_hash"] = round(
+                    ceilings["inflate_hash_seconds"] / wall, 3
+                )
+            change = outcome.get("change_1pct")
+            if change and ceilings.get("curl_changed_seconds"):
+                change["ratio_to_curl_changed"] = round(
+                    change["wall"] / ceilings["curl_changed_seconds"], 2
+                )
+            results["exports"].append(outcome)
+    if label == "reference":
+        results["real_cvmfs_shrinkwrap"] = REAL_SHRINKWRAP
+    config.results.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = config.results / f"{label}-{stamp}.json"
+    out.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    results["json_path"] = str(out)
+    return results
+
+
+# ---------------------------------------------------------------------------------------
+# Output
+
+
+def _fmt(value: Any, spec: str = "") -> str:
+    if value is None:
+        return "-"
+    return format(value, spec)
+
+
+def format_table(results: dict[str, Any]) -> str:
+    repo = results["repository"]
+    lines = [
+        f"scale {results['scale']}: {repo['content_objects']} content objects, "
+        f"{repo['stored_bytes'] / 1e6:.0f} MB stored"
+        + (f", {repo['logical_bytes'] / 1e6:.0f} MB logical" if "logical_bytes" in repo else "")
+        + f"; 1 % change = {repo['changed_objects']} new objects"
+        + ("; through Squid" if results["squid"] else "; nginx direct"),
+        "",
+        "| case | -j | wall s | files/s | MB/s logical | MB/s transferred | peak RSS MB "
+        "| CPU s (user+sys) | requests | bytes received | vs curl | vs inflate+hash |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for outcome in results["exports"]:
+        full = outcome["full"]
+        lines.append(
+            f"| full export | {outcome['workers']} | {_fmt(full['wall'], '.2f')} "
+            f"| {_fmt(full.get('files_per_s'), ',.0f')} | {_fmt(full.get('mb_per_s_logical'))} "
+            f"| {_fmt(full.get('mb_per_s_transferred'))} | {_fmt(full['max_rss_mb'], '.0f')} "
+            f"| {full['cpu_user']:.1f}+{full['cpu_sys']:.1f} | {_fmt(full.get('requests'))} "
+            f"| {_fmt(full.get('bytes_received'), ',')} | {_fmt(full.get('ratio_to_curl'))} "
+            f"| {_fmt(full.get('ratio_to_inflate_hash'))} |"
+        )
+        for key, name in (("no_change", "no-change refresh"), ("change_1pct", "1 % change")):
+            run = outcome.get(key)
+            if run is None:
+                continue
+            ratio = run.get("ratio_to_curl_changed")
+            lines.append(
+                f"| {name} | {outcome['workers']} | {_fmt(run['wall'], '.2f')} | | | "
+                f"| {_fmt(run['max_rss_mb'], '.0f')} | {run['cpu_user']:.1f}+{run['cpu_sys']:.1f} "
+                f"| {_fmt(run.get('requests'))} | {_fmt(run.get('bytes_received'), ',')} "
+                f"| {'' if ratio is None else f'{ratio}x curl(changed)'} | |"
+            )
+    for outcome in results["exports"]:
+        for key in ("full", "no_change", "change_1pct"):
+            run = outcome.get(key)
+            if run and ("error" in run or run.get("failures")):
+                lines.append(
+                    f"note: -j {outcome['workers']} {key}: exit {run['exit']}, "
+                    f"{run.get('failures')} failures: {run.get('error', '')}"
+                )
+    ceilings = results.get("ceilings") or {}
+    if ceilings:
+        lines += [
+            "",
+            f"ceilings (best of runs): curl --parallel-max {CURL_PARALLEL} all objects "
+            f"{ceilings['curl_seconds']:.2f} s, changed objects "
+            f"{ceilings['curl_changed_seconds']:.2f} s; Python sha1 "
+            f"{ceilings['sha1_seconds']:.2f} s + zlib.decompress "
+            f"{ceilings['inflate_seconds']:.2f} s = {ceilings['inflate_hash_seconds']:.2f} s",
+        ]
+    if "real_cvmfs_shrinkwrap" in results:
+        real = results["real_cvmfs_shrinkwrap"]
+        lines += [
+            "real cvmfs_shrinkwrap 2.11.5 (same repository shape): -j 16 "
+            f"{real['export_seconds'][16]} s = {real['best_files_per_second']:,} files/s, "
+            f"{real['best_mb_per_second']} MB/s, RSS {real['max_rss_mb']} MB; -j 4 "
+            f"{real['export_seconds'][4]} s; -j 64 {real['export_seconds'][64]} s; unchanged "
+            f"re-run {real['unchanged_rerun_seconds']} s; curl {real['curl_parallel_64_seconds']}"
+            f" s; zlib {real['python_zlib_decompress_seconds']} s; sha1 {real['sha1_seconds']} s",
+        ]
+    return "\n".join(lines)
+
+
+def parse_workers(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"-j wants numbers like 16,64,256, not {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError("-j wants positive numbers like 16,64,256")
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description="End-to-end export benchmark on 127.0.0.1 (see docs/performance.md).",
+    )
+    parser.add_argument("--scale", choices=SCALES, default="reference")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "-j", "--workers", type=parse_workers, default=[16, 64], help="sweep, e.g. 16,64,256"
+    )
+    parser.add_argument("--squid", action="store_true", help="fetch through a local Squid")
+    parser.add_argument("--no-refresh", action="store_true", help="full exports only")
+    parser.add_argument("--no-ceilings", action="store_true", help="skip curl and inflate")
+    parser.add_argument("--ceiling-runs", type=int, default=3, help="best of N (default 3)")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    args = parser.parse_args(argv)
+    if args.scale == "large":
+        print("large scale: 1M files; generation takes a long time and tens of GB", flush=True)
+    config = BenchConfig(
+        scale=args.scale,
+        seed=args.seed,
+        workers=args.workers,
+        squid=args.squid,
+        refresh=not args.no_refresh,
+        ceilings=not args.no_ceilings,
+        ceiling_runs=args.ceiling_runs,
+        cache=args.cache.absolute(),
+        results=args.results.absolute(),
+    )
+    results = run_benchmark(config, log=lambda text: print(text, file=sys.stderr, flush=True))
+    print(format_table(results))
+    print(f"\nJSON: {results['json_path']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
