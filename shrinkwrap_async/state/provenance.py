@@ -42,6 +42,7 @@ def write_provenance(
     spec_text: str,
     servers: Sequence[str],
     summary: dict[str, object] | None = None,
+    publish_time: int | None = None,
 ) -> Path:
     directory = dest_base / PROVENANCE_DIR / fqrn
     directory.mkdir(parents=True, exist_ok=True)
@@ -66,6 +67,7 @@ def write_provenance(
         "fqrn": fqrn,
         "root_hash": root_hash,
         "revision": revision,
+        "publish_time": publish_time,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "spec": spec_text,
         "servers": list(servers),
