@@ -54,6 +54,7 @@ MiB = 1024 * 1024
 PIECE_SIZE = 256 * 1024  # stream pieces handed to sinks (bounded memory per request)
 READ_WHOLE_LIMIT = MiB  # fetch_object reads bodies up to this size in one call
 DEFAULT_FILE_MAX = 16 * MiB
+READ_BUFFER = 256 * 1024  # aiohttp's default 64 KiB pauses the socket too often
 
 
 class ObjectSink(Protocol[T_co]):
@@ -229,6 +230,7 @@ class Fetcher:
                     total=None, sock_connect=timeout or None, sock_read=timeout or None
                 ),
                 auto_decompress=False,
+                read_bufsize=READ_BUFFER,
                 raise_for_status=False,
                 trust_env=False,
                 skip_auto_headers=("Accept-Encoding",),
