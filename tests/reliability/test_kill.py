@@ -1,0 +1,68 @@
+"""SIGKILL the exporter at random moments; the rerun completes and equals an uninterrupted run."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from . import harness as h
+from .scenarios import Repo
+
+LISTING_PATH = Path(os.environ.get("SHRINKWRAP_SHARED", "/work/shared")) / "tools" / "listing.py"
+_spec = importlib.util.spec_from_file_location("listing", LISTING_PATH)
+assert _spec is not None and _spec.loader is not None
+listing = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(listing)
+
+
+def _command(repo: Repo, ws: h.Workspace, server: h.Nginx) -> list[str]:
+    config = h.write_config(
+        ws.root / "client.conf",
+        server_urls=[server.repository_url("@fqrn@")],
+        keys_dir=repo.keys_dir,
+        cache=ws.cache,
+    )
+    return h.export_command(repo.fqrn, config, ws.dest, jobs=32)
+
+
+def kill_and_resume(repo: Repo, server: h.Nginx, tmp_path: Path, kills: int, seed: int) -> None:
+    reference = h.Workspace(tmp_path / "reference", repo.keys_dir)
+    first = h.run_export(_command(repo, reference, server))
+    assert first.returncode == 0, first.describe()
+    index = h.RepositoryIndex(repo.repository_dir)
+    rng = random.Random(seed)
+    ws = h.Workspace(tmp_path / "killed", repo.keys_dir)
+    command = _command(repo, ws, server)
+    killed = 0
+    for attempt in range(kills):
+        moment = rng.uniform(0.2, max(0.5, first.seconds * 0.9))
+        run = h.run_export(command, kill_after=moment)
+        killed += run.killed
+        bad = h.unverified_objects(ws.dest / ".data", index)
+        assert bad == [], f"after kill {attempt} at {moment:.2f} s: objects failing their hash {bad[:5]}"
+        tree = ws.dest / repo.fqrn
+        if tree.is_dir():  # whatever is linked under a final name is complete
+            wrong = [p for p in h.compare_with_source(repo.source, tree) if "missing" not in p]
+            assert wrong == [], f"after kill {attempt} at {moment:.2f} s: {wrong[:5]}"
+    assert killed > 0, "no run was still going when its kill came"
+    final = h.run_export(command)
+    assert final.returncode == 0, final.describe()
+    assert h.compare_with_source(repo.source, ws.dest / repo.fqrn) == []
+    assert h.unverified_objects(ws.dest / ".data", index) == []
+    assert h.leftover_temporaries(ws.dest) == []
+    expected = listing.dump(str(reference.dest), repo.fqrn)
+    actual = listing.dump(str(ws.dest), repo.fqrn)
+    assert listing.diff(expected, actual) == []
+
+
+def test_three_kills_then_resume(large_repo: Repo, nginx: h.Nginx, tmp_path: Path) -> None:
+    kill_and_resume(large_repo, nginx, tmp_path, kills=3, seed=3)
+
+
+@pytest.mark.slow
+def test_twenty_kills_then_resume(large_repo: Repo, nginx: h.Nginx, tmp_path: Path) -> None:
+    kill_and_resume(large_repo, nginx, tmp_path, kills=20, seed=20)
