@@ -346,6 +346,33 @@ def measure_export(setup: ExportSetup, workers: int, *, refresh: bool) -> dict[s
     return outcome
 
 
+def profile_export(setup: ExportSetup, workers: int, tool: str, out_dir: Path) -> Path:
+    """One more full export under ``pyinstrument`` or ``py-spy``; the report's path.
+
+    pyinstrument samples the event-loop thread (asyncio-aware, text tree); py-spy samples
+    every thread, including the inflate and tree executors (collapsed stacks, ``--threads``).
+    """
+    run_dir = setup.work / f"profile-j{workers}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    argv = setup.export_argv(setup.config("base", run_dir / "cache"), run_dir / "dest", workers)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    if tool == "pyinstrument":
+        report = out_dir / f"profile-pyinstrument-j{workers}-{stamp}.txt"
+        command = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(report)]
+        command += ["-m", *argv[2:]]
+    else:
+        report = out_dir / f"profile-py-spy-j{workers}-{stamp}.txt"
+        command = ["py-spy", "record", "-f", "raw", "-r", "250", "--threads", "-o", str(report)]
+        command += ["--", *argv]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=EXPORT_TIMEOUT)
+    if done.returncode != 0:
+        raise RuntimeError(f"{tool} exited {done.returncode}: {done.stderr.strip()[-500:]}")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return report
+
+
 def curl_ceiling(objects: list[Path], docroot: Path, http_base: str, work: Path) -> float:
     """Seconds for ``curl --parallel --parallel-max 64`` to fetch ``objects`` to /dev/null."""
     listing = work / f"curl-{len(objects)}.txt"
@@ -406,6 +433,7 @@ class BenchConfig:
     cache: Path = DEFAULT_CACHE
     results: Path = DEFAULT_RESULTS
     name: str | None = None
+    profile: str | None = None  # "pyinstrument" or "py-spy": one extra profiled export
 
 
 def run_benchmark(config: BenchConfig, log: Any = print) -> dict[str, Any]:
@@ -472,6 +500,10 @@ def run_benchmark(config: BenchConfig, log: Any = print) -> dict[str, Any]:
                     change["wall"] / ceilings["curl_changed_seconds"], 2
                 )
             results["exports"].append(outcome)
+        if config.profile:
+            log(f"profiling one export -j {config.workers[0]} with {config.profile} ...")
+            report = profile_export(setup, config.workers[0], config.profile, config.results)
+            results["profile_report"] = str(report)
     if label == "reference":
         results["real_cvmfs_shrinkwrap"] = REAL_SHRINKWRAP
     config.results.mkdir(parents=True, exist_ok=True)
@@ -581,6 +613,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-refresh", action="store_true", help="full exports only")
     parser.add_argument("--no-ceilings", action="store_true", help="skip curl and inflate")
     parser.add_argument("--ceiling-runs", type=int, default=3, help="best of N (default 3)")
+    parser.add_argument(
+        "--profile",
+        choices=["pyinstrument", "py-spy"],
+        help="also profile one full export (first -j); report written to the results dir",
+    )
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     args = parser.parse_args(argv)
@@ -596,10 +633,13 @@ def main(argv: list[str] | None = None) -> int:
         ceiling_runs=args.ceiling_runs,
         cache=args.cache.absolute(),
         results=args.results.absolute(),
+        profile=args.profile,
     )
     results = run_benchmark(config, log=lambda text: print(text, file=sys.stderr, flush=True))
     print(format_table(results))
-    print(f"\nJSON: {results['json_path']}")
+    if "profile_report" in results:
+        print(f"\nprofile: {results['profile_report']}")
+    print(f"JSON: {results['json_path']}")
     return 0
 
 
