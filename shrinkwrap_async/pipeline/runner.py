@@ -25,19 +25,21 @@ from shrinkwrap_async.catalogs.cache import CatalogCache
 from shrinkwrap_async.catalogs.entry import DirEntry
 from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.config.variant_symlinks import expand_variant_symlink
-from shrinkwrap_async.exitcodes import ShrinkwrapError
+from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError
 from shrinkwrap_async.link.directory_spool import DirectorySpool
 from shrinkwrap_async.link.tree_writer import TreeWriter
-from shrinkwrap_async.network.errors import FetchError
+from shrinkwrap_async.network.errors import FetchError, TransferError
 from shrinkwrap_async.pipeline.catalog_fetch import CatalogHandle, CatalogOpener
 from shrinkwrap_async.pipeline.decompress_verify import SmallObject, commit_small_batch
 from shrinkwrap_async.pipeline.link_stage import DirectoryOp, LinkStage, SpecialOp, SymlinkOp
 from shrinkwrap_async.pipeline.object_fetch import FileJob, ObjectFetchStage
 from shrinkwrap_async.pipeline.progress import Progress
+from shrinkwrap_async.pipeline.refresh import CatalogProgress, RefreshPlan, plan_refresh
 from shrinkwrap_async.pipeline.spec_filter import select_children
 from shrinkwrap_async.pipeline.summary import ExportStats, Failure
 from shrinkwrap_async.runtime import cpu_count
 from shrinkwrap_async.spec.tree import Spec
+from shrinkwrap_async.state.eventlog import log_event
 from shrinkwrap_async.store.data_store import DataStore, ObjectMeta, chunk_list_digest, object_name
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class DirJob:
     path: str
     rel: tuple[str, ...]
     catalog: CatalogHandle | asyncio.Task[CatalogHandle | BaseException]
+    progress: CatalogProgress | None = None  # the catalog this directory belongs to
 
 
 async def run_stage(
@@ -128,6 +131,19 @@ async def run_stage(
             await outq.put(STOP)
 
 
+class TrackedFetchStage(ObjectFetchStage):
+    """The object-fetch stage, also telling the runner which files failed and why."""
+
+    on_file_failed: Callable[[FileJob, BaseException], Awaitable[None]] | None = None
+
+    async def failed(self, name: str, error: BaseException) -> None:
+        jobs = list(self.in_flight.get(name, ()))
+        await super().failed(name, error)
+        if self.on_file_failed is not None:
+            for job in jobs:
+                await self.on_file_failed(job, error)
+
+
 class Exporter:
     """One export of ``settings.fqrn`` under ``spec`` into ``options.dest_base``."""
 
@@ -138,8 +154,19 @@ class Exporter:
         options: ExportOptions,
         fetcher: Any,
         catalog_cache: CatalogCache,
+        *,
+        refresh: RefreshPlan | None = None,
+        on_catalog_applied: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
+        self.refresh = refresh or RefreshPlan()
+        self.on_catalog_applied = on_catalog_applied
+        self._track = on_catalog_applied is not None and not options.dry_run
+        self._file_progress: dict[int, CatalogProgress] = {}
+        self.root_applied: str | None = None  # root hash, once the whole tree is in place
+        self.transfer_failures = 0  # failures caused by the upstream being unreachable
+        self.catalogs_skipped = 0  # unchanged nested catalogs whose subtree was not walked
+        self._root_hex = ""
         self.spec = spec
         self.options = options
         self.fetcher = fetcher
@@ -172,6 +199,7 @@ class Exporter:
     # -- the run ---------------------------------------------------------------------------
     async def run(self, root_catalog: Any) -> ExportStats:
         start = time.monotonic()
+        self._root_hex = getattr(root_catalog, "hex", str(root_catalog))
         tree_root = self.options.dest_base / self.settings.fqrn
         try:
             if not self.options.dry_run:
@@ -181,6 +209,8 @@ class Exporter:
             await self._run_pipeline(root)
             if self.link is not None:
                 await self._tree(self.link.finish_directories)
+            if self.root_applied is not None and self.on_catalog_applied is not None:
+                await self.on_catalog_applied("", self.root_applied)
         finally:
             self.stats.elapsed = time.monotonic() - start
             stats = getattr(self.fetcher, "stats", None)
@@ -213,7 +243,7 @@ class Exporter:
         self.store.cleanup()
 
     async def _run_pipeline(self, root: CatalogHandle) -> None:
-        fetch_stage = ObjectFetchStage(
+        fetch_stage = TrackedFetchStage(
             self.fetcher,
             self.store,
             self.stats,
@@ -222,6 +252,7 @@ class Exporter:
             self.q_link,
             dry_run=self.options.dry_run,
         )
+        fetch_stage.on_file_failed = self._file_failed
         self.fetch_stage = fetch_stage
         progress_task = None
         async with asyncio.TaskGroup() as group:
@@ -268,7 +299,8 @@ class Exporter:
             assert self.spool is not None
             await self._tree(self.spool.add, (), root_entry.mode, uid, gid, root_entry.mtime)
         if selection.descend:
-            self._push(DirJob("", (), root.acquire()))
+            progress = self._new_progress("", self._root_hex, None)
+            self._push(DirJob("", (), root.acquire(), progress))
             async with asyncio.TaskGroup() as walkers:
                 for index in range(self.options.walkers):
                     walkers.create_task(self._walker(group), name=f"walk-{index}")
@@ -277,8 +309,44 @@ class Exporter:
         for _ in range(self.fetch_workers):
             await self.q_fetch.put(STOP)
 
+    def _new_progress(
+        self, mountpoint: str, digest_hex: str, parent: CatalogProgress | None
+    ) -> CatalogProgress | None:
+        if not self._track:
+            return None
+        return CatalogProgress(mountpoint, digest_hex, parent, self._catalog_complete)
+
+    async def _catalog_complete(self, progress: CatalogProgress) -> None:
+        """A catalog's subtree is done: finalise its directories, then record it applied."""
+        if progress.failed:
+            return
+        if progress.mountpoint == "":
+            self.root_applied = progress.digest_hex  # recorded after the final directory pass
+            return
+        if self.link is not None and progress.dirs:
+            writer = self.link.writer
+            ordered = sorted(progress.dirs, key=lambda d: len(d[0]), reverse=True)
+            progress.dirs = []
+
+            def finalise() -> None:
+                for rel, mode, uid, gid, mtime in ordered:
+                    writer.set_directory_metadata(rel, mode, uid, gid, mtime)
+
+            await self._tree(finalise)
+        assert self.on_catalog_applied is not None
+        await self.on_catalog_applied(progress.mountpoint, progress.digest_hex)
+
+    async def _file_failed(self, job: FileJob, error: BaseException) -> None:
+        if isinstance(error, TransferError):
+            self.transfer_failures += 1
+        progress = self._file_progress.pop(id(job), None)
+        if progress is not None:
+            await progress.done(failed=True)
+
     def _push(self, job: DirJob) -> None:
         self._pending_dirs += 1
+        if job.progress is not None:
+            job.progress.add()
         self.dirs.put_nowait(job)
 
     async def _walker(self, group: asyncio.TaskGroup) -> None:
@@ -288,7 +356,13 @@ class Exporter:
                 return
             try:
                 await self._list_directory(job, group)
+            except BaseException:
+                if job.progress is not None:
+                    job.progress.fail()
+                raise
             finally:
+                if job.progress is not None:
+                    await job.progress.done()
                 self._pending_dirs -= 1
                 if self._pending_dirs == 0:
                     for _ in range(self.options.walkers):
@@ -300,6 +374,10 @@ class Exporter:
             if isinstance(result, BaseException):
                 self.stats.failures.append(Failure(job.path, "catalog", str(result)))
                 log.error("%s: nested catalog failed: %s", job.path, result)
+                if isinstance(result, TransferError):
+                    self.transfer_failures += 1
+                if job.progress is not None:
+                    job.progress.fail()
                 return
             handle = result.acquire()
             self.stats.catalogs += 1
@@ -311,6 +389,7 @@ class Exporter:
             ops: list[DirectoryOp | SymlinkOp | SpecialOp] = []
             subdirs: list[tuple[DirEntry, tuple[str, ...]]] = []
             files: list[tuple[DirEntry, tuple[str, ...]]] = []
+            stale_dirs: list[tuple[str, ...]] = []
             for entry, selection in select_children(self.spec, entries):
                 rel = (*job.rel, entry.name)
                 keep.append(entry.name)
@@ -318,8 +397,12 @@ class Exporter:
                     self.stats.dirs += 1
                     uid, gid = self.owner(entry.uid, entry.gid)
                     ops.append(DirectoryOp(rel, entry.mode, uid, gid, entry.mtime, entry.xattrs))
+                    if job.progress is not None:
+                        job.progress.dirs.append((rel, entry.mode, uid, gid, entry.mtime))
                     if selection.descend:
                         subdirs.append((entry, rel))
+                    elif self.refresh.spec_changed and not entry.is_bind_mountpoint:
+                        stale_dirs.append(rel)  # included alone now: drop old content
                 elif entry.is_symlink:
                     self.stats.symlinks += 1
                     target = entry.symlink
@@ -338,17 +421,39 @@ class Exporter:
                 assert self.link is not None
                 removed, _skipped = await self._tree(self.link.apply_listing, job.rel, keep, ops)
                 self.stats.removed += removed
+                for rel in stale_dirs:
+                    self.stats.removed += len(await self._tree(self.link.writer.prune, rel, ()))
             for entry, rel in subdirs:
                 if entry.is_nested_mountpoint:
+                    ref = await handle.catalog.nested_catalog(entry.path)
+                    if ref is not None and self.refresh.can_skip(
+                        entry.path, ref.digest.hex, self.options.dest_base / self.settings.fqrn
+                    ):
+                        self.catalogs_skipped += 1
+                        log.debug("%s: catalog unchanged, subtree skipped", entry.path)
+                        continue
+                    progress = None
+                    if job.progress is not None:
+                        digest_hex = ref.digest.hex if ref is not None else ""
+                        progress = self._new_progress(entry.path, digest_hex, job.progress)
+                        if progress is not None:
+                            uid, gid = self.owner(entry.uid, entry.gid)
+                            progress.dirs.append((rel, entry.mode, uid, gid, entry.mtime))
                     handle.acquire()  # held by the opening task until the child is open
                     task = group.create_task(self._open_nested(handle, entry.path))
-                    self._push(DirJob(entry.path, rel, task))
+                    self._push(DirJob(entry.path, rel, task, progress))
                 else:
-                    self._push(DirJob(entry.path, rel, handle.acquire()))
+                    self._push(DirJob(entry.path, rel, handle.acquire(), job.progress))
             for entry, rel in files:
                 file_job = await self._file_job(handle, entry, rel)
-                if file_job is not None:
-                    await self.q_fetch.put(file_job)
+                if file_job is None:
+                    if job.progress is not None:
+                        job.progress.fail()
+                    continue
+                if job.progress is not None and not self.options.dry_run:
+                    job.progress.add()
+                    self._file_progress[id(file_job)] = job.progress
+                await self.q_fetch.put(file_job)
         finally:
             await handle.release()
 
@@ -396,6 +501,10 @@ class Exporter:
         counts = await self._tree(self.link.link_files, batch)
         self.stats.linked += counts["linked"] + counts["copied"]
         self.stats.unchanged += counts["unchanged"]
+        for job in batch:
+            progress = self._file_progress.pop(id(job), None)
+            if progress is not None:
+                await progress.done()
 
 
 def first_shrinkwrap_error(group: BaseExceptionGroup[Any]) -> BaseException:
@@ -416,35 +525,199 @@ async def export_repository(
     config_argument: str = "",
     src_cache: str = "",
     catalog_cache_dir: Path | None = None,
+    use_state: bool = True,
 ) -> ExportStats:
-    """Establish trust, run the pipeline, write provenance. Raises systemic errors."""
+    """Establish trust, run the pipeline, write provenance. Raises systemic errors.
+
+    With ``use_state`` (and not a dry run) the destination's state database decides what
+    can be skipped (:mod:`pipeline.refresh`) and records the run; the returned stats then
+    carry ``up_to_date``, ``catalogs_skipped`` and ``exit_code`` attributes.
+    """
     from shrinkwrap_async.network.fetcher import Fetcher
-    from shrinkwrap_async.state.provenance import write_provenance
+    from shrinkwrap_async.state.db import StateDB
     from shrinkwrap_async.trust.chain import establish_trust
 
     cache_dir = catalog_cache_dir or settings.catalog_cache_dir()
+    fqrn = settings.fqrn
     async with Fetcher(settings, max_in_flight=options.max_in_flight) as fetcher:
         trusted = await establish_trust(fetcher, settings, cache_dir=cache_dir / "certificates")
-        cache = CatalogCache(cache_dir / "catalogs", fetcher)
-        exporter = Exporter(settings, spec, options, fetcher, cache)
+        root_hex = trusted.root_catalog.hex
+        spec_digest = spec.digest()
+        db = None
+        if use_state and not options.dry_run:
+            db = await StateDB.for_destination(options.dest_base)
+        try:
+            plan = RefreshPlan()
+            if db is not None:
+                plan = await plan_refresh(
+                    db,
+                    fqrn,
+                    root_hash=root_hex,
+                    spec_digest=spec_digest,
+                    tree_root=options.dest_base / fqrn,
+                )
+            if plan.up_to_date:
+                stats = _up_to_date_stats(fetcher, trusted.revision, root_hex)
+                log_event(
+                    log,
+                    "export.up_to_date",
+                    f"{fqrn} revision {trusted.revision} is already exported with this spec",
+                    fqrn=fqrn,
+                    revision=trusted.revision,
+                    root_hash=root_hex,
+                )
+                return stats
+            return await _run_recorded(
+                settings,
+                spec,
+                options,
+                fetcher,
+                trusted,
+                plan,
+                db,
+                cache_dir,
+                config_argument=config_argument,
+                src_cache=src_cache,
+            )
+        finally:
+            if db is not None:
+                await db.close()
+
+
+def _up_to_date_stats(fetcher: Any, revision: int, root_hex: str) -> ExportStats:
+    stats = ExportStats(revision=revision, root_hash=root_hex)
+    fetch_stats = getattr(fetcher, "stats", None)
+    stats.requests = getattr(fetch_stats, "requests", 0)
+    stats.bytes_received = getattr(fetch_stats, "bytes_received", 0)
+    stats.up_to_date = True  # type: ignore[attr-defined]
+    stats.catalogs_skipped = 0  # type: ignore[attr-defined]
+    stats.exit_code = 0  # type: ignore[attr-defined]
+    return stats
+
+
+def outcome_exit_code(stats: ExportStats, transfer_failures: int) -> int:
+    """0 complete; 4 when nothing could be fetched because the upstream was unreachable
+    (every failure a transfer failure, no object fetched); else 1 (partial, resumable)."""
+    if not stats.failures:
+        return int(ExitCode.OK)
+    if stats.data_files == 0 and transfer_failures >= len(stats.failures):
+        return int(ExitCode.UNREACHABLE)
+    return int(ExitCode.PARTIAL)
+
+
+async def _run_recorded(
+    settings: ClientSettings,
+    spec: Spec,
+    options: ExportOptions,
+    fetcher: Any,
+    trusted: Any,
+    plan: RefreshPlan,
+    db: Any,
+    cache_dir: Path,
+    *,
+    config_argument: str,
+    src_cache: str,
+) -> ExportStats:
+    """The pipeline between ``begin_export`` and ``finish_export`` of the state database."""
+    from shrinkwrap_async.state.db import ABORTED, PARTIAL, SUCCEEDED
+    from shrinkwrap_async.state.provenance import write_provenance
+
+    fqrn = settings.fqrn
+    root_hex = trusted.root_catalog.hex
+    log_event(
+        log,
+        "export.start",
+        f"exporting {fqrn} revision {trusted.revision} ({root_hex})",
+        fqrn=fqrn,
+        revision=trusted.revision,
+        root_hash=root_hex,
+        spec_digest=spec.digest(),
+    )
+
+    async def applied(mountpoint: str, digest_hex: str) -> None:
+        await db.record_catalog_applied(fqrn, mountpoint, digest_hex)
+        log_event(
+            log,
+            "catalog.applied",
+            f"catalog {mountpoint or '/'} ({digest_hex}) applied",
+            level=logging.DEBUG,
+            fqrn=fqrn,
+            mountpoint=mountpoint,
+            digest=digest_hex,
+        )
+
+    if db is not None:
+        await db.begin_export(
+            fqrn, root_hash=root_hex, revision=trusted.revision, spec_digest=spec.digest()
+        )
+    cache = CatalogCache(cache_dir / "catalogs", fetcher)
+    exporter = Exporter(
+        settings,
+        spec,
+        options,
+        fetcher,
+        cache,
+        refresh=plan,
+        on_catalog_applied=applied if db is not None else None,
+    )
+    status, exit_code = ABORTED, int(ExitCode.PARTIAL)
+    try:
         try:
             stats = await exporter.run(trusted.root_catalog)
         except BaseExceptionGroup as group:
             raise first_shrinkwrap_error(group) from None
-    stats.revision = trusted.revision
-    stats.root_hash = trusted.root_catalog.hex
-    if not options.dry_run:
-        write_provenance(
-            options.dest_base,
-            settings.fqrn,
-            config_files=settings.config_files,
-            config_argument=config_argument,
-            src_cache=src_cache,
-            dest_cache=options.store_root,
-            root_hash=stats.root_hash,
-            revision=trusted.revision,
-            spec_text=spec.to_text(),
-            servers=settings.server_urls,
-            summary=stats.as_dict(),
-        )
+        stats.revision = trusted.revision
+        stats.root_hash = root_hex
+        exit_code = outcome_exit_code(stats, exporter.transfer_failures)
+        status = SUCCEEDED if exit_code == 0 else PARTIAL
+        for failure in stats.failures:
+            log_event(
+                log,
+                "object.failed",
+                f"failed: {failure.path} (object {failure.object}): {failure.reason}",
+                level=logging.ERROR,
+                fqrn=fqrn,
+                path=failure.path,
+                name=failure.object,
+                reason=failure.reason,
+            )
+        if not options.dry_run:
+            write_provenance(
+                options.dest_base,
+                fqrn,
+                config_files=settings.config_files,
+                config_argument=config_argument,
+                src_cache=src_cache,
+                dest_cache=options.store_root,
+                root_hash=stats.root_hash,
+                revision=trusted.revision,
+                spec_text=spec.to_text(),
+                servers=settings.server_urls,
+                summary=stats.as_dict(),
+            )
+    except BaseException as error:
+        if isinstance(error, ShrinkwrapError):
+            exit_code = int(error.exit_code)
+        if db is not None:
+            await asyncio.shield(_finish(db, fqrn, ABORTED, exit_code, None))
+        raise
+    if db is not None:
+        if stats.failures:
+            await db.record_failures(fqrn, [(f.object or f.path, f.reason) for f in stats.failures])
+        await _finish(db, fqrn, status, exit_code, stats)
+    stats.up_to_date = False  # type: ignore[attr-defined]
+    stats.catalogs_skipped = exporter.catalogs_skipped  # type: ignore[attr-defined]
+    stats.exit_code = exit_code  # type: ignore[attr-defined]
     return stats
+
+
+async def _finish(
+    db: Any, fqrn: str, status: str, exit_code: int, stats: ExportStats | None
+) -> None:
+    await db.finish_export(
+        fqrn,
+        status=status,
+        exit_code=exit_code,
+        files=stats.files if stats is not None else None,
+        bytes_total=stats.bytes if stats is not None else None,
+    )
