@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import logging
+import os
+import signal
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from shrinkwrap_async.cli import add_verbosity_options
-from shrinkwrap_async.exitcodes import ExitCode, PartialExportError, UsageError
+from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError, UsageError
 from shrinkwrap_async.runtime import run_async
+from shrinkwrap_async.state.eventlog import add_log_options, install_json_log, log_event
+from shrinkwrap_async.state.lock import RunLock, add_lock_options
+from shrinkwrap_async.state.metrics import RunMetrics, add_metrics_options, update_metrics_file
 
 log = logging.getLogger("shrinkwrap_async.export")
 
@@ -43,8 +51,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         action="store_true",
         help="write variant symlinks ($(VAR)) unresolved",
     )
+    add_lock_options(parser)
+    add_log_options(parser)
+    add_metrics_options(parser)
     add_verbosity_options(parser)
     parser.set_defaults(run=run)
+
+
+class StoppedBySignal(ShrinkwrapError):
+    """SIGINT/SIGTERM: in-flight work abandoned, state committed, lock released."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}; a rerun resumes")
+        self.exit_code = ExitCode.SIGNAL_BASE + signum  # type: ignore[assignment]
+
+
+async def _stoppable(coro: Any) -> Any:
+    """Run ``coro``; the first SIGINT/SIGTERM cancels it cleanly, a second one exits at once."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(coro)
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if received:
+            os._exit(ExitCode.SIGNAL_BASE + signum)  # second signal: stop now
+        received.append(signum)
+        log.warning("%s received: stopping (again to stop at once)", signal.Signals(signum).name)
+        task.cancel()
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    for signum in handled:
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if received:
+            raise StoppedBySignal(received[0]) from None
+        raise
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,38 +121,92 @@ def run(args: argparse.Namespace) -> int:
         progress=args.progress and args.quiet == 0,
         live_progress=sys.stderr.isatty(),
     )
-    stats = run_async(
-        export_repository(
-            settings,
-            spec,
-            options,
-            config_argument=args.src_config,
-            src_cache=args.src_cache,
-        )
-    )
+    if args.log_json:
+        install_json_log(args.log_json)
+    lock = RunLock.for_destination(dest_base, lock_file=args.lock_file, wait=args.lock_wait)
+    started = time.time()
+    stats = None
+    exit_code = int(ExitCode.PARTIAL)
+
+    async def locked_run() -> Any:
+        async with lock:
+            result = await export_repository(
+                settings,
+                spec,
+                options,
+                config_argument=args.src_config,
+                src_cache=args.src_cache,
+            )
+            if args.gc and not args.dry_run:
+                await asyncio.to_thread(run_gc, dest_base, options.store_root, args.quiet > 0)
+            return result
+
+    try:
+        stats = run_async(_stoppable(locked_run()))
+        exit_code = int(getattr(stats, "exit_code", 1 if stats.failures else 0))
+    except ShrinkwrapError as error:
+        exit_code = int(error.exit_code)
+        raise
+    finally:
+        if args.metrics_file and not args.dry_run and exit_code != ExitCode.LOCKED:
+            update_metrics_file(
+                args.metrics_file,
+                RunMetrics(
+                    repository=args.repo,
+                    exit_code=exit_code,
+                    revision=stats.revision if stats is not None else None,
+                    files=stats.files if stats is not None and exit_code == 0 else None,
+                    bytes=stats.bytes if stats is not None and exit_code == 0 else None,
+                    duration_seconds=round(time.time() - started, 3),
+                    failures=len(stats.failures) if stats is not None else 0,
+                ),
+            )
+        if exit_code != ExitCode.LOCKED:
+            log_event(
+                log,
+                "export.finish",
+                f"export of {args.repo} finished with exit code {exit_code}",
+                level=logging.INFO if exit_code == 0 else logging.ERROR,
+                fqrn=args.repo,
+                revision=stats.revision if stats is not None else None,
+                exit_code=exit_code,
+                files=stats.files if stats is not None else None,
+                bytes=stats.bytes if stats is not None else None,
+                seconds=round(time.time() - started, 3),
+                up_to_date=bool(getattr(stats, "up_to_date", False)),
+            )
     for warning in spec.warnings():  # after the walk: rules that matched nothing are known
         log.warning("spec: %s", warning)
-    if args.gc and not args.dry_run:
-        run_gc(dest_base, options.store_root)
+    up_to_date = bool(getattr(stats, "up_to_date", False))
     if args.json:
-        print(stats.to_json())
+        document = stats.as_dict()
+        document["up_to_date"] = up_to_date
+        document["catalogs_skipped"] = getattr(stats, "catalogs_skipped", 0)
+        document["exit_code"] = exit_code
+        import json
+
+        print(json.dumps(document, indent=1, sort_keys=True))
     elif args.quiet == 0:
-        print(stats.table(), file=sys.stderr if args.json else sys.stdout)
+        if up_to_date:
+            print(
+                f"{args.repo} revision {stats.revision} is up to date ({stats.requests} requests)"
+            )
+        else:
+            print(stats.table())
         if args.dry_run:
             print(
                 f"plan: {stats.files} files ({stats.bytes} bytes), {stats.dirs} dirs, "
                 f"{stats.symlinks} symlinks, {stats.objects_needed} objects to fetch, "
                 f"{stats.catalogs} catalogs"
             )
-    for failure in stats.failures:
-        log.error("failed: %s (object %s): %s", failure.path, failure.object, failure.reason)
-    if stats.failures:
+    if exit_code == ExitCode.UNREACHABLE:
+        log.error("no object could be fetched: every server and proxy failed; rerun to resume")
+    elif stats.failures:
         log.error("%d objects failed; rerun to resume", len(stats.failures))
-        return int(PartialExportError.exit_code)
-    return int(ExitCode.OK)
+    return exit_code
 
 
-def run_gc(dest_base: Path, store_root: Path) -> None:
+def run_gc(dest_base: Path, store_root: Path, quiet: bool = False) -> None:
     """``-g``: sweep objects no exported tree links any more (state.gc)."""
     if importlib.util.find_spec("shrinkwrap_async.state.gc") is None:
         log.warning("garbage collection is not available in this version; skipped")
@@ -114,4 +214,5 @@ def run_gc(dest_base: Path, store_root: Path) -> None:
     from shrinkwrap_async.state import gc
 
     result = gc.collect_garbage(dest_base, store_root)
-    print(result.table())
+    if not quiet:
+        print(result.table())
