@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,9 @@ async def _stoppable(coro: Any) -> Any:
         log.warning("%s received: stopping (again to stop at once)", signal.Signals(signum).name)
         task.cancel()
 
-    handled = (signal.SIGINT, signal.SIGTERM)
+    handled: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread():
+        handled = ()  # signals are delivered to the main thread only (embedding, tests)
     for signum in handled:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
@@ -129,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
     exit_code = int(ExitCode.PARTIAL)
 
     async def locked_run() -> Any:
+        if args.dry_run:  # writes nothing, so it needs no lock (and creates no lock file)
+            return await export_repository(settings, spec, options)
         async with lock:
             result = await export_repository(
                 settings,
