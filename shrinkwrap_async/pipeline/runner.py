@@ -35,6 +35,7 @@ from shrinkwrap_async.pipeline.link_stage import DirectoryOp, LinkStage, Special
 from shrinkwrap_async.pipeline.object_fetch import FileJob, ObjectFetchStage
 from shrinkwrap_async.pipeline.progress import Progress
 from shrinkwrap_async.pipeline.refresh import CatalogProgress, RefreshPlan, plan_refresh
+from shrinkwrap_async.pipeline.shard import shard_run
 from shrinkwrap_async.pipeline.spec_filter import select_children
 from shrinkwrap_async.pipeline.summary import ExportStats, Failure
 from shrinkwrap_async.runtime import cpu_count
@@ -187,6 +188,7 @@ class Exporter:
         self.writer: TreeWriter | None = None
         self.link: LinkStage | None = None
         self.spool: DirectorySpool | None = None
+        self.shard = shard_run(options, self)  # --shard K/N: this process's part
 
     # -- helpers -------------------------------------------------------------------------
     async def _tree(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -231,6 +233,8 @@ class Exporter:
         self.writer = TreeWriter(tree_root, warn=self.options.warn)
         self.spool = DirectorySpool(self.store.root / ".tmp")
         self.link = LinkStage(self.writer, self.store, self.spool)
+        if self.shard is not None:
+            self.link = self.shard.link_stage(self.link)
         self.writer.make_directory(())
         self.writer.write_marker()
 
@@ -306,6 +310,8 @@ class Exporter:
                     walkers.create_task(self._walker(group), name=f"walk-{index}")
         else:
             await root.catalog.close()
+        if self.shard is not None:
+            await self.shard.flush(self.q_fetch, self.fetch_stage)
         for _ in range(self.fetch_workers):
             await self.q_fetch.put(STOP)
 
@@ -450,6 +456,8 @@ class Exporter:
                     if job.progress is not None:
                         job.progress.fail()
                     continue
+                if self.shard is not None and not self.shard.wants(file_job):
+                    continue
                 if job.progress is not None and not self.options.dry_run:
                     job.progress.add()
                     self._file_progress[id(file_job)] = job.progress
@@ -544,7 +552,7 @@ async def export_repository(
         root_hex = trusted.root_catalog.hex
         spec_digest = spec.digest()
         db = None
-        if use_state and not options.dry_run:
+        if use_state and not options.dry_run and "shard" not in options.extra:
             db = await StateDB.for_destination(options.dest_base)
         try:
             plan = RefreshPlan()
@@ -681,7 +689,7 @@ async def _run_recorded(
                 name=failure.object,
                 reason=failure.reason,
             )
-        if not options.dry_run:
+        if not options.dry_run and "shard" not in options.extra:  # shards: final pass
             write_provenance(
                 options.dest_base,
                 fqrn,

@@ -1,0 +1,214 @@
+"""``--shard K/N``: one of N independent processes that together make one export.
+
+The partition is deterministic and needs no coordination:
+
+* an object is fetched and stored by the shard owning its content hash;
+* the entries of a directory (files, symlinks, special files, pruning) are written by the
+  shard owning the directory's path, so one directory is only ever changed by one process;
+* every shard creates every selected directory (idempotent; creation races are retried).
+
+A shard that links a file to an object owned by another shard first waits for its own work
+to drain, then links the object if it appeared, else fetches it itself: every shard is
+self-sufficient (safe to rerun alone) at the cost of a small duplicate-download race.
+Shards leave the final directory metadata and the provenance to one ordinary export with the
+same arguments, run after all of them; it downloads no data object.
+
+Several processes (one machine, or nodes sharing a file system) may write one ``.data``:
+objects are written to per-process temp directories and renamed into place atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import hashlib
+import json
+import os
+import socket
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shrinkwrap_async.exitcodes import StorageError, UsageError
+from shrinkwrap_async.hashing import Digest
+from shrinkwrap_async.link.tree_writer import RelPath
+from shrinkwrap_async.pipeline.link_stage import DirectoryOp, LinkStage, SpecialOp, SymlinkOp
+from shrinkwrap_async.store.data_store import DataStore
+
+if TYPE_CHECKING:
+    from shrinkwrap_async.pipeline.object_fetch import FileJob, ObjectFetchStage
+    from shrinkwrap_async.pipeline.runner import Exporter, ExportOptions
+
+STATS_FILE_ENV = "SHRINKWRAP_ASYNC_STATS_FILE"  # --workers: where a shard reports progress
+STATS_PERIOD = 1.0
+RACE_ERRNOS = (errno.EEXIST, errno.ENOENT, errno.ENOTEMPTY)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (0-based, as Slurm's ``SLURM_ARRAY_TASK_ID``)."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"K/N"`` with ``0 <= K < N``; raises :class:`UsageError`."""
+        index_text, slash, count_text = text.partition("/")
+        try:
+            index, count = int(index_text), int(count_text)
+        except ValueError:
+            index = count = -1
+        if not slash or count < 1 or not 0 <= index < count:
+            raise UsageError(f"--shard {text!r}: expected K/N with 0 <= K < N (e.g. 0/4)")
+        return cls(index, count)
+
+    def owns_object(self, content: Digest) -> bool:
+        return int.from_bytes(content.raw[:8], "big") % self.count == self.index
+
+    def owns_directory(self, rel: RelPath) -> bool:
+        """The shard writing the entries of directory ``rel`` (components below the root)."""
+        key = "/".join(rel).encode("utf-8", "surrogateescape")
+        digest = hashlib.blake2b(key, digest_size=8).digest()
+        return int.from_bytes(digest, "big") % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--shard K/N``, ``--workers N`` and ``--exact`` (plan) for ``export``."""
+    parser.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="do shard K (0-based) of N; after all shards, run once without --shard",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N shard processes here, then the final pass (default: usable cores)",
+    )
+    parser.add_argument(
+        "--exact", action="store_true", help="--dry-run: list every catalog (exact objects)"
+    )
+
+
+class ShardDataStore(DataStore):
+    """A store shared with other processes: host-qualified temp dir, no sweeping of others."""
+
+    def __init__(self, root: Path, *, chown: bool = True) -> None:
+        super().__init__(root, chown=chown)
+        host = socket.gethostname().replace("/", "_")
+        self.temp_dir = self.root / ".tmp" / f"{host}.{os.getpid()}"
+
+    def sweep_stale_temps(self) -> int:
+        return 0  # other shards may be writing; the final ordinary pass sweeps
+
+
+class ShardLinkStage(LinkStage):
+    """Writes only the directories this shard owns; creates the others' directories only."""
+
+    def __init__(self, base: LinkStage, shard: Shard) -> None:
+        super().__init__(base.writer, base.store, base.spool)
+        self.shard = shard
+
+    def apply_listing(
+        self, rel: RelPath, keep: list[str], ops: list[DirectoryOp | SymlinkOp | SpecialOp]
+    ) -> tuple[int, int]:
+        if not self.shard.owns_directory(rel):
+            ops = [op for op in ops if isinstance(op, DirectoryOp)]
+            for attempt in (1, 2):
+                try:
+                    for op in ops:
+                        self.writer.make_directory(op.rel, op.xattrs)
+                    return 0, 0
+                except StorageError as error:
+                    if attempt == 2 or not _is_race(error):
+                        raise
+        for attempt in (1, 2):
+            try:
+                return super().apply_listing(rel, keep, ops)
+            except StorageError as error:  # another shard made a subdirectory meanwhile
+                if attempt == 2 or not _is_race(error):
+                    raise
+        raise AssertionError("unreachable")
+
+    def link_files(self, jobs: list[FileJob]) -> dict[str, int]:
+        owned = [job for job in jobs if self.shard.owns_directory(job.rel[:-1])]
+        return super().link_files(owned)
+
+    def finish_directories(self) -> int:
+        return 0  # the final ordinary pass sets modes, owners and mtimes
+
+
+def _is_race(error: StorageError) -> bool:
+    cause = error.__cause__
+    return isinstance(cause, OSError) and cause.errno in RACE_ERRNOS
+
+
+class ShardRun:
+    """The runner's view of a shard: which file jobs it takes, and the deferred links."""
+
+    def __init__(self, shard: Shard, exporter: Exporter) -> None:
+        self.shard = shard
+        self.exporter = exporter
+        self.deferred: list[FileJob] = []
+        self.skipped = 0
+        # Incremental-refresh state is not used by shards (it describes whole catalogs).
+        exporter.store = ShardDataStore(exporter.options.store_root)
+        self._reporter: threading.Thread | None = None
+        stats_file = os.environ.get(STATS_FILE_ENV)
+        if stats_file:
+            self._start_reporter(Path(stats_file))
+
+    def link_stage(self, base: LinkStage) -> LinkStage:
+        return ShardLinkStage(base, self.shard)
+
+    def wants(self, job: FileJob) -> bool:
+        """Whether to queue ``job`` for the fetch stage now (deferred jobs come later)."""
+        links = self.shard.owns_directory(job.rel[:-1])
+        stores = self.shard.owns_object(job.content)
+        if links and not stores and not self.exporter.store.exists(job.name):
+            self.deferred.append(job)
+            return False
+        if not (links or stores):
+            self.skipped += 1
+        return links or stores
+
+    async def flush(self, queue: asyncio.Queue[Any], fetch_stage: ObjectFetchStage) -> None:
+        """After the walk: let own fetches drain, then link (or fetch) what others own."""
+        while self.deferred and (not queue.empty() or fetch_stage.in_flight):
+            await asyncio.sleep(0.05)
+        jobs, self.deferred = self.deferred, []
+        for job in jobs:
+            await queue.put(job)
+
+    def _start_reporter(self, path: Path) -> None:
+        stop = threading.Event()
+
+        def report() -> None:
+            while not stop.wait(STATS_PERIOD):
+                write_stats_file(path, self.exporter.stats)
+
+        self._reporter = threading.Thread(target=report, name="shard-stats", daemon=True)
+        self._reporter.start()
+
+
+def write_stats_file(path: Path, stats: Any) -> None:
+    data = {k: v for k, v in asdict(stats).items() if isinstance(v, int | float)}
+    temp = path.with_name(path.name + ".tmp")
+    try:
+        temp.write_text(json.dumps(data))
+        temp.replace(path)
+    except OSError:
+        pass  # progress only
+
+
+def shard_run(options: ExportOptions, exporter: Exporter) -> ShardRun | None:
+    """The shard hooks for ``exporter`` when ``options.extra["shard"]`` is set."""
+    shard = options.extra.get("shard")
+    return ShardRun(shard, exporter) if shard is not None else None
