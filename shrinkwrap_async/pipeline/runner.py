@@ -167,6 +167,8 @@ class Exporter:
         self.root_applied: str | None = None  # root hash, once the whole tree is in place
         self.transfer_failures = 0  # failures caused by the upstream being unreachable
         self.catalogs_skipped = 0  # unchanged nested catalogs whose subtree was not walked
+        self.walked_mountpoints: set[str] = set()  # catalogs opened by this run
+        self.skipped_mountpoints: set[str] = set()  # unchanged subtrees left as they were
         self._root_hex = ""
         self.spec = spec
         self.options = options
@@ -436,6 +438,7 @@ class Exporter:
                         entry.path, ref.digest.hex, self.options.dest_base / self.settings.fqrn
                     ):
                         self.catalogs_skipped += 1
+                        self.skipped_mountpoints.add(entry.path)
                         log.debug("%s: catalog unchanged, subtree skipped", entry.path)
                         continue
                     progress = None
@@ -447,6 +450,7 @@ class Exporter:
                             progress.dirs.append((rel, entry.mode, uid, gid, entry.mtime))
                     handle.acquire()  # held by the opening task until the child is open
                     task = group.create_task(self._open_nested(handle, entry.path))
+                    self.walked_mountpoints.add(entry.path)
                     self._push(DirJob(entry.path, rel, task, progress))
                 else:
                     self._push(DirJob(entry.path, rel, handle.acquire(), job.progress))
@@ -712,11 +716,30 @@ async def _run_recorded(
     if db is not None:
         if stats.failures:
             await db.record_failures(fqrn, [(f.object or f.path, f.reason) for f in stats.failures])
+        if status == SUCCEEDED:
+            await _forget_stale_catalogs(db, fqrn, exporter)
         await _finish(db, fqrn, status, exit_code, stats)
     stats.up_to_date = False  # type: ignore[attr-defined]
     stats.catalogs_skipped = exporter.catalogs_skipped  # type: ignore[attr-defined]
     stats.exit_code = exit_code  # type: ignore[attr-defined]
     return stats
+
+
+async def _forget_stale_catalogs(db: Any, fqrn: str, exporter: Exporter) -> None:
+    """After a complete run, drop rows of catalogs the tree no longer holds (removed,
+    merged or excluded), keeping those inside subtrees that were skipped unchanged."""
+    applied = await db.applied_catalogs(fqrn)
+    skipped = exporter.skipped_mountpoints
+    stale = [
+        mountpoint
+        for mountpoint in applied
+        if mountpoint
+        and mountpoint not in exporter.walked_mountpoints
+        and mountpoint not in skipped
+        and not any(mountpoint.startswith(top + "/") for top in skipped)
+    ]
+    if stale:
+        await db.forget_catalogs(fqrn, stale)
 
 
 async def _finish(
