@@ -16,6 +16,7 @@ from typing import Any
 
 from shrinkwrap_async.cli import add_verbosity_options
 from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError, UsageError
+from shrinkwrap_async.pipeline import shard
 from shrinkwrap_async.runtime import run_async
 from shrinkwrap_async.state.eventlog import add_log_options, install_json_log, log_event
 from shrinkwrap_async.state.lock import RunLock, add_lock_options
@@ -52,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         action="store_true",
         help="write variant symlinks ($(VAR)) unresolved",
     )
+    shard.add_arguments(parser)  # --shard, --workers, --exact (pipeline.shard)
     add_lock_options(parser)
     add_log_options(parser)
     add_metrics_options(parser)
@@ -114,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"spec file {args.spec_file} does not exist (given with -t)")
     spec = Spec.load(args.spec_file)
     dest_base = Path(args.dest_base).absolute()
+    if args.dry_run or args.workers != 1:  # the plan, or several shard processes
+        return shard.run_elsewhere(args, settings, spec, dest_base)
     options = ExportOptions(
         dest_base=dest_base,
         dest_cache=Path(args.dest_cache).absolute() if args.dest_cache else None,
@@ -123,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         stat_period=args.stat_period,
         progress=args.progress and args.quiet == 0,
         live_progress=sys.stderr.isatty(),
+        extra={"shard": shard.Shard.parse(args.shard)} if args.shard else {},
     )
     if args.log_json:
         install_json_log(args.log_json)
@@ -134,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     async def locked_run() -> Any:
         if args.dry_run:  # writes nothing, so it needs no lock (and creates no lock file)
             return await export_repository(settings, spec, options)
-        async with lock:
+        async with shard.run_lock(lock, args):  # shards: see pipeline.shard
             result = await export_repository(
                 settings,
                 spec,

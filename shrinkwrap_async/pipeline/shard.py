@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 STATS_FILE_ENV = "SHRINKWRAP_ASYNC_STATS_FILE"  # --workers: where a shard reports progress
 STATS_PERIOD = 1.0
+PARENT_LOCK_ENV = "SHRINKWRAP_ASYNC_PARENT_LOCK"  # --workers: the parent holds the run lock
 RACE_ERRNOS = (errno.EEXIST, errno.ENOENT, errno.ENOTEMPTY)
 
 
@@ -88,9 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=0,
+        default=1,
         metavar="N",
-        help="run N shard processes here, then the final pass (default: usable cores)",
+        help="run N shard processes here, then the final pass (0: every usable core)",
     )
     parser.add_argument(
         "--exact", action="store_true", help="--dry-run: list every catalog (exact objects)"
@@ -212,3 +213,53 @@ def shard_run(options: ExportOptions, exporter: Exporter) -> ShardRun | None:
     """The shard hooks for ``exporter`` when ``options.extra["shard"]`` is set."""
     shard = options.extra.get("shard")
     return ShardRun(shard, exporter) if shard is not None else None
+
+
+class _NoLock:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def run_lock(lock: Any, args: argparse.Namespace) -> Any:
+    """The run lock to hold: none for a shard (shards run concurrently; the final pass and gc
+    take the exclusive lock) nor under a ``--workers`` parent, which holds it for all."""
+    if args.shard or os.environ.get(PARENT_LOCK_ENV) == str(os.getppid()):
+        return _NoLock()
+    return lock
+
+
+def run_elsewhere(args: argparse.Namespace, settings: Any, spec: Any, dest_base: Path) -> int:
+    """``export --dry-run`` (the plan) and ``export --workers N`` (N shard processes)."""
+    from shrinkwrap_async.runtime import cpu_count, run_async
+
+    if args.dry_run:
+        from shrinkwrap_async.pipeline import plan
+
+        made = run_async(
+            plan.make_plan(
+                settings,
+                spec,
+                dest_base=dest_base,
+                dest_cache=Path(args.dest_cache).absolute() if args.dest_cache else None,
+                exact=args.exact,
+            )
+        )
+        return plan.report(made, json_output=args.json, quiet=args.quiet)
+    if args.shard:
+        raise UsageError("--shard runs one shard; give --workers only without --shard")
+    workers = args.workers if args.workers > 0 else cpu_count()
+    if args.workers < 0:
+        raise UsageError(f"--workers {args.workers}: expected a number of processes (0 = cores)")
+    from shrinkwrap_async.pipeline.workers import run_workers
+    from shrinkwrap_async.state.lock import RunLock
+
+    lock = RunLock.for_destination(dest_base, lock_file=args.lock_file, wait=args.lock_wait)
+    with lock:
+        os.environ[PARENT_LOCK_ENV] = str(os.getpid())
+        try:
+            return run_workers(args, spec, workers)
+        finally:
+            os.environ.pop(PARENT_LOCK_ENV, None)

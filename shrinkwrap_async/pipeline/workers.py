@@ -1,0 +1,217 @@
+"""``export --workers N``: N shard processes on this machine, then the final pass.
+
+Each worker is ``shrinkwrap-async export ... --shard K/N`` in its own process (one event
+loop per core). The parent shows one progress line (the shards report their counters to
+small files) and, once every shard has ended, runs the ordinary export with the same
+arguments, which downloads nothing more, sets directory metadata and writes the provenance.
+It then prints one summary: the final pass's counts, with the objects, bytes and requests of
+all processes added up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from shrinkwrap_async.exitcodes import ExitCode
+from shrinkwrap_async.pipeline.progress import _size
+from shrinkwrap_async.pipeline.shard import STATS_FILE_ENV
+from shrinkwrap_async.pipeline.summary import ExportStats, Failure
+from shrinkwrap_async.spec.tree import Spec
+
+SUMMED = ("data_files", "data_bytes", "requests", "retries", "bytes_received", "catalogs")
+POLL_SECONDS = 0.2
+
+
+def common_arguments(args: argparse.Namespace, spec_file: str) -> list[str]:
+    """The export options every process gets (the same for the shards and the final pass)."""
+    argv = ["-r", args.repo, "-f", args.src_config, "-t", spec_file, "-x", args.dest_base]
+    if args.dest_cache:
+        argv += ["-y", args.dest_cache]
+    if args.src_cache:
+        argv += ["-c", args.src_cache]
+    if args.threads:
+        argv += ["-j", str(args.threads)]
+    if args.keep_variant_symlinks:
+        argv.append("--keep-variant-symlinks")
+    return argv
+
+
+def _command(argv: list[str]) -> list[str]:
+    return [sys.executable, "-m", "shrinkwrap_async", "export", *argv]
+
+
+def _read_json(text: str) -> dict[str, Any]:
+    start = text.find("{")
+    if start < 0:
+        return {}
+    try:
+        data = json.loads(text[start:])
+    except json.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _progress_line(files: list[Path], done: int, total: int, started: float) -> str:
+    sums = dict.fromkeys(("data_files", "data_bytes", "linked", "files"), 0)
+    for path in files:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for key in sums:
+            sums[key] += int(data.get(key, 0))
+    elapsed = max(time.monotonic() - started, 1e-6)
+    return (
+        f"{done}/{total} shards done, {sums['linked']} files linked, "
+        f"{sums['data_files']} objects ({_size(sums['data_bytes'])}, "
+        f"{_size(sums['data_bytes'] / elapsed)}/s)"
+    )
+
+
+class Stopped(Exception):
+    """SIGTERM (or SIGINT) in the parent: the shards were stopped; a rerun resumes."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise Stopped(signum)
+
+
+def run_workers(args: argparse.Namespace, spec: Spec, workers: int) -> int:
+    """Run ``workers`` shards, then the final pass; print one summary; return the exit code."""
+    import threading
+
+    handled = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop) if handled else None
+    try:
+        return _run_workers(args, spec, workers)
+    except Stopped as stop:
+        print(f"stopped by signal {stop.signum}; a rerun resumes", file=sys.stderr)
+        return 128 + stop.signum
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    finally:
+        if handled:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_workers(args: argparse.Namespace, spec: Spec, workers: int) -> int:
+    started = time.monotonic()
+    show = args.progress and args.quiet == 0
+    live = sys.stderr.isatty()
+    with tempfile.TemporaryDirectory(prefix="shrinkwrap-workers.") as scratch:
+        spec_file = args.spec_file
+        if spec_file == "-":  # the shards cannot read standard input again
+            spec_file = str(Path(scratch) / "spec")
+            Path(spec_file).write_text(spec.to_text(), encoding="utf-8", errors="surrogateescape")
+        common = common_arguments(args, spec_file)
+        stats_files = [Path(scratch) / f"shard-{k}.json" for k in range(workers)]
+        processes: list[subprocess.Popen[str]] = []
+        try:
+            for index in range(workers):
+                env = dict(os.environ, **{STATS_FILE_ENV: str(stats_files[index])})
+                shard_argv = [*common, "--shard", f"{index}/{workers}", "--workers", "1"]
+                processes.append(
+                    subprocess.Popen(
+                        _command([*shard_argv, "--json", "--no-progress", "-q"]),
+                        stdout=subprocess.PIPE,
+                        stdin=subprocess.DEVNULL,
+                        text=True,
+                        env=env,
+                    )
+                )
+            outputs = _wait(processes, stats_files, show, live, started, args.stat_period)
+        except BaseException:
+            for process in processes:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            for process in processes:
+                process.wait()
+            raise
+        codes = [process.returncode for process in processes]
+        shard_stats = [_read_json(text) for text in outputs]
+        fatal = [code for code in codes if code not in (0, int(ExitCode.PARTIAL))]
+        if fatal:
+            print(f"shards ended with exit codes {codes}; final pass not run", file=sys.stderr)
+            return fatal[0] if fatal[0] > 0 else 128 - fatal[0]
+        final_argv = [*common, "--workers", "1", "--json", "--no-progress"]
+        if args.gc:
+            final_argv.append("-g")
+        if args.quiet:
+            final_argv.append("-q")
+        final = subprocess.run(
+            _command(final_argv), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+        )
+    summary = merge_summaries(_read_json(final.stdout), shard_stats)
+    summary.elapsed = time.monotonic() - started
+    if args.json:
+        data = summary.as_dict()
+        data["workers"] = workers
+        data["shards"] = [{k: s.get(k, 0) for k in (*SUMMED, "linked")} for s in shard_stats]
+        print(json.dumps(data, indent=1, sort_keys=True))
+    elif args.quiet == 0:
+        print(summary.table())
+        print(f"workers|{workers}|Shard processes")
+    return final.returncode if final.returncode >= 0 else 128 - final.returncode
+
+
+def _wait(
+    processes: list[subprocess.Popen[str]],
+    stats_files: list[Path],
+    show: bool,
+    live: bool,
+    started: float,
+    period: float,
+) -> list[str]:
+    """Wait for every shard, reading their outputs; one progress line for all of them."""
+    import threading
+
+    outputs = [""] * len(processes)
+
+    def read(index: int) -> None:
+        stream = processes[index].stdout
+        assert stream is not None
+        outputs[index] = stream.read()
+
+    readers = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(len(processes))]
+    for reader in readers:
+        reader.start()
+    last = time.monotonic()
+    interval = 0.5 if live else (period if period > 0 else 10.0)
+    while any(process.poll() is None for process in processes):
+        time.sleep(POLL_SECONDS)
+        if show and time.monotonic() - last >= interval:
+            last = time.monotonic()
+            done = sum(process.poll() is not None for process in processes)
+            line = _progress_line(stats_files, done, len(processes), started)
+            sys.stderr.write(f"\r\x1b[K{line}" if live else f"{line}\n")
+            sys.stderr.flush()
+    if show and live:
+        sys.stderr.write("\r\x1b[K")
+    for reader in readers:
+        reader.join()
+    return outputs
+
+
+def merge_summaries(final: dict[str, Any], shards: list[dict[str, Any]]) -> ExportStats:
+    """The final pass's counts, with objects, bytes and requests of every process summed."""
+    fields = set(ExportStats.__dataclass_fields__)
+    stats = ExportStats(**{k: v for k, v in final.items() if k in fields and k != "failures"})
+    stats.failures = [Failure(**f) for f in final.get("failures", [])]
+    for key in SUMMED:
+        setattr(stats, key, getattr(stats, key) + sum(int(s.get(key, 0)) for s in shards))
+    stats.linked += sum(int(s.get("linked", 0)) for s in shards)
+    stats.dedup_files = max(0, stats.files - stats.data_files)
+    return stats
