@@ -344,6 +344,7 @@ class RepositoryIndex:
         self.repository_dir = Path(repository_dir)
         self.chunked: dict[str, list[str]] = {}  # whole-file digest hex -> chunk digests hex
         self.paths: dict[str, str] = {}  # content hex -> one repository path
+        self.catalogs: list[str] = []  # catalog hashes, root first
         manifest = (self.repository_dir / ".cvmfspublished").read_bytes().split(b"\n--\n")[0]
         root = next(line[1:].decode() for line in manifest.splitlines() if line.startswith(b"C"))
         self._walk_catalog(root)
@@ -353,6 +354,7 @@ class RepositoryIndex:
         return path.read_bytes()
 
     def _walk_catalog(self, hex_name: str) -> None:
+        self.catalogs.append(hex_name)
         blob = self._object(hex_name, "C")
         with tempfile.NamedTemporaryFile(suffix=".db") as scratch:
             scratch.write(zlib.decompress(blob))

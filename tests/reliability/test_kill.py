@@ -43,7 +43,9 @@ def kill_and_resume(repo: Repo, server: h.Nginx, tmp_path: Path, kills: int, see
         run = h.run_export(command, kill_after=moment)
         killed += run.killed
         bad = h.unverified_objects(ws.dest / ".data", index)
-        assert bad == [], f"after kill {attempt} at {moment:.2f} s: objects failing their hash {bad[:5]}"
+        assert bad == [], (
+            f"after kill {attempt} at {moment:.2f} s: objects failing their hash {bad[:5]}"
+        )
         tree = ws.dest / repo.fqrn
         if tree.is_dir():  # whatever is linked under a final name is complete
             wrong = [p for p in h.compare_with_source(repo.source, tree) if "missing" not in p]

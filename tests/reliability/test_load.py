@@ -15,7 +15,9 @@ from .scenarios import Repo
 MEMORY_BOUND_KIB = 1 << 20  # 1 GiB: generous; the point is "not proportional to the repository"
 
 
-def load_export(repo: Repo, server: h.Nginx, tmp_path: Path, *, compare_source: bool) -> h.RunResult:
+def load_export(
+    repo: Repo, server: h.Nginx, tmp_path: Path, *, compare_source: bool
+) -> h.RunResult:
     ws = h.Workspace(tmp_path / "load", repo.keys_dir)
     config = h.write_config(
         ws.root / "client.conf",
