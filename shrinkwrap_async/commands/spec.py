@@ -88,6 +88,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     check.add_argument("-x", "--dest-base", metavar="DEST", help="compare with this export")
     check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument(
+        "--exact",
+        action="store_true",
+        help="list every catalog (exact distinct objects) instead of using the statistics "
+        "of wholly selected nested catalogs",
+    )
     cli.add_verbosity_options(check)
     check.set_defaults(run=run_check)
 
@@ -165,6 +171,8 @@ def run_check(args: argparse.Namespace) -> int:
         config_files=[Path(p) for p in args.src_config.split(":") if p],
         dest_base=Path(args.dest_base) if args.dest_base else None,
         json_output=args.json,
+        exact=args.exact,
+        quiet=args.quiet,
     )
     if inspect.isawaitable(result):
         from shrinkwrap_async.runtime import run_async

@@ -1,0 +1,169 @@
+"""Shards: N concurrent ``export --shard K/N`` processes make exactly the single-process export."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from shrinkwrap_async import cli
+from shrinkwrap_async.exitcodes import UsageError
+from shrinkwrap_async.hashing import Algorithm
+from shrinkwrap_async.pipeline.shard import Shard
+from shrinkwrap_async.testing.publish import Publisher, PublishOptions
+from shrinkwrap_async.testing.servers import StaticServer
+from shrinkwrap_async.testing.synthetic import Profile, build_tree
+
+LISTING_PATH = Path(os.environ.get("SHRINKWRAP_SHARED", "/work/shared")) / "tools" / "listing.py"
+_loader = importlib.util.spec_from_file_location("listing", LISTING_PATH)
+assert _loader is not None and _loader.loader is not None
+listing = importlib.util.module_from_spec(_loader)
+_loader.loader.exec_module(listing)
+
+SYNTHETIC = "shard.bench.local"
+SMALL = Profile(400, 2, 3, 2, 2048, 8192, big_files=1, extras=True)
+
+
+def write_config(tmp: Path, url: str, keys: Path) -> Path:
+    (tmp / "idmap").write_text("* 0\n")
+    config = tmp / "client.conf"
+    config.write_text(
+        f"CVMFS_SERVER_URL={url}/cvmfs/@fqrn@\nCVMFS_HTTP_PROXY=DIRECT\n"
+        f"CVMFS_KEYS_DIR={keys}\nCVMFS_CACHE_BASE={tmp / 'cache'}\n"
+        f"CVMFS_UID_MAP={tmp / 'idmap'}\nCVMFS_GID_MAP={tmp / 'idmap'}\n"
+    )
+    return config
+
+
+def data_requests(server: StaticServer) -> int:
+    return sum(
+        n for p, n in server.requests.items() if "/data/" in p and not p.endswith(("C", "X"))
+    )
+
+
+def store_objects(dest: Path) -> set[str]:
+    root = dest / ".data"
+    return {
+        str(Path(d, f).relative_to(root))
+        for d, _dirs, files in os.walk(root)
+        if Path(d).relative_to(root).parts[:1] != (".tmp",)
+        for f in files
+    }
+
+
+def snapshot(dest: Path, fqrn: str) -> dict[str, object]:
+    tree = listing.dump(str(dest), fqrn)
+    entries = tree["entries"]
+    sizes: dict[str, int] = {}
+    for entry in entries.values():
+        if entry["type"] == "f":
+            sizes[entry["group"]] = sizes.get(entry["group"], 0) + 1
+    for entry in entries.values():
+        if entry["type"] == "f" and sizes[entry["group"]] > 1:
+            entry.pop("mtime")  # one inode, one mtime: which member's does not matter
+    return tree
+
+
+async def export_cli(*argv: str) -> int:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shrinkwrap_async", "export", *argv, "--no-progress", "-q",
+        stdin=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    return await process.wait()
+
+
+def test_shard_parse_and_partition() -> None:
+    assert Shard.parse("3/4") == Shard(3, 4)
+    for bad in ("4/4", "-1/4", "1", "a/b", "0/0"):
+        with pytest.raises(UsageError):
+            Shard.parse(bad)
+    shards = [Shard(k, 4) for k in range(4)]
+    for number in range(200):
+        digest = Algorithm.SHA1.hash(str(number).encode())
+        assert sum(s.owns_object(digest) for s in shards) == 1
+        rel = ("a", str(number))
+        assert sum(s.owns_directory(rel) for s in shards) == 1
+    spread = [sum(s.owns_directory(("d", str(n))) for n in range(400)) for s in shards]
+    assert min(spread) > 50
+
+
+@pytest.fixture(scope="module")
+def synthetic_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("published")
+    Publisher(out, SYNTHETIC, PublishOptions(workers=1)).publish(build_tree(SMALL, 3))
+    return out
+
+
+@pytest.fixture
+async def synthetic_server(synthetic_repository: Path) -> AsyncIterator[StaticServer]:
+    async with StaticServer(synthetic_repository) as server:
+        yield server
+
+
+@pytest.mark.parametrize("source", ["fixture", "synthetic"])
+async def test_four_shards_equal_one_export(
+    source: str,
+    fixture_server: StaticServer,
+    synthetic_server: StaticServer,
+    synthetic_repository: Path,
+    fixtures_dir: Path,
+    tmp_path: Path,
+) -> None:
+    if source == "fixture":
+        server, fqrn, keys = fixture_server, "fix1.test.local", fixtures_dir / "keys"
+    else:
+        server, fqrn, keys = synthetic_server, SYNTHETIC, synthetic_repository / "keys"
+    config = write_config(tmp_path, server.url, keys)
+    spec = tmp_path / "all.spec"
+    spec.write_text("/*\n")
+    common = ["-r", fqrn, "-f", str(config), "-t", str(spec)]
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    assert await export_cli(*common, "-x", str(single)) == 0
+    single_requests = data_requests(server)
+
+    codes = await asyncio.gather(
+        *(export_cli(*common, "-x", str(sharded), "--shard", f"{k}/4") for k in range(4))
+    )
+    assert codes == [0, 0, 0, 0]
+    assert not (sharded / ".provenance" / fqrn / "export.json").exists()  # final pass writes it
+    before_final = data_requests(server)
+    assert before_final - single_requests >= single_requests  # every object fetched
+    assert await export_cli(*common, "-x", str(sharded)) == 0
+    assert data_requests(server) == before_final  # the final pass downloads no data object
+    assert (sharded / ".provenance" / fqrn / "export.json").is_file()
+    assert listing.diff(snapshot(single, fqrn), snapshot(sharded, fqrn)) == []
+    assert store_objects(sharded) == store_objects(single)
+
+    # A shard rerun alone is harmless and has nothing left to fetch.
+    assert await export_cli(*common, "-x", str(sharded), "--shard", "2/4") == 0
+    assert data_requests(server) == before_final
+    assert listing.diff(snapshot(single, fqrn), snapshot(sharded, fqrn)) == []
+
+
+async def test_workers_two_same_tree(
+    synthetic_server: StaticServer,
+    synthetic_repository: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = write_config(tmp_path, synthetic_server.url, synthetic_repository / "keys")
+    spec = tmp_path / "all.spec"
+    spec.write_text("/*\n")
+    common = ["-r", SYNTHETIC, "-f", str(config), "-t", str(spec)]
+    single, parallel = tmp_path / "single", tmp_path / "parallel"
+    assert await export_cli(*common, "-x", str(single)) == 0
+    argv = ["export", *common, "-x", str(parallel), "--workers", "2", "--json", "--no-progress"]
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, cli.main, argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["workers"] == 2 and len(summary["shards"]) == 2
+    assert summary["data_files"] >= len(store_objects(single))
+    assert summary["failures"] == []
+    assert listing.diff(snapshot(single, SYNTHETIC), snapshot(parallel, SYNTHETIC)) == []
+    assert store_objects(parallel) == store_objects(single)
