@@ -91,7 +91,7 @@ def test_nested_catalog_with_wrong_hash_exit_3(
     """Replace a nested catalog's bytes by another valid catalog: the table says exit 3."""
     hashes = h.RepositoryIndex(served_copy).catalogs
     path = lambda x: served_copy / "data" / x[:2] / (x[2:] + "C")  # noqa: E731
-    path(hashes[1]).write_bytes(path(hashes[2]).read_bytes())
+    path(hashes[1]).write_bytes(path(hashes[0]).read_bytes())
     ws = h.Workspace(tmp_path / "ws", fault_repo.keys_dir)
     run = _export(fault_repo, ws, nginx)
     assert "Traceback" not in run.stderr, run.describe()
