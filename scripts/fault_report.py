@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from reliability import harness as h  # noqa: E402
-from reliability import scenarios  # noqa: E402
+from reliability import harness as h
+from reliability import scenarios
 
 
 async def run_all(base: Path) -> list[scenarios.FaultOutcome]:
@@ -39,7 +39,8 @@ async def run_all(base: Path) -> list[scenarios.FaultOutcome]:
 
 def table(outcomes: list[scenarios.FaultOutcome]) -> str:
     lines = [
-        "| fault | injected | exit | tree byte-identical | retries | unverified in .data | result |",
+        "| fault | injected | exit | tree byte-identical | retries | unverified in .data "
+        "| result |",
         "|---|---|---|---|---|---|---|",
     ]
     for o in outcomes:

@@ -217,7 +217,8 @@ class RunResult:
         return value if isinstance(value, dict) else {}
 
     def describe(self) -> str:
-        return f"exit {self.returncode}\n--- stdout\n{self.stdout[-3000:]}\n--- stderr\n{self.stderr[-3000:]}"
+        out, err = self.stdout[-3000:], self.stderr[-3000:]
+        return f"exit {self.returncode}\n--- stdout\n{out}\n--- stderr\n{err}"
 
 
 def export_command(
@@ -312,9 +313,10 @@ def compare_with_source(source: Path, tree: Path, *, skip: Sequence[str] = ()) -
             elif os.path.islink(src):
                 if os.readlink(src) != os.readlink(dst):
                     problems.append(f"symlink target differs: {rel}")
-            elif os.path.isfile(src):
-                if s_st.st_size != d_st.st_size or _sha256(src) != _sha256(dst):
-                    problems.append(f"content differs: {rel}")
+            elif os.path.isfile(src) and (
+                s_st.st_size != d_st.st_size or _sha256(src) != _sha256(dst)
+            ):
+                problems.append(f"content differs: {rel}")
     for dirpath, dirs, files in os.walk(tree):
         rel_dir = os.path.relpath(dirpath, tree)
         for name in dirs + files:
@@ -445,7 +447,7 @@ def snapshot(directory: Path) -> dict[str, tuple[int, int, int]]:
     """(mode, size, mtime_ns) of everything below ``directory`` (for the sentinel check)."""
     result: dict[str, tuple[int, int, int]] = {}
     for dirpath, dirs, files in os.walk(directory):
-        for name in ["."] + dirs + files:
+        for name in [".", *dirs, *files]:
             path = os.path.join(dirpath, name)
             st = os.lstat(path)
             result[os.path.relpath(path, directory)] = (st.st_mode, st.st_size, st.st_mtime_ns)

@@ -91,10 +91,6 @@ def test_read_only_destination(fault_repo: Repo, nginx: h.Nginx, tmp_path: Path)
         subprocess.run(["umount", "-l", str(ws.dest)], check=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="export never takes the destination lock (state/lock.py RunLock unused): 2nd run exits 0",
-)
 async def test_second_concurrent_run_exits_75(
     fault_repo: Repo, nginx: h.Nginx, tmp_path: Path
 ) -> None:

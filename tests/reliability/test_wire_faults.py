@@ -1,4 +1,4 @@
-"""Faults on the wire: the export completes byte-identical, counts retries, verifies every object."""
+"""Faults on the wire: the export completes byte-identical, counts retries, verifies objects."""
 
 from __future__ import annotations
 
