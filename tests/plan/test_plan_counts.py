@@ -121,3 +121,28 @@ async def test_spec_check_and_dry_run_cli(
     assert await _cli(*export, "--json", "-q") == 0
     done = json.loads(capsys.readouterr().out)
     assert done["data_files"] == planned["objects_needed"]
+
+
+async def test_plan_equals_export_of_published_repository(tmp_path: Path) -> None:
+    from shrinkwrap_async.testing.publish import Publisher, PublishOptions
+    from shrinkwrap_async.testing.synthetic import Profile, build_tree
+
+    fqrn = "plan.bench.local"
+    out = tmp_path / "published"
+    profile = Profile(300, 2, 3, 2, 2048, 8192, big_files=1, extras=True)
+    Publisher(out, fqrn, PublishOptions(workers=1)).publish(build_tree(profile, 5))
+    async with StaticServer(out) as server:
+        config = write_config(tmp_path, server.url, out / "keys")
+        settings = ClientSettings.load([config], fqrn)
+        dest = tmp_path / "dest"
+        for spec_text in ("/*\n", "^/*\n"):
+            quick = await make_plan(settings, Spec.parse(spec_text), dest_base=dest)
+            exact = await make_plan(settings, Spec.parse(spec_text), dest_base=dest, exact=True)
+            stats = await export_repository(
+                settings, Spec.parse(spec_text), ExportOptions(dest_base=dest, progress=False)
+            )
+            assert not stats.failures and stats.dirs > 0
+            assert_plan_matches(exact, stats)
+            for counted in ("files", "dirs", "symlinks", "specials", "bytes"):
+                assert getattr(quick, counted) == getattr(stats, counted), counted
+            dest = tmp_path / "dest2"  # the second spec into a fresh destination
