@@ -69,8 +69,12 @@ class StoppedBySignal(ShrinkwrapError):
         self.exit_code = ExitCode.SIGNAL_BASE + signum  # type: ignore[assignment]
 
 
-async def _stoppable(coro: Any) -> Any:
-    """Run ``coro``; the first SIGINT/SIGTERM cancels it cleanly, a second one exits at once."""
+async def _stoppable(coro: Any, extra: dict[str, Any] | None = None) -> Any:
+    """Run ``coro``; the first SIGINT/SIGTERM cancels it cleanly, a second one exits at once.
+
+    The signal number is left in ``extra["stop_signal"]`` (ExportOptions.extra) so that the
+    state database records the run's exit code as 128 + N.
+    """
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(coro)
     received: list[int] = []
@@ -79,6 +83,8 @@ async def _stoppable(coro: Any) -> Any:
         if received:
             os._exit(ExitCode.SIGNAL_BASE + signum)  # second signal: stop now
         received.append(signum)
+        if extra is not None:
+            extra["stop_signal"] = signum
         log.warning("%s received: stopping (again to stop at once)", signal.Signals(signum).name)
         task.cancel()
 
@@ -152,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
             return result
 
     try:
-        stats = run_async(_stoppable(locked_run()))
+        stats = run_async(_stoppable(locked_run(), options.extra))
         exit_code = int(getattr(stats, "exit_code", 1 if stats.failures else 0))
     except ShrinkwrapError as error:
         exit_code = int(error.exit_code)

@@ -8,6 +8,8 @@ are never requested, because the walker only asks for directories it descends in
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import weakref
 
 from shrinkwrap_async.catalogs.cache import CatalogCache
 from shrinkwrap_async.catalogs.entry import CatalogError
@@ -21,6 +23,7 @@ class CatalogHandle:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self.references = 0
+        self.closed = False
 
     def acquire(self) -> CatalogHandle:
         self.references += 1
@@ -29,6 +32,11 @@ class CatalogHandle:
     async def release(self) -> None:
         self.references -= 1
         if self.references == 0:
+            await self.close()
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.closed = True
             await self.catalog.close()
 
 
@@ -37,6 +45,13 @@ class CatalogOpener:
         self.cache = cache
         self._limit = asyncio.Semaphore(concurrency)
         self.opened = 0
+        self._handles: weakref.WeakSet[CatalogHandle] = weakref.WeakSet()
+
+    async def close_all(self) -> None:
+        """Close every catalog still open (a run that was cancelled or failed)."""
+        for handle in list(self._handles):
+            with contextlib.suppress(Exception):
+                await handle.close()
 
     async def open_root(self, digest: Digest) -> CatalogHandle:
         return await self._open(digest, "")
@@ -51,4 +66,6 @@ class CatalogOpener:
         async with self._limit:
             catalog = await self.cache.open(digest, mountpoint)
         self.opened += 1
-        return CatalogHandle(catalog)
+        handle = CatalogHandle(catalog)
+        self._handles.add(handle)
+        return handle

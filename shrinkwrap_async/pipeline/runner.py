@@ -221,6 +221,7 @@ class Exporter:
             self.stats.requests = getattr(stats, "requests", 0)
             self.stats.retries = getattr(stats, "retries", 0)
             self.stats.bytes_received = getattr(stats, "bytes_received", 0)
+            await asyncio.shield(self.opener.close_all())
             if self.writer is not None:
                 self.stats.copies = self.writer.copies
                 await self._tree(self._close)
@@ -710,6 +711,8 @@ async def _run_recorded(
     except BaseException as error:
         if isinstance(error, ShrinkwrapError):
             exit_code = int(error.exit_code)
+        elif isinstance(error, asyncio.CancelledError) and "stop_signal" in options.extra:
+            exit_code = int(ExitCode.SIGNAL_BASE) + int(options.extra["stop_signal"])
         if db is not None:
             await asyncio.shield(_finish(db, fqrn, ABORTED, exit_code, None))
         raise
