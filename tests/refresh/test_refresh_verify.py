@@ -1,0 +1,65 @@
+"""``verify``: a corrupt object and a deleted tree file are reported; ``--repair`` fixes both."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from shrinkwrap_async.state.verify import verify_destination
+from shrinkwrap_async.testing.servers import StaticServer
+
+from .test_refresh_incremental import FQRN, Repo, object_of, tree_problems
+from .test_refresh_signals import write_config
+
+
+async def run_cli(*argv: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "shrinkwrap_async",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+async def test_verify_reports_and_repairs(tmp_path: Path) -> None:
+    repo = Repo(tmp_path)
+    repo.publish()
+    dest = tmp_path / "dest"
+    async with StaticServer(repo.base / "server") as server:
+        config = write_config(repo, server)
+        await repo.export(server, "dest", "cache")
+        await repo.export(server, "fresh", "fresh-cache")
+        clean = await verify_destination(repo.settings(server, "cache"), dest)
+        assert clean.ok, [p.line() for p in clean.problems]
+        assert clean.objects_checked > 50
+
+        # Corrupt one object (same size, other bytes) and one chunked file; delete a file.
+        readme = object_of(dest, "README.txt")
+        victim = next((dest / ".data" / readme[:2] / readme[2:4]).glob(readme[4:] + ".*"))
+        data = bytearray(victim.read_bytes())
+        data[0] ^= 0xFF
+        os.chmod(victim, 0o644)
+        victim.write_bytes(bytes(data))
+        (dest / FQRN / "bin" / "tool").unlink()
+
+        code, out = await run_cli("verify", "-x", str(dest), "-r", FQRN, "-f", str(config))
+        assert code == 1, out
+        assert "object-corrupt" in out and victim.name in out
+        assert "missing: /bin/tool" in out
+
+        server.requests.clear()
+        code, out = await run_cli(
+            "verify", "-x", str(dest), "-r", FQRN, "-f", str(config), "--repair"
+        )
+        assert code == 0, out
+        data_requests = [p for p in server.requests if "/data/" in p and not p.endswith("C")]
+        assert len(data_requests) <= 2  # the corrupt object (and the compare download)
+    assert tree_problems(tmp_path / "fresh", dest) == []
+    assert (dest / FQRN / "README.txt").read_text() == "A test repository.\n"
