@@ -197,7 +197,7 @@ def serve(docroot: Path, *, squid: bool) -> Iterator[tuple[str, str]]:
             return
         from shrinkwrap_async.testing import squid as squid_module
 
-        with squid_module.SquidProxy() as proxy:  # type: ignore[attr-defined]
+        with squid_module.SquidProxy() as proxy:
             yield nginx.url, proxy.url
 
 
@@ -381,8 +381,13 @@ def profile_export(setup: ExportSetup, workers: int, tool: str, out_dir: Path) -
     return report
 
 
-def curl_ceiling(objects: list[Path], docroot: Path, http_base: str, work: Path) -> float:
-    """Seconds for ``curl --parallel --parallel-max 64`` to fetch ``objects`` to /dev/null."""
+def curl_ceiling(
+    objects: list[Path], docroot: Path, http_base: str, work: Path, proxy: str = "DIRECT"
+) -> float:
+    """Seconds for ``curl --parallel --parallel-max 64`` to fetch ``objects`` to /dev/null.
+
+    Through ``proxy`` when it is not DIRECT, so that the ceiling takes the export's path.
+    """
     listing = work / f"curl-{len(objects)}.txt"
     with listing.open("w") as handle:
         for path in objects:
@@ -390,6 +395,8 @@ def curl_ceiling(objects: list[Path], docroot: Path, http_base: str, work: Path)
             handle.write(f'url = "{http_base}/{relative}"\noutput = "/dev/null"\n')
     argv = ["curl", "--parallel", "--parallel-max", str(CURL_PARALLEL), "--no-progress-meter"]
     argv += ["--fail", "-K", str(listing)]
+    if proxy != "DIRECT":
+        argv += ["--proxy", proxy]
     started = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=EXPORT_TIMEOUT)
     elapsed = time.perf_counter() - started
@@ -478,14 +485,14 @@ def run_benchmark(config: BenchConfig, log: Any = print) -> dict[str, Any]:
             ceilings["curl_seconds"] = round(
                 best_of(
                     config.ceiling_runs,
-                    lambda: curl_ceiling(base_objects, repo.root, http_base, work),
+                    lambda: curl_ceiling(base_objects, repo.root, http_base, work, proxy),
                 ),
                 3,
             )
             ceilings["curl_changed_seconds"] = round(
                 best_of(
                     config.ceiling_runs,
-                    lambda: curl_ceiling(new_objects, repo.root, http_base, work),
+                    lambda: curl_ceiling(new_objects, repo.root, http_base, work, proxy),
                 ),
                 3,
             )
