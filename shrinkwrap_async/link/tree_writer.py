@@ -12,6 +12,7 @@ Methods are synchronous and not thread-safe: run them all on one I/O thread.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from shrinkwrap_async.exitcodes import StorageError, UnsafePathError
+from shrinkwrap_async.store.data_store import clone_or_copy
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +153,10 @@ class TreeWriter:
 
     def list_names(self, path: RelPath) -> list[str]:
         fd = self._dir_fd(path)
-        return os.listdir(fd)
+        try:
+            return os.listdir(fd)
+        except OSError as error:
+            raise _storage(error, path) from error
 
     def prune(self, path: RelPath, keep: Iterable[str]) -> list[str]:
         """Remove entries of directory ``path`` whose names are not in ``keep`` (mirroring)."""
@@ -223,6 +228,8 @@ class TreeWriter:
             except OSError as error:
                 if error.errno not in (errno.EMLINK, errno.EXDEV, errno.EPERM):
                     raise
+                if temp == name:
+                    temp = _temp_name()  # a copy is never written under its final name
                 self._copy_object(object_path, target, parent, temp, error)
                 result = "copied"
             if temp != name:
@@ -244,14 +251,19 @@ class TreeWriter:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         out = os.open(temp, flags, 0o600, dir_fd=parent)
         try:
-            with open(source, "rb") as src:
-                offset = 0
-                while sent := os.sendfile(out, src.fileno(), offset, 1 << 24):
-                    offset += sent
+            src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                clone_or_copy(src, out, st.st_size)
+            finally:
+                os.close(src)
             if self.chown:
                 os.fchown(out, st.st_uid, st.st_gid)
             os.fchmod(out, stat.S_IMODE(st.st_mode))
             os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=parent)
+            raise
         finally:
             os.close(out)
 

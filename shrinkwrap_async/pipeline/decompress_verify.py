@@ -4,7 +4,8 @@ The fetcher has already checked the hash of the stored bytes; here the inflated 
 checked against the catalog and inflation is bounded by it (no decompression bombs).
 Small objects arrive whole and are handled in batches (one executor call per batch); large
 objects and chunks are streamed through :class:`InflatingFileSink`, which inflates each
-piece off the event loop and writes it at its offset of the temp file.
+piece off the event loop and writes it at its offset of the temp file. Local write failures
+are :class:`~shrinkwrap_async.exitcodes.StorageError` (exit 5) and end the run.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from shrinkwrap_async.store.data_store import DataStore, ObjectMeta
+from shrinkwrap_async.store.errors import storage_error
 
 
 class ContentError(Exception):
@@ -88,8 +90,11 @@ def commit_small_batch(store: DataStore, batch: list[SmallObject]) -> list[Excep
 class InflatingFileSink:
     """An ``ObjectSink`` writing the inflated object at ``start`` of an open temp file.
 
-    A failed attempt is discarded by truncating back to ``start``; the fetcher then retries
-    with a fresh sink. ``commit`` returns the number of inflated bytes.
+    Several sinks may write into one file at once (the chunks of a file, each at its
+    offset): every write stays inside ``[start, start + expected)``. A failed attempt
+    needs no cleanup, because the attempt that succeeds rewrites the whole range; the
+    fetcher retries with a fresh sink. ``commit`` returns the number of inflated bytes.
+    A local write failure (disk full, ...) is a :class:`StorageError`, never retried.
     """
 
     def __init__(
@@ -99,11 +104,14 @@ class InflatingFileSink:
         expected: int,
         compressed: bool,
         executor: Executor,
+        *,
+        label: str = "a temporary object",
     ) -> None:
         self.fd = fd
         self.start = start
         self.position = start
         self.executor = executor
+        self.label = label
         self.inflater = BoundedInflater(expected, compressed)
         self.error: ContentError | None = None
 
@@ -118,10 +126,13 @@ class InflatingFileSink:
             self.error = error
             return
         view = memoryview(out)
-        while view:
-            written = os.pwrite(self.fd, view, self.position)
-            self.position += written
-            view = view[written:]
+        try:
+            while view:
+                written = os.pwrite(self.fd, view, self.position)
+                self.position += written
+                view = view[written:]
+        except OSError as error:
+            raise storage_error(error, f"cannot write {self.label}") from error
 
     async def write(self, piece: bytes) -> None:
         await asyncio.get_running_loop().run_in_executor(self.executor, self._write, piece)
@@ -133,4 +144,4 @@ class InflatingFileSink:
         return self.inflater.produced
 
     async def discard(self) -> None:
-        os.ftruncate(self.fd, self.start)
+        return None

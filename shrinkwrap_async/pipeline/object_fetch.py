@@ -1,9 +1,14 @@
-"""Object-fetch stage: one object per distinct (content, metadata), fetched once.
+"""Object-fetch stage: one object per distinct (content, metadata), each content fetched once.
 
 A file whose object is already committed in ``.data`` (one stat) or already being fetched
-(``in_flight``: object name → waiting files) costs no request. Small objects are fetched whole
-and handed to the decompress-verify stage in batches; large objects and chunked files are
-streamed into a temp file and committed here. Per-object failures are recorded, not raised.
+(``in_flight``: object name → waiting files) costs no request. An object whose *content* is
+in ``.data`` or being fetched under other metadata (the same bytes with another mode, owner
+or xattrs) is made by a local copy of that verified object (a reflink where the file system
+has them), not fetched again. Small objects are fetched whole and handed to the
+decompress-verify stage in batches; large objects are streamed into a temp file; the chunks
+of a chunked file are fetched concurrently (at most ``CHUNKS_IN_FLIGHT`` per file), each
+inflated and written at its offset. Per-object failures are recorded, not raised; local
+storage failures (:class:`StorageError`) end the run.
 """
 
 from __future__ import annotations
@@ -11,10 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 from shrinkwrap_async.catalogs.entry import Chunk
+from shrinkwrap_async.exitcodes import ShrinkwrapError
 from shrinkwrap_async.hashing import Digest, ObjectSuffix
 from shrinkwrap_async.network.errors import FetchError
 from shrinkwrap_async.pipeline.decompress_verify import (
@@ -24,10 +32,14 @@ from shrinkwrap_async.pipeline.decompress_verify import (
 )
 from shrinkwrap_async.pipeline.summary import ExportStats, Failure
 from shrinkwrap_async.store.data_store import DataStore, ObjectMeta
+from shrinkwrap_async.store.errors import as_storage_error, storage_error
 
 log = logging.getLogger(__name__)
 
 SMALL_OBJECT_LIMIT = 256 * 1024
+CHUNKS_IN_FLIGHT = 8  # chunk downloads of one file at once (all bounded by the fetcher's -j)
+
+Piece = tuple[Digest, str, int, int]  # digest, suffix, offset in the file, inflated size
 
 
 @dataclass(slots=True)
@@ -40,6 +52,22 @@ class FileJob:
     chunks: list[Chunk] | None
     meta: ObjectMeta
     name: str  # object name in .data
+
+
+def chunk_layout(chunks: Iterable[Chunk], size: int) -> list[Chunk]:
+    """The chunks in offset order, checked to tile ``[0, size)`` exactly (no gap, no overlap)."""
+    ordered = sorted(chunks, key=lambda chunk: chunk.offset)
+    position = 0
+    for chunk in ordered:
+        if chunk.offset != position or chunk.size <= 0:
+            raise ContentError(
+                f"chunk list does not tile the file: chunk at {chunk.offset} of {chunk.size} "
+                f"bytes, expected one at {position}"
+            )
+        position += chunk.size
+    if position != size:
+        raise ContentError(f"chunks add up to {position} bytes, catalog says {size}")
+    return ordered
 
 
 class ObjectFetchStage:
@@ -63,6 +91,10 @@ class ObjectFetchStage:
         self.dry_run = dry_run
         self.in_flight: dict[str, list[FileJob]] = {}
         self._planned: set[str] = set()
+        # Content being fetched: content hex → future of the committed object name (None if
+        # the fetch failed), and object name → content hex to resolve it on completion.
+        self._content_fetches: dict[str, asyncio.Future[str | None]] = {}
+        self._content_of: dict[str, str] = {}
 
     async def handle(self, job: FileJob) -> None:
         waiting = self.in_flight.get(job.name)
@@ -82,6 +114,10 @@ class ObjectFetchStage:
             return
         self.in_flight[job.name] = [job]
         try:
+            if await self._copy_same_content(job):
+                await self.completed(job.name, job.size, copied=True)
+                return
+            self._fetching(job)
             if job.chunks is not None:
                 await self._fetch_streamed(job, job.chunks)
             elif job.size <= SMALL_OBJECT_LIMIT:
@@ -102,26 +138,59 @@ class ObjectFetchStage:
         self.stats.dedup_files += 1
         self.stats.dedup_bytes += job.size
 
+    # -- the same content under other metadata -----------------------------------------------
+    async def _copy_same_content(self, job: FileJob) -> bool:
+        """Make ``job``'s object from a verified one of the same content; False if none."""
+        loop = asyncio.get_running_loop()
+        pending = self._content_fetches.get(job.content.hex)
+        if pending is not None:
+            source = await asyncio.shield(pending)
+        else:
+            source = await loop.run_in_executor(self.cpu_pool, self.store.same_content, job.name)
+        if source is None:
+            return False
+        made = await loop.run_in_executor(
+            self.cpu_pool, self.store.copy_object, source, job.name, job.meta, job.size
+        )
+        return made is not None
+
+    def _fetching(self, job: FileJob) -> None:
+        """Let later objects of the same content wait for this fetch instead of repeating it."""
+        key = job.content.hex
+        if key not in self._content_fetches:
+            self._content_fetches[key] = asyncio.get_running_loop().create_future()
+            self._content_of[job.name] = key
+
+    def _resolve_content(self, name: str, committed: bool) -> None:
+        key = self._content_of.pop(name, None)
+        if key is not None:
+            future = self._content_fetches.pop(key)
+            if not future.done():
+                future.set_result(name if committed else None)
+
+    # -- streaming ---------------------------------------------------------------------------
     async def _fetch_streamed(self, job: FileJob, chunks: list[Chunk] | None) -> None:
+        if chunks is None:
+            pieces: list[Piece] = [(job.content, ObjectSuffix.NONE, 0, job.size)]
+        else:
+            pieces = [
+                (c.digest, ObjectSuffix.PARTIAL, c.offset, c.size)
+                for c in chunk_layout(chunks, job.size)
+            ]
         fd, temp = self.store.new_temp()
         committed = False
         try:
-            if chunks is None:
-                pieces = [(job.content, ObjectSuffix.NONE, 0, job.size)]
-            else:
-                pieces = [(c.digest, ObjectSuffix.PARTIAL, c.offset, c.size) for c in chunks]
-            for digest, suffix, offset, size in pieces:
-                await self.fetcher.stream_object(  # type: ignore[attr-defined]
-                    digest,
-                    suffix,
-                    lambda o=offset, s=size: InflatingFileSink(
-                        fd, o, s, job.compressed, self.cpu_pool
-                    ),
-                )
-            if os.fstat(fd).st_size != job.size:
-                raise ContentError(f"assembled {os.fstat(fd).st_size} bytes, expected {job.size}")
-            os.close(fd)
-            fd = -1
+            await self._fetch_pieces(job, fd, pieces)
+            closing, fd = fd, -1
+            try:
+                assembled = os.fstat(closing).st_size
+            finally:
+                try:
+                    os.close(closing)
+                except OSError as error:  # a delayed write error (NFS, quotas)
+                    raise storage_error(error, f"cannot write object {job.name}") from error
+            if assembled != job.size:
+                raise ContentError(f"assembled {assembled} bytes, expected {job.size}")
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self.cpu_pool, self.store.commit, temp, job.name, job.meta)
             committed = True
@@ -131,15 +200,74 @@ class ObjectFetchStage:
             if not committed:
                 self.store.discard(temp)
 
-    async def completed(self, name: str, size: int) -> None:
+    async def _fetch_pieces(self, job: FileJob, fd: int, pieces: list[Piece]) -> None:
+        """Stream every piece into ``fd`` at its offset, up to ``CHUNKS_IN_FLIGHT`` at once."""
+        remaining = iter(pieces)
+        label = f"object {job.name}"
+
+        async def fetch_remaining() -> None:
+            for digest, suffix, offset, size in remaining:
+                await self.fetcher.stream_object(  # type: ignore[attr-defined]
+                    digest,
+                    suffix,
+                    lambda o=offset, s=size: InflatingFileSink(
+                        fd, o, s, job.compressed, self.cpu_pool, label=label
+                    ),
+                )
+
+        workers = min(CHUNKS_IN_FLIGHT, len(pieces))
+        if workers <= 1:
+            await fetch_remaining()
+            return
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(workers):
+                    group.create_task(fetch_remaining())
+        except BaseExceptionGroup as errors:
+            raise most_serious(errors) from None
+
+    # -- outcomes ------------------------------------------------------------------------------
+    async def completed(self, name: str, size: int, *, copied: bool = False) -> None:
         """The object is committed: count it and pass every waiting file to the link stage."""
         self.stats.data_files += 1
         self.stats.data_bytes += size
+        if copied:
+            self.stats.content_copies += 1
+        self._resolve_content(name, committed=True)
         for job in self.in_flight.pop(name, []):
             await self.link_queue.put(job)
 
     async def failed(self, name: str, error: BaseException) -> None:
+        self._resolve_content(name, committed=False)
         for job in self.in_flight.pop(name, []):
             reason = str(error) or type(error).__name__
             self.stats.failures.append(Failure(job.path or "/", name, reason))
             log.error("%s: object %s failed: %s", job.path, job.content.hex, reason)
+
+
+def most_serious(errors: BaseExceptionGroup[Any]) -> BaseException:
+    """The error that decides the outcome of a failed (nested) task group.
+
+    In order: a run-ending ShrinkwrapError (storage, trust, hostile path, ...); a local
+    storage failure that escaped as a plain OSError or SQLite error, as a StorageError; a
+    per-object failure (fetch, content); else the first error.
+    """
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [errors]
+    while stack:
+        error = stack.pop()
+        if isinstance(error, BaseExceptionGroup):
+            stack.extend(reversed(error.exceptions))
+        else:
+            leaves.append(error)
+    for error in leaves:
+        if isinstance(error, ShrinkwrapError) and not isinstance(error, FetchError):
+            return error
+    for error in leaves:
+        converted = as_storage_error(error)
+        if converted is not None:
+            return converted
+    for error in leaves:
+        if isinstance(error, FetchError | ContentError):
+            return error
+    return leaves[0]

@@ -25,14 +25,14 @@ from shrinkwrap_async.catalogs.cache import CatalogCache
 from shrinkwrap_async.catalogs.entry import DirEntry
 from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.config.variant_symlinks import expand_variant_symlink
-from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError
+from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError, TrustError
 from shrinkwrap_async.link.directory_spool import DirectorySpool
 from shrinkwrap_async.link.tree_writer import TreeWriter
-from shrinkwrap_async.network.errors import FetchError, TransferError
+from shrinkwrap_async.network.errors import FetchError, ObjectCorruptError, TransferError
 from shrinkwrap_async.pipeline.catalog_fetch import CatalogHandle, CatalogOpener
 from shrinkwrap_async.pipeline.decompress_verify import SmallObject, commit_small_batch
 from shrinkwrap_async.pipeline.link_stage import DirectoryOp, LinkStage, SpecialOp, SymlinkOp
-from shrinkwrap_async.pipeline.object_fetch import FileJob, ObjectFetchStage
+from shrinkwrap_async.pipeline.object_fetch import FileJob, ObjectFetchStage, most_serious
 from shrinkwrap_async.pipeline.progress import Progress
 from shrinkwrap_async.pipeline.refresh import CatalogProgress, RefreshPlan, plan_refresh
 from shrinkwrap_async.pipeline.shard import shard_run
@@ -42,6 +42,7 @@ from shrinkwrap_async.runtime import cpu_count
 from shrinkwrap_async.spec.tree import Spec
 from shrinkwrap_async.state.eventlog import log_event
 from shrinkwrap_async.store.data_store import DataStore, ObjectMeta, chunk_list_digest, object_name
+from shrinkwrap_async.store.errors import as_storage_error
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,10 @@ class Exporter:
         try:
             if not self.options.dry_run:
                 await self._tree(self._prepare, tree_root)
-            root = await self.opener.open_root(root_catalog)
+            try:
+                root = await self.opener.open_root(root_catalog)
+            except ObjectCorruptError as error:
+                raise catalog_hash_error("", error) from None
             self.stats.catalogs += 1
             await self._run_pipeline(root)
             if self.link is not None:
@@ -217,10 +221,7 @@ class Exporter:
                 await self.on_catalog_applied("", self.root_applied)
         finally:
             self.stats.elapsed = time.monotonic() - start
-            stats = getattr(self.fetcher, "stats", None)
-            self.stats.requests = getattr(stats, "requests", 0)
-            self.stats.retries = getattr(stats, "retries", 0)
-            self.stats.bytes_received = getattr(stats, "bytes_received", 0)
+            self.stats.take_fetch_counters(getattr(self.fetcher, "stats", None))
             await asyncio.shield(self.opener.close_all())
             if self.writer is not None:
                 self.stats.copies = self.writer.copies
@@ -473,6 +474,8 @@ class Exporter:
     async def _open_nested(self, parent: CatalogHandle, path: str) -> CatalogHandle | BaseException:
         try:
             return await self.opener.open_nested(parent.catalog, path)
+        except ObjectCorruptError as error:  # a trust failure, not a missing catalog
+            raise catalog_hash_error(path, error) from None
         except FetchError as error:
             return error
         finally:
@@ -521,13 +524,16 @@ class Exporter:
 
 
 def first_shrinkwrap_error(group: BaseExceptionGroup[Any]) -> BaseException:
-    """The first ShrinkwrapError in a (nested) exception group, else the first exception."""
-    for error in group.exceptions:
-        if isinstance(error, BaseExceptionGroup):
-            return first_shrinkwrap_error(error)
-        if isinstance(error, ShrinkwrapError):
-            return error
-    return group.exceptions[0]
+    """The error that ends the run, from a (nested) exception group: see ``most_serious``
+    (a local storage failure that escaped as an OSError comes back as a StorageError)."""
+    return most_serious(group)
+
+
+def catalog_hash_error(mountpoint: str, error: ObjectCorruptError) -> TrustError:
+    """A catalog that never matched the hash its parent (or the manifest) gives: exit 3."""
+    return TrustError(
+        f"catalog of {mountpoint or '/'} ({error.path}) does not match its hash on any server"
+    )
 
 
 async def export_repository(
@@ -600,8 +606,7 @@ async def export_repository(
 def _up_to_date_stats(fetcher: Any, revision: int, root_hex: str) -> ExportStats:
     stats = ExportStats(revision=revision, root_hash=root_hex)
     fetch_stats = getattr(fetcher, "stats", None)
-    stats.requests = getattr(fetch_stats, "requests", 0)
-    stats.bytes_received = getattr(fetch_stats, "bytes_received", 0)
+    stats.take_fetch_counters(fetch_stats)
     stats.up_to_date = True  # type: ignore[attr-defined]
     stats.catalogs_skipped = 0  # type: ignore[attr-defined]
     stats.exit_code = 0  # type: ignore[attr-defined]
@@ -679,6 +684,11 @@ async def _run_recorded(
             stats = await exporter.run(trusted.root_catalog)
         except BaseExceptionGroup as group:
             raise first_shrinkwrap_error(group) from None
+        except OSError as error:  # a local write failure not converted where it happened
+            converted = as_storage_error(error)
+            if converted is None:
+                raise
+            raise converted from error
         stats.revision = trusted.revision
         stats.root_hash = root_hex
         exit_code = outcome_exit_code(stats, exporter.transfer_failures)

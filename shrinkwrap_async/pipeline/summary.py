@@ -24,6 +24,7 @@ class ExportStats:
     data_bytes: int = 0
     dedup_files: int = 0  # files served by an object already in .data or in flight
     dedup_bytes: int = 0
+    content_copies: int = 0  # objects made locally from one of the same content (no request)
     linked: int = 0  # files linked (or copied) into the tree
     unchanged: int = 0  # files already linked to the right object
     copies: int = 0  # hard links that fell back to a copy
@@ -31,7 +32,8 @@ class ExportStats:
     catalogs: int = 0
     skipped_devices: int = 0
     requests: int = 0
-    retries: int = 0
+    retries: int = 0  # requests made again after a failed one (see take_fetch_counters)
+    failed_attempts: int = 0  # HTTP attempts that failed, retried or not
     bytes_received: int = 0
     elapsed: float = 0.0
     objects_needed: int = 0  # dry run: distinct objects missing from .data
@@ -49,12 +51,38 @@ class ExportStats:
         ("data_bytes", "Bytes written to .data"),
         ("dedup_files", "Number of files not copied due to deduplication"),
         ("dedup_bytes", "Number of bytes not copied due to deduplication"),
+        ("content_copies", "Objects copied locally from the same content (not downloaded)"),
         ("removed", "Entries removed from the destination"),
         ("catalogs", "Catalogs walked"),
         ("requests", "HTTP requests"),
-        ("retries", "HTTP retries"),
+        ("retries", "HTTP requests repeated after a failed one"),
+        ("failed_attempts", "HTTP attempts that failed"),
         ("bytes_received", "Bytes received over HTTP"),
     )
+
+    def take_fetch_counters(self, fetch: object) -> None:
+        """Copy the counters of a ``network.fetcher.FetchStats`` (or None).
+
+        ``retries`` counts every request made again after a failed one, whatever the
+        reason: a same-route retry after a transfer error, the no-cache refetch after a hash
+        mismatch, or moving on to another proxy or host (a failover that was followed by
+        another attempt; the last failover of an object that failed for good was not).
+        Requests that aiohttp repeats by itself on a fresh connection (a GET whose
+        connection was closed or reset before the answer began, once per request) never
+        reach the fetcher and are not counted (docs/reliability.md).
+        """
+        if fetch is None:
+            return
+
+        def count(name: str) -> int:
+            return int(getattr(fetch, name, 0) or 0)
+
+        self.requests = count("requests")
+        self.bytes_received = count("bytes_received")
+        self.failed_attempts = count("failures")
+        given_up = count("missing") + count("corrupt") + count("unreachable")
+        moved_on = max(0, count("failovers") - given_up)
+        self.retries = count("retries") + count("no_cache_retries") + moved_on
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)

@@ -10,23 +10,26 @@ object under a final name. Fan-out directories are made when first needed.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import logging
 import os
 import shutil
+import stat
 import struct
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shrinkwrap_async.exitcodes import StorageError
 from shrinkwrap_async.hashing import Digest
+from shrinkwrap_async.store.errors import storage_error
 
 log = logging.getLogger(__name__)
 
 TEMP_DIR = ".tmp"
 FANOUT_MODE = 0o700
+FICLONE = 0x40049409  # ioctl: share the source's extents (btrfs, XFS, bcachefs)
 Xattrs = Sequence[tuple[str, bytes]]
 
 
@@ -81,10 +84,6 @@ class ObjectMeta:
         return meta_hash(self.mode, self.uid, self.gid, self.xattrs)
 
 
-def storage_error(error: OSError, what: str) -> StorageError:
-    return StorageError(f"{what}: {os.strerror(error.errno or 0)} ({error.filename or ''})")
-
-
 class DataStore:
     """Content-addressed object store below ``root`` (default ``<dest-base>/.data``).
 
@@ -115,7 +114,7 @@ class DataStore:
         base = self.root / TEMP_DIR
         for child in base.iterdir() if base.is_dir() else ():
             pid = int(child.name) if child.name.isdigit() else None
-            if pid is not None and pid != os.getpid() and _process_alive(pid):
+            if pid is not None and pid != os.getpid() and process_alive(pid):
                 continue  # a concurrent run sharing this store
             swept += sum(1 for _ in child.iterdir()) if child.is_dir() else 1
             if child.is_dir() and not child.is_symlink():
@@ -134,12 +133,33 @@ class DataStore:
     def exists(self, name: str) -> bool:
         try:
             return os.stat(self.root / name, follow_symlinks=False).st_nlink > 0
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return False
+        except OSError as error:
+            raise storage_error(error, f"cannot look up object {name}") from error
 
     def existing(self, names: Iterable[str]) -> set[str]:
         """Which of ``names`` are committed (one cheap stat each)."""
         return {name for name in names if self.exists(name)}
+
+    def same_content(self, name: str) -> str | None:
+        """A committed object with the content of ``name`` under other metadata, if any.
+
+        Objects of one content share their fan-out directory and the part of the name
+        before the metadata hash, so this is one listing of a small directory.
+        """
+        fanout, _, base = name.rpartition("/")
+        prefix = base.rsplit(".", 1)[0] + "."
+        try:
+            names = os.listdir(self.root / fanout)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as error:
+            raise storage_error(error, f"cannot list {fanout} of the object store") from error
+        for candidate in names:
+            if candidate.startswith(prefix) and candidate != base:
+                return f"{fanout}/{candidate}"
+        return None
 
     # -- writing ----------------------------------------------------------------
     def new_temp(self) -> tuple[int, Path]:
@@ -187,6 +207,41 @@ class DataStore:
             raise storage_error(error, f"cannot write object {name}") from error
         return self.commit(temp, name, meta)
 
+    def copy_object(self, source: str, name: str, meta: ObjectMeta, size: int) -> Path | None:
+        """Make ``name`` from the committed object ``source`` (same content, other metadata).
+
+        A reflink where the file system has them, else an in-kernel copy; then the usual
+        metadata and rename. Returns None, making nothing, when ``source`` is not a regular
+        file of ``size`` bytes (the caller then fetches the object).
+        """
+        try:
+            source_fd = os.open(self.root / source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                return None
+            raise storage_error(error, f"cannot read object {source}") from error
+        try:
+            st = os.fstat(source_fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+                return None
+            fd, temp = self.new_temp()
+            try:
+                clone_or_copy(source_fd, fd, size)
+            except OSError as error:
+                temp.unlink(missing_ok=True)
+                raise storage_error(error, f"cannot write object {name}") from error
+            finally:
+                os.close(fd)
+        finally:
+            os.close(source_fd)
+        try:
+            return self.commit(temp, name, meta)
+        except BaseException:
+            self.discard(temp)
+            raise
+
     def discard(self, temp: Path) -> None:
         temp.unlink(missing_ok=True)
 
@@ -199,7 +254,40 @@ class DataStore:
         self._known_fanout.add(fanout)
 
 
-def _process_alive(pid: int) -> bool:
+def clone_or_copy(source_fd: int, target_fd: int, size: int) -> str:
+    """Give ``target_fd`` the ``size`` bytes of ``source_fd``; returns how ("reflink", "copy").
+
+    A reflink shares the data blocks (no space used, copy-on-write); where the file system
+    cannot, ``copy_file_range`` (in-kernel, may still share blocks) or ``sendfile``.
+    """
+    try:
+        fcntl.ioctl(target_fd, FICLONE, source_fd)
+        return "reflink"
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+            raise
+    offset = 0
+    use_copy_range = hasattr(os, "copy_file_range")
+    while offset < size:
+        if use_copy_range:
+            try:
+                sent = os.copy_file_range(source_fd, target_fd, size - offset, offset, offset)
+            except OSError as error:
+                if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                use_copy_range = False
+                continue
+        else:
+            os.lseek(target_fd, offset, os.SEEK_SET)
+            sent = os.sendfile(target_fd, source_fd, offset, size - offset)
+        if sent == 0:
+            raise OSError(errno.EIO, "source object shorter than expected")
+        offset += sent
+    return "copy"
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one of ours or not: a temp dir is then left alone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
