@@ -146,3 +146,32 @@ async def test_second_run_exits_75_while_the_first_holds_the_lock(tmp_path: Path
         assert process.returncode == 75
         assert b"another run holds the lock" in stderr
         assert os.path.exists(dest / ".provenance" / "lock")
+
+
+class NoDataServer(StaticServer):
+    """Serves the manifest, certificate and catalogs, but 503 for every file object."""
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.match_info["path"]
+        if "/data/" in path and not path.endswith(("C", "X")):
+            self.requests[path] += 1
+            raise web.HTTPServiceUnavailable()
+        return await super()._handle(request)
+
+
+async def test_nothing_fetchable_exits_4_and_a_rerun_completes(tmp_path: Path) -> None:
+    repo = Repo(tmp_path)
+    repo.publish()
+    async with NoDataServer(repo.base / "server") as server:
+        config = write_config(repo, server)
+        with config.open("a") as f:
+            f.write("CVMFS_MAX_RETRIES=0\nCVMFS_BACKOFF_INIT=0\n")
+        process = await start_export(repo, config, "dest")
+        _, stderr = await process.communicate()
+        assert process.returncode == 4, stderr.decode()
+        assert b"no object could be fetched" in stderr
+    async with StaticServer(repo.base / "server") as server:
+        config = write_config(repo, server)
+        process = await start_export(repo, config, "dest")
+        _, stderr = await process.communicate()
+        assert process.returncode == 0, stderr.decode()
