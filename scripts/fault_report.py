@@ -18,8 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from reliability import harness as h
 from reliability import scenarios
+
+from shrinkwrap_async.testing.nginx import NginxServer
 
 
 async def run_all(base: Path) -> list[scenarios.FaultOutcome]:
@@ -28,7 +29,7 @@ async def run_all(base: Path) -> list[scenarios.FaultOutcome]:
     (docroot / "cvmfs").mkdir(parents=True)
     (docroot / "cvmfs" / repo.fqrn).symlink_to(repo.repository_dir)
     outcomes: list[scenarios.FaultOutcome] = []
-    with h.Nginx(docroot, base / "nginx") as nginx:
+    with NginxServer(docroot) as nginx:
         for name in scenarios.WIRE_FAULTS:
             outcomes.append(await scenarios.wire_fault(name, repo, base / name, nginx.url))
         outcomes.append(await scenarios.mirror_down(repo, base / "mirror", nginx.url))

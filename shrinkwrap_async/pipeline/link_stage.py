@@ -8,9 +8,11 @@ special files) and hard links of regular files to committed objects all go throu
 from __future__ import annotations
 
 import stat as stat_module
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from shrinkwrap_async.exitcodes import UnsafePathError
 from shrinkwrap_async.link.directory_spool import DirectorySpool
 from shrinkwrap_async.link.tree_writer import RelPath, TreeWriter
 from shrinkwrap_async.store.data_store import DataStore
@@ -55,7 +57,12 @@ class LinkStage:
     def apply_listing(
         self, rel: RelPath, keep: list[str], ops: list[DirectoryOp | SymlinkOp | SpecialOp]
     ) -> tuple[int, int]:
-        """One directory's non-file entries; returns (entries removed, devices skipped)."""
+        """One directory's non-file entries; returns (entries removed, devices skipped).
+
+        ``keep`` names every selected entry of the listing (files too): a name given twice
+        is refused as hostile before anything in the directory is touched.
+        """
+        refuse_duplicate_names(rel, keep)
         removed = len(self.writer.prune(rel, keep))
         skipped = 0
         for op in ops:
@@ -81,3 +88,14 @@ class LinkStage:
             self.writer.set_directory_metadata(rel, stat_module.S_IMODE(mode), uid, gid, mtime)
             count += 1
         return count
+
+
+def refuse_duplicate_names(rel: RelPath, names: Iterable[str]) -> None:
+    """Two entries of one name in one listing (e.g. a symlink and a directory) are not a
+    tree: merging them would let one write through the other. Raises UnsafePathError."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            where = "/" + "/".join((*rel, name))
+            raise UnsafePathError(f"refusing {where!r}: two entries of this name in one directory")
+        seen.add(name)

@@ -348,7 +348,7 @@ class Publisher:
         """Publish ``source`` (a directory or a :class:`SourceNode` tree) as the next revision."""
         started = time.perf_counter()
         tree = source if isinstance(source, SourceNode) else scan_directory(Path(source))
-        self._prepare_directories()
+        self.prepare_directories()
         keys = RepositoryKeys.load_or_create(self.keys_dir, self.fqrn)
         state = _PublisherState.load(self.state_path)
         self._now = max(int(time.time()), 0)
@@ -432,9 +432,32 @@ class Publisher:
             seconds=time.perf_counter() - started,
         )
 
+    # -- hooks for subclasses (hostile repositories: shrinkwrap_async.testing.hostile) -------
+
+    def catalog_rows(self, mountpoint: str, rows: list[cw.CatalogRow]) -> list[cw.CatalogRow]:
+        """The rows of the catalog of ``mountpoint`` (``""``: root) as they will be written.
+
+        Called once per catalog of a revision after the rows were built from the source
+        tree (statistics, fingerprints and signatures follow). Override to add or change
+        rows; the default keeps them.
+        """
+        return rows
+
+    def catalog_blob(self, mountpoint: str, blob: bytes, size: int) -> tuple[bytes, int]:
+        """The stored bytes of the catalog of ``mountpoint`` and its inflated ``size``.
+
+        ``blob`` is the compressed SQLite file just written; whatever this returns is stored
+        under its own hash and referenced (with that size) by the parent catalog or the
+        manifest, so the repository stays correctly signed. Not called for revision 0's
+        empty root. The default keeps the catalog.
+        """
+        return blob, size
+
     # -- layout ----------------------------------------------------------------------------
 
-    def _prepare_directories(self) -> None:
+    def prepare_directories(self) -> None:
+        """Create the server root's layout (done by ``publish``; call it first to store
+        objects of your own before publishing)."""
         for top in range(256):
             (self.data_dir / f"{top:02x}").mkdir(parents=True, exist_ok=True)
         (self.data_dir / "txn").mkdir(exist_ok=True)
@@ -488,6 +511,11 @@ class Publisher:
         root = _CatalogBuild("")
         root.rows.append(self._directory_row("", tree, Flag.DIR))
         self._add_children(root, "", tree, stored)
+        pending = [root]
+        while pending:
+            build = pending.pop()
+            build.rows = self.catalog_rows(build.mountpoint, build.rows)
+            pending += build.children
         return root
 
     def _directory_row(self, path: str, node: SourceNode, flags: int) -> cw.CatalogRow:
@@ -625,7 +653,9 @@ class Publisher:
             ttl=self.options.ttl if is_root else None,
         )
         self_stats = cw.self_counters(build.rows, len(build.children))
-        digest, size = self._store_catalog(build.rows, nested_refs, properties, self_stats, subtree)
+        digest, size = self._store_catalog(
+            build.rows, nested_refs, properties, self_stats, subtree, mountpoint=build.mountpoint
+        )
         state.catalogs[build.mountpoint] = _CatalogState(digest.hex, size, revision, fingerprint)
         catalogs[build.mountpoint] = digest
         rewritten.append(build.mountpoint)
@@ -638,15 +668,19 @@ class Publisher:
         properties: dict[str, str],
         self_stats: dict[str, int],
         subtree: dict[str, int],
+        *,
+        mountpoint: str | None = None,
     ) -> tuple[Digest, int]:
         with tempfile.TemporaryDirectory(dir=self.data_dir / "txn") as scratch:
             path = Path(scratch) / "catalog.db"
             cw.write_catalog(path, rows, nested, properties, self_stats, subtree)
             raw = path.read_bytes()
-        blob = zlib.compress(raw, ZLIB_LEVEL)
+        blob, size = zlib.compress(raw, ZLIB_LEVEL), len(raw)
+        if mountpoint is not None:
+            blob, size = self.catalog_blob(mountpoint, blob, size)
         digest = self.options.hash_algorithm.hash(blob)
         store_object(os.fspath(self.data_dir), digest, ObjectSuffix.CATALOG, blob)
-        return digest, len(raw)
+        return digest, size
 
     def _write_empty_root(self) -> tuple[str, int]:
         row = cw.CatalogRow(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from . import harness as h
+from shrinkwrap_async.testing.nginx import NGINX, NginxServer, skip_if_missing
+
 from .scenarios import Repo, make_repo
 
 
@@ -32,17 +32,14 @@ def large_repo(reliability_base: Path) -> Repo:
 
 
 @pytest.fixture(scope="session")
-def nginx(reliability_base: Path, fault_repo: Repo, large_repo: Repo) -> Iterator[h.Nginx]:
+def nginx(reliability_base: Path, fault_repo: Repo, large_repo: Repo) -> Iterator[NginxServer]:
     """One nginx serving both repositories (docroot with cvmfs/<fqrn> symlinks)."""
-    if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
-        pytest.skip("nginx is not installed")
+    skip_if_missing(NGINX)
     docroot = reliability_base / "docroot"
     (docroot / "cvmfs").mkdir(parents=True, exist_ok=True)
     for repo in (fault_repo, large_repo):
         link = docroot / "cvmfs" / repo.fqrn
         if not link.exists():
             link.symlink_to(repo.repository_dir)
-    server = h.Nginx(docroot, reliability_base / "nginx")
-    server.start()
-    yield server
-    server.stop()
+    with NginxServer(docroot) as server:
+        yield server

@@ -1,7 +1,7 @@
 """Shared machinery of the reliability suite and ``scripts/fault_report.py``.
 
-Everything runs on 127.0.0.1: repositories written by the test publisher, served by nginx
-(a private instance) or by the aiohttp :class:`StaticServer`, optionally through the
+Everything runs on 127.0.0.1: repositories written by the test publisher, served by a
+private nginx (:class:`~shrinkwrap_async.testing.nginx.NginxServer`), optionally through the
 fault-injecting proxy. The exporter always runs as a subprocess
 (``python -m shrinkwrap_async export``) so that exit codes, kills and peak RSS are real.
 
@@ -19,7 +19,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -80,92 +79,12 @@ def publish(
     fqrn: str,
     *,
     keys_from: Path | None = None,
-    publisher_class: type[Publisher] = Publisher,
 ) -> PublishResult:
     """Publish ``source`` into ``out`` (``out/cvmfs/<fqrn>``, ``out/keys``)."""
     if keys_from is not None and not (out / "keys").exists():
         shutil.copytree(keys_from, out / "keys")
     options = PublishOptions(chunk_sizes=SMALL_CHUNKS, whitelist_days=30)
-    return publisher_class(out, fqrn, options).publish(source)
-
-
-# ---------------------------------------------------------------------------------------
-# Servers: nginx (a private instance) — the aiohttp StaticServer lives in testing/servers.py
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Nginx:
-    """A private nginx on 127.0.0.1 serving ``docroot`` (``docroot/cvmfs/<fqrn>/...``)."""
-
-    def __init__(self, docroot: Path, workdir: Path) -> None:
-        self.docroot = Path(docroot)
-        self.workdir = Path(workdir)
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def repository_url(self, fqrn: str) -> str:
-        return f"{self.url}/cvmfs/{fqrn}"
-
-    def start(self) -> Nginx:
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        w = self.workdir
-        conf = w / "nginx.conf"
-        conf.write_text(
-            ("user root root;\n" if os.geteuid() == 0 else "")
-            + "daemon off;\nworker_processes 1;\n"
-            f"error_log {w}/error.log warn;\npid {w}/nginx.pid;\n"
-            "events { worker_connections 8192; }\n"
-            "http {\n access_log off;\n"
-            f" client_body_temp_path {w}/body;\n proxy_temp_path {w}/proxy;\n"
-            f" fastcgi_temp_path {w}/fastcgi;\n uwsgi_temp_path {w}/uwsgi;\n"
-            f" scgi_temp_path {w}/scgi;\n"
-            " keepalive_requests 100000;\n sendfile on;\n"
-            f" server {{\n  listen 127.0.0.1:{self.port} backlog=4096;\n"
-            f"  root {self.docroot};\n  default_type application/octet-stream;\n }}\n"
-            "}\n"
-        )
-        self.process = subprocess.Popen(
-            [binary, "-p", str(w), "-c", str(conf), "-e", f"{w}/error.log"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                if self.process.poll() is not None:
-                    break
-                time.sleep(0.05)
-        raise RuntimeError(f"nginx did not start: {(w / 'error.log').read_text()}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def __enter__(self) -> Nginx:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    return Publisher(out, fqrn, options).publish(source)
 
 
 # ---------------------------------------------------------------------------------------

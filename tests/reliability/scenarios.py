@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shrinkwrap_async.testing.faultproxy import Fault, FaultProxy
+from shrinkwrap_async.testing.nginx import free_loopback_port
 
 from . import harness as h
 
@@ -119,7 +120,7 @@ async def wire_fault(name: str, repo: Repo, workdir: Path, origin_url: str) -> F
 
 async def mirror_down(repo: Repo, workdir: Path, origin_url: str) -> FaultOutcome:
     ws = h.Workspace(workdir, repo.keys_dir)
-    dead = f"http://127.0.0.1:{h.free_port()}/cvmfs/@fqrn@"
+    dead = f"http://127.0.0.1:{free_loopback_port()}/cvmfs/@fqrn@"
     run = await _export(repo, ws, [dead, f"{origin_url}/cvmfs/@fqrn@"], "DIRECT")
     outcome = _outcome("mirror down", "2 server URLs, the first a dead port", repo, ws, run)
     return _judge(outcome, need_retries=False)
@@ -127,7 +128,7 @@ async def mirror_down(repo: Repo, workdir: Path, origin_url: str) -> FaultOutcom
 
 async def proxy_group_down(repo: Repo, workdir: Path, origin_url: str) -> FaultOutcome:
     ws = h.Workspace(workdir, repo.keys_dir)
-    dead = f"http://127.0.0.1:{h.free_port()}"
+    dead = f"http://127.0.0.1:{free_loopback_port()}"
     async with FaultProxy(name="good") as proxy:
         run = await _export(repo, ws, [f"{origin_url}/cvmfs/@fqrn@"], f"{dead}|{proxy.url}")
     outcome = _outcome("proxy group down", "2 proxy groups, the first a dead port", repo, ws, run)

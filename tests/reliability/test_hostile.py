@@ -9,15 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from shrinkwrap_async.hashing import Digest
 from shrinkwrap_async.testing import catalog_writer as cw
+from shrinkwrap_async.testing import hostile as hp
+from shrinkwrap_async.testing.nginx import NginxServer
 
 from . import harness as h
-from . import hostile as hp
 
 Build = Callable[[hp.HostilePublisher, h.Workspace], None]
 
 
-def _content(pub: hp.HostilePublisher, text: str) -> tuple[object, int]:
+def _content(pub: hp.HostilePublisher, text: str) -> tuple[Digest, int]:
     data = text.encode()
     return pub.store_content(data), len(data)
 
@@ -25,7 +27,7 @@ def _content(pub: hp.HostilePublisher, text: str) -> tuple[object, int]:
 def unsafe_name(name: str) -> Build:
     def build(pub: hp.HostilePublisher, ws: h.Workspace) -> None:
         digest, size = _content(pub, "pwned\n")
-        pub.extra_rows[""] = [hp.file_row("/d", name, digest, size)]  # type: ignore[arg-type]
+        pub.extra_rows[""] = [hp.file_row("/d", name, digest, size)]
 
     return build
 
@@ -36,7 +38,7 @@ def symlink_then_directory(pub: hp.HostilePublisher, ws: h.Workspace) -> None:
     pub.extra_rows[""] = [
         hp.symlink_row("", "x", str(ws.sentinel)),
         hp.dir_row("", "x", path="/x-as-directory"),
-        hp.file_row("/x", "pwned", digest, size),  # type: ignore[arg-type]
+        hp.file_row("/x", "pwned", digest, size),
     ]
 
 
@@ -47,14 +49,20 @@ def nested_mount_named_like_symlink(pub: hp.HostilePublisher, ws: h.Workspace) -
     pub.extra_rows["/n"] = [hp.symlink_row("/n", "sub", str(ws.sentinel))]
     pub.extra_rows[""] = [
         hp.dir_row("/n", "sub"),
-        hp.file_row("/n/sub", "pwned", digest, size),  # type: ignore[arg-type]
+        hp.file_row("/n/sub", "pwned", digest, size),
     ]
+
+
+def two_files_of_one_name(pub: hp.HostilePublisher, ws: h.Workspace) -> None:
+    """/d lists ok.txt twice: the real one and a second row (another md5path)."""
+    digest, size = _content(pub, "pwned\n")
+    pub.extra_rows[""] = [hp.file_row("/d", "ok.txt", digest, size, path="/d/ok-2")]
 
 
 def absurd_size(size: int) -> Build:
     def build(pub: hp.HostilePublisher, ws: h.Workspace) -> None:
         digest, _ = _content(pub, "small\n")
-        pub.extra_rows[""] = [hp.file_row("/d", "huge", digest, size)]  # type: ignore[arg-type]
+        pub.extra_rows[""] = [hp.file_row("/d", "huge", digest, size)]
 
     return build
 
@@ -81,6 +89,7 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "name with NUL": (unsafe_name("a\0b"), 3, "d/a"),
     "empty name": (unsafe_name(""), 3, ""),
     "symlink and directory of one name": (symlink_then_directory, 3, ""),
+    "two files of one name": (two_files_of_one_name, 3, ""),
     # The nested catalog owns /n: root-catalog rows below it are not part of the tree.
     "symlink in one catalog, directory in another": (nested_mount_named_like_symlink, 0, ""),
     "absurd size 2**62": (absurd_size(1 << 62), 1, "d/huge"),
@@ -91,13 +100,13 @@ CASES: dict[str, tuple[Build, int, str]] = {
 }
 
 
-def run_case(name: str, tmp_path: Path, nginx: h.Nginx) -> tuple[h.RunResult, h.Workspace, str]:
+def run_case(name: str, tmp_path: Path, nginx: NginxServer) -> tuple[h.RunResult, h.Workspace, str]:
     build, _, _ = CASES[name]
     fqrn = f"case{list(CASES).index(name)}.hostile.local"
     out = tmp_path / "out"
     ws = h.Workspace(tmp_path / "ws", out / "keys")
     publisher = hp.HostilePublisher(out, fqrn)
-    publisher._prepare_directories()  # objects can be stored before publish()
+    publisher.prepare_directories()  # objects can be stored before publish()
     build(publisher, ws)
     publisher.publish(hp.base_source(tmp_path / "source"))
     link = nginx.docroot / "cvmfs" / fqrn
@@ -120,18 +129,8 @@ def outside_untouched(ws: h.Workspace) -> bool:
     return ws.sentinel_untouched() and names <= allowed
 
 
-DUPLICATE_NAME_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="two entries named x in one listing (symlink + directory) are not refused: exit 0",
-)
-PARAMS = [
-    pytest.param(c, marks=DUPLICATE_NAME_XFAIL) if c == "symlink and directory of one name" else c
-    for c in CASES
-]
-
-
-@pytest.mark.parametrize("case", PARAMS)
-def test_hostile_repository_refused(case: str, tmp_path: Path, nginx: h.Nginx) -> None:
+@pytest.mark.parametrize("case", list(CASES))
+def test_hostile_repository_refused(case: str, tmp_path: Path, nginx: NginxServer) -> None:
     _, expected, must_not_exist = CASES[case]
     run, ws, fqrn = run_case(case, tmp_path, nginx)
     assert outside_untouched(ws), "something was written outside <dest-base>"
@@ -145,15 +144,15 @@ def test_hostile_repository_refused(case: str, tmp_path: Path, nginx: h.Nginx) -
     assert run.peak_rss_kib < 512 * 1024, f"peak RSS {run.peak_rss_kib} KiB"
 
 
-def test_hard_link_group_spanning_catalogs(tmp_path: Path, nginx: h.Nginx) -> None:
+def test_hard_link_group_spanning_catalogs(tmp_path: Path, nginx: NginxServer) -> None:
     """Group 1 in the root catalog and group 1 in /n: different files, never one inode."""
 
     def build(pub: hp.HostilePublisher, ws: h.Workspace) -> None:
         one, size_one = _content(pub, "first member\n")
         two, size_two = _content(pub, "second member, other content\n")
         packed = cw.pack_hardlinks(1, 2)
-        pub.extra_rows[""] = [hp.file_row("/d", "h1", one, size_one, hardlinks=packed)]  # type: ignore[arg-type]
-        pub.extra_rows["/n"] = [hp.file_row("/n", "h2", two, size_two, hardlinks=packed)]  # type: ignore[arg-type]
+        pub.extra_rows[""] = [hp.file_row("/d", "h1", one, size_one, hardlinks=packed)]
+        pub.extra_rows["/n"] = [hp.file_row("/n", "h2", two, size_two, hardlinks=packed)]
 
     CASES["hard-link group across catalogs"] = (build, 0, "")
     try:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from shrinkwrap_async.testing.nginx import NginxServer
+
 from . import harness as h
 from .scenarios import Repo
 
@@ -19,7 +21,7 @@ listing = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(listing)
 
 
-def _command(repo: Repo, ws: h.Workspace, server: h.Nginx) -> list[str]:
+def _command(repo: Repo, ws: h.Workspace, server: NginxServer) -> list[str]:
     config = h.write_config(
         ws.root / "client.conf",
         server_urls=[server.repository_url("@fqrn@")],
@@ -29,7 +31,7 @@ def _command(repo: Repo, ws: h.Workspace, server: h.Nginx) -> list[str]:
     return h.export_command(repo.fqrn, config, ws.dest, jobs=32)
 
 
-def kill_and_resume(repo: Repo, server: h.Nginx, tmp_path: Path, kills: int, seed: int) -> None:
+def kill_and_resume(repo: Repo, server: NginxServer, tmp_path: Path, kills: int, seed: int) -> None:
     reference = h.Workspace(tmp_path / "reference", repo.keys_dir)
     first = h.run_export(_command(repo, reference, server))
     assert first.returncode == 0, first.describe()
@@ -61,10 +63,10 @@ def kill_and_resume(repo: Repo, server: h.Nginx, tmp_path: Path, kills: int, see
     assert listing.diff(expected, actual) == []
 
 
-def test_three_kills_then_resume(large_repo: Repo, nginx: h.Nginx, tmp_path: Path) -> None:
+def test_three_kills_then_resume(large_repo: Repo, nginx: NginxServer, tmp_path: Path) -> None:
     kill_and_resume(large_repo, nginx, tmp_path, kills=3, seed=3)
 
 
 @pytest.mark.slow
-def test_twenty_kills_then_resume(large_repo: Repo, nginx: h.Nginx, tmp_path: Path) -> None:
+def test_twenty_kills_then_resume(large_repo: Repo, nginx: NginxServer, tmp_path: Path) -> None:
     kill_and_resume(large_repo, nginx, tmp_path, kills=20, seed=20)

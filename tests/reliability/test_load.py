@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from shrinkwrap_async.testing.nginx import NginxServer
 from shrinkwrap_async.testing.publish import Publisher
 from shrinkwrap_async.testing.synthetic import Profile, build_tree
 
@@ -16,7 +17,7 @@ MEMORY_BOUND_KIB = 1 << 20  # 1 GiB: generous; the point is "not proportional to
 
 
 def load_export(
-    repo: Repo, server: h.Nginx, tmp_path: Path, *, compare_source: bool
+    repo: Repo, server: NginxServer, tmp_path: Path, *, compare_source: bool
 ) -> h.RunResult:
     ws = h.Workspace(tmp_path / "load", repo.keys_dir)
     config = h.write_config(
@@ -37,7 +38,7 @@ def load_export(
     return run
 
 
-def test_thousand_in_flight(large_repo: Repo, nginx: h.Nginx, tmp_path: Path) -> None:
+def test_thousand_in_flight(large_repo: Repo, nginx: NginxServer, tmp_path: Path) -> None:
     load_export(large_repo, nginx, tmp_path, compare_source=True)
 
 
@@ -50,6 +51,6 @@ def test_thousand_in_flight_100k_files(tmp_path: Path) -> None:
     (tmp_path / "docroot").mkdir()
     (tmp_path / "docroot" / "cvmfs").mkdir()
     (tmp_path / "docroot" / "cvmfs" / fqrn).symlink_to(repo.repository_dir)
-    with h.Nginx(tmp_path / "docroot", tmp_path / "nginx") as server:
+    with NginxServer(tmp_path / "docroot") as server:
         run = load_export(repo, server, tmp_path, compare_source=False)
     assert run.summary.get("files", 0) >= 100_000

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from shrinkwrap_async.testing.faultproxy import Fault, FaultProxy
+from shrinkwrap_async.testing.nginx import NginxServer
 
 from . import harness as h
 from .scenarios import Repo
@@ -44,12 +45,8 @@ def _command(repo: Repo, ws: h.Workspace, server_url: str) -> list[str]:
     return h.export_command(repo.fqrn, config, ws.dest, jobs=16)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ENOSPC while streaming a large object escapes as a raw OSError: traceback, exit 1",
-)
 def test_destination_full_exits_5_with_one_line(
-    fault_repo: Repo, nginx: h.Nginx, tmp_path: Path, small_tmpfs: Path
+    fault_repo: Repo, nginx: NginxServer, tmp_path: Path, small_tmpfs: Path
 ) -> None:
     ws = h.Workspace(tmp_path / "ws", fault_repo.keys_dir)
     run = h.run_export(_command(fault_repo, ws, nginx.url))
@@ -58,7 +55,7 @@ def test_destination_full_exits_5_with_one_line(
 
 
 def test_destination_fills_up_nothing_partial_then_rerun(
-    fault_repo: Repo, nginx: h.Nginx, tmp_path: Path, small_tmpfs: Path
+    fault_repo: Repo, nginx: NginxServer, tmp_path: Path, small_tmpfs: Path
 ) -> None:
     ws = h.Workspace(tmp_path / "ws", fault_repo.keys_dir)
     assert ws.dest == small_tmpfs
@@ -78,7 +75,7 @@ def test_destination_fills_up_nothing_partial_then_rerun(
     assert h.leftover_temporaries(ws.dest) == []
 
 
-def test_read_only_destination(fault_repo: Repo, nginx: h.Nginx, tmp_path: Path) -> None:
+def test_read_only_destination(fault_repo: Repo, nginx: NginxServer, tmp_path: Path) -> None:
     ws = h.Workspace(tmp_path / "ws", fault_repo.keys_dir)
     if os.geteuid() != 0 or not _mount(ws.dest, "size=16m"):
         pytest.skip("cannot mount a tmpfs here (needs root)")
@@ -92,7 +89,7 @@ def test_read_only_destination(fault_repo: Repo, nginx: h.Nginx, tmp_path: Path)
 
 
 async def test_second_concurrent_run_exits_75(
-    fault_repo: Repo, nginx: h.Nginx, tmp_path: Path
+    fault_repo: Repo, nginx: NginxServer, tmp_path: Path
 ) -> None:
     ws = h.Workspace(tmp_path / "ws", fault_repo.keys_dir)
     # The first run hangs on its first requests (a proxy that stays silent for 20 s).

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from . import harness as h
+from shrinkwrap_async.testing.nginx import NginxServer
+
 from . import scenarios
 from .scenarios import Repo
 
@@ -18,7 +19,7 @@ def _explain(outcome: scenarios.FaultOutcome) -> str:
 
 @pytest.mark.parametrize("fault", ["reset", "5xx", "truncated", "stalled"])
 async def test_wire_fault_export_completes(
-    fault: str, fault_repo: Repo, nginx: h.Nginx, tmp_path: Path
+    fault: str, fault_repo: Repo, nginx: NginxServer, tmp_path: Path
 ) -> None:
     outcome = await scenarios.wire_fault(fault, fault_repo, tmp_path, nginx.url)
     assert outcome.exit_code == 0, _explain(outcome)
@@ -28,7 +29,7 @@ async def test_wire_fault_export_completes(
 
 
 async def test_flipped_bytes_never_reach_the_tree(
-    fault_repo: Repo, nginx: h.Nginx, tmp_path: Path
+    fault_repo: Repo, nginx: NginxServer, tmp_path: Path
 ) -> None:
     outcome = await scenarios.wire_fault("flipped", fault_repo, tmp_path, nginx.url)
     assert outcome.exit_code == 0, _explain(outcome)
@@ -36,29 +37,25 @@ async def test_flipped_bytes_never_reach_the_tree(
     assert outcome.unverified == 0, _explain(outcome)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hash-mismatch refetches are counted as no_cache_retries, not in --json 'retries'",
-)
 async def test_flipped_bytes_retries_counted(
-    fault_repo: Repo, nginx: h.Nginx, tmp_path: Path
+    fault_repo: Repo, nginx: NginxServer, tmp_path: Path
 ) -> None:
     outcome = await scenarios.wire_fault("flipped", fault_repo, tmp_path, nginx.url)
     assert outcome.retries > 0, _explain(outcome)
 
 
-async def test_one_mirror_down(fault_repo: Repo, nginx: h.Nginx, tmp_path: Path) -> None:
+async def test_one_mirror_down(fault_repo: Repo, nginx: NginxServer, tmp_path: Path) -> None:
     outcome = await scenarios.mirror_down(fault_repo, tmp_path, nginx.url)
     assert outcome.passed, _explain(outcome)
 
 
-async def test_one_proxy_group_down(fault_repo: Repo, nginx: h.Nginx, tmp_path: Path) -> None:
+async def test_one_proxy_group_down(fault_repo: Repo, nginx: NginxServer, tmp_path: Path) -> None:
     outcome = await scenarios.proxy_group_down(fault_repo, tmp_path, nginx.url)
     assert outcome.passed, _explain(outcome)
 
 
 async def test_object_never_fetchable_then_restored(
-    fault_repo: Repo, nginx: h.Nginx, tmp_path: Path
+    fault_repo: Repo, nginx: NginxServer, tmp_path: Path
 ) -> None:
     broken, restored = await scenarios.missing_object(fault_repo, tmp_path, nginx.url)
     assert broken.exit_code == 1, _explain(broken)
