@@ -107,20 +107,6 @@ class Plan:
         return "\n".join(lines)
 
 
-def subtree_fully_selected(spec: Spec, path: str) -> bool:
-    """Whether ``spec`` selects all of directory ``path``'s subtree and names nothing below.
-
-    Only then may the subtree be counted from statistics: every entry is included, and no
-    rule below would miss the hit that :meth:`Spec.warnings` reports.
-    """
-    if spec.is_everything:
-        return True
-    state = spec._state_for(path)
-    if state.excluded or not state.included or not state.recursive:
-        return False
-    return all(not node.literal and not node.globs for node in state.nodes)
-
-
 class Planner:
     """Walks the catalogs a spec needs and fills a :class:`Plan`."""
 
@@ -161,7 +147,7 @@ class Planner:
     async def _catalog(self, group: asyncio.TaskGroup, digest: Any, mountpoint: str) -> None:
         catalog = await self._open(digest, mountpoint)
         try:
-            if not self.exact and subtree_fully_selected(self.spec, mountpoint):
+            if not self.exact and self.spec.selects_whole_subtree(mountpoint):
                 self._count_statistics(await catalog.statistics(), mountpoint)
                 return
             pending = [mountpoint]

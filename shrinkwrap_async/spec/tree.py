@@ -316,6 +316,19 @@ class Spec:
             return NOTHING
         return Selection(True, is_directory and child.descend)
 
+    def selects_whole_subtree(self, directory: str) -> bool:
+        """Whether every entry below ``directory`` is selected and no rule names anything there.
+
+        Only then may a caller count the subtree from catalog statistics instead of listing
+        it without losing a hit that :meth:`warnings` would report.
+        """
+        if self.is_everything:
+            return True
+        state = self._state_for(directory)
+        if state.excluded or not state.included or not state.recursive:
+            return False
+        return all(not node.literal and not node.globs for node in state.nodes)
+
     def _state_for(self, directory: str) -> _State:
         """The state of a directory, walking from the nearest cached ancestor."""
         if directory in ("", "/"):
