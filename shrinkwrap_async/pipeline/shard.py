@@ -35,6 +35,7 @@ from shrinkwrap_async.exitcodes import StorageError, UsageError
 from shrinkwrap_async.hashing import Digest
 from shrinkwrap_async.link.tree_writer import RelPath
 from shrinkwrap_async.pipeline.link_stage import DirectoryOp, LinkStage, SpecialOp, SymlinkOp
+from shrinkwrap_async.state.lock import RunLock
 from shrinkwrap_async.store.data_store import DataStore
 
 if TYPE_CHECKING:
@@ -224,10 +225,13 @@ class _NoLock:
 
 
 def run_lock(lock: Any, args: argparse.Namespace) -> Any:
-    """The run lock to hold: none for a shard (shards run concurrently; the final pass and gc
-    take the exclusive lock) nor under a ``--workers`` parent, which holds it for all."""
-    if args.shard or os.environ.get(PARENT_LOCK_ENV) == str(os.getppid()):
+    """The run lock to hold. Under a ``--workers`` parent none: the parent holds it for all.
+    A standalone shard takes the lock shared, so shards run together but exclude an
+    ordinary export and gc, which take it exclusively."""
+    if os.environ.get(PARENT_LOCK_ENV) == str(os.getppid()):
         return _NoLock()
+    if args.shard:
+        return RunLock(lock.path, wait=lock.wait, shared=True)
     return lock
 
 

@@ -64,14 +64,20 @@ def holder_line(*, pid: int | None = None, started: float | None = None) -> str:
 class RunLock:
     """Exclusive lock on ``path``; usable with ``async with`` (and plain ``with``).
 
+    ``shared=True`` takes a shared lock instead: shards of one export hold it together and
+    still exclude an ordinary export or a gc, which need the exclusive lock.
+
     ``wait`` is how many seconds to keep trying before giving up with :class:`LockedError`
     (exit 75); 0 (the default) fails at once. A file system that refuses flock raises
     :class:`StorageError` (exit 5) whose message suggests ``--lock-file`` on a local disk.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, wait: float = 0.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, wait: float = 0.0, shared: bool = False
+    ) -> None:
         self.path = Path(path)
         self.wait = max(0.0, float(wait))
+        self.shared = shared
         self._fd: int | None = None
 
     @classmethod
@@ -98,7 +104,7 @@ class RunLock:
             raise RuntimeError(f"lock {self.path} is already held by this object")
         fd = self._open()
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as error:
             os.close(fd)
             if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
@@ -110,7 +116,8 @@ class RunLock:
                 ) from error
             raise StorageError(f"cannot lock {self.path}: {error.strerror}") from error
         self._fd = fd
-        self._write_holder()
+        if not self.shared:  # shared holders are many; the line names the exclusive one
+            self._write_holder()
         return True
 
     def acquire_sync(self) -> None:
@@ -145,7 +152,8 @@ class RunLock:
         if fd is None:
             return
         try:
-            os.ftruncate(fd, 0)
+            if not self.shared:
+                os.ftruncate(fd, 0)
         except OSError:
             pass
         finally:

@@ -154,3 +154,18 @@ async def test_waiting_is_logged_as_an_event(
         await RunLock(tmp_path / "lock", wait=0.2).acquire()
     waiting = [r for r in caplog.records if getattr(r, "shrinkwrap_event", "") == "lock.waiting"]
     assert len(waiting) == 1 and f"pid={os.getpid()}" in waiting[0].getMessage()
+
+
+def test_shared_holders_coexist_and_exclude_an_exclusive_one(tmp_path):
+    path = tmp_path / "lock"
+    first = RunLock(path, shared=True)
+    second = RunLock(path, shared=True)
+    exclusive = RunLock(path)
+    assert first.try_acquire()
+    assert second.try_acquire()
+    assert not exclusive.try_acquire()
+    first.release()
+    second.release()
+    assert exclusive.try_acquire()
+    assert not RunLock(path, shared=True).try_acquire()
+    exclusive.release()
