@@ -117,7 +117,6 @@ class ObjectFetchStage:
             if await self._copy_same_content(job):
                 await self.completed(job.name, job.size, copied=True)
                 return
-            self._fetching(job)
             if job.chunks is not None:
                 await self._fetch_streamed(job, job.chunks)
             elif job.size <= SMALL_OBJECT_LIMIT:
@@ -140,26 +139,29 @@ class ObjectFetchStage:
 
     # -- the same content under other metadata -----------------------------------------------
     async def _copy_same_content(self, job: FileJob) -> bool:
-        """Make ``job``'s object from a verified one of the same content; False if none."""
-        loop = asyncio.get_running_loop()
-        pending = self._content_fetches.get(job.content.hex)
-        if pending is not None:
+        """Make ``job``'s object from a verified one of the same content; False if none.
+
+        Either another object of this content is being fetched (wait for it), or this job
+        claims the content (before any await, so that later ones wait for it) and looks for
+        a committed object of it in the store.
+        """
+        key = job.content.hex
+        while (pending := self._content_fetches.get(key)) is not None:
             source = await asyncio.shield(pending)
-        else:
-            source = await loop.run_in_executor(self.cpu_pool, self.store.same_content, job.name)
-        if source is None:
-            return False
+            if source is not None:
+                return await self._copy(job, source)
+        self._content_fetches[key] = asyncio.get_running_loop().create_future()
+        self._content_of[job.name] = key
+        loop = asyncio.get_running_loop()
+        source = await loop.run_in_executor(self.cpu_pool, self.store.same_content, job.name)
+        return source is not None and await self._copy(job, source)
+
+    async def _copy(self, job: FileJob, source: str) -> bool:
+        loop = asyncio.get_running_loop()
         made = await loop.run_in_executor(
             self.cpu_pool, self.store.copy_object, source, job.name, job.meta, job.size
         )
         return made is not None
-
-    def _fetching(self, job: FileJob) -> None:
-        """Let later objects of the same content wait for this fetch instead of repeating it."""
-        key = job.content.hex
-        if key not in self._content_fetches:
-            self._content_fetches[key] = asyncio.get_running_loop().create_future()
-            self._content_of[job.name] = key
 
     def _resolve_content(self, name: str, committed: bool) -> None:
         key = self._content_of.pop(name, None)
