@@ -7,7 +7,6 @@ import errno
 import os
 import random
 import subprocess
-from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,58 +30,37 @@ from shrinkwrap_async.spec.tree import Spec
 from shrinkwrap_async.store.data_store import DataStore, ObjectMeta
 from shrinkwrap_async.testing.chunking import ChunkSizes
 from shrinkwrap_async.testing.publish import Publisher, PublishOptions
+from shrinkwrap_async.testing.servers import StaticServer
 
 FQRN = "objects.test.local"
 SMALL_CHUNKS = ChunkSizes(64 << 10, 128 << 10, 256 << 10)
 
 
-class GatedServer:
-    """Serves a docroot on 127.0.0.1; a chunk request (``...P``) is held until another chunk
-    request is in flight too (or 5 s passed), so a client fetching chunks one after another
-    shows up as ``max_chunks_in_flight == 1``."""
+class GatedServer(StaticServer):
+    """A chunk request (``...P``) is held until another chunk request is in flight too (or
+    5 s passed), so a client fetching chunks one after another shows up as
+    ``max_chunks_in_flight == 1``."""
 
     def __init__(self, docroot: Path) -> None:
-        self.docroot = docroot.resolve()
-        self.requests: Counter[str] = Counter()
+        super().__init__(docroot)
         self.chunks_in_flight = 0
         self.max_chunks_in_flight = 0
         self._two_in_flight = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        relative = request.match_info["path"]
-        self.requests[relative] += 1
-        target = (self.docroot / relative).resolve()
-        if self.docroot not in target.parents or not target.is_file():
-            raise web.HTTPNotFound()
-        if relative.endswith("P"):
-            self.chunks_in_flight += 1
-            self.max_chunks_in_flight = max(self.max_chunks_in_flight, self.chunks_in_flight)
-            if self.chunks_in_flight >= 2:
-                self._two_in_flight.set()
-            try:
-                await asyncio.wait_for(self._two_in_flight.wait(), 5)
-            except TimeoutError:
-                pass
-            finally:
-                self.chunks_in_flight -= 1
-        return web.Response(body=target.read_bytes(), content_type="application/octet-stream")
-
-    async def __aenter__(self) -> GatedServer:
-        app = web.Application()
-        app.router.add_get("/{path:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if not request.match_info["path"].endswith("P"):
+            return await super()._handle(request)
+        self.chunks_in_flight += 1
+        self.max_chunks_in_flight = max(self.max_chunks_in_flight, self.chunks_in_flight)
+        if self.chunks_in_flight >= 2:
+            self._two_in_flight.set()
+        try:
+            await asyncio.wait_for(self._two_in_flight.wait(), 5)
+        except TimeoutError:
+            pass
+        finally:
+            self.chunks_in_flight -= 1
+        return await super()._handle(request)
 
 
 def make_source(root: Path) -> Path:
@@ -118,7 +96,7 @@ async def server(published: Publisher) -> AsyncIterator[GatedServer]:
 def settings_for(publisher: Publisher, server: GatedServer, cache: Path) -> ClientSettings:
     return ClientSettings.for_repository(
         FQRN,
-        f"{server.url}/cvmfs/{FQRN}",
+        server.repository_url(FQRN),
         publisher.keys_dir / f"{FQRN}.pub",
         cache_base=cache,
     )
