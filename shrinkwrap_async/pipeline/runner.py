@@ -684,11 +684,6 @@ async def _run_recorded(
             stats = await exporter.run(trusted.root_catalog)
         except BaseExceptionGroup as group:
             raise first_shrinkwrap_error(group) from None
-        except OSError as error:  # a local write failure not converted where it happened
-            converted = as_storage_error(error)
-            if converted is None:
-                raise
-            raise converted from error
         stats.revision = trusted.revision
         stats.root_hash = root_hex
         exit_code = outcome_exit_code(stats, exporter.transfer_failures)
@@ -719,12 +714,18 @@ async def _run_recorded(
                 summary=stats.as_dict(),
             )
     except BaseException as error:
-        if isinstance(error, ShrinkwrapError):
+        # A local write failure (disk full, read-only, ...) not converted where it happened.
+        storage = None if isinstance(error, ShrinkwrapError) else as_storage_error(error)
+        if storage is not None:
+            exit_code = int(storage.exit_code)
+        elif isinstance(error, ShrinkwrapError):
             exit_code = int(error.exit_code)
         elif isinstance(error, asyncio.CancelledError) and "stop_signal" in options.extra:
             exit_code = int(ExitCode.SIGNAL_BASE) + int(options.extra["stop_signal"])
         if db is not None:
             await asyncio.shield(_finish(db, fqrn, ABORTED, exit_code, None))
+        if storage is not None:
+            raise storage from error
         raise
     if db is not None:
         if stats.failures:
