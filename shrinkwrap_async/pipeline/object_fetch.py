@@ -152,8 +152,9 @@ class ObjectFetchStage:
                 return await self._copy(job, source)
         self._content_fetches[key] = asyncio.get_running_loop().create_future()
         self._content_of[job.name] = key
-        loop = asyncio.get_running_loop()
-        source = await loop.run_in_executor(self.cpu_pool, self.store.same_content, job.name)
+        # One listing of a small fan-out directory, like the stat of ``exists``: cheaper
+        # here than the hop to an executor (about 5 against 85 µs).
+        source = self.store.same_content(job.name)
         return source is not None and await self._copy(job, source)
 
     async def _copy(self, job: FileJob, source: str) -> bool:
