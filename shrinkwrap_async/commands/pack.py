@@ -1,13 +1,21 @@
-"""``shrinkwrap-async pack``: an existing export as a tarball or a SquashFS image."""
+"""``shrinkwrap-async pack``: an export, or a repository selection, as a tarball or SquashFS.
+
+With ``-x DEST`` the tree ``DEST/<fqrn>`` of an earlier export is packed. With the export's
+options instead (``-f CONFIG -t SPEC``, ``-c``, ``-j``), the selection is streamed straight
+from the repository (``packing.from_repository``) without writing any tree; the result has
+the same bytes as packing an export of that revision and spec.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from shrinkwrap_async.exitcodes import ExitCode, UsageError
 from shrinkwrap_async.packing.compression import (
@@ -25,6 +33,15 @@ from shrinkwrap_async.packing.squashfs import (
 )
 from shrinkwrap_async.packing.tar import TarWriter
 
+if TYPE_CHECKING:
+    from shrinkwrap_async.config.settings import ClientSettings
+    from shrinkwrap_async.packing.from_repository import (
+        RepositorySource,
+        StreamOptions,
+        StreamStats,
+    )
+    from shrinkwrap_async.spec.tree import Spec
+
 log = logging.getLogger(__name__)
 
 XATTR_CHOICES = {"user": ("user.",), "all": ("",), "none": ()}
@@ -36,15 +53,37 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     parser = subparsers.add_parser(
         "pack",
-        help="pack an export into a tarball or a SquashFS image",
+        help="pack an export, or a repository selection, into a tarball or a SquashFS image",
         description=(
-            "Pack the export <dest-base>/<fqrn> into a reproducible tar archive (members "
-            "under <fqrn>/, to be extracted in /cvmfs) or a SquashFS image whose root "
-            "stands for /cvmfs."
+            "Pack the export <dest-base>/<fqrn> (-x), or the part of the repository a spec "
+            "selects (-f CONFIG -t SPEC, streamed without writing a tree), into a "
+            "reproducible tar archive (members under <fqrn>/, to be extracted in /cvmfs) or "
+            "a SquashFS image whose root stands for /cvmfs."
         ),
     )
-    parser.add_argument("-x", "--dest-base", required=True, type=Path, help="export base")
     parser.add_argument("-r", "--repo", required=True, metavar="FQRN", help="repository")
+    parser.add_argument("-x", "--dest-base", type=Path, help="pack this export base")
+    source = parser.add_argument_group(
+        "streaming from the repository (instead of -x; the export's options)"
+    )
+    source.add_argument("-f", "--src-config", help="client config files, colon-separated")
+    source.add_argument("-t", "--spec-file", help="spec file ('-' = stdin)")
+    source.add_argument("-c", "--src-cache", default="", help="catalog cache base directory")
+    source.add_argument(
+        "-j", "--threads", type=int, default=0, help="requests in flight (default 32)"
+    )
+    source.add_argument(
+        "--keep-variant-symlinks",
+        action="store_true",
+        help="pack variant symlinks ($(VAR)) unresolved",
+    )
+    source.add_argument(
+        "--prefetch-mib",
+        type=int,
+        default=64,
+        metavar="MIB",
+        help="file content fetched ahead of the writer, at most (default 64 MiB)",
+    )
     parser.add_argument(
         "-o", "--output", required=True, help="output file; '-' is stdout (tar only)"
     )
@@ -65,8 +104,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="EPOCH",
         help=(
             "time for the tree root, the marker file and the SquashFS superblock; default "
-            "$SOURCE_DATE_EPOCH, else the revision time recorded in .provenance, else the "
-            "newest mtime in the tree"
+            "$SOURCE_DATE_EPOCH, else the revision's publish time (recorded in .provenance "
+            "with -x), else the newest mtime in the tree"
         ),
     )
     parser.add_argument(
@@ -89,7 +128,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(run=run)
 
 
-def _reference_time(args: argparse.Namespace) -> int | None:
+def _given_time(args: argparse.Namespace) -> int | None:
+    """--mtime, else $SOURCE_DATE_EPOCH, else None."""
     if args.mtime is not None:
         return int(args.mtime)
     epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
@@ -97,6 +137,13 @@ def _reference_time(args: argparse.Namespace) -> int | None:
         if not epoch.isdigit():
             raise UsageError(f"SOURCE_DATE_EPOCH={epoch!r} is not a number of seconds")
         return int(epoch)
+    return None
+
+
+def _reference_time(args: argparse.Namespace) -> int | None:
+    given = _given_time(args)
+    if given is not None:
+        return given
     return export_timestamp(args.dest_base, args.repo)
 
 
@@ -120,6 +167,20 @@ def run(args: argparse.Namespace) -> int:
     fmt = _output_format(args)
     if args.output == "-" and fmt != "tar":
         raise UsageError("only tar can be written to stdout ('-o -'); give a file for SquashFS")
+    if fmt != "tar" and args.compress not in (None, "none"):
+        raise UsageError("--compress applies to tar; use --squashfs-comp for SquashFS")
+    streaming = args.src_config is not None or args.spec_file is not None
+    if args.dest_base is not None and streaming:
+        raise UsageError(
+            "give either -x DEST (pack an export) or -f CONFIG -t SPEC (stream from the "
+            "repository), not both"
+        )
+    if args.dest_base is None:
+        if args.src_config is None or args.spec_file is None:
+            raise UsageError(
+                "pack needs -x DEST (an export), or -f CONFIG and -t SPEC (the repository)"
+            )
+        return run_streamed(args, fmt)
     if not (args.dest_base / args.repo).is_dir():
         raise UsageError(f"no export of {args.repo} in {args.dest_base}")
     mtime = _reference_time(args)
@@ -133,14 +194,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if fmt == "tar":
         return _pack_tar(args, entries)
-    if args.compress not in (None, "none"):
-        raise UsageError("--compress applies to tar; use --squashfs-comp for SquashFS")
-    options = SquashfsOptions(
-        mtime=mtime,
-        all_root=args.all_root,
-        processors=args.processors,
-        compressor=args.squashfs_comp,
-    )
+    options = _squashfs_options(args, mtime)
     output = Path(args.output)
     method, _ = choose_method(args.squashfs_method)
     if method == "stream":
@@ -155,6 +209,122 @@ def run(args: argparse.Namespace) -> int:
         argv = build_squashfs_from_tree(args.dest_base, args.repo, output, options, method)
     log.info("wrote %s with: %s", output, " ".join(argv))
     return ExitCode.OK
+
+
+def _squashfs_options(args: argparse.Namespace, mtime: int) -> SquashfsOptions:
+    return SquashfsOptions(
+        mtime=mtime,
+        all_root=args.all_root,
+        processors=args.processors,
+        compressor=args.squashfs_comp,
+    )
+
+
+# -- streaming from the repository -----------------------------------------------------------
+
+
+def load_source_arguments(args: argparse.Namespace) -> tuple[ClientSettings, Spec]:
+    """The client settings and spec of ``-r -f -t -c``, checked as ``export`` checks them."""
+    from shrinkwrap_async.config.settings import ClientSettings
+    from shrinkwrap_async.spec.tree import Spec
+
+    configs = [Path(p) for p in args.src_config.split(":") if p]
+    if not configs:
+        raise UsageError("-f needs at least one client config file")
+    for path in configs:
+        if not path.is_file():
+            raise UsageError(f"config file {path} does not exist (given with -f)")
+    settings = ClientSettings.load(configs, args.repo)
+    if args.src_cache and settings.cache_base is None:
+        settings = dataclasses.replace(settings, cache_base=Path(args.src_cache))
+    if args.spec_file != "-" and not Path(args.spec_file).is_file():
+        raise UsageError(f"spec file {args.spec_file} does not exist (given with -t)")
+    return settings, Spec.load(args.spec_file)
+
+
+def run_streamed(args: argparse.Namespace, fmt: str) -> int:
+    """Pack the selection straight from the repository (no tree is written anywhere)."""
+    from shrinkwrap_async.commands.export import _stoppable
+    from shrinkwrap_async.runtime import run_async
+
+    if args.threads < 0 or args.prefetch_mib < 1:
+        raise UsageError("-j needs a number >= 0 and --prefetch-mib a number >= 1")
+    if fmt != "tar":
+        method, _ = choose_method(args.squashfs_method)
+        if method != "stream":
+            raise UsageError(
+                "SquashFS straight from the repository needs mksquashfs >= 4.5.1 (reads tar "
+                "with -tar) or tar2sqfs (squashfs-tools-ng); or export first and use -x"
+            )
+    settings, spec = load_source_arguments(args)
+    return int(run_async(_stoppable(_pack_streamed(args, fmt, settings, spec))))
+
+
+async def _pack_streamed(
+    args: argparse.Namespace, fmt: str, settings: ClientSettings, spec: Spec
+) -> int:
+    from shrinkwrap_async.packing.from_repository import RepositorySource, StreamOptions
+
+    threads = args.threads or 32
+    options = StreamOptions(
+        keep_variant_symlinks=args.keep_variant_symlinks,
+        xattr_prefixes=XATTR_CHOICES[args.xattrs],
+        window_objects=4 * threads,
+        window_bytes=args.prefetch_mib << 20,
+    )
+    async with RepositorySource.open(settings, spec, max_in_flight=threads) as source:
+        log.info("packing %s revision %d (%s)", args.repo, source.revision,
+                 source.trusted.root_catalog.hex)  # fmt: skip
+        mtime = _given_time(args)
+        if mtime is None:
+            mtime = source.publish_time
+        if mtime is None:
+            mtime = await source.newest_mtime(options)
+        options = dataclasses.replace(options, fixed_mtime=mtime)
+        if fmt == "tar":
+            stats = await _stream_tar(args, source, options)
+        else:
+            stats = await _stream_squashfs(args, source, options, mtime)
+        requests = getattr(source.fetcher.stats, "requests", None)
+    log.info(
+        "%d entries (%d files, %d hard links), %d objects fetched (%d bytes, %d spooled), "
+        "at most %d bytes ahead, %s requests",
+        stats.entries, stats.files, stats.hard_links, stats.pieces, stats.piece_bytes,
+        stats.spooled, stats.peak_window_bytes, requests,
+    )  # fmt: skip
+    for warning in spec.warnings():
+        log.warning("spec: %s", warning)
+    if stats.skipped:
+        log.error("%d files left out of the image (listed above)", len(stats.skipped))
+        return ExitCode.PARTIAL
+    return ExitCode.OK
+
+
+async def _stream_tar(
+    args: argparse.Namespace, source: RepositorySource, options: StreamOptions
+) -> StreamStats:
+    async with source.stream(options) as entries:
+        await asyncio.to_thread(_pack_tar, args, entries.blocking())
+    return entries.stats
+
+
+async def _stream_squashfs(
+    args: argparse.Namespace, source: RepositorySource, options: StreamOptions, mtime: int
+) -> StreamStats:
+    # mksquashfs -tar clamps times to SOURCE_DATE_EPOCH: bound them first (catalogs only).
+    newest = max(mtime, await source.newest_mtime(options))
+    output = Path(args.output)
+    async with source.stream(options) as entries:
+        argv = await asyncio.to_thread(
+            build_squashfs_from_entries,
+            entries.blocking(),
+            args.repo,
+            output,
+            _squashfs_options(args, mtime),
+            newest,
+        )
+    log.info("wrote %s with: %s", output, " ".join(argv))
+    return entries.stats
 
 
 def _pack_tar(args: argparse.Namespace, entries: object) -> int:

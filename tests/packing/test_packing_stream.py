@@ -1,0 +1,220 @@
+"""``pack`` straight from a repository: the same bytes as exporting, then ``pack -x``.
+
+The real fixture fix1 is served on 127.0.0.1; each case exports it with ``export`` and
+packs the tree, then packs the same selection with ``pack -f -t`` (no tree), and compares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy
+import pytest
+
+from shrinkwrap_async import cli
+from shrinkwrap_async.packing.entries import MARKER_NAME
+from shrinkwrap_async.testing.chunking import ChunkSizes
+from shrinkwrap_async.testing.publish import Publisher, PublishOptions, SourceNode
+from shrinkwrap_async.testing.servers import StaticServer
+
+FQRN = "fix1.test.local"
+MTIME = "1700000123"  # root and marker time for both packs (each pack normalises them)
+SPECS = Path(os.environ.get("SHRINKWRAP_SHARED", "/work/shared")) / "fixtures" / "specs" / FQRN
+HAVE_SQUASHFS = bool(shutil.which("mksquashfs") and shutil.which("unsquashfs"))
+
+
+def write_config(directory: Path, server: StaticServer, keys: Path) -> Path:
+    """A client config as the export tests write it (owners mapped to 0 by an id map)."""
+    (directory / "idmap").write_text("* 0\n")
+    config = directory / "client.conf"
+    config.write_text(
+        f"CVMFS_SERVER_URL={server.url}/cvmfs/@fqrn@\nCVMFS_HTTP_PROXY=DIRECT\n"
+        f"CVMFS_KEYS_DIR={keys}\nCVMFS_CACHE_BASE={directory / 'cache'}\n"
+        f"CVMFS_UID_MAP={directory / 'idmap'}\nCVMFS_GID_MAP={directory / 'idmap'}\n"
+    )
+    return config
+
+
+async def run_cli(*argv: str) -> int:
+    return await asyncio.get_running_loop().run_in_executor(None, cli.main, list(argv))
+
+
+async def export_and_pack(tmp: Path, config: Path, spec: Path, output: Path) -> Path:
+    """``export`` into ``tmp/export``, then ``pack -x`` it; returns the export base."""
+    base = tmp / "export"
+    code = await run_cli("export", "-q", "--no-progress", "-r", FQRN, "-f", str(config),
+                         "-t", str(spec), "-x", str(base))  # fmt: skip
+    assert code == 0
+    assert await run_cli("pack", "-q", "-x", str(base), "-r", FQRN, "--mtime", MTIME,
+                         "-o", str(output)) == 0  # fmt: skip
+    return base
+
+
+def listing(image: Path) -> list[str]:
+    result = subprocess.run(["unsquashfs", "-lls", "-n", str(image)], check=True,
+                            capture_output=True, text=True)  # fmt: skip
+    return result.stdout.splitlines()
+
+
+@pytest.mark.parametrize("spec_name", ["all", "partial"])
+async def test_streamed_tar_equals_packed_export(
+    fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path, spec_name: str
+) -> None:
+    config = write_config(tmp_path, fixture_server, fixtures_dir / "keys")
+    spec = SPECS / f"{spec_name}.spec"
+    exported = tmp_path / "exported.tar"
+    await export_and_pack(tmp_path, config, spec, exported)
+
+    before = fixture_server.requests.copy()
+    streamed = tmp_path / "streamed.tar"
+    code = await run_cli("pack", "-q", "-r", FQRN, "-f", str(config), "-t", str(spec),
+                         "--mtime", MTIME, "-j", "4", "-o", str(streamed))  # fmt: skip
+    assert code == 0
+    assert streamed.read_bytes() == exported.read_bytes()
+
+    # It really streamed: objects came from the server again (the catalogs from the cache).
+    fetched = [path for path in fixture_server.requests - before if "/data/" in path]
+    assert any(path[-1] in "0123456789abcdef" for path in fetched), "no file object fetched"
+    assert not any(path.endswith("C") for path in fetched), "catalogs not taken from the cache"
+    assert any(path.endswith("P") for path in fetched) == (spec_name == "all")
+    with tarfile.open(streamed) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    marker = members[f"{FQRN}/{MARKER_NAME}"]
+    assert marker.isreg() and marker.mtime == int(MTIME) and marker.mode == 0o644
+    assert members[FQRN].isdir() and members[FQRN].mtime == int(MTIME)
+    if spec_name == "all":
+        assert members[f"{FQRN}/big/large.bin"].size == 3_300_000
+        assert members[f"{FQRN}/hard/b"].islnk()
+        links = members[f"{FQRN}/links/vardefault"]
+        assert links.issym() and not links.linkname.startswith("$(")
+    else:
+        assert f"{FQRN}/README.txt" in members and f"{FQRN}/big/large.bin" not in members
+    # Nothing was written next to the output but the output itself.
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".tar") == [
+        "exported.tar",
+        "streamed.tar",
+    ]
+
+
+async def test_streamed_tar_to_stdout_compressed_and_raw_symlinks(
+    fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """``-o -`` with zstd gives the same archive as a file; --keep-variant-symlinks."""
+    config = write_config(tmp_path, fixture_server, fixtures_dir / "keys")
+    spec = SPECS / "partial.spec"
+    common = ["-r", FQRN, "-f", str(config), "-t", str(spec), "--mtime", MTIME]
+    to_file = tmp_path / "out.tar.zst"
+    assert await run_cli("pack", "-q", *common, "-o", str(to_file)) == 0
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shrinkwrap_async", "pack", "-q", *common, "--compress", "zstd",
+        "-o", "-", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert out == to_file.read_bytes()
+
+    raw = tmp_path / "raw.tar"
+    assert await run_cli("pack", "-q", *common, "--keep-variant-symlinks", "-o", str(raw)) == 0
+    with tarfile.open(raw) as tar:
+        assert tar.getmember(f"{FQRN}/links/vardefault").linkname == "$(CVMFS_ARCH:-x86_64)/lib"
+
+
+@pytest.mark.skipif(not HAVE_SQUASHFS, reason="squashfs-tools not installed")
+async def test_streamed_squashfs_lists_like_packed_export(
+    fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, fixture_server, fixtures_dir / "keys")
+    spec = SPECS / "all.spec"
+    base = await export_and_pack(tmp_path, config, spec, tmp_path / "unused.tar")
+    exported = tmp_path / "exported.sqfs"
+    assert await run_cli("pack", "-q", "-x", str(base), "-r", FQRN, "--mtime", MTIME,
+                         "--squashfs-method", "stream", "-o", str(exported)) == 0  # fmt: skip
+    streamed = tmp_path / "streamed.sqfs"
+    assert await run_cli("pack", "-q", "-r", FQRN, "-f", str(config), "-t", str(spec),
+                         "--mtime", MTIME, "-o", str(streamed)) == 0  # fmt: skip
+    lines = listing(streamed)
+    assert lines == listing(exported)
+    assert any(line.endswith(f"/{FQRN}/big/large.bin") for line in lines)
+
+
+async def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "all.spec"
+    spec.write_text("/*\n")
+    both = ["pack", "-r", FQRN, "-x", str(tmp_path), "-f", "x.conf", "-t", str(spec), "-o", "o"]
+    assert await run_cli(*both) == 2
+    assert "not both" in capsys.readouterr().err
+    assert await run_cli("pack", "-r", FQRN, "-t", str(spec), "-o", "o.tar") == 2
+    assert await run_cli("pack", "-r", FQRN, "-f", str(tmp_path / "missing.conf"), "-t",
+                         str(spec), "-o", "o.tar") == 2  # fmt: skip
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "o.tar").exists()
+
+
+class RandomBytes:
+    """Incompressible content, generated on demand (the publisher calls it once)."""
+
+    def __init__(self, seed: int, size: int) -> None:
+        self.seed, self.size = seed, size
+
+    def __call__(self) -> bytes:
+        return numpy.random.default_rng(self.seed).bytes(self.size)
+
+
+BIG = 256 << 20
+
+
+async def test_large_chunked_file_streams_in_bounded_memory(tmp_path: Path) -> None:
+    """A 256 MiB chunked file goes through a pack process whose peak RSS stays far below it."""
+    fqrn = "big.test.local"
+    tree = SourceNode("", "dir", 0o40755, 1_700_000_000, children=[
+        SourceNode("big.bin", "file", 0o100644, 1_700_000_000, size=BIG,
+                   content=RandomBytes(7, BIG)),
+        SourceNode("small.txt", "file", 0o100644, 1_700_000_000, size=6,
+                   content=RandomBytes(8, 6)),
+    ])  # fmt: skip
+    options = PublishOptions(compress=False, workers=1, chunk_sizes=ChunkSizes(4 << 20, 8 << 20, 16 << 20))  # fmt: skip
+    result = await asyncio.to_thread(Publisher(tmp_path / "repo", fqrn, options).publish, tree)
+    spec = tmp_path / "all.spec"
+    spec.write_text("/*\n")
+    async with StaticServer(tmp_path / "repo") as server:
+        config = tmp_path / "client.conf"
+        config.write_text(
+            f"CVMFS_SERVER_URL={server.url}/cvmfs/@fqrn@\nCVMFS_HTTP_PROXY=DIRECT\n"
+            f"CVMFS_PUBLIC_KEY={result.public_key}\nCVMFS_CACHE_BASE={tmp_path / 'cache'}\n"
+        )
+        # VmHWM, not ru_maxrss: the latter keeps the RSS of the forking test process.
+        measure = (
+            "import re, sys\n"
+            "from shrinkwrap_async import cli\n"
+            "code = cli.main(sys.argv[1:])\n"
+            "status = open('/proc/self/status').read()\n"
+            "peak = re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1)\n"
+            "print(f'peak_kib={peak}', file=sys.stderr)\n"
+            "sys.exit(code)\n"
+        )
+        output = tmp_path / "big.tar"
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", measure, "pack", "-r", fqrn, "-f", str(config),
+            "-t", str(spec), "-j", "8", "--prefetch-mib", "32", "-o", str(output),
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await process.communicate()
+    text = err.decode()
+    assert process.returncode == 0, text
+    peak_kib = int(text.rsplit("peak_kib=", 1)[1].split()[0])
+    assert peak_kib < 200 * 1024, f"peak RSS {peak_kib} KiB while packing a {BIG} byte file"
+    with tarfile.open(output) as tar:
+        member = tar.getmember(f"{fqrn}/big.bin")
+        assert member.size == BIG
+        stream = tar.extractfile(member)
+        assert stream is not None
+        expected = RandomBytes(7, BIG)()
+        assert stream.read(1 << 20) == expected[: 1 << 20]
+        stream.seek(BIG - (1 << 20))
+        assert stream.read() == expected[-(1 << 20) :]
