@@ -25,7 +25,7 @@ from shrinkwrap_async.testing.servers import StaticServer
 
 FQRN = "fix1.test.local"
 MTIME = "1700000123"  # root and marker time for both packs (each pack normalises them)
-SPECS = Path(os.environ.get("SHRINKWRAP_SHARED", "/work/shared")) / "fixtures" / "specs" / FQRN
+SPECS = Path(os.environ.get("SHRINKWRAP_SHARED", "/work/shared")) / "fixtures" / "specs"
 HAVE_SQUASHFS = bool(shutil.which("mksquashfs") and shutil.which("unsquashfs"))
 
 
@@ -45,13 +45,15 @@ async def run_cli(*argv: str) -> int:
     return await asyncio.get_running_loop().run_in_executor(None, cli.main, list(argv))
 
 
-async def export_and_pack(tmp: Path, config: Path, spec: Path, output: Path) -> Path:
+async def export_and_pack(
+    tmp: Path, config: Path, spec: Path, output: Path, fqrn: str = FQRN
+) -> Path:
     """``export`` into ``tmp/export``, then ``pack -x`` it; returns the export base."""
     base = tmp / "export"
-    code = await run_cli("export", "-q", "--no-progress", "-r", FQRN, "-f", str(config),
+    code = await run_cli("export", "-q", "--no-progress", "-r", fqrn, "-f", str(config),
                          "-t", str(spec), "-x", str(base))  # fmt: skip
     assert code == 0
-    assert await run_cli("pack", "-q", "-x", str(base), "-r", FQRN, "--mtime", MTIME,
+    assert await run_cli("pack", "-q", "-x", str(base), "-r", fqrn, "--mtime", MTIME,
                          "-o", str(output)) == 0  # fmt: skip
     return base
 
@@ -62,18 +64,26 @@ def listing(image: Path) -> list[str]:
     return result.stdout.splitlines()
 
 
-@pytest.mark.parametrize("spec_name", ["all", "partial"])
+@pytest.mark.parametrize(
+    ("fqrn", "spec_name"),
+    [
+        (FQRN, "all"),
+        (FQRN, "partial"),
+        ("fix2.test.local", "all"),  # shake128, small chunks
+        ("fix3.test.local", "all"),  # rmd160, uncompressed objects, FIFO and device node
+    ],
+)
 async def test_streamed_tar_equals_packed_export(
-    fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path, spec_name: str
+    fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path, fqrn: str, spec_name: str
 ) -> None:
     config = write_config(tmp_path, fixture_server, fixtures_dir / "keys")
-    spec = SPECS / f"{spec_name}.spec"
+    spec = SPECS / fqrn / f"{spec_name}.spec"
     exported = tmp_path / "exported.tar"
-    await export_and_pack(tmp_path, config, spec, exported)
+    await export_and_pack(tmp_path, config, spec, exported, fqrn)
 
     before = fixture_server.requests.copy()
     streamed = tmp_path / "streamed.tar"
-    code = await run_cli("pack", "-q", "-r", FQRN, "-f", str(config), "-t", str(spec),
+    code = await run_cli("pack", "-q", "-r", fqrn, "-f", str(config), "-t", str(spec),
                          "--mtime", MTIME, "-j", "4", "-o", str(streamed))  # fmt: skip
     assert code == 0
     assert streamed.read_bytes() == exported.read_bytes()
@@ -85,16 +95,20 @@ async def test_streamed_tar_equals_packed_export(
     assert any(path.endswith("P") for path in fetched) == (spec_name == "all")
     with tarfile.open(streamed) as tar:
         members = {m.name: m for m in tar.getmembers()}
-    marker = members[f"{FQRN}/{MARKER_NAME}"]
+    marker = members[f"{fqrn}/{MARKER_NAME}"]
     assert marker.isreg() and marker.mtime == int(MTIME) and marker.mode == 0o644
-    assert members[FQRN].isdir() and members[FQRN].mtime == int(MTIME)
-    if spec_name == "all":
-        assert members[f"{FQRN}/big/large.bin"].size == 3_300_000
-        assert members[f"{FQRN}/hard/b"].islnk()
-        links = members[f"{FQRN}/links/vardefault"]
-        assert links.issym() and not links.linkname.startswith("$(")
+    assert members[fqrn].isdir() and members[fqrn].mtime == int(MTIME)
+    if spec_name == "partial":
+        assert f"{fqrn}/README.txt" in members and f"{fqrn}/big/large.bin" not in members
     else:
-        assert f"{FQRN}/README.txt" in members and f"{FQRN}/big/large.bin" not in members
+        assert members[f"{fqrn}/hard/b"].islnk()
+        assert members[f"{fqrn}/hard/b"].linkname == f"{fqrn}/hard/a"
+        links = members[f"{fqrn}/links/vardefault"]
+        assert links.issym() and not links.linkname.startswith("$(")
+    if fqrn == "fix3.test.local":
+        assert members[f"{fqrn}/special/fifo"].isfifo()
+        device = members[f"{fqrn}/special/null_device"]
+        assert device.ischr() and (device.devmajor, device.devminor) == (1, 3)
     # Nothing was written next to the output but the output itself.
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".tar") == [
         "exported.tar",
@@ -102,12 +116,38 @@ async def test_streamed_tar_equals_packed_export(
     ]
 
 
+async def test_default_time_is_the_publish_time_and_failures_leave_no_output(
+    fixture_server: StaticServer, fixture_docroot: Path, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, fixture_server, fixtures_dir / "keys")
+    spec = SPECS / FQRN / "partial.spec"
+    output = tmp_path / "out.tar"
+    assert await run_cli("pack", "-q", "-r", FQRN, "-f", str(config), "-t", str(spec),
+                         "-o", str(output)) == 0  # fmt: skip
+    manifest = (fixture_docroot / "cvmfs" / FQRN / ".cvmfspublished").read_bytes()
+    publish_time = int(manifest.split(b"\nT", 1)[1].split(b"\n", 1)[0])
+    with tarfile.open(output) as tar:
+        assert tar.getmember(FQRN).mtime == publish_time
+        assert tar.getmember(f"{FQRN}/{MARKER_NAME}").mtime == publish_time
+    output.unlink()
+
+    # File objects missing on the server (catalogs still there): the pack fails with the
+    # fetch's exit code, and leaves neither the output nor a temporary file behind.
+    for path in (fixture_docroot / "cvmfs" / FQRN / "data").rglob("*"):
+        if path.is_file() and path.name[-1] in "0123456789abcdef":
+            path.unlink()
+    code = await run_cli("pack", "-q", "-r", FQRN, "-f", str(config), "-t", str(spec),
+                         "-o", str(output))  # fmt: skip
+    assert code == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith((".out.tar", "out.tar"))]
+
+
 async def test_streamed_tar_to_stdout_compressed_and_raw_symlinks(
     fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path
 ) -> None:
     """``-o -`` with zstd gives the same archive as a file; --keep-variant-symlinks."""
     config = write_config(tmp_path, fixture_server, fixtures_dir / "keys")
-    spec = SPECS / "partial.spec"
+    spec = SPECS / FQRN / "partial.spec"
     common = ["-r", FQRN, "-f", str(config), "-t", str(spec), "--mtime", MTIME]
     to_file = tmp_path / "out.tar.zst"
     assert await run_cli("pack", "-q", *common, "-o", str(to_file)) == 0
@@ -130,7 +170,7 @@ async def test_streamed_squashfs_lists_like_packed_export(
     fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path
 ) -> None:
     config = write_config(tmp_path, fixture_server, fixtures_dir / "keys")
-    spec = SPECS / "all.spec"
+    spec = SPECS / FQRN / "all.spec"
     base = await export_and_pack(tmp_path, config, spec, tmp_path / "unused.tar")
     exported = tmp_path / "exported.sqfs"
     assert await run_cli("pack", "-q", "-x", str(base), "-r", FQRN, "--mtime", MTIME,
@@ -178,7 +218,8 @@ async def test_large_chunked_file_streams_in_bounded_memory(tmp_path: Path) -> N
         SourceNode("small.txt", "file", 0o100644, 1_700_000_000, size=6,
                    content=RandomBytes(8, 6)),
     ])  # fmt: skip
-    options = PublishOptions(compress=False, workers=1, chunk_sizes=ChunkSizes(4 << 20, 8 << 20, 16 << 20))  # fmt: skip
+    sizes = ChunkSizes(4 << 20, 8 << 20, 16 << 20)
+    options = PublishOptions(compress=False, workers=1, chunk_sizes=sizes)
     result = await asyncio.to_thread(Publisher(tmp_path / "repo", fqrn, options).publish, tree)
     spec = tmp_path / "all.spec"
     spec.write_text("/*\n")
