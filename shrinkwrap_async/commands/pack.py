@@ -312,7 +312,10 @@ async def _stream_squashfs(
     args: argparse.Namespace, source: RepositorySource, options: StreamOptions, mtime: int
 ) -> StreamStats:
     # mksquashfs -tar clamps times to SOURCE_DATE_EPOCH: bound them first (catalogs only).
-    newest = max(mtime, await source.newest_mtime(options))
+    _, tool = choose_method("stream")
+    newest = mtime
+    if Path(tool[0]).name != "tar2sqfs":
+        newest = max(mtime, await source.newest_mtime(options))
     output = Path(args.output)
     async with source.stream(options) as entries:
         argv = await asyncio.to_thread(

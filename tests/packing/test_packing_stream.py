@@ -7,11 +7,13 @@ packs the tree, then packs the same selection with ``pack -f -t`` (no tree), and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy
@@ -193,7 +195,10 @@ async def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert await run_cli("pack", "-r", FQRN, "-f", str(tmp_path / "missing.conf"), "-t",
                          str(spec), "-o", "o.tar") == 2  # fmt: skip
     assert "does not exist" in capsys.readouterr().err
-    assert not (tmp_path / "o.tar").exists()
+    tree_method = ["--format", "squashfs", "--squashfs-method", "tree"]
+    assert await run_cli("pack", "-r", FQRN, "-f", "x.conf", "-t", str(spec), *tree_method,
+                         "-o", str(tmp_path / "o.sqfs")) == 2  # fmt: skip
+    assert not list(tmp_path.glob("o.*"))
 
 
 class RandomBytes:
@@ -204,6 +209,65 @@ class RandomBytes:
 
     def __call__(self) -> bytes:
         return numpy.random.default_rng(self.seed).bytes(self.size)
+
+
+@contextlib.asynccontextmanager
+async def published(
+    tmp: Path, fqrn: str, tree: SourceNode, options: PublishOptions
+) -> AsyncIterator[tuple[StaticServer, Path, Path]]:
+    """Publish ``tree`` and serve it: yields (server, client config, ``/*`` spec)."""
+    result = await asyncio.to_thread(Publisher(tmp / "repo", fqrn, options).publish, tree)
+    spec = tmp / "all.spec"
+    spec.write_text("/*\n")
+    async with StaticServer(tmp / "repo") as server:
+        config = tmp / "client.conf"
+        config.write_text(
+            f"CVMFS_SERVER_URL={server.url}/cvmfs/@fqrn@\nCVMFS_HTTP_PROXY=DIRECT\n"
+            f"CVMFS_PUBLIC_KEY={result.public_key}\nCVMFS_CACHE_BASE={tmp / 'cache'}\n"
+        )
+        yield server, config, spec
+
+
+async def test_one_inode_per_content_and_metadata(tmp_path: Path) -> None:
+    """Files the export would hard-link to one object: the later ones are hard links that
+    carry the first one's mtime; other metadata (mode) makes a member of its own."""
+    fqrn = "links.test.local"
+
+    def file(name: str, mode: int, mtime: int) -> SourceNode:
+        return SourceNode(name, "file", 0o100000 | mode, mtime, size=5000,
+                          content=RandomBytes(3, 5000))  # fmt: skip
+
+    tree = SourceNode("", "dir", 0o40755, 1_700_000_000, children=[
+        file("a.txt", 0o644, 1_000_000_000),
+        file("b.txt", 0o644, 1_000_000_200),
+        file("c.txt", 0o600, 1_000_000_300),
+        SourceNode("sub", "dir", 0o40755, 1_700_000_000, children=[
+            file("d.txt", 0o644, 1_000_000_400),
+        ]),
+    ])  # fmt: skip
+    output = tmp_path / "links.tar"
+    async with published(tmp_path, fqrn, tree, PublishOptions(workers=1)) as (server, config, spec):
+        assert await run_cli("pack", "-q", "-r", fqrn, "-f", str(config), "-t", str(spec),
+                             "-o", str(output)) == 0  # fmt: skip
+        object_requests = sum(
+            count
+            for path, count in server.requests.items()
+            if "/data/" in path and path[-1] in "0123456789abcdef"
+        )
+    with tarfile.open(output) as tar:
+        members = {m.name[len(fqrn) + 1 :]: m for m in tar.getmembers()}
+        first = members["a.txt"]
+        assert first.isreg() and first.mtime == 1_000_000_000
+        for name in ("b.txt", "sub/d.txt"):
+            assert members[name].islnk() and members[name].linkname == f"{fqrn}/a.txt"
+            assert members[name].mtime == 1_000_000_000
+        other = members["c.txt"]
+        assert other.isreg() and other.mode == 0o600 and other.mtime == 1_000_000_300
+        content = RandomBytes(3, 5000)()
+        for name in ("a.txt", "c.txt"):
+            stream = tar.extractfile(members[name])
+            assert stream is not None and stream.read() == content
+    assert object_requests == 2  # a.txt and c.txt: the links need no content
 
 
 BIG = 256 << 20
@@ -220,15 +284,7 @@ async def test_large_chunked_file_streams_in_bounded_memory(tmp_path: Path) -> N
     ])  # fmt: skip
     sizes = ChunkSizes(4 << 20, 8 << 20, 16 << 20)
     options = PublishOptions(compress=False, workers=1, chunk_sizes=sizes)
-    result = await asyncio.to_thread(Publisher(tmp_path / "repo", fqrn, options).publish, tree)
-    spec = tmp_path / "all.spec"
-    spec.write_text("/*\n")
-    async with StaticServer(tmp_path / "repo") as server:
-        config = tmp_path / "client.conf"
-        config.write_text(
-            f"CVMFS_SERVER_URL={server.url}/cvmfs/@fqrn@\nCVMFS_HTTP_PROXY=DIRECT\n"
-            f"CVMFS_PUBLIC_KEY={result.public_key}\nCVMFS_CACHE_BASE={tmp_path / 'cache'}\n"
-        )
+    async with published(tmp_path, fqrn, tree, options) as (_, config, spec):
         # VmHWM, not ru_maxrss: the latter keeps the RSS of the forking test process.
         measure = (
             "import re, sys\n"
