@@ -491,7 +491,6 @@ class StreamedEntries:
     # -- the catalog walk --------------------------------------------------------------------
     async def _walk(self) -> AsyncIterator[_Walked]:
         source = self.source
-        self._opener = CatalogOpener(source.catalog_cache)
         stack: list[_Frame] = []
         try:
             root = await self._open(self._opener.open_root(source.trusted.root_catalog), "")
