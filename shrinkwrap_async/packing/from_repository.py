@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import io
 import logging
 import os
 import stat
@@ -719,24 +720,8 @@ def _with_marker(children: list[Any]) -> list[Any]:
     return [*children[:position], _MARKER, *children[position:]]
 
 
-class _MarkerStream:
-    def __init__(self) -> None:
-        self._data = MARKER_CONTENT
-
-    def read(self, size: int = -1) -> bytes:
-        out = self._data if size < 0 else self._data[:size]
-        self._data = self._data[len(out) :]
-        return out
-
-    def __enter__(self) -> _MarkerStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _marker_content() -> Any:
-    return _MarkerStream()
+def _marker_content() -> IO[bytes]:
+    return io.BytesIO(MARKER_CONTENT)
 
 
 # -- the source: trust, fetcher, catalog cache -----------------------------------------------
