@@ -95,7 +95,13 @@ def _sorted_names(directory: str) -> list[str]:
 
 def _opener(path: str) -> Callable[[], BinaryIO]:
     def open_content() -> BinaryIO:
-        return open(path, "rb")
+        try:
+            return open(path, "rb")
+        except OSError as error:  # e.g. a mode-0000 file when packing as a normal user
+            raise StorageError(
+                f"cannot read {path}: {error.strerror}; pack the export as the user "
+                "who owns it, or as root"
+            ) from error
 
     return open_content
 

@@ -712,6 +712,7 @@ async def _run_recorded(
                 spec_text=spec.to_text(),
                 servers=settings.server_urls,
                 summary=stats.as_dict(),
+                publish_time=trusted.manifest.publish_time,
             )
     except BaseException as error:
         # A local write failure (disk full, read-only, ...) not converted where it happened.
