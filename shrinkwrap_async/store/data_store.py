@@ -3,8 +3,9 @@
 Object names are ``XX/YY/<rest of content hash incl. algorithm id>.<meta md5>`` (format §11.5),
 so an export made by cvmfs_shrinkwrap can be refreshed by this tool and the other way round.
 Objects are written below ``.tmp/<pid>/`` (same file system), given their final metadata and
-renamed into place only once complete and verified: a killed run never leaves a truncated
-object under a final name. Fan-out directories are made when first needed.
+linked into place only once complete and verified: a killed run never leaves a truncated
+object under a final name, and a committed object is never replaced (several processes may
+share one store). Fan-out directories are made when first needed.
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ class DataStore:
         return fd, path
 
     def commit(self, temp: Path, name: str, meta: ObjectMeta) -> Path:
-        """Give ``temp`` its metadata and rename it to ``name``. Returns the final path."""
+        """Give ``temp`` its metadata and put it in place as ``name``. Returns the final path."""
         final = self.root / name
         try:
             fd = os.open(temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -191,10 +192,31 @@ class DataStore:
             finally:
                 os.close(fd)
             self._ensure_fanout(name)
-            os.rename(temp, final)
+            self._publish(temp, final)
         except OSError as error:
             raise storage_error(error, f"cannot commit object {name}") from error
         return final
+
+    @staticmethod
+    def _publish(temp: Path, final: Path) -> None:
+        """Give ``temp`` its final name without ever replacing a committed object.
+
+        A rename over an existing object would drop the old inode's last link while another
+        process (a shard, a run of another repository sharing ``.data``) may be hard-linking
+        it, and that link then fails with ENOENT. An object of the same name holds the same
+        verified content and metadata, so the first one stays and ``temp`` is dropped. Where
+        the file system has no hard links, a rename it is.
+        """
+        try:
+            os.link(temp, final)
+        except FileExistsError:
+            pass  # committed meanwhile by another process: keep that one
+        except OSError as error:
+            if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            os.rename(temp, final)
+            return
+        os.unlink(temp)
 
     def write_object(self, name: str, content: bytes, meta: ObjectMeta) -> Path:
         """Write a small verified object in one go (temp, metadata, rename)."""

@@ -254,3 +254,16 @@ def test_copy_fallback_on_a_full_disk_leaves_no_partial_file(
         with pytest.raises(StorageError, match="No space left"):
             writer.link_object(("file",), obj)
         assert os.listdir(tiny_tmpfs / "tree") == []
+
+
+def test_commit_never_replaces_a_committed_object(tmp_path: Path) -> None:
+    """Another process may be hard-linking the object: replacing it (rename over it) would
+    make that link fail with ENOENT. The first commit stays, the second temp is dropped."""
+    store = DataStore(tmp_path / ".data", chown=False)
+    store.prepare()
+    meta = ObjectMeta(0o644, os.getuid(), os.getgid(), 1_700_000_000)
+    first = store.write_object("ab/cd/ef.0", b"same", meta)
+    inode = os.stat(first).st_ino
+    again = store.write_object("ab/cd/ef.0", b"same", meta)
+    assert again == first and os.stat(first).st_ino == inode
+    assert os.listdir(store.temp_dir) == []
