@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from shrinkwrap_async.exitcodes import StorageError
+from shrinkwrap_async.store.data_store import process_alive
 
 DATA_DIR_NAME = ".data"
 TEMP_DIR_NAME = ".tmp"  # the store's per-process temp area (store/data_store.py)
@@ -177,16 +178,6 @@ def _fanout_dirs(directory: Path) -> Iterator[str]:
                 yield entry.path
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @dataclasses.dataclass(frozen=True)
 class _Sweep:
     data: Path
@@ -227,7 +218,7 @@ class _Sweep:
         for child in children:
             if child.name.isdigit() and child.is_dir(follow_symlinks=False):
                 pid = int(child.name)
-                if pid != os.getpid() and _process_alive(pid):
+                if pid != os.getpid() and process_alive(pid):
                     continue  # a live writer on this host that shares the store
                 self._sweep_temp_dir(child.path, result)
             else:
