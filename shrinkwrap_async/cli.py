@@ -53,6 +53,22 @@ def setup_logging(verbose: int = 0, quiet: int = 0) -> None:
     )
 
 
+def report_error(error: ShrinkwrapError) -> int:
+    print(f"{PROG}: error: {error}", file=sys.stderr)
+    return int(error.exit_code)
+
+
+def _run_ending_error(error: BaseException) -> ShrinkwrapError | None:
+    from shrinkwrap_async.pipeline.object_fetch import most_serious
+    from shrinkwrap_async.store.errors import as_storage_error
+
+    if isinstance(error, BaseExceptionGroup):
+        error = most_serious(error)
+    if isinstance(error, ShrinkwrapError):
+        return error
+    return as_storage_error(error)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -64,8 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(run(args))
     except ShrinkwrapError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return int(error.exit_code)
+        return report_error(error)
+    except (BaseExceptionGroup, OSError) as error:
+        # Last resort: commands convert these themselves; never show a traceback for a
+        # storage failure or a run-ending error wrapped in a task group.
+        final = _run_ending_error(error)
+        if final is None:
+            raise
+        return report_error(final)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return ExitCode.SIGNAL_BASE + 2

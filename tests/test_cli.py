@@ -23,3 +23,26 @@ def test_module_entry_point_runs():
     )
     assert result.returncode == 0
     assert "shrinkwrap-async" in result.stdout
+
+
+def test_storage_failure_escaping_a_command_is_one_line(monkeypatch, capsys):
+    import errno
+
+    from shrinkwrap_async import cli
+
+    def failing_command(args):
+        raise BaseExceptionGroup("run", [OSError(errno.ENOSPC, "No space left on device")])
+
+    parser = cli.build_parser()
+    real_parse = parser.parse_args
+
+    def parse_args(argv=None):
+        args = real_parse(["gc", "-x", "/nonexistent"])
+        args.run = failing_command
+        return args
+
+    monkeypatch.setattr(parser, "parse_args", parse_args)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    assert cli.main(["gc"]) == 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left" in err[0]
