@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from shrinkwrap_async.testing import shared
 from shrinkwrap_async.testing.servers import StaticServer
 
-PROJECT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("SHRINKWRAP_SHARED", PROJECT.parent / "shared"))
-FIXTURES = SHARED / "fixtures"
-FIXTURE_REPOS = ("fix1.test.local", "fix2.test.local", "fix3.test.local")
+FIXTURES = shared.fixtures_dir()
+FIXTURE_REPOS = shared.FIXTURE_REPOS
 
 
 @pytest.fixture(scope="session")

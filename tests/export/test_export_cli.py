@@ -10,19 +10,9 @@ import pytest
 
 from shrinkwrap_async import cli
 from shrinkwrap_async.testing.servers import StaticServer
+from shrinkwrap_async.testing.shared import write_client_config
 
 FQRN = "fix1.test.local"
-
-
-def _config(tmp_path: Path, server: StaticServer, fixtures: Path) -> Path:
-    (tmp_path / "map").write_text("* 0\n")
-    config = tmp_path / "c.conf"
-    config.write_text(
-        f"CVMFS_SERVER_URL={server.url}/cvmfs/@fqrn@\nCVMFS_HTTP_PROXY=DIRECT\n"
-        f"CVMFS_KEYS_DIR={fixtures / 'keys'}\nCVMFS_CACHE_BASE={tmp_path / 'cache'}\n"
-        f"CVMFS_UID_MAP={tmp_path / 'map'}\nCVMFS_GID_MAP={tmp_path / 'map'}\n"
-    )
-    return config
 
 
 async def _cli(*argv: str) -> int:
@@ -35,7 +25,7 @@ async def test_dry_run_plans_and_writes_nothing(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    config = _config(tmp_path, fixture_server, fixtures_dir)
+    config = write_client_config(tmp_path, fixture_server.url, fixtures_dir / "keys")
     spec = tmp_path / "s.spec"
     spec.write_text("/sw/*\n")
     dest = tmp_path / "dest"
@@ -56,7 +46,7 @@ async def test_export_cli_and_exit_codes(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    config = _config(tmp_path, fixture_server, fixtures_dir)
+    config = write_client_config(tmp_path, fixture_server.url, fixtures_dir / "keys")
     dest = tmp_path / "dest"
     spec = tmp_path / "s.spec"
     spec.write_text("/README.txt\n^/links/*\n")

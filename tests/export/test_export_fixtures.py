@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -16,12 +15,9 @@ from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
 from shrinkwrap_async.pipeline.summary import ExportStats
 from shrinkwrap_async.spec.tree import Spec
 from shrinkwrap_async.testing.servers import StaticServer
+from shrinkwrap_async.testing.shared import listing_tool
 
-LISTING_PATH = Path(os.environ.get("SHRINKWRAP_SHARED", "/work/shared")) / "tools" / "listing.py"
-_spec = importlib.util.spec_from_file_location("listing", LISTING_PATH)
-assert _spec is not None and _spec.loader is not None
-listing = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(listing)
+listing = listing_tool()
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="the fixtures' owners need the uid map as root")

@@ -13,19 +13,9 @@ from _packtree import assert_same_tree
 
 from shrinkwrap_async import cli
 from shrinkwrap_async.testing.servers import StaticServer
+from shrinkwrap_async.testing.shared import write_client_config
 
 FQRN = "fix1.test.local"
-
-
-def write_config(tmp_path: Path, server: StaticServer, fixtures: Path) -> Path:
-    (tmp_path / "map").write_text("* 0\n")
-    config = tmp_path / "client.conf"
-    config.write_text(
-        f"CVMFS_SERVER_URL={server.url}/cvmfs/@fqrn@\nCVMFS_HTTP_PROXY=DIRECT\n"
-        f"CVMFS_KEYS_DIR={fixtures / 'keys'}\nCVMFS_CACHE_BASE={tmp_path / 'cache'}\n"
-        f"CVMFS_UID_MAP={tmp_path / 'map'}\nCVMFS_GID_MAP={tmp_path / 'map'}\n"
-    )
-    return config
 
 
 async def run_cli(*argv: str) -> int:
@@ -35,7 +25,7 @@ async def run_cli(*argv: str) -> int:
 async def test_export_then_pack_fix1(
     fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path, fixture_server, fixtures_dir)
+    config = write_client_config(tmp_path, fixture_server.url, fixtures_dir / "keys")
     spec = tmp_path / "all.spec"
     spec.write_text("/*\n")
     bases = [tmp_path / "one", tmp_path / "two"]

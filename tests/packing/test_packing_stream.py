@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -24,23 +23,12 @@ from shrinkwrap_async import cli
 from shrinkwrap_async.packing.entries import MARKER_NAME
 from shrinkwrap_async.testing.publish import Publisher, PublishOptions, SourceNode
 from shrinkwrap_async.testing.servers import StaticServer
+from shrinkwrap_async.testing.shared import fixtures_dir, write_client_config
 
 FQRN = "fix1.test.local"
 MTIME = "1700000123"  # root and marker time for both packs (each pack normalises them)
-SPECS = Path(os.environ.get("SHRINKWRAP_SHARED", "/work/shared")) / "fixtures" / "specs"
+SPECS = fixtures_dir() / "specs"
 HAVE_SQUASHFS = bool(shutil.which("mksquashfs") and shutil.which("unsquashfs"))
-
-
-def write_config(directory: Path, server: StaticServer, keys: Path) -> Path:
-    """A client config as the export tests write it (owners mapped to 0 by an id map)."""
-    (directory / "idmap").write_text("* 0\n")
-    config = directory / "client.conf"
-    config.write_text(
-        f"CVMFS_SERVER_URL={server.url}/cvmfs/@fqrn@\nCVMFS_HTTP_PROXY=DIRECT\n"
-        f"CVMFS_KEYS_DIR={keys}\nCVMFS_CACHE_BASE={directory / 'cache'}\n"
-        f"CVMFS_UID_MAP={directory / 'idmap'}\nCVMFS_GID_MAP={directory / 'idmap'}\n"
-    )
-    return config
 
 
 async def run_cli(*argv: str) -> int:
@@ -78,7 +66,7 @@ def listing(image: Path) -> list[str]:
 async def test_streamed_tar_equals_packed_export(
     fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path, fqrn: str, spec_name: str
 ) -> None:
-    config = write_config(tmp_path, fixture_server, fixtures_dir / "keys")
+    config = write_client_config(tmp_path, fixture_server.url, fixtures_dir / "keys")
     spec = SPECS / fqrn / f"{spec_name}.spec"
     exported = tmp_path / "exported.tar"
     await export_and_pack(tmp_path, config, spec, exported, fqrn)
@@ -121,7 +109,7 @@ async def test_streamed_tar_equals_packed_export(
 async def test_default_time_is_the_publish_time_and_failures_leave_no_output(
     fixture_server: StaticServer, fixture_docroot: Path, fixtures_dir: Path, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path, fixture_server, fixtures_dir / "keys")
+    config = write_client_config(tmp_path, fixture_server.url, fixtures_dir / "keys")
     spec = SPECS / FQRN / "partial.spec"
     output = tmp_path / "out.tar"
     assert await run_cli("pack", "-q", "-r", FQRN, "-f", str(config), "-t", str(spec),
@@ -148,7 +136,7 @@ async def test_streamed_tar_to_stdout_compressed_and_raw_symlinks(
     fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path
 ) -> None:
     """``-o -`` with zstd gives the same archive as a file; --keep-variant-symlinks."""
-    config = write_config(tmp_path, fixture_server, fixtures_dir / "keys")
+    config = write_client_config(tmp_path, fixture_server.url, fixtures_dir / "keys")
     spec = SPECS / FQRN / "partial.spec"
     common = ["-r", FQRN, "-f", str(config), "-t", str(spec), "--mtime", MTIME]
     to_file = tmp_path / "out.tar.zst"
@@ -171,7 +159,7 @@ async def test_streamed_tar_to_stdout_compressed_and_raw_symlinks(
 async def test_streamed_squashfs_lists_like_packed_export(
     fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path, fixture_server, fixtures_dir / "keys")
+    config = write_client_config(tmp_path, fixture_server.url, fixtures_dir / "keys")
     spec = SPECS / FQRN / "all.spec"
     base = await export_and_pack(tmp_path, config, spec, tmp_path / "unused.tar")
     exported = tmp_path / "exported.sqfs"

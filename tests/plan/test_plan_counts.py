@@ -15,6 +15,7 @@ from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
 from shrinkwrap_async.pipeline.summary import ExportStats
 from shrinkwrap_async.spec.tree import Spec
 from shrinkwrap_async.testing.servers import StaticServer
+from shrinkwrap_async.testing.shared import data_requests, write_client_config
 
 FIXTURE_SPECS = [
     ("fix1.test.local", "/*\n"),
@@ -24,26 +25,6 @@ FIXTURE_SPECS = [
     ("fix3.test.local", "/*\n"),
     ("fix3.test.local", "/data/*\n/modes/m0000\n^/weird/*\n!/data/set3\n/nothing/here\n"),
 ]
-
-
-def write_config(tmp: Path, url: str, keys: Path) -> Path:
-    (tmp / "idmap").write_text("* 0\n")
-    config = tmp / "client.conf"
-    config.write_text(
-        f"CVMFS_SERVER_URL={url}/cvmfs/@fqrn@\nCVMFS_HTTP_PROXY=DIRECT\n"
-        f"CVMFS_KEYS_DIR={keys}\nCVMFS_CACHE_BASE={tmp / 'cache'}\n"
-        f"CVMFS_UID_MAP={tmp / 'idmap'}\nCVMFS_GID_MAP={tmp / 'idmap'}\n"
-    )
-    return config
-
-
-def data_requests(server: StaticServer) -> int:
-    """Requests of file content objects (no suffix or chunks), not catalogs or certificates."""
-    return sum(
-        count
-        for path, count in server.requests.items()
-        if "/data/" in path and not path.endswith(("C", "X", "H", "M"))
-    )
 
 
 def assert_plan_matches(plan: Plan, stats: ExportStats) -> None:
@@ -62,7 +43,7 @@ def assert_plan_matches(plan: Plan, stats: ExportStats) -> None:
 async def test_plan_equals_export(
     fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path, fqrn: str, spec_text: str
 ) -> None:
-    config = write_config(tmp_path, fixture_server.url, fixtures_dir / "keys")
+    config = write_client_config(tmp_path, fixture_server.url, fixtures_dir / "keys")
     settings = ClientSettings.load([config], fqrn)
     dest = tmp_path / "dest"
     quick = await make_plan(settings, Spec.parse(spec_text), dest_base=dest)
@@ -101,7 +82,7 @@ async def test_spec_check_and_dry_run_cli(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    config = write_config(tmp_path, fixture_server.url, fixtures_dir / "keys")
+    config = write_client_config(tmp_path, fixture_server.url, fixtures_dir / "keys")
     spec = tmp_path / "s.spec"
     spec.write_text("/sw/*\n/README.txt\n/links\n")
     dest = tmp_path / "dest"
@@ -132,7 +113,7 @@ async def test_plan_equals_export_of_published_repository(tmp_path: Path) -> Non
     profile = Profile(300, 2, 3, 2, 2048, 8192, big_files=1, extras=True)
     Publisher(out, fqrn, PublishOptions(workers=1)).publish(build_tree(profile, 5))
     async with StaticServer(out) as server:
-        config = write_config(tmp_path, server.url, out / "keys")
+        config = write_client_config(tmp_path, server.url, out / "keys")
         settings = ClientSettings.load([config], fqrn)
         dest = tmp_path / "dest"
         for spec_text in ("/*\n", "^/*\n"):

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import random
 from pathlib import Path
 
 import pytest
 
 from shrinkwrap_async.testing.nginx import NginxServer
+from shrinkwrap_async.testing.shared import listing_tool
 
 from . import harness as h
 from .scenarios import Repo
 
-LISTING_PATH = Path(os.environ.get("SHRINKWRAP_SHARED", "/work/shared")) / "tools" / "listing.py"
-_spec = importlib.util.spec_from_file_location("listing", LISTING_PATH)
-assert _spec is not None and _spec.loader is not None
-listing = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(listing)
+listing = listing_tool()
 
 
 def _command(repo: Repo, ws: h.Workspace, server: NginxServer) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import sys
@@ -18,33 +17,13 @@ from shrinkwrap_async.hashing import Algorithm
 from shrinkwrap_async.pipeline.shard import Shard
 from shrinkwrap_async.testing.publish import Publisher, PublishOptions
 from shrinkwrap_async.testing.servers import StaticServer
+from shrinkwrap_async.testing.shared import data_requests, listing_tool, write_client_config
 from shrinkwrap_async.testing.synthetic import Profile, build_tree
 
-LISTING_PATH = Path(os.environ.get("SHRINKWRAP_SHARED", "/work/shared")) / "tools" / "listing.py"
-_loader = importlib.util.spec_from_file_location("listing", LISTING_PATH)
-assert _loader is not None and _loader.loader is not None
-listing = importlib.util.module_from_spec(_loader)
-_loader.loader.exec_module(listing)
+listing = listing_tool()
 
 SYNTHETIC = "shard.bench.local"
 SMALL = Profile(400, 2, 3, 2, 2048, 8192, big_files=1, extras=True)
-
-
-def write_config(tmp: Path, url: str, keys: Path) -> Path:
-    (tmp / "idmap").write_text("* 0\n")
-    config = tmp / "client.conf"
-    config.write_text(
-        f"CVMFS_SERVER_URL={url}/cvmfs/@fqrn@\nCVMFS_HTTP_PROXY=DIRECT\n"
-        f"CVMFS_KEYS_DIR={keys}\nCVMFS_CACHE_BASE={tmp / 'cache'}\n"
-        f"CVMFS_UID_MAP={tmp / 'idmap'}\nCVMFS_GID_MAP={tmp / 'idmap'}\n"
-    )
-    return config
-
-
-def data_requests(server: StaticServer) -> int:
-    return sum(
-        n for p, n in server.requests.items() if "/data/" in p and not p.endswith(("C", "X"))
-    )
 
 
 def store_objects(dest: Path) -> set[str]:
@@ -119,7 +98,7 @@ async def test_four_shards_equal_one_export(
         server, fqrn, keys = fixture_server, "fix1.test.local", fixtures_dir / "keys"
     else:
         server, fqrn, keys = synthetic_server, SYNTHETIC, synthetic_repository / "keys"
-    config = write_config(tmp_path, server.url, keys)
+    config = write_client_config(tmp_path, server.url, keys)
     spec = tmp_path / "all.spec"
     spec.write_text("/*\n")
     common = ["-r", fqrn, "-f", str(config), "-t", str(spec)]
@@ -152,7 +131,7 @@ async def test_workers_two_same_tree(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    config = write_config(tmp_path, synthetic_server.url, synthetic_repository / "keys")
+    config = write_client_config(tmp_path, synthetic_server.url, synthetic_repository / "keys")
     spec = tmp_path / "all.spec"
     spec.write_text("/*\n")
     common = ["-r", SYNTHETIC, "-f", str(config), "-t", str(spec)]
