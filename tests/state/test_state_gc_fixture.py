@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 
 from shrinkwrap_async.state.gc import collect_garbage
 from shrinkwrap_async.testing.servers import StaticServer
+from shrinkwrap_async.testing.shared import serve_revision, write_client_config
 
 FQRN = "fix1.test.local"
 REMOVED_FILES = 18
@@ -73,22 +73,6 @@ def test_listing_numbers_on_a_rebuilt_store(tmp_path: Path, fixtures_dir: Path) 
     assert (data / ".garbage" / "flagged").exists()  # not ours to remove
 
 
-def _write_config(tmp_path: Path, server: StaticServer, fixtures_dir: Path) -> Path:
-    config = tmp_path / "client.conf"
-    config.write_text(
-        f"CVMFS_SERVER_URL={server.url}/cvmfs/@fqrn@\n"
-        "CVMFS_HTTP_PROXY=DIRECT\n"
-        f"CVMFS_KEYS_DIR={fixtures_dir / 'keys'}\n"
-        f"CVMFS_CACHE_BASE={tmp_path / 'cache'}\n"
-        "CVMFS_SHARED_CACHE=no\n"
-        "CVMFS_CLAIM_OWNERSHIP=no\n"
-        f"CVMFS_UID_MAP={tmp_path / 'map'}\n"
-        f"CVMFS_GID_MAP={tmp_path / 'map'}\n"
-    )
-    (tmp_path / "map").write_text("* 0\n")
-    return config
-
-
 async def _export(config: Path, spec: Path, dest: Path) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -111,13 +95,6 @@ async def _export(config: Path, spec: Path, dest: Path) -> None:
     assert process.returncode == 0, err.decode(errors="replace")
 
 
-def _serve_revision(docroot: Path, fixtures_dir: Path, revision: int) -> None:
-    shutil.copyfile(
-        fixtures_dir / "revisions" / FQRN / str(revision) / ".cvmfspublished",
-        docroot / "cvmfs" / FQRN / ".cvmfspublished",
-    )
-
-
 @pytest.mark.skipif(
     importlib.util.find_spec("shrinkwrap_async.commands.export") is None,
     reason="the export command is not there yet",
@@ -127,12 +104,12 @@ async def test_incremental_export_then_gc_equals_fresh_export(
 ) -> None:
     expected = fixtures_dir / "expected" / FQRN
     spec = fixtures_dir / "specs" / FQRN / "all.spec"
-    config = _write_config(tmp_path, fixture_server, fixtures_dir)
+    config = write_client_config(tmp_path, fixture_server.url, fixtures_dir / "keys")
     dest = tmp_path / "dest"
 
-    _serve_revision(fixture_docroot, fixtures_dir, 2)
+    serve_revision(fixture_docroot, FQRN, 2)
     await _export(config, spec, dest)
-    _serve_revision(fixture_docroot, fixtures_dir, 3)
+    serve_revision(fixture_docroot, FQRN, 3)
     await _export(config, spec, dest)
     before = store_objects(dest / ".data")
     assert before == set(read_listing(expected / "inc_A_to_B.data-before-gc.txt"))
