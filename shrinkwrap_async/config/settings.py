@@ -9,6 +9,10 @@ Without ``CVMFS_HTTP_PROXY`` requests go DIRECT.
 Master keys: ``CVMFS_PUBLIC_KEY`` (colon-separated files) wins over ``CVMFS_KEYS_DIR``
 (every ``*.pub`` there), else every ``*.pub`` in ``/etc/cvmfs/keys`` (the client's order,
 which is the opposite of what the parameter appendix says).
+
+Trusted CAs (``CVMFS_TRUSTED_CERTS``, ``:``-separated directories or files of PEM CA
+certificates and CRLs) are only used by repositories whose whitelist asks for them
+(``Vpkcs7``, ``Wcachain``); unset, ``/etc/grid-security/certificates`` when it exists.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from shrinkwrap_async.config.parser import ConfigValues, parse_config_files
 from shrinkwrap_async.exitcodes import ConfigError
 
 DEFAULT_KEYS_DIR = Path("/etc/cvmfs/keys")
+DEFAULT_TRUSTED_CERTS = Path("/etc/grid-security/certificates")
 DIRECT = "DIRECT"
 
 _TRUE = {"yes", "on", "1", "true"}
@@ -66,6 +71,7 @@ class ClientSettings:
     use_geoapi: bool = False
     repository_tag: str | None = None
     repository_date: str | None = None
+    trusted_certs: tuple[Path, ...] = field(default_factory=lambda: default_trusted_certs())
     values: ConfigValues = field(default_factory=ConfigValues)
     config_files: tuple[Path, ...] = ()
 
@@ -114,6 +120,7 @@ class ClientSettings:
             use_geoapi=reader.boolean("CVMFS_USE_GEOAPI", False),
             repository_tag=values.get("CVMFS_REPOSITORY_TAG") or None,
             repository_date=values.get("CVMFS_REPOSITORY_DATE") or None,
+            trusted_certs=_trusted_certs_from(values),
             values=values,
             config_files=config_files,
         )
@@ -147,6 +154,11 @@ class ClientSettings:
         for name in ("cache_base",):
             if overrides.get(name) is not None:
                 overrides[name] = Path(overrides[name])
+        trusted = overrides.get("trusted_certs")
+        if isinstance(trusted, str | Path):
+            overrides["trusted_certs"] = (Path(trusted),)
+        elif trusted is not None:
+            overrides["trusted_certs"] = tuple(Path(p) for p in trusted)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(overrides) - known
         if unknown:
@@ -340,6 +352,37 @@ def _public_keys_from(values: ConfigValues) -> tuple[Path, ...]:
         shown = f"{key_name}={directory}" if directory_text else f"default {directory}"
         raise ConfigError(f"{where}: no public key (*.pub) found in {shown}; {fix}")
     return keys
+
+
+def default_trusted_certs() -> tuple[Path, ...]:
+    """``/etc/grid-security/certificates`` when it exists, else none."""
+    return (DEFAULT_TRUSTED_CERTS,) if DEFAULT_TRUSTED_CERTS.is_dir() else ()
+
+
+def _trusted_certs_from(values: ConfigValues) -> tuple[Path, ...]:
+    """``CVMFS_TRUSTED_CERTS``: every listed directory or file must exist; empty = none."""
+    text = values.get("CVMFS_TRUSTED_CERTS")
+    if text is None:
+        return default_trusted_certs()
+    where = values.where("CVMFS_TRUSTED_CERTS")
+    paths = tuple(
+        _config_path(values, "CVMFS_TRUSTED_CERTS", item.strip())
+        for item in text.split(":")
+        if item.strip()
+    )
+    for path in paths:
+        if not path.exists():
+            raise ConfigError(
+                f"{where}: CVMFS_TRUSTED_CERTS entry {path} does not exist; list ':'-separated "
+                f"directories or files of PEM CA certificates, e.g. "
+                f"CVMFS_TRUSTED_CERTS={DEFAULT_TRUSTED_CERTS}"
+            )
+        if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
+            raise ConfigError(
+                f"{where}: CVMFS_TRUSTED_CERTS entry {path} is not readable; "
+                "make it readable or list another CA directory"
+            )
+    return paths
 
 
 @dataclass(frozen=True)

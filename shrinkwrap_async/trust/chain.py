@@ -4,6 +4,12 @@ Master key(s) -> signed whitelist (expiry, repository name, certificate fingerpr
 certificate object -> signed manifest -> root catalog hash. Every later object is checked
 against a hash that descends from that root, so nothing else needs a signature.
 
+A whitelist with ``Vpkcs7`` is not checked with the master key but, as the client does,
+through ``.cvmfswhitelist.pkcs7``: a PKCS#7 signature by a certificate from a CA in
+``CVMFS_TRUSTED_CERTS`` whose subjectAltName URI is ``cvmfs:<fqrn>``; the whitelist signed
+in it is the one used (fingerprints, expiry, name). ``Wcachain`` additionally requires the
+release-manager certificate to come from such a CA.
+
 The verified certificate object is kept by hash in ``cache_dir``; an unchanged repository
 then costs exactly two requests (``.cvmfswhitelist`` and ``.cvmfspublished``).
 """
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import zlib
 from dataclasses import dataclass
@@ -23,11 +30,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from shrinkwrap_async.config.settings import ClientSettings
+from shrinkwrap_async.config.settings import DEFAULT_TRUSTED_CERTS, ClientSettings
 from shrinkwrap_async.exitcodes import ConfigError, TrustError, UnreachableError
 from shrinkwrap_async.hashing import Digest, ObjectSuffix
-from shrinkwrap_async.network.errors import FetchError, ObjectCorruptError, TransferError
+from shrinkwrap_async.network.errors import (
+    FetchError,
+    ObjectCorruptError,
+    ObjectMissingError,
+    TransferError,
+)
+from shrinkwrap_async.trust.castore import ChainError, TrustedCAs
 from shrinkwrap_async.trust.manifest import Manifest
+from shrinkwrap_async.trust.pkcs7 import SignedData
 from shrinkwrap_async.trust.signature import (
     load_master_keys,
     verify_manifest_signature,
@@ -37,6 +51,11 @@ from shrinkwrap_async.trust.whitelist import Whitelist
 
 WHITELIST_FILE = ".cvmfswhitelist"
 MANIFEST_FILE = ".cvmfspublished"
+# The client asks for base URL + "cvmfswhitelist.pkcs7" (no "/.", cvmfs/whitelist.cc
+# Whitelist::LoadUrl), which looks like a long-standing bug; servers and Stratum-1
+# replication store the file under this name, so this is what we fetch.
+PKCS7_WHITELIST_FILE = ".cvmfswhitelist.pkcs7"
+PKCS7_CONTENT = f"whitelist in {PKCS7_WHITELIST_FILE}"
 SIGNED_FILE_MAX_SIZE = 4 * 1024 * 1024
 CERTIFICATE_MAX_SIZE = 1024 * 1024
 
@@ -68,28 +87,85 @@ class TrustedRoot:
 # -- pure verification (no network) --------------------------------------------------------
 
 
-def verify_whitelist(
-    data: bytes, fqrn: str, master_keys: list[rsa.RSAPublicKey], now: datetime
-) -> Whitelist:
-    whitelist = Whitelist.parse(data)
-    if whitelist.pkcs7:
-        raise TrustError(
-            f"{WHITELIST_FILE} of {fqrn} requires PKCS#7 verification (Vpkcs7), "
-            "which is not supported"
-        )
-    whitelist.signed.check_hash_line(WHITELIST_FILE)
-    verify_whitelist_signature(whitelist.signed, master_keys, WHITELIST_FILE)
+def check_whitelist_validity(whitelist: Whitelist, fqrn: str, now: datetime, what: str) -> None:
+    """The whitelist names this repository and has not expired."""
     if whitelist.fqrn != fqrn:
         raise TrustError(
-            f"repository name mismatch: {WHITELIST_FILE} is for {whitelist.fqrn!r}, "
+            f"repository name mismatch: {what} is for {whitelist.fqrn!r}, "
             f"expected {fqrn!r}; check -r/--repo and CVMFS_SERVER_URL"
         )
     if whitelist.is_expired(now):
         raise TrustError(
-            f"{WHITELIST_FILE} of {fqrn} expired at {whitelist.expires:%Y-%m-%d %H:%M} UTC; "
+            f"{what} of {fqrn} expired at {whitelist.expires:%Y-%m-%d %H:%M} UTC; "
             "the repository must be re-signed (or the server is a stale mirror)"
         )
+
+
+def verify_whitelist(
+    data: bytes, fqrn: str, master_keys: list[rsa.RSAPublicKey], now: datetime
+) -> Whitelist:
+    """A whitelist signed with the master key (not ``Vpkcs7``)."""
+    whitelist = Whitelist.parse(data)
+    if whitelist.pkcs7:
+        raise TrustError(
+            f"{WHITELIST_FILE} of {fqrn} is a PKCS#7 whitelist (Vpkcs7): "
+            f"it is verified with {PKCS7_WHITELIST_FILE}, not with the master key"
+        )
+    signed = whitelist.signed
+    assert signed is not None  # parse() always keeps the signature
+    signed.check_hash_line(WHITELIST_FILE)
+    verify_whitelist_signature(signed, master_keys, WHITELIST_FILE)
+    check_whitelist_validity(whitelist, fqrn, now, WHITELIST_FILE)
     return whitelist
+
+
+def verify_pkcs7_whitelist(
+    outer: Whitelist, pkcs7_data: bytes, fqrn: str, cas: TrustedCAs, now: datetime
+) -> Whitelist:
+    """The whitelist signed in ``.cvmfswhitelist.pkcs7``, checked as the client does.
+
+    Every signature must verify and every signer certificate must chain to a trusted CA;
+    one of them must carry the subjectAltName URI ``cvmfs:<fqrn>``. ``Wcachain`` in the
+    unsigned ``outer`` copy is honoured too (it can only add a check).
+    """
+    what = PKCS7_WHITELIST_FILE
+    if not pkcs7_data.strip():
+        raise TrustError(f"{what} of {fqrn} is empty")
+    signed = SignedData.from_pem(pkcs7_data, what)
+    signers = signed.verify_signatures(what)
+    for signer in signers:
+        others = [c for c in signed.certificates if c is not signer]
+        try:
+            cas.verify(signer, others, now)
+        except ChainError as error:
+            raise TrustError(
+                f"{what} of {fqrn}: signer certificate {signer.subject.rfc4514_string()} is not "
+                f"from a CA in CVMFS_TRUSTED_CERTS ({error})"
+            ) from None
+    wanted = f"cvmfs:{fqrn}"
+    uris = [uri for signer in signers for uri in _uris(signer)]
+    if wanted not in uris:
+        found = ", ".join(repr(uri) for uri in uris) or "none"
+        raise TrustError(
+            f"{what} of {fqrn}: no signer certificate has the subjectAltName URI "
+            f"'{wanted}' (found: {found})"
+        )
+    if b"\r\n" in signed.content:
+        raise TrustError(
+            f"{PKCS7_CONTENT} of {fqrn} has CRLF line endings (signed as text; "
+            "sign the whitelist in binary mode)"
+        )
+    whitelist = Whitelist.parse_content(signed.content, PKCS7_CONTENT)
+    check_whitelist_validity(whitelist, fqrn, now, PKCS7_CONTENT)
+    return dataclasses.replace(whitelist, cachain=whitelist.cachain or outer.cachain)
+
+
+def _uris(certificate: x509.Certificate) -> list[str]:
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return names.value.get_values_for_type(x509.UniformResourceIdentifier)
 
 
 def verify_manifest_letter(data: bytes, fqrn: str) -> Manifest:
@@ -119,14 +195,32 @@ def load_certificate(stored: bytes, digest: Digest) -> tuple[bytes, x509.Certifi
 
 
 def verify_manifest(
-    manifest: Manifest, whitelist: Whitelist, certificate: x509.Certificate, fqrn: str
+    manifest: Manifest,
+    whitelist: Whitelist,
+    certificate: x509.Certificate,
+    fqrn: str,
+    *,
+    cas: TrustedCAs | None = None,
+    now: datetime | None = None,
 ) -> None:
+    """Certificate listed (and, for ``Wcachain``, from a trusted CA); manifest signed by it."""
     der = certificate.public_bytes(serialization.Encoding.DER)
     if not whitelist.lists(der):
+        listed_in = WHITELIST_FILE if whitelist.signed is not None else PKCS7_CONTENT
         raise TrustError(
             f"certificate not on whitelist: the certificate of {MANIFEST_FILE} "
-            f"({manifest.certificate}) is not listed in {WHITELIST_FILE} of {fqrn}"
+            f"({manifest.certificate}) is not listed in {listed_in} of {fqrn}"
         )
+    if whitelist.cachain:
+        if cas is None:
+            raise TrustError(f"{WHITELIST_FILE} of {fqrn} requires Wcachain, but no CA is loaded")
+        try:
+            cas.verify(certificate, [], now or datetime.now(UTC))
+        except ChainError as error:
+            raise TrustError(
+                f"certificate of {fqrn} ({certificate.subject.rfc4514_string()}) is not from a "
+                f"CA in CVMFS_TRUSTED_CERTS, as the whitelist requires (Wcachain): {error}"
+            ) from None
     key = certificate.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
         raise TrustError(f"certificate of {fqrn} does not hold an RSA key")
@@ -144,6 +238,42 @@ async def _fetch_file(fetcher: Fetcher, name: str, settings: ClientSettings) -> 
         raise UnreachableError(
             f"cannot fetch {name} of {settings.fqrn} from {servers}: {error}"
         ) from error
+
+
+async def _fetch_pkcs7_whitelist(fetcher: Fetcher, settings: ClientSettings) -> bytes:
+    try:
+        return await fetcher.fetch_file(PKCS7_WHITELIST_FILE, max_size=SIGNED_FILE_MAX_SIZE)
+    except ObjectMissingError:
+        raise TrustError(
+            f"{WHITELIST_FILE} of {settings.fqrn} requires PKCS#7 verification (Vpkcs7), "
+            f"but the server has no {PKCS7_WHITELIST_FILE} (404)"
+        ) from None
+    except (TransferError, FetchError) as error:
+        servers = ", ".join(settings.server_urls)
+        raise UnreachableError(
+            f"cannot fetch {PKCS7_WHITELIST_FILE} of {settings.fqrn} from {servers}: {error}"
+        ) from error
+
+
+async def load_trusted_cas(settings: ClientSettings, reason: str) -> TrustedCAs:
+    """The CAs of CVMFS_TRUSTED_CERTS; ConfigError when there are none."""
+    cas = await asyncio.to_thread(TrustedCAs.load, settings.trusted_certs)
+    if cas.certificates:
+        return cas
+    key = "CVMFS_TRUSTED_CERTS"
+    if settings.values.origin(key) is not None:
+        where = f"{settings.values.where(key)}: "
+        shown = ":".join(str(p) for p in settings.trusted_certs) or "empty"
+    else:
+        where = ""
+        shown = ":".join(str(p) for p in settings.trusted_certs) or (
+            f"unset, and {DEFAULT_TRUSTED_CERTS} does not exist"
+        )
+    raise ConfigError(
+        f"{where}{WHITELIST_FILE} of {settings.fqrn} requires trusted CA certificates "
+        f"({reason}), but {key} ({shown}) holds none; set {key} to ':'-separated "
+        "directories or files of PEM CA certificates"
+    )
 
 
 def _cached_certificate_path(cache_dir: Path | None, digest: Digest) -> Path | None:
@@ -208,9 +338,20 @@ async def establish_trust(
         _fetch_file(fetcher, WHITELIST_FILE, settings),
         _fetch_file(fetcher, MANIFEST_FILE, settings),
     )
-    whitelist = verify_whitelist(whitelist_data, fqrn, master_keys, now)
+    cas: TrustedCAs | None = None
+    outer = Whitelist.parse(whitelist_data)
+    if outer.pkcs7:
+        # The client checks name and expiry of the unsigned copy too, then uses the signed one.
+        check_whitelist_validity(outer, fqrn, now, WHITELIST_FILE)
+        pkcs7_data = await _fetch_pkcs7_whitelist(fetcher, settings)
+        cas = await load_trusted_cas(settings, "Vpkcs7")
+        whitelist = verify_pkcs7_whitelist(outer, pkcs7_data, fqrn, cas, now)
+    else:
+        whitelist = verify_whitelist(whitelist_data, fqrn, master_keys, now)
     manifest = verify_manifest_letter(manifest_data, fqrn)
     assert manifest.certificate is not None
     pem, certificate = await _certificate(fetcher, manifest.certificate, settings, cache_dir)
-    verify_manifest(manifest, whitelist, certificate, fqrn)
+    if whitelist.cachain and cas is None:
+        cas = await load_trusted_cas(settings, "Wcachain")
+    verify_manifest(manifest, whitelist, certificate, fqrn, cas=cas, now=now)
     return TrustedRoot(fqrn, manifest, whitelist, pem)
