@@ -1,4 +1,4 @@
-"""Incremental refresh: what the previous runs left in the tree, and which catalogs to skip.
+"""Incremental refresh: what the previous runs left in the tree, and what changed since.
 
 The state database (``state/db.py``) remembers, per repository, the last completed export
 (root hash, spec digest) and every catalog whose subtree is fully in the tree
@@ -9,10 +9,24 @@ The state database (``state/db.py``) remembers, per repository, the last complet
 - otherwise a nested catalog whose hash equals the one applied at its mountpoint, under the
   same spec, is skipped with its whole subtree, unlisted and unfetched: a catalog's hash
   covers its entries and the hashes of its own nested catalogs, so an equal hash means an
-  equal subtree. Changed catalogs are walked against the tree (prune what is gone, link
-  what is new or changed; files already linked to the right object cost one stat).
+  equal subtree.
+- a changed catalog whose applied version is still in the catalog cache is *diffed*
+  (:class:`CatalogDiff`): the rows of both versions are compared inside SQLite, and only
+  the directories that contain a change are visited; added and changed entries are made
+  and linked, removed ones unlinked, and the directories on the way get their metadata
+  again (their mtimes follow the new revision). Everything else is neither listed nor
+  stat'ed. Without the applied version in the cache the catalog is walked against the tree
+  as on a first export (prune what is gone, link what is new; a linked file costs a stat).
 - a spec change forgets every applied catalog: the next run walks everything the new spec
   selects and prunes what it no longer selects.
+
+A diff is only as good as the claim "this subtree holds the applied version, plus perhaps
+part of the way to the target". Two things would break that claim, so they are handled
+here: a run that stopped (crash, signal) on the way to *another* root hash than this run's
+leaves an unknown part of the tree at that other revision, so every applied catalog is
+forgotten and the tree is walked (:func:`plan_refresh`); a run that finished with failures
+forgets the catalogs whose subtree failed (the runner calls :meth:`StateDB.forget_catalogs`
+for :attr:`Exporter.failed_mountpoints`).
 
 :class:`CatalogProgress` counts the outstanding work of one catalog's subtree (directory
 listings, files, nested catalogs) so that a catalog is recorded as applied as soon as its
@@ -21,16 +35,46 @@ subtree is complete without failures; after a crash the next run skips those cat
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import sqlite3
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
-from shrinkwrap_async.state.db import StateDB
+from shrinkwrap_async.catalogs.entry import (
+    ENTRY_COLUMNS,
+    CatalogError,
+    DirEntry,
+    entry_from_row,
+    md5path,
+)
+from shrinkwrap_async.catalogs.schema import Flag
+from shrinkwrap_async.hashing import Digest
+from shrinkwrap_async.link.tree_writer import MARKER_NAME, RelPath, validate_name
+from shrinkwrap_async.pipeline.link_stage import (
+    DirectoryOp,
+    LinkStage,
+    SpecialOp,
+    SymlinkOp,
+    refuse_duplicate_names,
+)
+from shrinkwrap_async.spec.tree import Spec
+from shrinkwrap_async.state.db import ABORTED, RUNNING, StateDB
+
+if TYPE_CHECKING:
+    from shrinkwrap_async.catalogs.reader import Catalog
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 DirMeta = tuple[tuple[str, ...], int, int, int, int]  # rel, mode, uid, gid, mtime
+
+UNFINISHED = (RUNNING, ABORTED)  # a run in this state may have left any part half-done
 
 
 @dataclass
@@ -47,11 +91,20 @@ class RefreshPlan:
             return False
         return (tree_root / mountpoint.lstrip("/")).is_dir()
 
+    def previous(self, mountpoint: str, digest_hex: str) -> str | None:
+        """The applied hash at ``mountpoint`` when it differs from ``digest_hex``: the
+        version a diff starts from."""
+        if self.spec_changed:
+            return None
+        applied = self.applied.get(mountpoint)
+        return applied if applied is not None and applied != digest_hex else None
+
 
 async def plan_refresh(
     db: StateDB, fqrn: str, *, root_hash: str, spec_digest: str, tree_root: Path
 ) -> RefreshPlan:
-    """Read the state database; forget applied catalogs recorded under another spec."""
+    """Read the state database; forget applied catalogs that cannot be trusted any more
+    (recorded under another spec, or a run towards another root hash stopped half-way)."""
     last = await db.last_export(fqrn)
     latest = await db.latest_run(fqrn)
     tree_present = tree_root.is_dir()
@@ -65,11 +118,20 @@ async def plan_refresh(
         return RefreshPlan(up_to_date=True, spec_changed=False)
     previous_spec = latest.spec_digest if latest is not None else None
     if previous_spec != spec_digest or not tree_present:
-        applied = await db.applied_catalogs(fqrn)
-        if applied:
-            await db.forget_catalogs(fqrn, applied)
+        await _forget_all(db, fqrn)
         return RefreshPlan(spec_changed=True)
+    if latest is not None and latest.status in UNFINISHED and latest.root_hash != root_hash:
+        # Some catalogs of that run are half-way to its revision; which ones is not known.
+        log.info("the last run towards %s did not finish: walking the whole tree", latest.root_hash)
+        await _forget_all(db, fqrn)
+        return RefreshPlan(spec_changed=False)
     return RefreshPlan(spec_changed=False, applied=await db.applied_catalogs(fqrn))
+
+
+async def _forget_all(db: StateDB, fqrn: str) -> None:
+    applied = await db.applied_catalogs(fqrn)
+    if applied:
+        await db.forget_catalogs(fqrn, applied)
 
 
 CompletionCallback = Callable[["CatalogProgress"], Awaitable[None]]
@@ -118,3 +180,389 @@ class CatalogProgress:
             await self.on_complete(self)
             if self.parent is not None:
                 await self.parent.done(failed=self.failed)
+
+
+# -- diffing a changed catalog against its applied version ----------------------------------
+
+_CHANGED, _REMOVED, _NESTED = 1, 2, 3  # kinds of rows in the ``changes`` table
+_KEY = ("md5path_1", "md5path_2")
+
+
+class DiffUnavailable(Exception):
+    """The two versions cannot be compared (schema differs, old file unreadable): walk."""
+
+
+@dataclass(slots=True)
+class DiffListing:
+    """The part of one directory's listing that a diff visits.
+
+    ``entries``: children added or changed, and directories with a change somewhere below
+    (their metadata is applied again, so their mtimes follow), in name byte order.
+    ``descend``: names of those directories to visit in turn. ``rewalk``: directories that
+    were nested catalogs in the applied version and are not any more (merged into this
+    catalog): their content came from another catalog, so they are walked in full.
+    ``removed``: names of children the applied version had and this one has not, already
+    filtered by the spec.
+    """
+
+    entries: list[DirEntry]
+    descend: set[str]
+    rewalk: set[str]
+    removed: list[str]
+
+
+def _sqlite_uri(path: Path) -> str:
+    quoted = urllib.parse.quote(str(path.absolute()), safe="/")
+    return f"file:{quoted}?mode=ro&immutable=1"
+
+
+def _decode_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _columns(db: sqlite3.Connection, schema: str, table: str) -> list[str]:
+    return [str(row[1]) for row in db.execute(f"PRAGMA {schema}.table_info({table})")]
+
+
+class CatalogDiff:
+    """The rows that differ between catalog ``old_path`` (applied) and ``new_path``.
+
+    One SQLite connection reads the new catalog with the old one attached (both read-only);
+    the differences go to temporary tables, never into Python memory: ``changes`` (rows
+    added or changed, rows removed, nested catalogs to visit, each with its parent) and
+    ``dirty`` (every directory of the new version with a change below it, with its
+    parent). :meth:`children` then answers, per directory, from those tables alone.
+    Shared by the directory jobs of one catalog: ``acquire``/``release``, closed with the
+    last release. Queries run in a worker thread, one at a time.
+    """
+
+    def __init__(
+        self, connection: sqlite3.Connection, mountpoint: str, spec: Spec, *, has_xattr: bool
+    ) -> None:
+        self._db = connection
+        self.mountpoint = mountpoint
+        self.spec = spec
+        self.references = 1
+        self.closed = False
+        self.skipped: list[str] = []  # unchanged nested catalogs the diff does not visit
+        self._lock = asyncio.Lock()
+        columns = ", ".join(
+            "NULL" if c == "xattr" and not has_xattr else f"n.{c}" for c in ENTRY_COLUMNS
+        )
+        self._sql_children = (
+            f"SELECT {columns}, max(x.dirty), o.flags FROM ("
+            f" SELECT m1, m2, 0 AS dirty FROM temp.changes"
+            f"  WHERE p1 = ?1 AND p2 = ?2 AND kind != {_REMOVED}"
+            " UNION ALL SELECT m1, m2, 1 FROM temp.dirty WHERE p1 = ?1 AND p2 = ?2) x"
+            " JOIN main.catalog n ON n.md5path_1 = x.m1 AND n.md5path_2 = x.m2"
+            " LEFT JOIN old.catalog o ON o.md5path_1 = x.m1 AND o.md5path_2 = x.m2"
+            " GROUP BY x.m1, x.m2 ORDER BY n.name"
+        )
+        self._sql_removed = (
+            "SELECT o.name, o.mode, o.flags FROM temp.changes c"
+            " JOIN old.catalog o ON o.md5path_1 = c.m1 AND o.md5path_2 = c.m2"
+            f" WHERE c.p1 = ? AND c.p2 = ? AND c.kind = {_REMOVED} ORDER BY o.name"
+        )
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    async def open(
+        cls,
+        new_path: Path,
+        old_path: Path,
+        mountpoint: str,
+        spec: Spec,
+        *,
+        can_skip: Callable[[str, str], bool],
+    ) -> CatalogDiff:
+        """Compare the two versions; raises :class:`DiffUnavailable` when they cannot be.
+
+        ``can_skip(mountpoint, digest_hex)`` tells whether a nested catalog of the new
+        version is already in the tree: those are recorded in :attr:`skipped` (when the
+        spec reaches them) and not visited; the others are.
+        """
+        try:
+            connection = await asyncio.to_thread(_connect, new_path, old_path, mountpoint)
+        except (sqlite3.Error, OSError) as error:
+            raise DiffUnavailable(str(error)) from error
+        has_xattr = "xattr" in _columns(connection, "main", "catalog")
+        diff = cls(connection, mountpoint, spec, has_xattr=has_xattr)
+        try:
+            new_nested, old_nested = await diff._run(_find_changes, connection)
+            visit = diff._nested_to_visit(new_nested, old_nested, can_skip)
+            await diff._run(_mark_dirty, connection, visit)
+        except sqlite3.Error as error:
+            await diff.close()
+            raise DiffUnavailable(str(error)) from error
+        except BaseException:
+            await diff.close()
+            raise
+        return diff
+
+    def _nested_to_visit(
+        self,
+        new_nested: list[tuple[str, str]],
+        old_nested: set[str],
+        can_skip: Callable[[str, str], bool],
+    ) -> list[str]:
+        """Nested catalogs of the new version the diff must reach; the others are skipped.
+
+        A nested catalog below a directory that was a nested catalog before and is merged
+        now is left to the full walk of that directory.
+        """
+        merged = old_nested - {path for path, _ in new_nested}
+        visit = []
+        for path, digest_hex in new_nested:
+            if any(path.startswith(top + "/") for top in merged):
+                continue
+            if not can_skip(path, digest_hex):
+                visit.append(path)
+            elif self._spec_reaches(path):
+                self.skipped.append(path)
+        return visit
+
+    def _spec_reaches(self, path: str) -> bool:
+        """Whether the walk would descend from this catalog's root down into ``path``."""
+        current = self.mountpoint
+        for part in path[len(self.mountpoint) + 1 :].split("/"):
+            current = f"{current}/{part}"
+            if not self.spec.select(current, is_directory=True).descend:
+                return False
+        return True
+
+    # -- queries ---------------------------------------------------------------------------
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        async with self._lock:
+            if self.closed:
+                raise RuntimeError("catalog diff used after close")
+            return await asyncio.to_thread(fn, *args)
+
+    async def children(self, directory: str) -> DiffListing:
+        """What changed directly in ``directory`` (a directory of this catalog)."""
+        key = md5path(directory)
+        try:
+            rows, removed_rows = await self._run(self._query_children, key)
+        except sqlite3.Error as error:
+            raise CatalogError(
+                f"catalog of {self.mountpoint or '/'}: cannot compare versions: {error}"
+            ) from error
+        prefix = directory + "/"
+        entries: list[DirEntry] = []
+        descend: set[str] = set()
+        rewalk: set[str] = set()
+        for row in rows:
+            entry = entry_from_row(prefix + _as_name(row[0]), row[:11])
+            entries.append(entry)
+            dirty, old_flags = row[11], row[12]
+            if not entry.is_directory or entry.is_nested_mountpoint:
+                continue
+            if old_flags is not None and old_flags & Flag.NESTED_MOUNTPOINT:
+                rewalk.add(entry.name)
+            elif dirty:
+                descend.add(entry.name)
+        removed = []
+        for raw_name, mode, flags in removed_rows:
+            name = validate_name(_as_name(raw_name))
+            if flags & Flag.HIDDEN or (directory == "" and name == MARKER_NAME):
+                continue
+            is_directory = bool(flags & Flag.DIR) or (mode or 0) & 0o170000 == 0o040000
+            selection = self.spec.select(prefix + name, is_directory=is_directory)
+            if selection.include or selection.descend:
+                removed.append(name)
+        return DiffListing(entries, descend, rewalk, removed)
+
+    def _query_children(self, key: tuple[int, int]) -> tuple[list[tuple], list[tuple]]:  # type: ignore[type-arg]
+        rows = self._db.execute(self._sql_children, key).fetchall()
+        removed = self._db.execute(self._sql_removed, key).fetchall()
+        return rows, removed
+
+    # -- lifetime --------------------------------------------------------------------------
+    def acquire(self) -> CatalogDiff:
+        self.references += 1
+        return self
+
+    async def release(self) -> None:
+        self.references -= 1
+        if self.references == 0:
+            await self.close()
+
+    async def close(self) -> None:
+        async with self._lock:
+            if not self.closed:
+                self.closed = True
+                await asyncio.to_thread(self._db.close)
+
+
+def _as_name(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    return "" if value is None else str(value)
+
+
+def _connect(new_path: Path, old_path: Path, mountpoint: str) -> sqlite3.Connection:
+    """The new catalog with the old one attached as ``old``, both read-only, checked to
+    have the same catalog and chunk columns and the same root."""
+    if not old_path.is_file():
+        raise DiffUnavailable(f"{old_path} is not in the catalog cache")
+    db = sqlite3.connect(_sqlite_uri(new_path), uri=True, check_same_thread=False)
+    try:
+        db.text_factory = _decode_text
+        db.execute("ATTACH DATABASE ? AS old", (_sqlite_uri(old_path),))
+        for table in ("catalog", "chunks", "nested_catalogs"):
+            if _columns(db, "main", table) != _columns(db, "old", table):
+                raise DiffUnavailable(f"the {table} tables of the two versions differ")
+        if not _columns(db, "main", "catalog"):
+            raise DiffUnavailable("no catalog table")
+        prefixes = [
+            db.execute(
+                f"SELECT value FROM {schema}.properties WHERE key = 'root_prefix'"
+            ).fetchone()
+            for schema in ("main", "old")
+        ]
+        roots = {"" if p is None or p[0] in (None, "", "/") else str(p[0]) for p in prefixes}
+        if roots != {mountpoint}:
+            raise DiffUnavailable(f"the two versions are not both catalogs of {mountpoint!r}")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _find_changes(db: sqlite3.Connection) -> tuple[list[tuple[str, str]], set[str]]:
+    """Fill ``temp.changes``; returns the nested catalogs of the new and the old version."""
+    columns = _columns(db, "main", "catalog")
+    compared = " OR ".join(f"o.{c} IS NOT n.{c}" for c in columns if c not in _KEY)
+    db.executescript(
+        "CREATE TEMP TABLE changes (m1 INTEGER, m2 INTEGER, p1 INTEGER, p2 INTEGER,"
+        " kind INTEGER, PRIMARY KEY (m1, m2)) WITHOUT ROWID;"
+        "CREATE TEMP TABLE dirty (m1 INTEGER, m2 INTEGER, p1 INTEGER, p2 INTEGER,"
+        " PRIMARY KEY (m1, m2)) WITHOUT ROWID;"
+    )
+    # Added or changed rows (a type change keeps the path, so it is a change).
+    db.execute(
+        f"INSERT INTO temp.changes SELECT n.md5path_1, n.md5path_2, n.parent_1, n.parent_2, "
+        f"{_CHANGED} FROM main.catalog n LEFT JOIN old.catalog o"
+        " ON o.md5path_1 = n.md5path_1 AND o.md5path_2 = n.md5path_2"
+        f" WHERE o.md5path_1 IS NULL OR {compared}"
+    )
+    # Removed rows, under their old parent.
+    db.execute(
+        f"INSERT INTO temp.changes SELECT o.md5path_1, o.md5path_2, o.parent_1, o.parent_2, "
+        f"{_REMOVED} FROM old.catalog o WHERE NOT EXISTS (SELECT 1 FROM main.catalog n"
+        " WHERE n.md5path_1 = o.md5path_1 AND n.md5path_2 = o.md5path_2)"
+    )
+    # Chunked files whose rows are equal but whose chunk lists differ.
+    chunk_columns = "md5path_1, md5path_2, offset, size, hash"
+    db.execute(
+        "INSERT OR IGNORE INTO temp.changes SELECT n.md5path_1, n.md5path_2, n.parent_1,"
+        f" n.parent_2, {_CHANGED} FROM main.catalog n JOIN ("
+        f" SELECT md5path_1, md5path_2 FROM (SELECT {chunk_columns} FROM main.chunks"
+        f"  EXCEPT SELECT {chunk_columns} FROM old.chunks)"
+        f" UNION SELECT md5path_1, md5path_2 FROM (SELECT {chunk_columns} FROM old.chunks"
+        f"  EXCEPT SELECT {chunk_columns} FROM main.chunks)) d"
+        " ON n.md5path_1 = d.md5path_1 AND n.md5path_2 = d.md5path_2"
+    )
+    new_nested = [
+        (_as_name(path), str(sha1))
+        for path, sha1 in db.execute("SELECT path, sha1 FROM main.nested_catalogs ORDER BY path")
+    ]
+    old_nested = {_as_name(row[0]) for row in db.execute("SELECT path FROM old.nested_catalogs")}
+    return new_nested, old_nested
+
+
+def _mark_dirty(db: sqlite3.Connection, visit: Iterable[str]) -> None:
+    """Nested catalogs to visit become changes; every ancestor of a change becomes dirty."""
+    db.executemany(
+        "INSERT OR IGNORE INTO temp.changes SELECT md5path_1, md5path_2, parent_1, parent_2, "
+        f"{_NESTED} FROM main.catalog WHERE md5path_1 = ? AND md5path_2 = ?",
+        [md5path(path) for path in visit],
+    )
+    db.execute(
+        "INSERT INTO temp.dirty WITH RECURSIVE up(m1, m2) AS ("
+        " SELECT p1, p2 FROM temp.changes"
+        " UNION SELECT n.parent_1, n.parent_2 FROM up"
+        "  JOIN main.catalog n ON n.md5path_1 = up.m1 AND n.md5path_2 = up.m2)"
+        " SELECT n.md5path_1, n.md5path_2, n.parent_1, n.parent_2 FROM up"
+        " JOIN main.catalog n ON n.md5path_1 = up.m1 AND n.md5path_2 = up.m2"
+    )
+    db.executescript(
+        "CREATE INDEX temp.changes_by_parent ON changes (p1, p2);"
+        "CREATE INDEX temp.dirty_by_parent ON dirty (p1, p2);"
+    )
+
+
+class CatalogDiffer:
+    """Opens a :class:`CatalogDiff` for each changed catalog whose applied version is in
+    the catalog cache; closes whatever is still open at the end of the run."""
+
+    def __init__(
+        self,
+        plan: RefreshPlan,
+        cached_path: Callable[[Digest], Path],
+        spec: Spec,
+        tree_root: Path,
+    ) -> None:
+        self.plan = plan
+        self.cached_path = cached_path
+        self.spec = spec
+        self.tree_root = tree_root
+        self.opened: list[CatalogDiff] = []
+        self.diffed = 0  # changed catalogs applied as a diff
+        self.fallbacks = 0  # changed catalogs walked in full for want of their old version
+
+    async def open(self, catalog: Catalog, digest_hex: str) -> CatalogDiff | None:
+        """The diff of ``catalog`` (hash ``digest_hex``) against its applied version, or
+        None when there is nothing to diff against (the catalog is then walked)."""
+        mountpoint = catalog.mountpoint
+        previous = self.plan.previous(mountpoint, digest_hex)
+        if previous is None:
+            return None
+        try:
+            old_path = self.cached_path(Digest.from_hex(previous))
+            diff = await CatalogDiff.open(
+                catalog.path,
+                old_path,
+                mountpoint,
+                self.spec,
+                can_skip=lambda path, hex_: self.plan.can_skip(path, hex_, self.tree_root),
+            )
+        except (DiffUnavailable, ValueError) as error:
+            self.fallbacks += 1
+            log.info("%s: walking the catalog in full (%s)", mountpoint or "/", error)
+            return None
+        self.opened.append(diff)
+        self.diffed += 1
+        log.debug("%s: diffing catalog %s against %s", mountpoint or "/", digest_hex, previous)
+        return diff
+
+    async def close_all(self) -> None:
+        for diff in self.opened:
+            with contextlib.suppress(Exception):
+                await diff.close()
+        self.opened.clear()
+
+
+def apply_changes(
+    link: LinkStage,
+    rel: RelPath,
+    removed: Sequence[str],
+    keep: list[str],
+    ops: Sequence[DirectoryOp | SymlinkOp | SpecialOp],
+) -> int:
+    """One directory's part of a diff, on the tree thread: unlink what was removed (whole
+    subtrees, as mirroring does), then make the changed non-file entries. Nothing else in
+    the directory is listed or touched. Returns how many entries were removed."""
+    refuse_duplicate_names(rel, keep)
+    count = 0
+    for name in removed:
+        if link.writer.remove((*rel, name)):
+            count += 1
+    for op in ops:
+        if isinstance(op, DirectoryOp):
+            link.writer.make_directory(op.rel, op.xattrs)
+            link.spool.add(op.rel, op.mode, op.uid, op.gid, op.mtime)
+        elif isinstance(op, SymlinkOp):
+            link.writer.make_symlink(op.rel, op.target, op.mtime)
+        else:
+            link.writer.make_special(op.rel, op.mode, op.rdev, op.uid, op.gid, op.mtime)
+    return count

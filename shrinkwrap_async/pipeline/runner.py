@@ -34,7 +34,15 @@ from shrinkwrap_async.pipeline.decompress_verify import SmallObject, commit_smal
 from shrinkwrap_async.pipeline.link_stage import DirectoryOp, LinkStage, SpecialOp, SymlinkOp
 from shrinkwrap_async.pipeline.object_fetch import FileJob, ObjectFetchStage, most_serious
 from shrinkwrap_async.pipeline.progress import Progress
-from shrinkwrap_async.pipeline.refresh import CatalogProgress, RefreshPlan, plan_refresh
+from shrinkwrap_async.pipeline.refresh import (
+    CatalogDiff,
+    CatalogDiffer,
+    CatalogProgress,
+    DiffListing,
+    RefreshPlan,
+    apply_changes,
+    plan_refresh,
+)
 from shrinkwrap_async.pipeline.shard import shard_run
 from shrinkwrap_async.pipeline.spec_filter import select_children
 from shrinkwrap_async.pipeline.summary import ExportStats, Failure
@@ -91,6 +99,7 @@ class DirJob:
     rel: tuple[str, ...]
     catalog: CatalogHandle | asyncio.Task[CatalogHandle | BaseException]
     progress: CatalogProgress | None = None  # the catalog this directory belongs to
+    diff: CatalogDiff | None = None  # set: visit only what changed (see pipeline.refresh)
 
 
 async def run_stage(
@@ -170,6 +179,10 @@ class Exporter:
         self.catalogs_skipped = 0  # unchanged nested catalogs whose subtree was not walked
         self.walked_mountpoints: set[str] = set()  # catalogs opened by this run
         self.skipped_mountpoints: set[str] = set()  # unchanged subtrees left as they were
+        self.failed_mountpoints: list[str] = []  # catalogs whose subtree did not complete
+        self.differ = CatalogDiffer(
+            self.refresh, catalog_cache.path_for, spec, options.dest_base / settings.fqrn
+        )
         self._root_hex = ""
         self.spec = spec
         self.options = options
@@ -329,6 +342,7 @@ class Exporter:
     async def _catalog_complete(self, progress: CatalogProgress) -> None:
         """A catalog's subtree is done: finalise its directories, then record it applied."""
         if progress.failed:
+            self.failed_mountpoints.append(progress.mountpoint)
             return
         if progress.mountpoint == "":
             self.root_applied = progress.digest_hex  # recorded after the final directory pass
@@ -393,8 +407,19 @@ class Exporter:
             self.stats.catalogs += 1
         else:
             handle = job.catalog
+        diff = job.diff
         try:
-            entries = [e async for e in handle.catalog.list_directory(job.path)]
+            if diff is None and job.progress is not None and job.progress.mountpoint == job.path:
+                diff = await self.differ.open(handle.catalog, job.progress.digest_hex)
+                if diff is not None:
+                    for mountpoint in diff.skipped:
+                        self._skip_catalog(mountpoint)
+            listing: DiffListing | None = None
+            if diff is not None:
+                listing = await diff.children(job.path)
+                entries = listing.entries
+            else:
+                entries = [e async for e in handle.catalog.list_directory(job.path)]
             keep: list[str] = []
             ops: list[DirectoryOp | SymlinkOp | SpecialOp] = []
             subdirs: list[tuple[DirEntry, tuple[str, ...]]] = []
@@ -429,7 +454,12 @@ class Exporter:
                     files.append((entry, rel))
             if not self.options.dry_run:
                 assert self.link is not None
-                removed, _skipped = await self._tree(self.link.apply_listing, job.rel, keep, ops)
+                if listing is None:
+                    removed, _ = await self._tree(self.link.apply_listing, job.rel, keep, ops)
+                else:
+                    removed = await self._tree(
+                        apply_changes, self.link, job.rel, listing.removed, keep, ops
+                    )
                 self.stats.removed += removed
                 for rel in stale_dirs:
                     self.stats.removed += len(await self._tree(self.link.writer.prune, rel, ()))
@@ -439,9 +469,7 @@ class Exporter:
                     if ref is not None and self.refresh.can_skip(
                         entry.path, ref.digest.hex, self.options.dest_base / self.settings.fqrn
                     ):
-                        self.catalogs_skipped += 1
-                        self.skipped_mountpoints.add(entry.path)
-                        log.debug("%s: catalog unchanged, subtree skipped", entry.path)
+                        self._skip_catalog(entry.path)
                         continue
                     progress = None
                     if job.progress is not None:
@@ -454,8 +482,11 @@ class Exporter:
                     task = group.create_task(self._open_nested(handle, entry.path))
                     self.walked_mountpoints.add(entry.path)
                     self._push(DirJob(entry.path, rel, task, progress))
-                else:
+                elif listing is None or entry.name in listing.rewalk:
                     self._push(DirJob(entry.path, rel, handle.acquire(), job.progress))
+                elif diff is not None and entry.name in listing.descend:
+                    child = DirJob(entry.path, rel, handle.acquire(), job.progress, diff.acquire())
+                    self._push(child)
             for entry, rel in files:
                 file_job = await self._file_job(handle, entry, rel)
                 if file_job is None:
@@ -470,6 +501,14 @@ class Exporter:
                 await self.q_fetch.put(file_job)
         finally:
             await handle.release()
+            if diff is not None:
+                await diff.release()
+
+    def _skip_catalog(self, mountpoint: str) -> None:
+        if mountpoint not in self.skipped_mountpoints:
+            self.catalogs_skipped += 1
+            self.skipped_mountpoints.add(mountpoint)
+            log.debug("%s: catalog unchanged, subtree skipped", mountpoint)
 
     async def _open_nested(self, parent: CatalogHandle, path: str) -> CatalogHandle | BaseException:
         try:
@@ -550,7 +589,8 @@ async def export_repository(
 
     With ``use_state`` (and not a dry run) the destination's state database decides what
     can be skipped (:mod:`pipeline.refresh`) and records the run; the returned stats then
-    carry ``up_to_date``, ``catalogs_skipped`` and ``exit_code`` attributes.
+    carry ``up_to_date``, ``catalogs_skipped``, ``catalogs_diffed`` and ``exit_code``
+    attributes.
     """
     from shrinkwrap_async.network.fetcher import Fetcher
     from shrinkwrap_async.state.db import StateDB
@@ -609,6 +649,7 @@ def _up_to_date_stats(fetcher: Any, revision: int, root_hex: str) -> ExportStats
     stats.take_fetch_counters(fetch_stats)
     stats.up_to_date = True  # type: ignore[attr-defined]
     stats.catalogs_skipped = 0  # type: ignore[attr-defined]
+    stats.catalogs_diffed = 0  # type: ignore[attr-defined]
     stats.exit_code = 0  # type: ignore[attr-defined]
     return stats
 
@@ -733,9 +774,12 @@ async def _run_recorded(
             await db.record_failures(fqrn, [(f.object or f.path, f.reason) for f in stats.failures])
         if status == SUCCEEDED:
             await _forget_stale_catalogs(db, fqrn, exporter)
+        elif exporter.failed_mountpoints:  # half-way there: diffing from the old row is wrong
+            await db.forget_catalogs(fqrn, exporter.failed_mountpoints)
         await _finish(db, fqrn, status, exit_code, stats)
     stats.up_to_date = False  # type: ignore[attr-defined]
     stats.catalogs_skipped = exporter.catalogs_skipped  # type: ignore[attr-defined]
+    stats.catalogs_diffed = exporter.differ.diffed  # type: ignore[attr-defined]
     stats.exit_code = exit_code  # type: ignore[attr-defined]
     return stats
 
