@@ -236,6 +236,7 @@ class Exporter:
             self.stats.elapsed = time.monotonic() - start
             self.stats.take_fetch_counters(getattr(self.fetcher, "stats", None))
             await asyncio.shield(self.opener.close_all())
+            await asyncio.shield(self.differ.close_all())
             if self.writer is not None:
                 self.stats.copies = self.writer.copies
                 await self._tree(self._close)
