@@ -90,9 +90,15 @@ class TrustedCAs:
         intermediates: Sequence[x509.Certificate],
         now: datetime,
     ) -> list[x509.Certificate]:
-        """The chain from ``certificate`` to a trusted CA; ChainError if there is none."""
+        """The chain from ``certificate`` to a trusted CA.
+
+        Raises ChainError whose message completes "<certificate> ...": "is not from a CA
+        in CVMFS_TRUSTED_CERTS (...)", "does not verify against ... (expired, ...)" or "is
+        revoked (...)".
+        """
+        not_trusted = f"is not from a CA in {SETTING}"
         if not self.certificates:
-            raise ChainError(f"no CA certificate in {SETTING}")
+            raise ChainError(f"{not_trusted} (it holds no CA certificate)")
         builder = (
             PolicyBuilder()
             .store(Store(list(self.certificates)))
@@ -101,26 +107,33 @@ class TrustedCAs:
         )
         try:
             verified = builder.build_client_verifier().verify(certificate, list(intermediates))
-        except VerificationError as error:
-            raise ChainError(_short(error)) from None
+        except (VerificationError, ValueError) as error:
+            reason = _short(error)
+            if reason.endswith("no interior errors"):  # no path to any trusted certificate
+                issuer = certificate.issuer.rfc4514_string()
+                raise ChainError(f"{not_trusted} (no chain from its issuer {issuer})") from None
+            raise ChainError(f"does not verify against {SETTING} ({reason})") from None
         self._check_revocation(verified.chain)
         return verified.chain
 
     def _check_revocation(self, chain: Sequence[x509.Certificate]) -> None:
-        for certificate, issuer in itertools.pairwise(chain):
+        for position, (certificate, issuer) in enumerate(itertools.pairwise(chain)):
             key = issuer.public_key()
             for crl in self.crls:
                 if crl.issuer != certificate.issuer or not crl.is_signature_valid(key):
                     continue
                 if crl.get_revoked_certificate_by_serial_number(certificate.serial_number):
-                    raise ChainError(
-                        f"certificate {certificate.subject.rfc4514_string()} (serial "
-                        f"{certificate.serial_number:x}) is revoked by a CRL of "
+                    details = (
+                        f"serial {certificate.serial_number:x}, in a CRL of "
                         f"{issuer.subject.rfc4514_string()}"
                     )
+                    if position == 0:
+                        raise ChainError(f"is revoked ({details})")
+                    subject = certificate.subject.rfc4514_string()
+                    raise ChainError(f"has a revoked issuer {subject} ({details})")
 
 
-def _short(error: VerificationError) -> str:
+def _short(error: Exception) -> str:
     """The verifier's reason, without its dump of the certificate, on one line."""
     text = str(error).split(" (encountered processing", 1)[0]
     return " ".join(text.split())

@@ -55,7 +55,7 @@ MANIFEST_FILE = ".cvmfspublished"
 # Whitelist::LoadUrl), which looks like a long-standing bug; servers and Stratum-1
 # replication store the file under this name, so this is what we fetch.
 PKCS7_WHITELIST_FILE = ".cvmfswhitelist.pkcs7"
-PKCS7_CONTENT = f"whitelist in {PKCS7_WHITELIST_FILE}"
+PKCS7_CONTENT = f"the whitelist signed in {PKCS7_WHITELIST_FILE}"
 SIGNED_FILE_MAX_SIZE = 4 * 1024 * 1024
 CERTIFICATE_MAX_SIZE = 1024 * 1024
 
@@ -138,10 +138,8 @@ def verify_pkcs7_whitelist(
         try:
             cas.verify(signer, others, now)
         except ChainError as error:
-            raise TrustError(
-                f"{what} of {fqrn}: signer certificate {signer.subject.rfc4514_string()} is not "
-                f"from a CA in CVMFS_TRUSTED_CERTS ({error})"
-            ) from None
+            subject = signer.subject.rfc4514_string()
+            raise TrustError(f"{what} of {fqrn}: signer certificate {subject} {error}") from None
     wanted = f"cvmfs:{fqrn}"
     uris = [uri for signer in signers for uri in _uris(signer)]
     if wanted not in uris:
@@ -161,9 +159,10 @@ def verify_pkcs7_whitelist(
 
 
 def _uris(certificate: x509.Certificate) -> list[str]:
+    """The subjectAltName URIs (none when the extensions cannot be read)."""
     try:
         names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
+    except (x509.ExtensionNotFound, ValueError):
         return []
     return names.value.get_values_for_type(x509.UniformResourceIdentifier)
 
@@ -217,9 +216,10 @@ def verify_manifest(
         try:
             cas.verify(certificate, [], now or datetime.now(UTC))
         except ChainError as error:
+            subject = certificate.subject.rfc4514_string()
             raise TrustError(
-                f"certificate of {fqrn} ({certificate.subject.rfc4514_string()}) is not from a "
-                f"CA in CVMFS_TRUSTED_CERTS, as the whitelist requires (Wcachain): {error}"
+                f"certificate of {fqrn} ({subject}) {error}, "
+                "but the whitelist requires it (Wcachain)"
             ) from None
     key = certificate.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
@@ -339,9 +339,10 @@ async def establish_trust(
         _fetch_file(fetcher, MANIFEST_FILE, settings),
     )
     cas: TrustedCAs | None = None
-    outer = Whitelist.parse(whitelist_data)
+    outer = Whitelist.parse_content(whitelist_data, WHITELIST_FILE)
     if outer.pkcs7:
-        # The client checks name and expiry of the unsigned copy too, then uses the signed one.
+        # Its own signature is not checked (the client does not either; it may have none),
+        # but its name and expiry are, as the client does, before the signed copy is used.
         check_whitelist_validity(outer, fqrn, now, WHITELIST_FILE)
         pkcs7_data = await _fetch_pkcs7_whitelist(fetcher, settings)
         cas = await load_trusted_cas(settings, "Vpkcs7")

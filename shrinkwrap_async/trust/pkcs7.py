@@ -126,7 +126,14 @@ class SignedData:
         """Check every signer's signature; return the signer certificates."""
         if not self.signers:
             raise TrustError(f"{what} has no signer")
-        return tuple(self._verify_signer(signer, what) for signer in self.signers)
+        certificates = []
+        for signer in self.signers:
+            try:
+                certificates.append(self._verify_signer(signer, what))
+            except ValueError as error:  # a certificate that parses but is unusable (its key)
+                reason = " ".join(str(error).split())
+                raise TrustError(f"{what} holds an unusable signer certificate: {reason}") from None
+        return tuple(certificates)
 
     def _verify_signer(self, signer: SignerInfo, what: str) -> x509.Certificate:
         certificate = self.signer_certificate(signer, what)
@@ -184,11 +191,11 @@ class SignedData:
 
 def _parse_signed_data(raw: bytes, what: str) -> SignedData:
     content_info = der.parse(raw).expect(der.SEQUENCE, "ContentInfo").children()
-    if len(content_info) != 2:
-        raise der.DerError("ContentInfo must hold a content type and content")
-    content_type = content_info[0].oid()
+    content_type = content_info[0].oid() if content_info else ""
     if content_type != SIGNED_DATA:
         raise TrustError(f"{what} is not PKCS#7 signed data (content type {content_type})")
+    if len(content_info) != 2:
+        raise der.DerError("ContentInfo must hold a content type and content")
     (signed_data,) = _explicit(content_info[1], "SignedData")
     parts = signed_data.expect(der.SEQUENCE, "SignedData").children()
     if len(parts) < 4:
