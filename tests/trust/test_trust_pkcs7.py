@@ -20,7 +20,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -484,6 +487,69 @@ def test_trusted_certs_setting(tmp_path: Path, site: Site) -> None:
     assert "does not exist" in message and "\n" not in message
     programmatic = ClientSettings.for_repository(FQRN, "http://127.0.0.1:1", trusted_certs="x")
     assert programmatic.trusted_certs == (Path("x"),)
+
+
+# -- CA rules ----------------------------------------------------------------------------------
+
+
+def _grid_style_ca(*, key_usage: x509.KeyUsage | None) -> CertificateAuthority:
+    """A root CA with basicConstraints not critical and the given (or no) keyUsage."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Grid Style CA")])
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=False)
+    )
+    if key_usage is not None:
+        builder = builder.add_extension(key_usage, critical=False)
+    return CertificateAuthority("Grid Style CA", key, builder.sign(key, hashes.SHA256()))
+
+
+def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
+    flags = dict.fromkeys(
+        ["digital_signature", "content_commitment", "key_encipherment", "data_encipherment"],
+        False,
+    )
+    return x509.KeyUsage(
+        **flags,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("key_usage", "accepted"),
+    [(None, True), (_key_usage(cert_sign=True), True), (_key_usage(cert_sign=False), False)],
+    ids=["no-keyUsage", "keyCertSign", "no-keyCertSign"],
+)
+def test_ca_rules(key_usage: x509.KeyUsage | None, accepted: bool) -> None:
+    """Grid CAs: basicConstraints need not be critical, keyUsage need not be present."""
+    ca = _grid_style_ca(key_usage=key_usage)
+    leaf, _ = ca.issue("leaf")
+    cas = TrustedCAs((ca.certificate,), (), ())
+    if accepted:
+        assert cas.verify(leaf, [], datetime.now(UTC))[-1] == ca.certificate
+    else:
+        with pytest.raises(TrustError, match="does not verify against CVMFS_TRUSTED_CERTS"):
+            cas.verify(leaf, [], datetime.now(UTC))
+
+
+def test_an_end_entity_certificate_is_no_ca() -> None:
+    """A trusted certificate without basicConstraints cA cannot issue (nor a whitelist signer)."""
+    not_a_ca, key = CertificateAuthority.create("root").issue("not a CA")
+    leaf, _ = CertificateAuthority("not a CA", key, not_a_ca).issue("leaf")
+    with pytest.raises(TrustError, match="CA certificate has no basicConstraints"):
+        TrustedCAs((not_a_ca,), (), ()).verify(leaf, [], datetime.now(UTC))
 
 
 # -- corrupted structures never fail other than with a TrustError ----------------------------
