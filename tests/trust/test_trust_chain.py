@@ -307,7 +307,7 @@ async def test_pkcs7_whitelist_refused(
     master = private_key(fixtures_dir, f"{FIX1}.masterkey")
     path.write_bytes(sign_whitelist(letter, master, Algorithm.SHA1))
     message = await refused(fixture_server, fixtures_dir)
-    assert "PKCS#7" in message and "not supported" in message
+    assert "PKCS#7" in message and ".cvmfswhitelist.pkcs7" in message
 
 
 @pytest.mark.parametrize(
