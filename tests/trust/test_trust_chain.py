@@ -298,7 +298,7 @@ async def test_manifest_hash_algorithm_must_be_the_repository_one(
     assert "hash line uses sha1, the repository uses shake128" in message
 
 
-async def test_pkcs7_whitelist_refused(
+async def test_pkcs7_whitelist_without_its_signature_file_refused(
     fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
 ) -> None:
     path = repo_file(fixture_docroot, FIX1, ".cvmfswhitelist")
