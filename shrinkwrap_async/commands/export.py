@@ -198,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
         document = stats.as_dict()
         document["up_to_date"] = up_to_date
         document["catalogs_skipped"] = getattr(stats, "catalogs_skipped", 0)
+        document["catalogs_diffed"] = getattr(stats, "catalogs_diffed", 0)
         document["exit_code"] = exit_code
         import json
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from shrinkwrap_async.state.db import StateDB
 from shrinkwrap_async.testing.chunking import ChunkSizes
 from shrinkwrap_async.testing.publish import Publisher, PublishOptions, PublishResult
 from shrinkwrap_async.testing.servers import StaticServer
+from shrinkwrap_async.testing.shared import listing_tool
 from shrinkwrap_async.testing.source_trees import (
     CHANGED_MTIME,
     build_source_tree,
@@ -24,11 +23,7 @@ from shrinkwrap_async.testing.source_trees import (
 )
 
 FQRN = "refresh.test.local"
-LISTING_PATH = Path(os.environ.get("SHRINKWRAP_SHARED", "/work/shared")) / "tools" / "listing.py"
-_spec = importlib.util.spec_from_file_location("listing", LISTING_PATH)
-assert _spec is not None and _spec.loader is not None
-listing = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(listing)
+listing = listing_tool()
 
 
 def tree_problems(expected_base: Path, actual_base: Path) -> list[str]:
