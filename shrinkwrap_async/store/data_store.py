@@ -10,18 +10,22 @@ share one store). Fan-out directories are made when first needed.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import errno
 import fcntl
 import hashlib
+import itertools
 import logging
 import os
 import shutil
 import stat
 import struct
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from shrinkwrap_async.hashing import Digest
 from shrinkwrap_async.store.errors import storage_error
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 TEMP_DIR = ".tmp"
 FANOUT_MODE = 0o700
 FICLONE = 0x40049409  # ioctl: share the source's extents (btrfs, XFS, bcachefs)
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 Xattrs = Sequence[tuple[str, bytes]]
 
 
@@ -94,8 +99,22 @@ class DataStore:
     def __init__(self, root: Path, *, chown: bool = True) -> None:
         self.root = Path(root)
         self.chown = chown
+        self._root_prefix = f"{self.root}/"
         self.temp_dir = self.root / TEMP_DIR / str(os.getpid())
-        self._known_fanout: set[str] = set()
+        self._temp_counter = itertools.count()
+        self._umask = current_umask()
+        # Owner of a file this process creates in the temp dir (refined by ``prepare``).
+        self._creator = (os.geteuid(), os.getegid())
+        self._noreplace = _renameat2 is not None
+
+    @property
+    def temp_dir(self) -> Path:
+        return self._temp_dir
+
+    @temp_dir.setter
+    def temp_dir(self, path: Path) -> None:
+        self._temp_dir = Path(path)
+        self._temp_prefix = f"{self._temp_dir}/"
 
     # -- setup -----------------------------------------------------------------
     def prepare(self) -> int:
@@ -105,9 +124,26 @@ class DataStore:
             (self.root / TEMP_DIR).mkdir(mode=FANOUT_MODE, exist_ok=True)
             swept = self.sweep_stale_temps()
             self.temp_dir.mkdir(mode=FANOUT_MODE, exist_ok=True)
+            st = os.stat(self.temp_dir)
+            if st.st_mode & stat.S_ISGID:  # new files take the directory's group
+                self._creator = (os.geteuid(), st.st_gid)
         except OSError as error:
             raise storage_error(error, f"cannot prepare the object store {self.root}") from error
         return swept
+
+    def worker_spec(self) -> tuple[Any, ...]:
+        """What another process needs to write objects into this store: the same temp
+        directory (swept with this process's), names of its own, the same owner rules."""
+        return (str(self.root), self.chown, str(self.temp_dir), self._creator)
+
+    @classmethod
+    def from_worker_spec(cls, spec: tuple[Any, ...]) -> DataStore:
+        root, chown, temp_dir, creator = spec
+        store = cls(Path(root), chown=chown)
+        store.temp_dir = Path(temp_dir)
+        store._temp_prefix = f"{temp_dir}/w{os.getpid()}-"
+        store._creator = tuple(creator)
+        return store
 
     def sweep_stale_temps(self) -> int:
         """Remove temp dirs left by runs that no longer exist (killed, crashed)."""
@@ -143,6 +179,22 @@ class DataStore:
         """Which of ``names`` are committed (one cheap stat each)."""
         return {name for name in names if self.exists(name)}
 
+    def look_up(self, names: Sequence[str]) -> list[str]:
+        """For each name: itself if committed, else a committed object of the same content
+        under other metadata, else ``""``. One stat (and for absent ones one listing of a
+        small fan-out directory, usually missing) per name: run it in an executor."""
+        found: list[str] = []
+        prefix = self._root_prefix
+        for name in names:
+            try:
+                present = os.stat(prefix + name, follow_symlinks=False).st_nlink > 0
+            except (FileNotFoundError, NotADirectoryError):
+                present = False
+            except OSError as error:
+                raise storage_error(error, f"cannot look up object {name}") from error
+            found.append(name if present else (self.same_content(name) or ""))
+        return found
+
     def same_content(self, name: str) -> str | None:
         """A committed object with the content of ``name`` under other metadata, if any.
 
@@ -152,7 +204,7 @@ class DataStore:
         fanout, _, base = name.rpartition("/")
         prefix = base.rsplit(".", 1)[0] + "."
         try:
-            names = os.listdir(self.root / fanout)
+            names = os.listdir(self._root_prefix + fanout)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as error:
@@ -163,24 +215,46 @@ class DataStore:
         return None
 
     # -- writing ----------------------------------------------------------------
-    def new_temp(self) -> tuple[int, Path]:
-        """Open a fresh temp file for writing; returns (fd, path)."""
-        path = self.temp_dir / uuid.uuid4().hex
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except OSError as error:
-            raise storage_error(error, "cannot create a temporary object") from error
-        return fd, path
+    def new_temp(self, mode: int = 0o600) -> tuple[int, Path]:
+        """Open a fresh temp file for writing; returns (fd, path).
+
+        Temp names are a counter: the directory is this process's own, so they are unique
+        without a random name (``uuid4`` costs a ``getrandom`` call per object).
+        """
+        while True:
+            path = f"{self._temp_prefix}{next(self._temp_counter)}"
+            try:
+                fd = os.open(path, _TEMP_FLAGS, mode)
+            except FileExistsError:
+                continue  # left by a dead process of the same pid (shards do not sweep)
+            except OSError as error:
+                raise storage_error(error, "cannot create a temporary object") from error
+            return fd, Path(path)
 
     def commit(self, temp: Path, name: str, meta: ObjectMeta) -> Path:
         """Give ``temp`` its metadata and put it in place as ``name``. Returns the final path."""
-        final = self.root / name
         try:
             fd = os.open(temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as error:
+            raise storage_error(error, f"cannot commit object {name}") from error
+        return self.commit_fd(fd, str(temp), name, meta, created_mode=-1)
+
+    def commit_fd(
+        self, fd: int, temp: str, name: str, meta: ObjectMeta, *, created_mode: int
+    ) -> Path:
+        """Give the open temp ``fd`` its metadata, close it and put it in place as ``name``.
+
+        Only what differs from how the file was created is changed: the owner when it is
+        not the creator's, the mode when the umask (or ``created_mode``) differs. The fd is
+        closed in every case; on failure the temp is removed.
+        """
+        try:
             try:
-                if self.chown:
+                mode = meta.mode & 0o777
+                if self.chown and (meta.uid, meta.gid) != self._creator:
                     os.fchown(fd, meta.uid, meta.gid)
-                os.fchmod(fd, meta.mode & 0o777)
+                if created_mode < 0 or created_mode & ~self._umask != mode:
+                    os.fchmod(fd, mode)
                 for key, value in meta.xattrs:
                     try:
                         os.setxattr(fd, key, value)
@@ -191,43 +265,71 @@ class DataStore:
                 os.utime(fd, (meta.mtime, meta.mtime))
             finally:
                 os.close(fd)
-            self._ensure_fanout(name)
-            self._publish(temp, final)
+            final = f"{self._root_prefix}{name}"
+            self._publish(temp, final, name)
         except OSError as error:
+            _unlink_quietly(temp)
             raise storage_error(error, f"cannot commit object {name}") from error
-        return final
+        return Path(final)
 
-    @staticmethod
-    def _publish(temp: Path, final: Path) -> None:
+    def _publish(self, temp: str, final: str, name: str) -> None:
         """Give ``temp`` its final name without ever replacing a committed object.
 
         A rename over an existing object would drop the old inode's last link while another
         process (a shard, a run of another repository sharing ``.data``) may be hard-linking
         it, and that link then fails with ENOENT. An object of the same name holds the same
-        verified content and metadata, so the first one stays and ``temp`` is dropped. Where
-        the file system has no hard links, a rename it is.
+        verified content and metadata, so the first one stays and ``temp`` is dropped.
+        ``renameat2(RENAME_NOREPLACE)`` does this in one call; where the file system (or
+        libc) lacks it, a hard link and an unlink; where it has no hard links, a rename.
+        The fan-out directories are made only when the first attempt says ENOENT.
         """
-        try:
-            os.link(temp, final)
-        except FileExistsError:
-            pass  # committed meanwhile by another process: keep that one
-        except OSError as error:
-            if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-                raise
-            os.rename(temp, final)
-            return
-        os.unlink(temp)
+        for attempt in (1, 2):
+            try:
+                if self._noreplace:
+                    try:
+                        rename_noreplace(temp, final)
+                        return
+                    except FileExistsError:
+                        os.unlink(temp)  # committed meanwhile by another process
+                        return
+                    except OSError as error:
+                        if error.errno not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+                            raise
+                        self._noreplace = False  # this file system cannot: link + unlink
+                try:
+                    os.link(temp, final)
+                except FileExistsError:
+                    pass  # committed meanwhile by another process: keep that one
+                except OSError as error:
+                    if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                        raise
+                    os.rename(temp, final)
+                    return
+                os.unlink(temp)
+                return
+            except FileNotFoundError:
+                if attempt == 2 or not os.path.exists(temp):
+                    raise
+                self._make_fanout(name)
 
     def write_object(self, name: str, content: bytes, meta: ObjectMeta) -> Path:
-        """Write a small verified object in one go (temp, metadata, rename)."""
-        fd, temp = self.new_temp()
+        """Write a small verified object in one go: create, write, metadata on the fd, rename.
+
+        About six system calls: open, write, utime, close, rename (plus chown or chmod only
+        when the owner or the umask make them necessary).
+        """
+        mode = meta.mode & 0o777
+        fd, temp = self.new_temp(mode)
+        path = str(temp)
         try:
-            with os.fdopen(fd, "wb", closefd=True) as f:
-                f.write(content)
+            view = memoryview(content)
+            while view:
+                view = view[os.write(fd, view) :]
         except OSError as error:
-            temp.unlink(missing_ok=True)
+            os.close(fd)
+            _unlink_quietly(path)
             raise storage_error(error, f"cannot write object {name}") from error
-        return self.commit(temp, name, meta)
+        return self.commit_fd(fd, path, name, meta, created_mode=mode)
 
     def copy_object(self, source: str, name: str, meta: ObjectMeta, size: int) -> Path | None:
         """Make ``name`` from the committed object ``source`` (same content, other metadata).
@@ -252,28 +354,20 @@ class DataStore:
             try:
                 clone_or_copy(source_fd, fd, size)
             except OSError as error:
-                temp.unlink(missing_ok=True)
-                raise storage_error(error, f"cannot write object {name}") from error
-            finally:
                 os.close(fd)
+                self.discard(temp)
+                raise storage_error(error, f"cannot write object {name}") from error
         finally:
             os.close(source_fd)
-        try:
-            return self.commit(temp, name, meta)
-        except BaseException:
-            self.discard(temp)
-            raise
+        return self.commit_fd(fd, str(temp), name, meta, created_mode=0o600)
 
     def discard(self, temp: Path) -> None:
         temp.unlink(missing_ok=True)
 
-    def _ensure_fanout(self, name: str) -> None:
-        fanout = name[:5]
-        if fanout in self._known_fanout:
-            return
-        path = self.root / fanout
-        os.makedirs(path, mode=FANOUT_MODE, exist_ok=True)
-        self._known_fanout.add(fanout)
+    def _make_fanout(self, name: str) -> None:
+        fanout = name.rpartition("/")[0]
+        if fanout:
+            os.makedirs(f"{self._root_prefix}{fanout}", mode=FANOUT_MODE, exist_ok=True)
 
 
 def clone_or_copy(source_fd: int, target_fd: int, size: int) -> str:
@@ -317,3 +411,61 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where /proc says it (Linux 4.7+)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def _load_renameat2() -> Any:
+    """libc's ``renameat2`` (glibc 2.28+), or None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        function = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    function.restype = ctypes.c_int
+    return function
+
+
+_renameat2 = _load_renameat2()
+
+
+def rename_noreplace(source: str, target: str) -> None:
+    """Rename ``source`` to ``target`` unless ``target`` exists (FileExistsError then).
+
+    Raises OSError(EINVAL/ENOSYS/ENOTSUP) where the file system or kernel cannot.
+    """
+    if _renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available")
+    if _renameat2(
+        _AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(target), _RENAME_NOREPLACE
+    ):
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), source, None, target)
