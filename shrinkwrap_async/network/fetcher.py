@@ -127,6 +127,17 @@ class FetchStats:
         return stats
 
 
+@dataclass(slots=True)
+class UnverifiedObject:
+    """Bytes of an object whose hash the caller still has to check (see
+    :meth:`Fetcher.fetch_object_unverified`); ``route`` is where they came from."""
+
+    data: bytes
+    route: Route
+    suffix: str
+    max_size: int | None
+
+
 class _LowSpeedGuard:
     """Fails a transfer whose rate stays below ``limit`` bytes/s for ``window`` seconds."""
 
@@ -258,6 +269,46 @@ class Fetcher:
     ) -> bytes:
         """The stored bytes of ``data/…`` (compressed as served), verified against ``digest``."""
         path = digest.object_path(suffix)
+        return await self._run(path, self._verified_attempt(digest, suffix, max_size))
+
+    async def fetch_object_unverified(
+        self, digest: Digest, suffix: str = "", *, max_size: int | None = None
+    ) -> UnverifiedObject:
+        """The stored bytes of ``data/…``, *not yet* checked against ``digest``.
+
+        For callers that hash many small bodies in a batch off the event loop. A body whose
+        hash does not match must go back through :meth:`refetch_object`, which counts the
+        failed attempt and continues exactly as :meth:`fetch_object` would have (no-cache
+        repeat on the route that served it, then failover).
+        """
+        path = digest.object_path(suffix)
+
+        async def attempt(route: Route, no_cache: bool) -> UnverifiedObject:
+            async with self._request(route, path, no_cache) as response:
+                body = await self._read_body(route, response, max_size)
+            return UnverifiedObject(body, route, suffix, max_size)
+
+        return await self._run(path, attempt)
+
+    async def refetch_object(self, digest: Digest, bad: UnverifiedObject) -> bytes:
+        """``bad`` (from :meth:`fetch_object_unverified`) failed its hash: fetch it verified.
+
+        The failed attempt is counted as :meth:`fetch_object` counts a mismatch, and the
+        route that served it is asked again first with ``no-cache``.
+        """
+        self.stats.objects -= 1  # counted as fetched when the bytes arrived
+        self._count_failure(bad.route, BAD_DATA)
+        self.stats.no_cache_retries += 1
+        return await self._run(
+            digest.object_path(bad.suffix),
+            self._verified_attempt(digest, bad.suffix, bad.max_size),
+            no_cache_route=bad.route,
+        )
+
+    def _verified_attempt(
+        self, digest: Digest, suffix: str, max_size: int | None
+    ) -> Callable[[Route, bool], Awaitable[bytes]]:
+        path = digest.object_path(suffix)
 
         async def attempt(route: Route, no_cache: bool) -> bytes:
             async with self._request(route, path, no_cache) as response:
@@ -266,7 +317,7 @@ class Fetcher:
                 raise _AttemptFailed(BAD_DATA, "content hash mismatch")
             return body
 
-        return await self._run(path, attempt)
+        return attempt
 
     async def stream_object(
         self, digest: Digest, suffix: str, sink_factory: Callable[[], ObjectSink[T]]
@@ -340,7 +391,15 @@ class Fetcher:
 
     # -- failover -----------------------------------------------------------------------
 
-    async def _run(self, path: str, attempt: Callable[[Route, bool], Awaitable[T]]) -> T:
+    async def _run(
+        self,
+        path: str,
+        attempt: Callable[[Route, bool], Awaitable[T]],
+        *,
+        no_cache_route: Route | None = None,
+    ) -> T:
+        """Walk the routes (see the module docstring); ``no_cache_route``, met in the first
+        pass, starts with the no-cache repeat (its first answer was already bad data)."""
         state = self.state
         missing_on: set[str] = set()
         outcomes: list[tuple[Route, str, str]] = []
@@ -356,8 +415,11 @@ class Fetcher:
                 for proxy in proxies:
                     route = Route(host, proxy)
                     started = state.clock()
+                    no_cache = route == no_cache_route
+                    if no_cache:
+                        no_cache_route = None  # only for the route's next attempt
                     try:
-                        result = await self._try_route(route, path, attempt)
+                        result = await self._try_route(route, path, attempt, no_cache=no_cache)
                     except _AttemptFailed as failure:
                         outcomes.append((route, failure.kind, failure.detail))
                         self.stats.failovers += 1
@@ -398,9 +460,13 @@ class Fetcher:
         return TransferError(path, f"failed {rounds}: {summary}")
 
     async def _try_route(
-        self, route: Route, path: str, attempt: Callable[[Route, bool], Awaitable[T]]
+        self,
+        route: Route,
+        path: str,
+        attempt: Callable[[Route, bool], Awaitable[T]],
+        *,
+        no_cache: bool = False,
     ) -> T:
-        no_cache = False
         retries = 0
         while True:
             try:
@@ -409,9 +475,7 @@ class Fetcher:
             except _SinkFailed as failure:
                 raise failure.error from None
             except _AttemptFailed as failure:
-                self.stats.failures += 1
-                self.stats.failure_kinds[failure.kind] += 1
-                self.stats.endpoint(route.endpoint).failures += 1
+                self._count_failure(route, failure.kind)
                 if failure.kind == BAD_DATA and not no_cache:
                     no_cache = True
                     self.stats.no_cache_retries += 1
@@ -422,6 +486,11 @@ class Fetcher:
                     await self._backoff(retries, self.settings.backoff_init)
                     continue
                 raise
+
+    def _count_failure(self, route: Route, kind: str) -> None:
+        self.stats.failures += 1
+        self.stats.failure_kinds[kind] += 1
+        self.stats.endpoint(route.endpoint).failures += 1
 
     async def _backoff(self, attempt: int, initial: float) -> None:
         """Sleep before retry ``attempt`` (1-based): uniform in [0, init], then doubling."""
@@ -564,4 +633,5 @@ __all__ = [
     "FetchStats",
     "Fetcher",
     "ObjectSink",
+    "UnverifiedObject",
 ]

@@ -30,7 +30,7 @@ from shrinkwrap_async.link.directory_spool import DirectorySpool
 from shrinkwrap_async.link.tree_writer import TreeWriter
 from shrinkwrap_async.network.errors import FetchError, ObjectCorruptError, TransferError
 from shrinkwrap_async.pipeline.catalog_fetch import CatalogHandle, CatalogOpener
-from shrinkwrap_async.pipeline.decompress_verify import SmallObject, commit_small_batch
+from shrinkwrap_async.pipeline.decompress_verify import SmallObjectCommitter
 from shrinkwrap_async.pipeline.link_stage import DirectoryOp, LinkStage, SpecialOp, SymlinkOp
 from shrinkwrap_async.pipeline.object_fetch import FileJob, ObjectFetchStage, most_serious
 from shrinkwrap_async.pipeline.progress import Progress
@@ -85,8 +85,16 @@ class Ownership:
         self.root = os.geteuid() == 0
         self.uid, self.gid = os.geteuid(), os.getegid()
         self.groups = {self.gid, *os.getgroups()}
+        self._cache: dict[tuple[int, int], tuple[int, int]] = {}  # a handful of owners
 
     def __call__(self, uid: int, gid: int) -> tuple[int, int]:
+        key = (uid, gid)
+        owner = self._cache.get(key)
+        if owner is None:
+            owner = self._cache[key] = self._owner(uid, gid)
+        return owner
+
+    def _owner(self, uid: int, gid: int) -> tuple[int, int]:
         uid, gid = self.settings.map_owner(uid, gid)
         if self.root:
             return uid, gid
@@ -192,7 +200,9 @@ class Exporter:
         self.env = settings.symlink_environment()
         self.opener = CatalogOpener(catalog_cache)
         self.store = DataStore(options.store_root)
-        self.cpu_pool = ThreadPoolExecutor(max(1, cpu_count()), thread_name_prefix="inflate")
+        # Small objects are committed in batches by a worker process (``committer``); the
+        # one thread of ``cpu_pool`` streams large objects, copies, and looks up ``.data``.
+        self.cpu_pool = ThreadPoolExecutor(1, thread_name_prefix="inflate")
         self.tree_pool = ThreadPoolExecutor(1, thread_name_prefix="tree")
         self.fetch_workers = max(1, options.max_in_flight)
         self.verify_workers = max(1, cpu_count())
@@ -205,6 +215,7 @@ class Exporter:
         self.link: LinkStage | None = None
         self.spool: DirectorySpool | None = None
         self.shard = shard_run(options, self)  # --shard K/N: this process's part
+        self.committer = SmallObjectCommitter(self.store, self.cpu_pool)  # after the shard's store
 
     # -- helpers -------------------------------------------------------------------------
     async def _tree(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -222,6 +233,7 @@ class Exporter:
         try:
             if not self.options.dry_run:
                 await self._tree(self._prepare, tree_root)
+                self.committer.start()
             try:
                 root = await self.opener.open_root(root_catalog)
             except ObjectCorruptError as error:
@@ -240,6 +252,7 @@ class Exporter:
             if self.writer is not None:
                 self.stats.copies = self.writer.copies
                 await self._tree(self._close)
+            self.committer.close()
             self.cpu_pool.shutdown(wait=True)
             self.tree_pool.shutdown(wait=True)
         return self.stats
@@ -273,6 +286,7 @@ class Exporter:
             self.q_verify,
             self.q_link,
             dry_run=self.options.dry_run,
+            committer=self.committer,
         )
         fetch_stage.on_file_failed = self._file_failed
         self.fetch_stage = fetch_stage
@@ -294,17 +308,8 @@ class Exporter:
                     self.verify_workers,
                 )
             )
-            group.create_task(
-                run_stage(
-                    "verify",
-                    None,
-                    self.q_verify,
-                    self.verify_workers,
-                    self.q_link,
-                    1,
-                    batch_handler=self._verify_batch,
-                )
-            )
+            fetch_stage.spawn = group.create_task
+            group.create_task(self._verify_stage())
             stages = group.create_task(
                 run_stage("link", None, self.q_link, 1, None, 0, batch_handler=self._link_batch)
             )
@@ -488,12 +493,16 @@ class Exporter:
                 elif diff is not None and entry.name in listing.descend:
                     child = DirJob(entry.path, rel, handle.acquire(), job.progress, diff.acquire())
                     self._push(child)
+            file_jobs: list[FileJob] = []
             for entry, rel in files:
                 file_job = await self._file_job(handle, entry, rel)
                 if file_job is None:
                     if job.progress is not None:
                         job.progress.fail()
                     continue
+                file_jobs.append(file_job)
+            await self.fetch_stage.look_up(file_jobs)  # one executor call, not a stat each
+            for file_job in file_jobs:
                 if self.shard is not None and not self.shard.wants(file_job):
                     continue
                 if job.progress is not None and not self.options.dry_run:
@@ -543,14 +552,20 @@ class Exporter:
         return FileJob(entry.path, rel, entry.size, entry.compressed, content, chunks, meta, name)
 
     # -- decompress-verify and link ------------------------------------------------------------
-    async def _verify_batch(self, batch: list[SmallObject]) -> None:
-        loop = asyncio.get_running_loop()
-        results = await loop.run_in_executor(self.cpu_pool, commit_small_batch, self.store, batch)
-        for item, error in zip(batch, results, strict=True):
-            if error is None:
-                await self.fetch_stage.completed(item.name, item.size)
-            else:
-                await self.fetch_stage.failed(item.name, error)
+    async def _verify_stage(self) -> None:
+        """Batches of small objects (verify, inflate, commit); then the refetches of those
+        that failed their hash; then the link stage may stop."""
+        await run_stage(
+            "verify",
+            None,
+            self.q_verify,
+            self.verify_workers,
+            None,
+            0,
+            batch_handler=self.fetch_stage.commit_batch,
+        )
+        await self.fetch_stage.drain()
+        await self.q_link.put(STOP)
 
     async def _link_batch(self, batch: list[FileJob]) -> None:
         assert self.link is not None

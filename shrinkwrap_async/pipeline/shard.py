@@ -114,6 +114,8 @@ class ShardDataStore(DataStore):
 class ShardLinkStage(LinkStage):
     """Writes only the directories this shard owns; creates the others' directories only."""
 
+    keep_temps = True  # another shard's marker or link may be about to be renamed
+
     def __init__(self, base: LinkStage, shard: Shard) -> None:
         super().__init__(base.writer, base.store, base.spool)
         self.shard = shard
@@ -174,12 +176,17 @@ class ShardRun:
         """Whether to queue ``job`` for the fetch stage now (deferred jobs come later)."""
         links = self.shard.owns_directory(job.rel[:-1])
         stores = self.shard.owns_object(job.content)
-        if links and not stores and not self.exporter.store.exists(job.name):
+        if links and not stores and not self._committed(job):
             self.deferred.append(job)
             return False
         if not (links or stores):
             self.skipped += 1
         return links or stores
+
+    def _committed(self, job: FileJob) -> bool:
+        if job.found is not None:  # looked up with its directory
+            return job.found == job.name
+        return self.exporter.store.exists(job.name)
 
     async def flush(self, queue: asyncio.Queue[Any], fetch_stage: ObjectFetchStage) -> None:
         """After the walk: let own fetches drain, then link (or fetch) what others own."""

@@ -1,0 +1,84 @@
+"""Small objects committed in batches by the worker process (or a thread): verified,
+inflated, given their metadata; a bad hash or a bad stream is reported, not committed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from shrinkwrap_async.hashing import Algorithm
+from shrinkwrap_async.pipeline.decompress_verify import (
+    ContentError,
+    HashMismatch,
+    SmallObject,
+    SmallObjectCommitter,
+)
+from shrinkwrap_async.store.data_store import DataStore, ObjectMeta, object_name
+
+
+def small(
+    content: bytes, meta: ObjectMeta, *, corrupt: bool = False, size: int = -1
+) -> SmallObject:
+    stored = zlib.compress(content)
+    digest = Algorithm.SHA1.hash(stored)
+    data = b"\0" + stored[1:] if corrupt else stored
+    name = object_name(digest, meta.meta_hash)
+    return SmallObject(name, data, len(content) if size < 0 else size, True, meta, digest)
+
+
+@pytest.mark.parametrize("in_process", [True, False])
+async def test_batch_committed_with_metadata_and_failures_reported(
+    tmp_path: Path, in_process: bool
+) -> None:
+    store = DataStore(tmp_path / ".data", chown=False)
+    store.prepare()
+    meta = ObjectMeta(0o751, os.getuid(), os.getgid(), 1_600_000_000)
+    good, bad_hash, bad_size = (
+        small(b"hello " * 100, meta),
+        small(b"other", meta, corrupt=True),
+        small(b"sized", meta, size=3),
+    )
+    with ThreadPoolExecutor(1) as pool:
+        committer = SmallObjectCommitter(store, pool, use_process=in_process)
+        committer.start()
+        assert committer.in_process == in_process
+        try:
+            results = await committer.commit([good, bad_hash, bad_size])
+        finally:
+            committer.close()
+    assert results[0] is None
+    assert isinstance(results[1], HashMismatch) and isinstance(results[2], ContentError)
+    path = store.path_for(good.name)
+    assert path.read_bytes() == b"hello " * 100
+    st = path.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o751 and st.st_mtime == 1_600_000_000
+    assert not store.path_for(bad_hash.name).exists()
+    assert not store.path_for(bad_size.name).exists()
+    assert os.listdir(store.temp_dir) == []
+
+
+async def test_a_dead_worker_process_falls_back_to_a_thread(tmp_path: Path) -> None:
+    store = DataStore(tmp_path / ".data", chown=False)
+    store.prepare()
+    meta = ObjectMeta(0o644, os.getuid(), os.getgid(), 1_600_000_000)
+    with ThreadPoolExecutor(1) as pool:
+        committer = SmallObjectCommitter(store, pool)
+        committer.start()
+        try:
+            assert await committer.commit([small(b"first", meta)]) == [None]
+            process = committer._process
+            assert process is not None
+            for pid in list(process._processes):  # type: ignore[union-attr]
+                os.kill(pid, signal.SIGKILL)
+            again = small(b"second", meta)
+            assert await committer.commit([again]) == [None]
+            assert not committer.in_process
+        finally:
+            committer.close()
+    assert store.path_for(again.name).read_bytes() == b"second"
