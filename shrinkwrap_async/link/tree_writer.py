@@ -158,12 +158,20 @@ class TreeWriter:
         except OSError as error:
             raise _storage(error, path) from error
 
-    def prune(self, path: RelPath, keep: Iterable[str]) -> list[str]:
-        """Remove entries of directory ``path`` whose names are not in ``keep`` (mirroring)."""
+    def prune(self, path: RelPath, keep: Iterable[str], *, keep_temps: bool = False) -> list[str]:
+        """Remove entries of directory ``path`` whose names are not in ``keep`` (mirroring).
+
+        ``keep_temps`` leaves this tool's temp names alone: other processes writing the
+        same tree (shards) may be about to rename them; a later ordinary run prunes them.
+        """
         wanted = set(keep)
         if not path:
             wanted.add(MARKER_NAME)
-        removed = [n for n in self.list_names(path) if n not in wanted]
+        removed = [
+            n
+            for n in self.list_names(path)
+            if n not in wanted and not (keep_temps and is_temp_name(n))
+        ]
         for name in removed:
             self.remove((*path, name))
         return removed
@@ -180,7 +188,7 @@ class TreeWriter:
                     _remove_at(parent, name, st)
                     st = None
                 if st is None:
-                    os.mkdir(name, 0o700, dir_fd=parent)
+                    _make_directory_at(parent, name)
             except OSError as error:
                 raise _storage(error, path) from error
         fd = self._dir_fd(path)
@@ -354,8 +362,22 @@ class TreeWriter:
                 self.warn_once("xattr", f"extended attributes not kept here: {error.strerror}")
 
 
+def is_temp_name(name: str) -> bool:
+    return name.startswith(_TEMP_PREFIX) and name.endswith(".tmp")
+
+
 def _temp_name() -> str:
     return f"{_TEMP_PREFIX}{uuid.uuid4().hex}.tmp"
+
+
+def _make_directory_at(parent: int, name: str) -> None:
+    """mkdir that accepts a directory made meanwhile by another process (a shard)."""
+    try:
+        os.mkdir(name, 0o700, dir_fd=parent)
+    except FileExistsError:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode):
+            raise
 
 
 def _remove_at(parent: int, name: str, st: os.stat_result) -> None:

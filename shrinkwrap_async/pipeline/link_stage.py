@@ -49,6 +49,8 @@ class SpecialOp:
 
 
 class LinkStage:
+    keep_temps = False  # leave other processes' temp names alone when pruning (shards)
+
     def __init__(self, writer: TreeWriter, store: DataStore, spool: DirectorySpool) -> None:
         self.writer = writer
         self.store = store
@@ -63,7 +65,7 @@ class LinkStage:
         is refused as hostile before anything in the directory is touched.
         """
         refuse_duplicate_names(rel, keep)
-        removed = len(self.writer.prune(rel, keep))
+        removed = len(self.writer.prune(rel, keep, keep_temps=self.keep_temps))
         skipped = 0
         for op in ops:
             if isinstance(op, DirectoryOp):
