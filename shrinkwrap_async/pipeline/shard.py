@@ -271,6 +271,6 @@ def run_elsewhere(args: argparse.Namespace, settings: Any, spec: Any, dest_base:
     with lock:
         os.environ[PARENT_LOCK_ENV] = str(os.getpid())
         try:
-            return run_workers(args, spec, workers)
+            return run_workers(args, spec, workers, settings=settings, dest_base=dest_base)
         finally:
             os.environ.pop(PARENT_LOCK_ENV, None)

@@ -1,6 +1,8 @@
 """``export --workers N``: N shard processes on this machine, then the final pass.
 
-Each worker is ``shrinkwrap-async export ... --shard K/N`` in its own process (one event
+First the parent checks the destination's state database, as an ordinary export does: an
+export that is already up to date costs its two requests and starts no shard. Otherwise
+each worker is ``shrinkwrap-async export ... --shard K/N`` in its own process (one event
 loop per core). The parent shows one progress line (the shards report their counters to
 small files) and, once every shard has ended, runs the ordinary export with the same
 arguments, which downloads nothing more, sets directory metadata and writes the provenance.
@@ -89,10 +91,66 @@ def _stop(signum: int, _frame: object) -> None:
     raise Stopped(signum)
 
 
-def run_workers(args: argparse.Namespace, spec: Spec, workers: int) -> int:
-    """Run ``workers`` shards, then the final pass; print one summary; return the exit code."""
+async def up_to_date_stats(settings: Any, spec: Spec, dest_base: Path) -> ExportStats | None:
+    """The summary of an export that has nothing to do (the state database says the tree
+    holds this revision under this spec), else None. Two requests, as an ordinary run."""
+    from shrinkwrap_async.network.fetcher import Fetcher
+    from shrinkwrap_async.pipeline.refresh import plan_refresh
+    from shrinkwrap_async.state.db import StateDB
+    from shrinkwrap_async.trust.chain import establish_trust
+
+    cache_dir = settings.catalog_cache_dir()
+    async with Fetcher(settings, max_in_flight=2) as fetcher:
+        trusted = await establish_trust(fetcher, settings, cache_dir=cache_dir / "certificates")
+        root_hex = trusted.root_catalog.hex
+        db = await StateDB.for_destination(dest_base)
+        try:
+            plan = await plan_refresh(
+                db,
+                settings.fqrn,
+                root_hash=root_hex,
+                spec_digest=spec.digest(),
+                tree_root=dest_base / settings.fqrn,
+            )
+        finally:
+            await db.close()
+        if not plan.up_to_date:
+            return None
+        stats = ExportStats(revision=trusted.revision, root_hash=root_hex)
+        stats.take_fetch_counters(fetcher.stats)
+        return stats
+
+
+def report_up_to_date(args: argparse.Namespace, stats: ExportStats, workers: int) -> int:
+    if args.json:
+        data = stats.as_dict()
+        data.update(up_to_date=True, catalogs_skipped=0, exit_code=0, workers=workers, shards=[])
+        print(json.dumps(data, indent=1, sort_keys=True))
+    elif args.quiet == 0:
+        print(f"{args.repo} revision {stats.revision} is up to date ({stats.requests} requests)")
+    return int(ExitCode.OK)
+
+
+def run_workers(
+    args: argparse.Namespace,
+    spec: Spec,
+    workers: int,
+    *,
+    settings: Any = None,
+    dest_base: Path | None = None,
+) -> int:
+    """Run ``workers`` shards, then the final pass; print one summary; return the exit code.
+
+    With ``settings`` and ``dest_base``, an export that is up to date starts no shard.
+    """
     import threading
 
+    if settings is not None and dest_base is not None:
+        from shrinkwrap_async.runtime import run_async
+
+        current = run_async(up_to_date_stats(settings, spec, dest_base))
+        if current is not None:
+            return report_up_to_date(args, current, workers)
     handled = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _stop) if handled else None
     try:

@@ -3,14 +3,20 @@ mkdir is accepted, and a shard's prune leaves other processes' temp names alone.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from shrinkwrap_async.exitcodes import StorageError
 from shrinkwrap_async.link import tree_writer
 from shrinkwrap_async.link.tree_writer import TreeWriter, is_temp_name
+from shrinkwrap_async.testing.servers import StaticServer
+from shrinkwrap_async.testing.shared import write_client_config
 
 
 def test_directory_made_meanwhile_is_accepted(tmp_path: Path, monkeypatch) -> None:
@@ -44,3 +50,31 @@ def test_shard_prune_keeps_temp_names(tmp_path: Path) -> None:
         assert writer.prune(("d",), [], keep_temps=True) == ["stale"]
         assert os.listdir(tree / "d") == [temp]
         assert writer.prune(("d",), []) == [temp]
+
+
+async def test_workers_rerun_that_is_up_to_date_starts_no_shard(
+    fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """--workers 2 on an exported, unchanged repository: the parent's state check answers
+    with the manifest and whitelist requests only (no shard, no catalog, no object)."""
+    config = write_client_config(tmp_path, fixture_server.url, fixtures_dir / "keys")
+    spec = tmp_path / "all.spec"
+    spec.write_text("/*\n")
+    argv = ["-r", "fix1.test.local", "-f", str(config), "-t", str(spec), "-x", str(tmp_path)]
+    first = await export_json(*argv, "--workers", "2")
+    assert first["exit_code"] == 0 and first["workers"] == 2
+    fixture_server.requests.clear()
+    again = await export_json(*argv, "--workers", "2")
+    assert again["up_to_date"] is True and again["exit_code"] == 0
+    assert again["requests"] == 2 and sum(fixture_server.requests.values()) == 2
+
+
+async def export_json(*argv: str) -> dict[str, Any]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shrinkwrap_async", "export", *argv, "--json", "--no-progress",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await process.communicate()
+    data = json.loads(out)
+    data.setdefault("exit_code", process.returncode)
+    return data
