@@ -69,6 +69,7 @@ class TreeWriter:
         self._max_open = max_open_dirs
         self._fds: OrderedDict[RelPath, int] = OrderedDict()
         self.copies = 0  # hard links that fell back to a copy
+        self._try_links = True  # link before looking (off once links are impossible here)
         self.skipped_devices: list[str] = []
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -217,8 +218,23 @@ class TreeWriter:
             raise _storage(error, path) from error
 
     def link_object(self, path: RelPath, object_path: Path) -> str:
-        """Hard-link ``path`` to a committed store object; returns linked/unchanged/copied."""
+        """Hard-link ``path`` to a committed store object; returns linked/unchanged/copied.
+
+        The link is tried first (one system call in a new tree); only when something is in
+        the way, or hard links fail, is the slower path taken.
+        """
         parent, name = self._parent(path)
+        if self._try_links:
+            try:
+                os.link(object_path, name, dst_dir_fd=parent, follow_symlinks=False)
+                return "linked"
+            except FileExistsError:
+                pass  # something is there: same inode, or to be replaced
+            except OSError as error:
+                if error.errno not in (errno.EMLINK, errno.EXDEV, errno.EPERM):
+                    raise _storage(error, path) from error
+                if error.errno != errno.EMLINK:  # the store is not linkable from here
+                    self._try_links = False
         try:
             target = os.stat(object_path)
             st = self._lstat(parent, name)
