@@ -22,6 +22,7 @@ hashed as they arrive and nothing is committed before the hash matched.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections import Counter
@@ -29,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 from yarl import URL
@@ -43,6 +45,14 @@ from shrinkwrap_async.network.errors import (
     TransferError,
 )
 from shrinkwrap_async.network.headers import escape_path, request_headers
+from shrinkwrap_async.network.lean_http import (
+    LeanHTTPError,
+    LeanPool,
+    LeanResponse,
+    LeanTimeout,
+    LeanTooLarge,
+    request_head,
+)
 
 if TYPE_CHECKING:
     from shrinkwrap_async.config.settings import ClientSettings
@@ -55,6 +65,7 @@ PIECE_SIZE = 256 * 1024  # stream pieces handed to sinks (bounded memory per req
 READ_WHOLE_LIMIT = MiB  # fetch_object reads bodies up to this size in one call
 DEFAULT_FILE_MAX = 16 * MiB
 READ_BUFFER = 256 * 1024  # aiohttp's default 64 KiB pauses the socket too often
+LEAN_HTTP_ENV = "SHRINKWRAP_ASYNC_LEAN_HTTP"  # "0": small objects through aiohttp too
 
 
 class ObjectSink(Protocol[T_co]):
@@ -127,6 +138,13 @@ class FetchStats:
         return stats
 
 
+@dataclass(frozen=True, slots=True)
+class _LeanRoute:
+    pool: LeanPool
+    target: str  # request-target up to the object path (absolute URL through a proxy)
+    host: str  # Host header
+
+
 @dataclass(slots=True)
 class UnverifiedObject:
     """Bytes of an object whose hash the caller still has to check (see
@@ -197,6 +215,8 @@ class Fetcher:
         self.stats = FetchStats()
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._lean: dict[Route, _LeanRoute | None] = {}
+        self._lean_pools: dict[str, LeanPool] = {}
         self._closed = False
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -216,6 +236,9 @@ class Fetcher:
 
     async def close(self) -> None:
         self._closed = True
+        for pool in self._lean_pools.values():
+            pool.close()
+        self._lean_pools, self._lean = {}, {}
         sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             await session.close()
@@ -284,8 +307,12 @@ class Fetcher:
         path = digest.object_path(suffix)
 
         async def attempt(route: Route, no_cache: bool) -> UnverifiedObject:
-            async with self._request(route, path, no_cache) as response:
-                body = await self._read_body(route, response, max_size)
+            lean = self._lean_route(route)
+            if lean is not None:
+                body = await self._lean_get(route, lean, path, no_cache, max_size)
+            else:
+                async with self._request(route, path, no_cache) as response:
+                    body = await self._read_body(route, response, max_size)
             return UnverifiedObject(body, route, suffix, max_size)
 
         return await self._run(path, attempt)
@@ -360,6 +387,55 @@ class Fetcher:
         return await self._run(path, attempt)
 
     # -- one HTTP attempt ---------------------------------------------------------------
+
+    def _lean_route(self, route: Route) -> _LeanRoute | None:
+        """How to send a small GET on ``route`` without aiohttp (plain http only)."""
+        try:
+            return self._lean[route]
+        except KeyError:
+            pass
+        lean = None
+        if not self._closed and os.environ.get(LEAN_HTTP_ENV, "1") != "0":
+            host = urlsplit(route.host)
+            endpoint = route.endpoint
+            if host.scheme == "http" and endpoint.startswith("http://") and host.hostname:
+                pool = self._lean_pools.get(endpoint)
+                if pool is None:
+                    timeout = self._timeout_for(route)
+                    pool = self._lean_pools[endpoint] = LeanPool(
+                        endpoint,
+                        limit=self.connections_per_endpoint,
+                        connect_timeout=timeout,
+                        read_timeout=timeout,
+                    )
+                target = route.host if route.proxy is not None else host.path
+                lean = _LeanRoute(pool, target.rstrip("/") + "/", host.netloc)
+        self._lean[route] = lean
+        return lean
+
+    async def _lean_get(
+        self, route: Route, lean: _LeanRoute, path: str, no_cache: bool, max_size: int | None
+    ) -> bytes:
+        """One GET of a small object on the lean client; failures as aiohttp's would be."""
+        self.stats.requests += 1
+        endpoint = self.stats.endpoint(route.endpoint)
+        endpoint.requests += 1
+        head = request_head(
+            lean.target + escape_path(path), lean.host, request_headers(no_cache=no_cache)
+        )
+        try:
+            response = await lean.pool.get(head, max_size)
+        except LeanTooLarge as error:
+            raise _AttemptFailed(BAD_DATA, str(error)) from None
+        except LeanTimeout:
+            raise _AttemptFailed(TRANSFER, "timed out") from None
+        except (LeanHTTPError, OSError) as error:
+            raise _AttemptFailed(TRANSFER, str(error) or type(error).__name__) from None
+        _classify_status(response, route)
+        body = response.body
+        self.stats.bytes_received += len(body)
+        endpoint.bytes_received += len(body)
+        return body
 
     def _request(self, route: Route, path: str, no_cache: bool) -> _Request:
         return _Request(self, route, path, no_cache)
@@ -584,7 +660,7 @@ class _Request:
         return False
 
 
-def _classify_status(response: aiohttp.ClientResponse, route: Route) -> None:
+def _classify_status(response: aiohttp.ClientResponse | LeanResponse, route: Route) -> None:
     status = response.status
     if status == 200:
         return

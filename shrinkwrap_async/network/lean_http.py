@@ -1,0 +1,341 @@
+"""A lean HTTP/1.1 client for the many small object GETs of an export.
+
+aiohttp costs the event loop about 70 µs per request on a 2-core VM (session, request and
+response objects, header multidicts, tracing, timers); for a repository of small files
+that is most of the loop's time. This client does one thing: ``GET`` a path over keep-alive
+connections, one request at a time per connection, from one endpoint (an origin reached
+DIRECT, or a proxy asked with the absolute URL). It reads ``Content-Length``, chunked and
+read-until-close bodies, enforces a connect timeout, a read timeout between arrivals of
+data and a size limit, and reports failures as :class:`LeanHTTPError` (transport-class,
+to be retried) or :class:`LeanTooLarge`. The fetcher uses it for small objects only;
+everything else stays on aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from multidict import CIMultiDict
+
+MAX_HEAD = 64 * 1024  # status line and headers
+
+
+class LeanHTTPError(ConnectionError):
+    """The request failed on the wire (refused, reset, closed early, timed out, garbled)."""
+
+
+class LeanTimeout(LeanHTTPError, TimeoutError):
+    """Connect or read timeout."""
+
+
+class LeanTooLarge(Exception):
+    """The body is larger than the caller's limit (announced or received)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+class LeanResponse:
+    """Status, headers (as received) and the whole body of one response."""
+
+    __slots__ = ("_headers", "body", "content_length", "raw_headers", "status")
+
+    def __init__(
+        self,
+        status: int,
+        raw_headers: list[tuple[str, str]],
+        body: bytes,
+        content_length: int | None,
+    ) -> None:
+        self.status = status
+        self.raw_headers = raw_headers
+        self.body = body
+        self.content_length = content_length
+        self._headers: CIMultiDict[str] | None = None
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        if self._headers is None:
+            self._headers = CIMultiDict(self.raw_headers)
+        return self._headers
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; ``request`` sends a head and returns the response."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.used = False  # has served a response (an idle close then is not an error)
+        self.answered = False  # some byte of the current response arrived
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[None] | None = None
+        self._last_data = 0.0
+        self._eof = False
+        self._error: BaseException | None = None
+
+    # -- protocol callbacks ---------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.answered = True
+        self._buffer += data
+        self._last_data = time.monotonic()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.closed = True
+        self._eof = True
+        if exc is not None:
+            self._error = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- one exchange ---------------------------------------------------------------
+    async def _more(self, timeout: float | None) -> None:
+        """Wait for more data (or EOF); raise LeanTimeout after ``timeout`` s of silence."""
+        if self._eof:
+            raise LeanHTTPError(self._closed_message())
+        waiter = self.loop.create_future()
+        self._waiter = waiter
+        try:
+            if timeout is None:
+                await waiter
+                return
+            while True:
+                since = self._last_data
+                try:
+                    async with asyncio.timeout(timeout):
+                        await asyncio.shield(waiter)
+                    return
+                except TimeoutError:
+                    if self._last_data == since:
+                        raise LeanTimeout(f"no data for {timeout:g} s") from None
+        finally:
+            self._waiter = None
+
+    def _closed_message(self) -> str:
+        if self._error is not None:
+            return f"{type(self._error).__name__}: {self._error}"
+        return "connection closed by the server"
+
+    async def request(
+        self, head: bytes, max_size: int | None, timeout: float | None
+    ) -> LeanResponse:
+        assert self.transport is not None
+        self._last_data = time.monotonic()
+        self.answered = False
+        self.transport.write(head)
+        buffer = self._buffer
+        while True:
+            end = buffer.find(b"\r\n\r\n")
+            if end >= 0:
+                break
+            if len(buffer) > MAX_HEAD:
+                raise LeanHTTPError("response head too long")
+            await self._more(timeout)
+        status, headers, length, chunked, keep_alive = _parse_head(bytes(buffer[:end]))
+        del buffer[: end + 4]
+        if status != 200:  # the caller classifies the status; the body is not wanted
+            self.used = True
+            self.close()
+            return LeanResponse(status, headers, b"", length)
+        if length is not None and max_size is not None and length > max_size:
+            self.close()
+            raise LeanTooLarge(f"{length} bytes announced, at most {max_size} expected")
+        if chunked:
+            body = await self._read_chunked(max_size, timeout)
+        elif length is not None:
+            while len(buffer) < length:
+                if self._eof:
+                    raise LeanHTTPError(f"short transfer: {len(buffer)} of {length} bytes")
+                await self._more(timeout)
+            body = bytes(buffer[:length])
+            del buffer[:length]
+        else:  # until the server closes the connection
+            keep_alive = False
+            while not self._eof:
+                if max_size is not None and len(buffer) > max_size:
+                    self.close()
+                    raise LeanTooLarge(f"more than {max_size} bytes received")
+                await self._more(timeout)
+            if self._error is not None:
+                raise LeanHTTPError(self._closed_message())
+            body = bytes(buffer)
+            buffer.clear()
+        self.used = True
+        if not keep_alive or buffer:
+            self.close()  # no reuse after a close request or unexpected extra bytes
+        return LeanResponse(status, headers, body, length)
+
+    async def _read_chunked(self, max_size: int | None, timeout: float | None) -> bytes:
+        buffer = self._buffer
+        pieces: list[bytes] = []
+        total = 0
+        while True:
+            while (end := buffer.find(b"\r\n")) < 0:
+                await self._more(timeout)
+            size_text = bytes(buffer[:end]).split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise LeanHTTPError("bad chunk size in chunked body") from None
+            del buffer[: end + 2]
+            if size == 0:  # trailers until an empty line
+                while (end := buffer.find(b"\r\n")) != 0:
+                    if end > 0:
+                        del buffer[: end + 2]
+                        continue
+                    await self._more(timeout)
+                del buffer[:2]
+                return b"".join(pieces)
+            total += size
+            if max_size is not None and total > max_size:
+                self.close()
+                raise LeanTooLarge(f"more than {max_size} bytes received")
+            while len(buffer) < size + 2:
+                await self._more(timeout)
+            pieces.append(bytes(buffer[:size]))
+            del buffer[: size + 2]
+
+
+def _parse_head(head: bytes) -> tuple[int, list[tuple[str, str]], int | None, bool, bool]:
+    """(status, headers, content length, chunked, keep-alive) of a response head."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise LeanHTTPError(f"not an HTTP/1.x response: {lines[0][:80]!r}")
+    status = int(parts[1])
+    keep_alive = parts[0] != "HTTP/1.0"
+    headers: list[tuple[str, str]] = []
+    length: int | None = None
+    chunked = False
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise LeanHTTPError(f"bad header line {line[:80]!r}")
+        value = value.strip()
+        headers.append((name, value))
+        key = name.lower()
+        if key == "content-length":
+            if not value.isdigit():
+                raise LeanHTTPError(f"bad Content-Length {value[:40]!r}")
+            length = int(value)
+        elif key == "transfer-encoding":
+            chunked = "chunked" in value.lower()
+        elif key == "connection":
+            token = value.lower()
+            if "close" in token:
+                keep_alive = False
+            elif "keep-alive" in token:
+                keep_alive = True
+    if chunked:
+        length = None
+    if status in (204, 304) or 100 <= status < 200:
+        length = 0
+    return status, headers, length, chunked, keep_alive
+
+
+class LeanPool:
+    """Keep-alive connections to one endpoint (``http://host[:port]``), at most ``limit``."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        limit: int,
+        connect_timeout: float | None,
+        read_timeout: float | None,
+    ) -> None:
+        parts = urlsplit(endpoint)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"lean HTTP needs an http:// endpoint, not {endpoint!r}")
+        self.host = parts.hostname
+        self.port = parts.port or 80
+        self.connect_timeout = connect_timeout or None
+        self.read_timeout = read_timeout or None
+        self._slots = asyncio.Semaphore(limit)
+        self._idle: deque[_Connection] = deque()
+        self._closed = False
+
+    async def get(self, head: bytes, max_size: int | None) -> LeanResponse:
+        """Send ``head`` (a complete GET request) and return the response."""
+        async with self._slots:
+            while self._idle:
+                connection = self._idle.pop()
+                if connection.closed:
+                    continue
+                try:
+                    response = await connection.request(head, max_size, self.read_timeout)
+                except LeanTimeout:
+                    connection.close()
+                    raise
+                except LeanHTTPError:
+                    connection.close()
+                    if not connection.answered:
+                        continue  # closed while idle (keep-alive timeout): try another
+                    raise
+                except BaseException:
+                    connection.close()
+                    raise
+                self._release(connection)
+                return response
+            connection = await self._connect()
+            try:
+                response = await connection.request(head, max_size, self.read_timeout)
+            except BaseException:
+                connection.close()
+                raise
+            self._release(connection)
+            return response
+
+    def _release(self, connection: _Connection) -> None:
+        if not connection.closed and not self._closed:
+            self._idle.append(connection)
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, protocol = await loop.create_connection(
+                    lambda: _Connection(loop), self.host, self.port
+                )
+        except TimeoutError:
+            raise LeanTimeout(f"connect timed out after {self.connect_timeout:g} s") from None
+        except OSError as error:
+            raise LeanHTTPError(f"{type(error).__name__}: {error}") from error
+        return protocol
+
+    def close(self) -> None:
+        self._closed = True
+        while self._idle:
+            self._idle.pop().close()
+
+
+def request_head(target: str, host: str, headers: Mapping[str, str]) -> bytes:
+    """A GET request head for ``target`` (a path, or an absolute URL through a proxy)."""
+    lines = [f"GET {target} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

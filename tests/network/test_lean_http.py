@@ -1,0 +1,173 @@
+"""The lean small-object GET: framings, keep-alive, stale connections, timeouts, statuses,
+and the fetcher's use of it (DIRECT and through a real Squid)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from shrinkwrap_async.network.fetcher import Fetcher
+from shrinkwrap_async.network.lean_http import (
+    LeanHTTPError,
+    LeanPool,
+    LeanTimeout,
+    LeanTooLarge,
+    request_head,
+)
+from shrinkwrap_async.testing import nginx, squid
+
+from .conftest import FIX1, make_settings, stored_objects
+
+# request head -> raw response (None: hang up, b"": stall)
+Responder = Callable[[bytes], bytes | None]
+
+
+class ScriptedServer:
+    """A raw TCP server on 127.0.0.1 answering each request head with scripted bytes."""
+
+    def __init__(self, respond: Responder, *, close_after: int = 0) -> None:
+        self.respond = respond
+        self.close_after = close_after  # close each connection after N responses (0: never)
+        self.connections = 0
+        self.heads: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> ScriptedServer:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    @property
+    def endpoint(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        served = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head)
+                answer = self.respond(head)
+                if answer is None:
+                    return
+                if not answer:  # stall: say nothing until the client gives up
+                    await reader.read()
+                    return
+                writer.write(answer)
+                await writer.drain()
+                served += 1
+                if self.close_after and served >= self.close_after:
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+
+def ok(body: bytes, extra: str = "") -> bytes:
+    return f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+
+
+def head_for(path: str, endpoint: str) -> bytes:
+    return request_head(path, endpoint.removeprefix("http://"), {"User-Agent": "t"})
+
+
+@pytest.fixture
+async def pool_for() -> AsyncIterator[Callable[..., LeanPool]]:
+    pools: list[LeanPool] = []
+
+    def make(endpoint: str, read_timeout: float = 2) -> LeanPool:
+        pools.append(LeanPool(endpoint, limit=2, connect_timeout=2, read_timeout=read_timeout))
+        return pools[-1]
+
+    yield make
+    for pool in pools:
+        pool.close()
+
+
+async def test_framings_and_keep_alive(pool_for: Callable[..., LeanPool]) -> None:
+    bodies = {
+        b"/length": ok(b"x" * 1000),
+        b"/chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3;ext=1\r\nabc\r\n4\r\ndefg\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    }
+    async with ScriptedServer(lambda head: bodies[head.split(b" ")[1]]) as server:
+        pool = pool_for(server.endpoint)
+        for _ in range(3):
+            assert (await pool.get(head_for("/length", server.endpoint), None)).body == b"x" * 1000
+            chunked = await pool.get(head_for("/chunked", server.endpoint), None)
+            assert chunked.body == b"abcdefg" and chunked.status == 200
+        assert server.connections == 1  # one keep-alive connection for six requests
+    async with ScriptedServer(
+        lambda head: b"HTTP/1.0 200 OK\r\n\r\nuntil close", close_after=1
+    ) as server:
+        response = await pool_for(server.endpoint).get(head_for("/", server.endpoint), None)
+        assert response.body == b"until close" and response.content_length is None
+
+
+async def test_stale_keep_alive_connection_is_replaced(
+    pool_for: Callable[..., LeanPool],
+) -> None:
+    async with ScriptedServer(lambda head: ok(b"fresh"), close_after=1) as server:
+        pool = pool_for(server.endpoint)
+        for _ in range(3):  # the server closes after each answer; the pool notices
+            assert (await pool.get(head_for("/", server.endpoint), None)).body == b"fresh"
+            await asyncio.sleep(0.05)
+        assert server.connections == 3
+
+
+async def test_failures(pool_for: Callable[..., LeanPool]) -> None:
+    answers = {
+        b"/short": b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+        b"/big": ok(b"y" * 100),
+        b"/garbled": b"SPDY nonsense\r\n\r\n",
+        b"/404": b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nX-Squid-Error: x\r\n\r\n"
+        b"not found",
+    }
+
+    def respond(head: bytes) -> bytes | None:
+        path = head.split(b" ")[1]
+        if path == b"/hang":
+            return b""
+        return answers[path]
+
+    async with ScriptedServer(respond, close_after=1) as server:
+        endpoint = server.endpoint
+        pool = pool_for(endpoint, read_timeout=0.3)
+        with pytest.raises(LeanHTTPError, match="short transfer: 3 of 10"):
+            await pool.get(head_for("/short", server.endpoint), None)
+        with pytest.raises(LeanTooLarge, match="100 bytes announced, at most 50"):
+            await pool.get(head_for("/big", server.endpoint), 50)
+        with pytest.raises(LeanHTTPError, match="not an HTTP"):
+            await pool.get(head_for("/garbled", server.endpoint), None)
+        missing = await pool.get(head_for("/404", server.endpoint), None)
+        assert missing.status == 404 and "X-Squid-Error" in missing.headers
+        with pytest.raises(LeanTimeout):
+            await pool.get(head_for("/hang", server.endpoint), None)
+    with pytest.raises(LeanHTTPError):  # nothing listens there any more
+        await pool.get(head_for("/", endpoint), None)
+
+
+async def test_fetcher_uses_it_through_squid(fixture_docroot: Path) -> None:
+    nginx.skip_if_missing(nginx.NGINX)
+    squid.skip_if_missing(squid.SQUID)
+    objects = stored_objects(fixture_docroot / "cvmfs" / FIX1)[:40]
+    with nginx.NginxServer(fixture_docroot) as origin, squid.SquidProxy() as proxy:
+        settings = make_settings(origin.repository_url(FIX1), proxy_groups=proxy.url, timeout=10)
+        async with Fetcher(settings, max_in_flight=8) as fetcher:
+            for stored in objects:
+                fetched = await fetcher.fetch_object_unverified(stored.digest, stored.suffix)
+                assert fetched.data == stored.data and fetched.route.proxy == proxy.url
+            assert fetcher._lean_pools  # the lean path was taken
+        log = proxy.access_log
+    assert fetcher.stats.failures == 0 and fetcher.stats.requests == len(objects)
+    assert log.count("TCP_MISS/200") == len(objects)
