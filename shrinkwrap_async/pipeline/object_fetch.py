@@ -114,6 +114,7 @@ class ObjectFetchStage:
         self._content_of: dict[str, str] = {}
         self._recent: dict[str, None] = {}  # committed by this run lately (FIFO, bounded)
         self._refetches: set[asyncio.Task[None]] = set()
+        self._refetch_error: BaseException | None = None
         # Runs a refetch task; the runner passes its task group's create_task so that a
         # fatal error there ends the run at once.
         self.spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] = (
@@ -286,7 +287,7 @@ class ObjectFetchStage:
             elif isinstance(error, HashMismatch):
                 task = self.spawn(self._refetch(item))
                 self._refetches.add(task)
-                task.add_done_callback(self._refetches.discard)
+                task.add_done_callback(self._refetch_done)
             else:
                 await self.failed(item.name, error)
 
@@ -311,10 +312,19 @@ class ObjectFetchStage:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.cpu_pool, commit_small_batch, self.store, batch)
 
+    def _refetch_done(self, task: asyncio.Task[None]) -> None:
+        self._refetches.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._refetch_error is None:
+            self._refetch_error = task.exception()
+
     async def drain(self) -> None:
-        """Wait for the refetches still running (before the link stage is told to stop)."""
+        """Wait for the refetches still running (before the link stage is told to stop);
+        raise what ended one of them (under the runner's task group it has already
+        ended the run)."""
         while self._refetches:
             await asyncio.wait(set(self._refetches))
+        if self._refetch_error is not None:
+            raise self._refetch_error
 
     # -- outcomes ------------------------------------------------------------------------------
     async def completed(self, name: str, size: int, *, copied: bool = False) -> None:
