@@ -285,7 +285,8 @@ class LeanPool:
         async with self._slots:
             while self._idle:
                 connection = self._idle.pop()
-                if connection.closed:
+                if connection.closed or connection._eof or connection._buffer:
+                    connection.close()  # closed, or said something while idle
                     continue
                 try:
                     response = await connection.request(head, max_size, self.read_timeout)
