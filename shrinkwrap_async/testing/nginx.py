@@ -15,7 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Self
 
 NGINX = "/usr/sbin/nginx"
 
@@ -109,10 +108,10 @@ http {{
 """
 
 
-class LoopbackDaemon:
-    """A server binary run in the foreground on 127.0.0.1 with its files in a temp dir."""
-
-    def __init__(self) -> None:
+class NginxServer:
+    def __init__(self, docroot: str | os.PathLike[str], *, workers: int = 2) -> None:
+        self.docroot = Path(docroot).resolve()
+        self.workers = workers
         self.port = 0
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -121,63 +120,14 @@ class LoopbackDaemon:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _prepare(self, prefix: str) -> Path:
-        """A fresh private directory and a free port for the next start."""
-        self._tmp = tempfile.TemporaryDirectory(prefix=prefix)
-        self.port = free_loopback_port()
-        return Path(self._tmp.name)
-
-    def _launch(
-        self, command: list[str], log: Path, *, timeout: float, cwd: Path | None = None
-    ) -> None:
-        self._process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=cwd,
-        )
-        try:
-            wait_for_port(self.port, self._process, log, timeout=timeout)
-        except BaseException:
-            self.stop()
-            raise
-
-    def start(self) -> Self:
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        if self._process is not None:
-            stop_process(self._process)
-            self._process = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class NginxServer(LoopbackDaemon):
-    def __init__(self, docroot: str | os.PathLike[str], *, workers: int = 2) -> None:
-        super().__init__()
-        self.docroot = Path(docroot).resolve()
-        self.workers = workers
-
     def repository_url(self, fqrn: str) -> str:
         return f"{self.url}/cvmfs/{fqrn}"
 
     def start(self) -> NginxServer:
         binary = require_binary(NGINX)
-        tmp = self._prepare("nginx-")
+        self._tmp = tempfile.TemporaryDirectory(prefix="nginx-")
+        tmp = Path(self._tmp.name)
+        self.port = free_loopback_port()
         # As root, workers would switch to "nobody" and might not read a private docroot.
         user_line = "user root root;" if os.geteuid() == 0 else ""
         (tmp / "nginx.conf").write_text(
@@ -191,5 +141,34 @@ class NginxServer(LoopbackDaemon):
         )
         log = tmp / "error.log"
         command = [binary, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-e", str(log)]
-        self._launch([*command, "-g", "daemon off;"], log, timeout=15)
+        self._process = subprocess.Popen(
+            [*command, "-g", "daemon off;"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(self.port, self._process, log, timeout=15)
+        except BaseException:
+            self.stop()
+            raise
         return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            stop_process(self._process)
+            self._process = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> NginxServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import os
 import pwd
+import subprocess
+import tempfile
 from pathlib import Path
+from types import TracebackType
 
 from shrinkwrap_async.testing.nginx import (
     BinaryMissing,
-    LoopbackDaemon,
+    free_loopback_port,
     require_binary,
     skip_if_missing,
+    stop_process,
+    wait_for_port,
 )
 
 SQUID = "/usr/sbin/squid"
@@ -48,7 +53,16 @@ http_access deny all
 """
 
 
-class SquidProxy(LoopbackDaemon):
+class SquidProxy:
+    def __init__(self) -> None:
+        self.port = 0
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     @property
     def access_log(self) -> str:
         """Squid's access log so far (one line per request: ``TCP_MISS/200``, ...)."""
@@ -59,7 +73,9 @@ class SquidProxy(LoopbackDaemon):
 
     def start(self) -> SquidProxy:
         binary = require_binary(SQUID)
-        tmp = self._prepare("squid-")
+        self._tmp = tempfile.TemporaryDirectory(prefix="squid-")
+        tmp = Path(self._tmp.name)
+        self.port = free_loopback_port()
         user_line = ""
         if os.geteuid() == 0:
             # Squid refuses to run as root; let it switch to an unprivileged user that
@@ -75,7 +91,35 @@ class SquidProxy(LoopbackDaemon):
         (tmp / "squid.conf").write_text(
             _CONFIG.format(port=self.port, tmp=tmp, user_line=user_line)
         )
-        self._launch(
-            [binary, "-N", "-f", str(tmp / "squid.conf")], tmp / "cache.log", timeout=30, cwd=tmp
+        self._process = subprocess.Popen(
+            [binary, "-N", "-f", str(tmp / "squid.conf")],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=tmp,
         )
+        try:
+            wait_for_port(self.port, self._process, tmp / "cache.log", timeout=30)
+        except BaseException:
+            self.stop()
+            raise
         return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            stop_process(self._process)
+            self._process = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> SquidProxy:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
