@@ -1,18 +1,29 @@
 #!/usr/bin/env python3
 """End-to-end export benchmark: full export, refreshes and the machine's ceilings.
 
-    scripts/bench [--scale reference|small|medium|large] [-j 16,64,256] [--squid]
+    scripts/bench [--scale reference|small|medium|large|large-small] [-j 16,64,256]
+                  [--workers 1,2] [--squid]
 
 Generates the synthetic repository of the scale once (cached under ``.bench-cache/``, with
 a second revision in which 1 % of the files changed), serves it with nginx on 127.0.0.1
 (optionally through Squid), and measures, in one run:
 
-1. full export into a fresh destination, per ``-j``: wall, files/s, MB/s (logical and
-   transferred), peak RSS and CPU seconds of the export process, HTTP requests;
+1. full export into a destination of its own, per ``-j`` and ``--workers``: wall, files/s,
+   MB/s (logical and transferred), CPU seconds, HTTP requests, and peak RSS: of the export
+   process (``wait4``), of each process of its tree (``VmHWM``) and of the tree's sum
+   (sampled from ``/proc``);
 2. no-change refresh (same destination, same revision): wall and requests;
 3. refresh after the 1 % change: wall, requests, bytes received;
 4. ceilings over the same objects: ``curl --parallel --parallel-max 64`` to /dev/null, and a
-   pure inflate+hash pass in one Python process; export throughput as a ratio of each.
+   pure inflate+hash pass in one Python process; export throughput as a ratio of each. For
+   the 1 % change: curl of only the changed objects, curl of everything a client fetches
+   for the change (root files, changed catalogs, changed objects), and a bare start of
+   the command (``import shrinkwrap_async.cli``).
+
+Destinations are deleted after the last export of the run, never right before a timed
+export (ext4 without a journal creates files slowly for minutes after a mass deletion;
+docs/performance.md). When the disk runs short, old destinations are deleted and the next
+export waits ``--settle`` seconds; the JSON records it.
 
 Prints a table beside the real cvmfs_shrinkwrap's figures (reference scale) and writes JSON
 to ``bench-results/``. Loops are bounded; everything runs on 127.0.0.1.
@@ -31,6 +42,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -41,7 +53,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = REPO_ROOT / ".bench-cache"
 DEFAULT_RESULTS = REPO_ROOT / "bench-results"
-SCALES = ("reference", "small", "medium", "large")
+SCALES = ("reference", "small", "medium", "large", "large-small")
 CHANGE_FRACTION = 0.01
 CHANGED_MTIME_OFFSET = 86_400
 EXPORT_TIMEOUT = 3600.0  # seconds; a bound, not an expectation
@@ -49,6 +61,12 @@ CURL_PARALLEL = 64
 # Object suffixes that are file content (none = whole file, P = chunk); catalogs (C),
 # certificates (X), histories (H), metainfo (M) are not part of the ceilings' object set.
 CONTENT_SUFFIXES = ("", "P")
+CATALOG_SUFFIXES = ("C",)
+ROOT_FILES = (".cvmfspublished", ".cvmfswhitelist")  # what a client fetches first
+RSS_SAMPLE_PERIOD = 0.05  # seconds between /proc samples of the export's process tree
+RECENT_DELETION_SECONDS = 360  # ext4 without a journal: slow creates this long after
+DELETION_MARKER = "last-deletion.json"  # in the cache directory: when and how much
+MIN_FREE_BYTES = 2 << 30  # keep this much free beside the destinations of a run
 
 # The real cvmfs_shrinkwrap 2.11.5 on the reference repository (benchmark issue), 2 cores,
 # nginx on 127.0.0.1, fresh destination each run.
@@ -130,9 +148,15 @@ def build_tree(scale: Any, seed: int) -> Any:
 
 
 def ensure_repository(
-    cache: Path, scale: Any, seed: int, *, name: str | None = None, log: Any = print
+    cache: Path,
+    scale: Any,
+    seed: int,
+    *,
+    name: str | None = None,
+    changed: bool = True,
+    log: Any = print,
 ) -> BenchRepository:
-    """Generate (once) revision 1 and the 1 %-changed revision of ``scale``."""
+    """Generate (once) revision 1 and, if ``changed``, the 1 %-changed revision of ``scale``."""
     from shrinkwrap_async.testing.publish import Publisher, PublishOptions
 
     label = name or (scale if isinstance(scale, str) else "custom")
@@ -148,7 +172,7 @@ def ensure_repository(
         )
         log(f"  revision {result.revision}: {result.files} files in {result.seconds:.1f} s")
         base_done.touch()
-    if not changed_done.exists():
+    if changed and not changed_done.exists():
         shutil.rmtree(repo.changed, ignore_errors=True)
         # Hard-linked copy: the publisher replaces files by rename, never in place.
         subprocess.run(["cp", "-al", str(repo.base), str(repo.changed)], check=True)
@@ -161,8 +185,11 @@ def ensure_repository(
     return repo
 
 
-def content_objects(data_dir: Path, *, only_new: bool = False) -> list[Path]:
-    """Content objects (whole files and chunks) below ``data_dir``, sorted.
+def content_objects(
+    data_dir: Path, *, only_new: bool = False, suffixes: tuple[str, ...] = CONTENT_SUFFIXES
+) -> list[Path]:
+    """Objects with one of ``suffixes`` below ``data_dir`` (default: whole files and chunks),
+    sorted.
 
     ``only_new``: those not shared (by hard link) with the other revision.
     """
@@ -171,10 +198,9 @@ def content_objects(data_dir: Path, *, only_new: bool = False) -> list[Path]:
         if not sub.is_dir() or len(sub.name) != 2:
             continue
         for entry in os.scandir(sub):
-            suffix = "P" if entry.name.endswith("P") else ""
-            if not entry.name.endswith(("C", "X", "H", "M", ".tmp")) and suffix in (
-                CONTENT_SUFFIXES
-            ):
+            last = entry.name[-1:]
+            suffix = last if last in ("C", "X", "H", "M", "P") else ""
+            if not entry.name.endswith(".tmp") and suffix in suffixes:
                 if only_new and entry.stat().st_nlink > 1:
                     continue
                 objects.append(Path(entry.path))
@@ -207,7 +233,11 @@ def serve(docroot: Path, *, squid: bool) -> Iterator[tuple[str, str]]:
 
 @dataclass
 class ProcessRun:
-    """One subprocess: wall seconds, CPU seconds, peak RSS (MB) and its output."""
+    """One subprocess: wall seconds, CPU seconds, peak RSS (MB) and its output.
+
+    ``max_rss_mb`` is the process's own ``ru_maxrss``; ``tree`` is what the sampler saw
+    of the process and its descendants (see :class:`TreeMemorySampler`).
+    """
 
     returncode: int
     wall: float
@@ -216,29 +246,153 @@ class ProcessRun:
     max_rss_mb: float
     stdout: str
     stderr: str
+    tree: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cpu(self) -> float:
         return self.cpu_user + self.cpu_sys
 
 
+def _status_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (KiB) of ``pid`` from ``/proc``; empty once it has gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as handle:
+            text = handle.read()
+    except OSError:
+        return {}
+    found = {}
+    for line in text.splitlines():
+        if line.startswith((b"VmRSS:", b"VmHWM:")):
+            key, value = line.split(b":", 1)
+            found[key.decode()] = int(value.split()[0])
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (every thread's ``children`` list)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as handle:
+                found.extend(int(child) for child in handle.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def _role(pid: int, root: int) -> str:
+    """A short name for a process of the export's tree."""
+    if pid == root:
+        return "export"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            command = handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "?"
+    if "resource_tracker" in command:
+        return "resource tracker"
+    if "multiprocessing" in command or "spawn_main" in command:
+        return "object worker"
+    if "shrinkwrap_async" in command:
+        return "shard export"
+    return command.split(" ", 1)[0].rsplit("/", 1)[-1] or "?"
+
+
+class TreeMemorySampler:
+    """Samples the RSS of a process and all its descendants from ``/proc``.
+
+    Records the largest sum of ``VmRSS`` over the tree seen at one sample (a lower bound
+    of the true simultaneous peak: a short peak between samples is missed) and, for each
+    process, its last ``VmHWM`` (the kernel's own peak of that process, exact). The sum of
+    the ``VmHWM`` values is an upper bound: the peaks need not coincide.
+    """
+
+    def __init__(self, root: int, period: float = RSS_SAMPLE_PERIOD) -> None:
+        self.root = root
+        self.period = period
+        self.peak_sum_kib = 0
+        self.samples = 0
+        self.processes: dict[int, dict[str, Any]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join()
+        processes = sorted(self.processes.values(), key=lambda p: p["pid"])
+        return {
+            "peak_rss_sum_mb": round(self.peak_sum_kib / 1024, 1),
+            "hwm_sum_mb": round(sum(p["hwm_kib"] for p in processes) / 1024, 1),
+            "samples": self.samples,
+            "processes": [
+                {
+                    "pid": p["pid"],
+                    "role": p["role"],
+                    "hwm_mb": round(p["hwm_kib"] / 1024, 1),
+                    "max_sampled_rss_mb": round(p["rss_kib"] / 1024, 1),
+                }
+                for p in processes
+            ],
+        }
+
+    def sample(self) -> None:
+        total = 0
+        pending = [self.root]
+        seen = 0
+        while pending and seen < 4096:  # bounded: a tree of an export is small
+            pid = pending.pop()
+            seen += 1
+            status = _status_kib(pid)
+            if not status:
+                continue
+            record = self.processes.get(pid)
+            if record is None:
+                record = {"pid": pid, "role": _role(pid, self.root), "hwm_kib": 0, "rss_kib": 0}
+                self.processes[pid] = record
+            rss = status.get("VmRSS", 0)
+            total += rss
+            record["rss_kib"] = max(record["rss_kib"], rss)
+            record["hwm_kib"] = max(record["hwm_kib"], status.get("VmHWM", 0))
+            pending.extend(_children(pid))
+        self.samples += 1
+        self.peak_sum_kib = max(self.peak_sum_kib, total)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.period)
+
+
 def run_measured(
     argv: list[str], *, timeout: float, env: dict[str, str] | None = None
 ) -> ProcessRun:
-    """Run ``argv`` and read its own rusage with ``wait4`` (peak RSS, user+sys)."""
+    """Run ``argv``: its own rusage with ``wait4`` (peak RSS, user+sys of it and its
+    waited-for children) and the RSS of its process tree sampled from ``/proc``."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+        sampler = TreeMemorySampler(process.pid)
+        sampler.start()
         deadline = started + timeout
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                process.kill()
-                pid, status, usage = os.wait4(process.pid, 0)
-                break
-            time.sleep(0.01)
+        try:
+            while True:
+                pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.perf_counter() > deadline:
+                    process.kill()
+                    pid, status, usage = os.wait4(process.pid, 0)
+                    break
+                time.sleep(0.01)
+        finally:
+            tree = sampler.stop()
         wall = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -251,6 +405,7 @@ def run_measured(
             max_rss_mb=usage.ru_maxrss / 1024,
             stdout=out.read().decode(errors="replace"),
             stderr=err.read().decode(errors="replace"),
+            tree=tree,
         )
 
 
@@ -279,7 +434,10 @@ class ExportSetup:
         path.write_text("/*\n")
         return path
 
-    def export_argv(self, config: Path, dest: Path, workers: int) -> list[str]:
+    def export_argv(
+        self, config: Path, dest: Path, jobs: int, workers: int | None = None
+    ) -> list[str]:
+        """The export command; ``--workers`` only when given (the command's default is 1)."""
         return [
             sys.executable,
             "-m",
@@ -294,15 +452,18 @@ class ExportSetup:
             "-x",
             str(dest),
             "-j",
-            str(workers),
+            str(jobs),
+            *([] if workers is None else ["--workers", str(workers)]),
             "--json",
             "--no-progress",
         ]
 
 
-def export_once(setup: ExportSetup, config: Path, dest: Path, workers: int) -> dict[str, Any]:
+def export_once(
+    setup: ExportSetup, config: Path, dest: Path, jobs: int, workers: int | None = None
+) -> dict[str, Any]:
     """One export run: the process figures merged with its ``--json`` summary."""
-    run = run_measured(setup.export_argv(config, dest, workers), timeout=EXPORT_TIMEOUT)
+    run = run_measured(setup.export_argv(config, dest, jobs, workers), timeout=EXPORT_TIMEOUT)
     result: dict[str, Any] = {
         "exit": run.returncode,
         "wall": round(run.wall, 3),
@@ -310,6 +471,8 @@ def export_once(setup: ExportSetup, config: Path, dest: Path, workers: int) -> d
         "cpu_sys": round(run.cpu_sys, 2),
         "cpu": round(run.cpu, 2),
         "max_rss_mb": round(run.max_rss_mb, 1),
+        "rss_tree": run.tree,
+        "peak_rss_sum_mb": run.tree.get("peak_rss_sum_mb"),
     }
     try:
         summary = json.loads(run.stdout)
@@ -330,39 +493,118 @@ def export_once(setup: ExportSetup, config: Path, dest: Path, workers: int) -> d
     return result
 
 
+def _process_peaks(run: dict[str, Any]) -> str:
+    """``export 80 + object worker 44`` from a run's ``rss_tree`` (VmHWM per process)."""
+    processes = (run.get("rss_tree") or {}).get("processes") or []
+    return " + ".join(f"{p['role']} {p['hwm_mb']:.0f}" for p in processes) or "-"
+
+
+class Destinations:
+    """Export destinations of one benchmark run: each full export gets its own, and all
+    are deleted after the run (:meth:`delete_all`), not before a timed export.
+
+    Mass deletion on ext4 without a journal makes file creation slow for 1-6 minutes, so
+    a deletion is recorded in ``marker`` and, when the disk runs short in the middle of a
+    run, the next export waits ``settle`` seconds after it (and says so in its result).
+    """
+
+    def __init__(self, work: Path, marker: Path, *, needed_bytes: int, settle: float) -> None:
+        self.work = work
+        self.marker = marker
+        self.needed_bytes = needed_bytes
+        self.settle = settle
+        self.kept: list[Path] = []
+        self._count = 0
+
+    def new(self, label: str) -> tuple[Path, dict[str, Any]]:
+        """A fresh run directory, and notes for the run's result (a deletion it follows)."""
+        notes: dict[str, Any] = {}
+        free = shutil.disk_usage(self.work).free
+        if self.kept and free < self.needed_bytes + MIN_FREE_BYTES:
+            deleted = self.delete_all()
+            notes["followed_deletion"] = {"runs_deleted": deleted, "settled_s": self.settle}
+            time.sleep(self.settle)
+        self._count += 1
+        run_dir = self.work / f"{self._count:02d}-{label}"
+        run_dir.mkdir(parents=True)
+        self.kept.append(run_dir)
+        return run_dir, notes
+
+    def delete_all(self) -> int:
+        deleted = len(self.kept)
+        for run_dir in self.kept:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        self.kept = []
+        if deleted:
+            record_deletion(self.marker, deleted)
+        return deleted
+
+
+def record_deletion(marker: Path, runs: int) -> None:
+    marker.write_text(json.dumps({"time": time.time(), "runs": runs}) + "\n")
+
+
+def recent_deletion(marker: Path) -> float | None:
+    """Seconds since the benchmark last deleted destinations, if under 6 minutes."""
+    try:
+        then = json.loads(marker.read_text())["time"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    age = time.time() - float(then)
+    return age if 0 <= age < RECENT_DELETION_SECONDS else None
+
+
 def measure_export(
-    setup: ExportSetup, workers: int, *, refresh: bool, repeat: int = 1
+    setup: ExportSetup,
+    jobs: int,
+    destinations: Destinations,
+    *,
+    workers: int | None = None,
+    refresh: bool,
+    repeat: int = 1,
 ) -> dict[str, Any]:
-    """Full export into a fresh destination (best of ``repeat``), then the two refreshes."""
-    run_dir = setup.work / f"j{workers}"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    dest, cache = run_dir / "dest", run_dir / "cache"
-    config_base = setup.config("base", cache)
-    outcome: dict[str, Any] = {"workers": workers}
+    """Full exports, each into a destination of its own (best of ``repeat``), then the two
+    refreshes into the last one. Nothing is deleted here (see :class:`Destinations`)."""
+    label = f"j{jobs}" + ("" if workers is None else f"-w{workers}")
+    outcome: dict[str, Any] = {"jobs": jobs, "workers": workers or 1}
     fulls = []
     for _ in range(max(1, repeat)):
-        shutil.rmtree(run_dir, ignore_errors=True)
-        run_dir.mkdir(parents=True)
-        fulls.append(export_once(setup, config_base, dest, workers))
+        run_dir, notes = destinations.new(label)
+        dest, cache = run_dir / "dest", run_dir / "cache"
+        config_base = setup.config("base", cache)
+        fulls.append({**export_once(setup, config_base, dest, jobs, workers), **notes})
     outcome["full"] = min(fulls, key=lambda run: (run["exit"] != 0, run["wall"]))
     outcome["full"]["walls"] = [run["wall"] for run in fulls]
     if refresh:
-        outcome["no_change"] = export_once(setup, config_base, dest, workers)
-        outcome["change_1pct"] = export_once(setup, setup.config("changed", cache), dest, workers)
-    shutil.rmtree(run_dir, ignore_errors=True)
+        outcome["no_change"] = export_once(setup, config_base, dest, jobs, workers)
+        outcome["change_1pct"] = export_once(
+            setup, setup.config("changed", cache), dest, jobs, workers
+        )
     return outcome
 
 
-def profile_export(setup: ExportSetup, workers: int, tool: str, out_dir: Path) -> Path:
+def python_start_seconds(runs: int) -> float:
+    """Best wall of a bare ``python3 -c 'import shrinkwrap_async.cli'`` (the command's
+    fixed start-up cost, before it sends a request)."""
+    argv = [sys.executable, "-c", "import shrinkwrap_async.cli"]
+
+    def once() -> float:
+        started = time.perf_counter()
+        subprocess.run(argv, check=True, timeout=120)
+        return time.perf_counter() - started
+
+    return best_of(runs, once)
+
+
+def profile_export(
+    setup: ExportSetup, workers: int, tool: str, out_dir: Path, destinations: Destinations
+) -> Path:
     """One more full export under ``pyinstrument`` or ``py-spy``; the report's path.
 
     pyinstrument samples the event-loop thread (asyncio-aware, text tree); py-spy samples
     every thread, including the inflate and tree executors (collapsed stacks, ``--threads``).
     """
-    run_dir = setup.work / f"profile-j{workers}"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
+    run_dir, _ = destinations.new(f"profile-j{workers}")
     argv = setup.export_argv(setup.config("base", run_dir / "cache"), run_dir / "dest", workers)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -377,18 +619,23 @@ def profile_export(setup: ExportSetup, workers: int, tool: str, out_dir: Path) -
     done = subprocess.run(command, capture_output=True, text=True, timeout=EXPORT_TIMEOUT)
     if done.returncode != 0:
         raise RuntimeError(f"{tool} exited {done.returncode}: {done.stderr.strip()[-500:]}")
-    shutil.rmtree(run_dir, ignore_errors=True)
     return report
 
 
 def curl_ceiling(
-    objects: list[Path], docroot: Path, http_base: str, work: Path, proxy: str = "DIRECT"
+    objects: list[Path],
+    docroot: Path,
+    http_base: str,
+    work: Path,
+    proxy: str = "DIRECT",
+    *,
+    label: str = "objects",
 ) -> float:
     """Seconds for ``curl --parallel --parallel-max 64`` to fetch ``objects`` to /dev/null.
 
     Through ``proxy`` when it is not DIRECT, so that the ceiling takes the export's path.
     """
-    listing = work / f"curl-{len(objects)}.txt"
+    listing = work / f"curl-{label}-{len(objects)}.txt"
     with listing.open("w") as handle:
         for path in objects:
             relative = path.relative_to(docroot).as_posix()
@@ -440,23 +687,81 @@ def best_of(runs: int, measure: Any) -> float:
 class BenchConfig:
     scale: Any = "reference"
     seed: int = 1
-    workers: list[int] = field(default_factory=lambda: [16, 64])
+    jobs: list[int] = field(default_factory=lambda: [16, 64])  # export -j (requests in flight)
+    workers: list[int | None] = field(default_factory=lambda: [None])  # export --workers
     squid: bool = False
     refresh: bool = True
     ceilings: bool = True
     ceiling_runs: int = 3
-    repeat: int = 1  # full exports per -j value; the fastest is reported
+    repeat: int = 1  # full exports per (-j, --workers); the fastest is reported
     cache: Path = DEFAULT_CACHE
     results: Path = DEFAULT_RESULTS
     name: str | None = None
     profile: str | None = None  # "pyinstrument" or "py-spy": one extra profiled export
+    settle: float = 60.0  # seconds to wait after deleting destinations in the middle of a run
+
+
+def measure_ceilings(
+    config: BenchConfig, repo: BenchRepository, http_base: str, proxy: str, work: Path, log: Any
+) -> dict[str, Any]:
+    """curl over all content objects, over the 1 % change (objects only, and everything a
+    client fetches for it), the bare start of the command, and inflate+hash."""
+    base_objects = content_objects(repo.data_dir("base"))
+    new_objects = content_objects(repo.data_dir("changed"), only_new=True)
+    new_catalogs = content_objects(
+        repo.data_dir("changed"), only_new=True, suffixes=CATALOG_SUFFIXES
+    )
+    root_files = [repo.changed / "cvmfs" / repo.fqrn / name for name in ROOT_FILES]
+    client_fetch = root_files + new_catalogs + new_objects
+    runs = config.ceiling_runs
+
+    def curl(objects: list[Path], label: str) -> float:
+        return round(
+            best_of(
+                runs,
+                lambda: curl_ceiling(objects, repo.root, http_base, work, proxy, label=label),
+            ),
+            3,
+        )
+
+    ceilings: dict[str, Any] = {}
+    log(f"ceiling: curl --parallel-max {CURL_PARALLEL}, {len(base_objects)} objects ...")
+    ceilings["curl_seconds"] = curl(base_objects, "all")
+    ceilings["curl_changed_seconds"] = curl(new_objects, "changed")
+    ceilings["change_client_files"] = len(client_fetch)
+    ceilings["change_catalogs"] = len(new_catalogs)
+    ceilings["curl_change_client_seconds"] = curl(client_fetch, "client")
+    ceilings["python_start_seconds"] = round(python_start_seconds(runs), 3)
+    log("ceiling: inflate+hash in one Python process ...")
+    passes = [inflate_hash_ceiling(base_objects) for _ in range(runs)]
+    ceilings.update(min(passes, key=lambda p: p["inflate_hash_seconds"]))
+    return ceilings
+
+
+def add_ratios(outcome: dict[str, Any], ceilings: dict[str, Any]) -> None:
+    """Export throughput against the ceilings; the 1 % change against its references."""
+    wall = outcome["full"]["wall"]
+    if ceilings and wall:
+        outcome["full"]["ratio_to_curl"] = round(ceilings["curl_seconds"] / wall, 3)
+        outcome["full"]["ratio_to_inflate_hash"] = round(ceilings["inflate_hash_seconds"] / wall, 3)
+    change = outcome.get("change_1pct")
+    if not change or not ceilings.get("curl_changed_seconds"):
+        return
+    change["ratio_to_curl_changed"] = round(change["wall"] / ceilings["curl_changed_seconds"], 2)
+    client = ceilings["curl_change_client_seconds"]
+    change["ratio_to_curl_client"] = round(change["wall"] / client, 2)
+    change["ratio_to_curl_client_and_start"] = round(
+        change["wall"] / (client + ceilings["python_start_seconds"]), 2
+    )
 
 
 def run_benchmark(config: BenchConfig, log: Any = print) -> dict[str, Any]:
     """Everything, as one JSON-able dict (also written to ``config.results``)."""
-    repo = ensure_repository(config.cache, config.scale, config.seed, name=config.name, log=log)
+    need_changed = config.refresh or config.ceilings
+    repo = ensure_repository(
+        config.cache, config.scale, config.seed, name=config.name, changed=need_changed, log=log
+    )
     base_objects = content_objects(repo.data_dir("base"))
-    new_objects = content_objects(repo.data_dir("changed"), only_new=True)
     stored_bytes = sum(p.stat().st_size for p in base_objects)
     label = config.name or (config.scale if isinstance(config.scale, str) else "custom")
     results: dict[str, Any] = {
@@ -469,10 +774,22 @@ def run_benchmark(config: BenchConfig, log: Any = print) -> dict[str, Any]:
             "fqrn": repo.fqrn,
             "content_objects": len(base_objects),
             "stored_bytes": stored_bytes,
-            "changed_objects": len(new_objects),
         },
         "exports": [],
+        "notes": [],
     }
+    if need_changed:
+        changed = content_objects(repo.data_dir("changed"), only_new=True)
+        results["repository"]["changed_objects"] = len(changed)
+    marker = config.cache / DELETION_MARKER
+    age = recent_deletion(marker)
+    if age is not None:
+        note = (
+            f"destinations were deleted {age:.0f} s before this run: on ext4 without a "
+            "journal, creating files is slow for up to 6 minutes after that"
+        )
+        log(f"note: {note}")
+        results["notes"].append(note)
     with (
         tempfile.TemporaryDirectory(prefix="bench-", dir=config.cache) as scratch,
         serve(repo.root, squid=config.squid) as (http_base, proxy),
@@ -481,45 +798,37 @@ def run_benchmark(config: BenchConfig, log: Any = print) -> dict[str, Any]:
         setup = ExportSetup(repo, work, http_base, proxy)
         ceilings: dict[str, Any] = {}
         if config.ceilings:
-            log(f"ceiling: curl --parallel-max {CURL_PARALLEL}, {len(base_objects)} objects ...")
-            ceilings["curl_seconds"] = round(
-                best_of(
-                    config.ceiling_runs,
-                    lambda: curl_ceiling(base_objects, repo.root, http_base, work, proxy),
-                ),
-                3,
-            )
-            ceilings["curl_changed_seconds"] = round(
-                best_of(
-                    config.ceiling_runs,
-                    lambda: curl_ceiling(new_objects, repo.root, http_base, work, proxy),
-                ),
-                3,
-            )
-            log("ceiling: inflate+hash in one Python process ...")
-            passes = [inflate_hash_ceiling(base_objects) for _ in range(config.ceiling_runs)]
-            ceilings.update(min(passes, key=lambda p: p["inflate_hash_seconds"]))
+            ceilings = measure_ceilings(config, repo, http_base, proxy, work, log)
             results["repository"]["logical_bytes"] = ceilings.pop("logical_bytes")
         results["ceilings"] = ceilings
-        for workers in config.workers:
-            log(f"export -j {workers} ...")
-            outcome = measure_export(setup, workers, refresh=config.refresh, repeat=config.repeat)
-            wall = outcome["full"]["wall"]
-            if ceilings and wall:
-                outcome["full"]["ratio_to_curl"] = round(ceilings["curl_seconds"] / wall, 3)
-                outcome["full"]["ratio_to_inflate_hash"] = round(
-                    ceilings["inflate_hash_seconds"] / wall, 3
-                )
-            change = outcome.get("change_1pct")
-            if change and ceilings.get("curl_changed_seconds"):
-                change["ratio_to_curl_changed"] = round(
-                    change["wall"] / ceilings["curl_changed_seconds"], 2
-                )
-            results["exports"].append(outcome)
-        if config.profile:
-            log(f"profiling one export -j {config.workers[0]} with {config.profile} ...")
-            report = profile_export(setup, config.workers[0], config.profile, config.results)
-            results["profile_report"] = str(report)
+        # A destination holds the logical bytes (inflated) plus its inodes' blocks.
+        needed = results["repository"].get("logical_bytes") or 3 * stored_bytes
+        destinations = Destinations(
+            work, marker, needed_bytes=needed + 8192 * len(base_objects), settle=config.settle
+        )
+        try:
+            for workers in config.workers:
+                for jobs in config.jobs:
+                    shown = "" if workers is None else f" --workers {workers}"
+                    log(f"export -j {jobs}{shown} ...")
+                    outcome = measure_export(
+                        setup,
+                        jobs,
+                        destinations,
+                        workers=workers,
+                        refresh=config.refresh,
+                        repeat=config.repeat,
+                    )
+                    add_ratios(outcome, ceilings)
+                    results["exports"].append(outcome)
+            if config.profile:
+                jobs = config.jobs[0]
+                log(f"profiling one export -j {jobs} with {config.profile} ...")
+                report = profile_export(setup, jobs, config.profile, config.results, destinations)
+                results["profile_report"] = str(report)
+        finally:
+            log("deleting the destinations of this run ...")
+            destinations.delete_all()
     results["host"]["load_avg_at_end"] = list(os.getloadavg())
     if label == "reference":
         results["real_cvmfs_shrinkwrap"] = REAL_SHRINKWRAP
@@ -547,24 +856,32 @@ def format_table(results: dict[str, Any]) -> str:
         f"scale {results['scale']}: {repo['content_objects']} content objects, "
         f"{repo['stored_bytes'] / 1e6:.0f} MB stored"
         + (f", {repo['logical_bytes'] / 1e6:.0f} MB logical" if "logical_bytes" in repo else "")
-        + f"; 1 % change = {repo['changed_objects']} new objects"
+        + (
+            f"; 1 % change = {repo['changed_objects']} new objects"
+            if "changed_objects" in repo
+            else ""
+        )
         + ("; through Squid" if results["squid"] else "; nginx direct"),
         "load average (1 min) at start {:.1f}, at end {:.1f} on {} CPUs".format(
             results["host"]["load_avg_at_start"][0],
             results["host"].get("load_avg_at_end", [0.0])[0],
             results["host"]["cpus"],
         ),
+        *(f"note: {note}" for note in results.get("notes", [])),
         "",
-        "| case | -j | wall s | files/s | MB/s logical | MB/s transferred | peak RSS MB "
-        "| CPU s (user+sys) | requests | bytes received | vs curl | vs inflate+hash |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| case | -j | --workers | wall s | files/s | MB/s logical | MB/s transferred "
+        "| peak RSS MB (all processes) | peak RSS MB per process | CPU s (user+sys) "
+        "| requests | bytes received | vs curl | vs inflate+hash |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for outcome in results["exports"]:
         full = outcome["full"]
+        jobs, workers = outcome["jobs"], outcome["workers"]
         lines.append(
-            f"| full export | {outcome['workers']} | {_fmt(full['wall'], '.2f')} "
+            f"| full export | {jobs} | {workers} | {_fmt(full['wall'], '.2f')} "
             f"| {_fmt(full.get('files_per_s'), ',.0f')} | {_fmt(full.get('mb_per_s_logical'))} "
-            f"| {_fmt(full.get('mb_per_s_transferred'))} | {_fmt(full['max_rss_mb'], '.0f')} "
+            f"| {_fmt(full.get('mb_per_s_transferred'))} "
+            f"| {_fmt(full.get('peak_rss_sum_mb'), '.0f')} | {_process_peaks(full)} "
             f"| {full['cpu_user']:.1f}+{full['cpu_sys']:.1f} | {_fmt(full.get('requests'))} "
             f"| {_fmt(full.get('bytes_received'), ',')} | {_fmt(full.get('ratio_to_curl'))} "
             f"| {_fmt(full.get('ratio_to_inflate_hash'))} |"
@@ -573,22 +890,32 @@ def format_table(results: dict[str, Any]) -> str:
             run = outcome.get(key)
             if run is None:
                 continue
-            ratio = run.get("ratio_to_curl_changed")
+            ratios = ""
+            if run.get("ratio_to_curl_changed") is not None:
+                ratios = (
+                    f"{run['ratio_to_curl_changed']}x curl(changed objects); "
+                    f"{run['ratio_to_curl_client']}x curl(client fetch); "
+                    f"{run['ratio_to_curl_client_and_start']}x curl(client fetch)+start"
+                )
             lines.append(
-                f"| {name} | {outcome['workers']} | {_fmt(run['wall'], '.2f')} | | | "
-                f"| {_fmt(run['max_rss_mb'], '.0f')} | {run['cpu_user']:.1f}+{run['cpu_sys']:.1f} "
+                f"| {name} | {jobs} | {workers} | {_fmt(run['wall'], '.2f')} | | | "
+                f"| {_fmt(run.get('peak_rss_sum_mb'), '.0f')} | {_process_peaks(run)} "
+                f"| {run['cpu_user']:.1f}+{run['cpu_sys']:.1f} "
                 f"| {_fmt(run.get('requests'))} | {_fmt(run.get('bytes_received'), ',')} "
-                f"| {'' if ratio is None else f'{ratio}x curl(changed)'} | |"
+                f"| {ratios} | |"
             )
     for outcome in results["exports"]:
+        where = f"-j {outcome['jobs']} --workers {outcome['workers']}"
         walls = outcome["full"].get("walls", [])
         if len(walls) > 1:
-            lines.append(f"-j {outcome['workers']} full export walls (s): {walls}")
+            lines.append(f"{where} full export walls (s): {walls}")
+        if "followed_deletion" in outcome["full"]:
+            lines.append(f"note: {where} full export followed a deletion of destinations")
         for key in ("full", "no_change", "change_1pct"):
             run = outcome.get(key)
             if run and ("error" in run or run.get("failures")):
                 lines.append(
-                    f"note: -j {outcome['workers']} {key}: exit {run['exit']}, "
+                    f"note: {where} {key}: exit {run['exit']}, "
                     f"{run.get('failures')} failures: {run.get('error', '')}"
                 )
     ceilings = results.get("ceilings") or {}
@@ -596,10 +923,15 @@ def format_table(results: dict[str, Any]) -> str:
         lines += [
             "",
             f"ceilings (best of runs): curl --parallel-max {CURL_PARALLEL} all objects "
-            f"{ceilings['curl_seconds']:.2f} s, changed objects "
-            f"{ceilings['curl_changed_seconds']:.2f} s; Python sha1 "
+            f"{ceilings['curl_seconds']:.2f} s; Python sha1 "
             f"{ceilings['sha1_seconds']:.2f} s + zlib.decompress "
             f"{ceilings['inflate_seconds']:.2f} s = {ceilings['inflate_hash_seconds']:.2f} s",
+            f"1 % change references: curl of the changed objects "
+            f"{ceilings['curl_changed_seconds']:.3f} s; curl of everything a client fetches "
+            f"for it ({ceilings['change_client_files']} files: {', '.join(ROOT_FILES)}, "
+            f"{ceilings['change_catalogs']} catalogs, the objects) "
+            f"{ceilings['curl_change_client_seconds']:.3f} s; "
+            f"`python3 -c 'import shrinkwrap_async.cli'` {ceilings['python_start_seconds']:.3f} s",
         ]
     if "real_cvmfs_shrinkwrap" in results:
         real = results["real_cvmfs_shrinkwrap"]
@@ -614,13 +946,13 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def parse_workers(text: str) -> list[int]:
+def parse_counts(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"-j wants numbers like 16,64,256, not {text!r}") from None
+        raise argparse.ArgumentTypeError(f"want numbers like 16,64,256, not {text!r}") from None
     if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError("-j wants positive numbers like 16,64,256")
+        raise argparse.ArgumentTypeError("want positive numbers like 16,64,256")
     return values
 
 
@@ -632,7 +964,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", choices=SCALES, default="reference")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
-        "-j", "--workers", type=parse_workers, default=[16, 64], help="sweep, e.g. 16,64,256"
+        "-j", "--jobs", type=parse_counts, default=[16, 64], help="export -j sweep, e.g. 16,64"
+    )
+    parser.add_argument(
+        "--workers",
+        type=parse_counts,
+        default=None,
+        help="export --workers sweep, e.g. 1,2 (default: the option is not passed)",
     )
     parser.add_argument("--squid", action="store_true", help="fetch through a local Squid")
     parser.add_argument("--no-refresh", action="store_true", help="full exports only")
@@ -641,6 +979,12 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, default=1, help="full exports per -j, best reported (default 1)"
     )
     parser.add_argument("--ceiling-runs", type=int, default=3, help="best of N (default 3)")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=60.0,
+        help="seconds to wait when destinations had to be deleted mid-run (default 60)",
+    )
     parser.add_argument(
         "--profile",
         choices=["pyinstrument", "py-spy"],
@@ -651,10 +995,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scale == "large":
         print("large scale: 1M files; generation takes a long time and tens of GB", flush=True)
+    elif args.scale == "large-small":
+        print("large-small scale: 1M small files; generation takes minutes, a few GB", flush=True)
     config = BenchConfig(
         scale=args.scale,
         seed=args.seed,
-        workers=args.workers,
+        jobs=args.jobs,
+        workers=list(args.workers) if args.workers else [None],
         squid=args.squid,
         refresh=not args.no_refresh,
         ceilings=not args.no_ceilings,
@@ -663,6 +1010,7 @@ def main(argv: list[str] | None = None) -> int:
         cache=args.cache.absolute(),
         results=args.results.absolute(),
         profile=args.profile,
+        settle=args.settle,
     )
     results = run_benchmark(config, log=lambda text: print(text, file=sys.stderr, flush=True))
     print(format_table(results))

@@ -1,7 +1,8 @@
 """The export benchmark harness runs end to end on a tiny generated repository.
 
 Asserts only that the results are well formed (no timings): every case ran, the export
-found every file, the no-change refresh costs two requests, the ceilings are measured.
+found every file, the no-change refresh costs two requests, the ceilings are measured, the
+memory of the export's process tree was sampled, and the destinations are gone afterwards.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ def test_harness_produces_well_formed_results(tmp_path: Path) -> None:
     config = bench.BenchConfig(  # type: ignore[attr-defined]
         scale=tiny,
         name="tiny",
-        workers=[4],
+        jobs=[4],
         ceiling_runs=1,
         cache=tmp_path / "cache",
         results=tmp_path / "results",
+        settle=0,
     )
     results = bench.run_benchmark(config, log=lambda text: None)  # type: ignore[attr-defined]
 
@@ -59,13 +61,33 @@ def test_harness_produces_well_formed_results(tmp_path: Path) -> None:
     assert written["ceilings"]["curl_seconds"] > 0
     assert written["ceilings"]["inflate_hash_seconds"] >= 0
     assert full["ratio_to_curl"] > 0
+    ceilings = written["ceilings"]
+    assert ceilings["change_client_files"] >= 2 + ceilings["change_catalogs"] + 1
+    assert ceilings["curl_change_client_seconds"] > 0 and ceilings["python_start_seconds"] > 0
+    assert changed["ratio_to_curl_client"] > 0 and changed["ratio_to_curl_client_and_start"] > 0
+    assert changed["ratio_to_curl_changed"] > 0
+    # Memory: the tree of the export was sampled; the sum covers the export process.
+    roles = [process["role"] for process in full["rss_tree"]["processes"]]
+    assert roles[0] == "export" and full["rss_tree"]["samples"] > 0
+    assert full["peak_rss_sum_mb"] >= min(
+        p["max_sampled_rss_mb"] for p in full["rss_tree"]["processes"]
+    )
+    assert full["rss_tree"]["hwm_sum_mb"] >= full["peak_rss_sum_mb"] > 0
     table = bench.format_table(results)  # type: ignore[attr-defined]
-    assert "| full export | 4 |" in table and "no-change refresh" in table
+    assert "| full export | 4 | 1 |" in table and "no-change refresh" in table
+    assert "curl(client fetch)+start" in table
+    # Destinations are deleted after the run, and the deletion is recorded.
+    assert not any((tmp_path / "cache").glob("bench-*"))
+    assert (tmp_path / "cache" / bench.DELETION_MARKER).exists()  # type: ignore[attr-defined]
 
     # Cached: a second run does not regenerate the repository.
     marker = tmp_path / "cache" / "tiny-seed1" / "base.done"
     before = marker.stat().st_mtime_ns
     config.refresh, config.ceilings = False, False
+    config.workers = [2]
     again = bench.run_benchmark(config, log=lambda text: None)  # type: ignore[attr-defined]
     assert marker.stat().st_mtime_ns == before
-    assert "no_change" not in again["exports"][0]
+    (outcome,) = again["exports"]
+    assert "no_change" not in outcome and outcome["workers"] == 2
+    assert outcome["full"]["exit"] == 0 and outcome["full"]["files"] == 122
+    assert any("deleted" in note for note in again["notes"])  # right after the first run
