@@ -20,8 +20,11 @@ its offset. Per-object failures are recorded, not raised; local storage failures
 from __future__ import annotations
 
 import asyncio
+import bisect
+import hashlib
 import logging
 import os
+from array import array
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -52,6 +55,58 @@ ABSENT = ""
 CHUNKS_IN_FLIGHT = 8  # chunk downloads of one file at once (all bounded by the fetcher's -j)
 
 Piece = tuple[Digest, str, int, int]  # digest, suffix, offset in the file, inflated size
+DISTINCT_PENDING = 65536  # new keys held in a set before they are merged into the array
+DISTINCT_FILTER_BITS = 1 << 24  # 2 MiB: a key whose bit is clear was never seen
+
+
+class DistinctNames:
+    """Which object names were seen, in 8 bytes per name instead of a set of strings.
+
+    A dry run counts the distinct objects it would fetch over the whole repository; a set
+    of names would cost about 150 bytes per object (150 MB at a million). Here each name
+    is kept as a 64-bit key (BLAKE2b of the name; a false "seen" needs two of a million
+    names to collide in 64 bits, about one chance in 10**7) in a sorted ``array('Q')``,
+    with the latest keys in a small set merged into it now and then. A bitmap of the keys'
+    low bits answers most "new?" questions without a search of the array.
+    """
+
+    def __init__(self) -> None:
+        self._sorted = array("Q")
+        self._pending: set[int] = set()
+        self._filter = bytearray(DISTINCT_FILTER_BITS // 8)
+
+    def __len__(self) -> int:
+        return len(self._sorted) + len(self._pending)
+
+    def add(self, name: str) -> bool:
+        """Remember ``name``; True if it was not seen before."""
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
+        bit = key & (DISTINCT_FILTER_BITS - 1)
+        mask = 1 << (bit & 7)
+        if self._filter[bit >> 3] & mask:
+            if key in self._pending:
+                return False
+            index = bisect.bisect_left(self._sorted, key)
+            if index < len(self._sorted) and self._sorted[index] == key:
+                return False
+        else:
+            self._filter[bit >> 3] |= mask
+        self._pending.add(key)
+        if len(self._pending) >= DISTINCT_PENDING:
+            self._merge()
+        return True
+
+    def _merge(self) -> None:
+        """Insert the pending keys into the sorted array: slices of the old array are
+        copied in C between them, so no key of the array becomes a Python int."""
+        old, merged, start = self._sorted, array("Q"), 0
+        for key in sorted(self._pending):
+            index = bisect.bisect_left(old, key, start)
+            merged.extend(old[start:index])
+            merged.append(key)
+            start = index
+        merged.extend(old[start:])
+        self._sorted, self._pending = merged, set()
 
 
 @dataclass(slots=True)
@@ -107,7 +162,7 @@ class ObjectFetchStage:
         self.dry_run = dry_run
         self.committer = committer  # where batches are committed (default: ``cpu_pool``)
         self.in_flight: dict[str, list[FileJob]] = {}
-        self._planned: set[str] = set()
+        self._planned = DistinctNames()  # dry run: the objects it would fetch
         # Content being fetched: content hex → future of the committed object name (None if
         # the fetch failed), and object name → content hex to resolve it on completion.
         self._content_fetches: dict[str, asyncio.Future[str | None]] = {}
@@ -153,8 +208,7 @@ class ObjectFetchStage:
                 await self.link_queue.put(job)
             return
         if self.dry_run:
-            if job.name not in self._planned:
-                self._planned.add(job.name)
+            if self._planned.add(job.name):
                 self.stats.objects_needed += 1
             return
         self.in_flight[job.name] = [job]
