@@ -9,19 +9,9 @@ from __future__ import annotations
 
 import os
 import pwd
-import subprocess
-import tempfile
 from pathlib import Path
-from types import TracebackType
 
-from shrinkwrap_async.testing.nginx import (
-    BinaryMissing,
-    free_loopback_port,
-    require_binary,
-    skip_if_missing,
-    stop_process,
-    wait_for_port,
-)
+from shrinkwrap_async.testing.daemon import BinaryMissing, LoopbackDaemon, skip_if_missing
 
 SQUID = "/usr/sbin/squid"
 
@@ -53,29 +43,20 @@ http_access deny all
 """
 
 
-class SquidProxy:
-    def __init__(self) -> None:
-        self.port = 0
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+class SquidProxy(LoopbackDaemon):
+    binary = SQUID
+    log_name = "cache.log"
+    start_timeout = 30.0
 
     @property
     def access_log(self) -> str:
         """Squid's access log so far (one line per request: ``TCP_MISS/200``, ...)."""
-        if self._tmp is None:
+        if self.directory is None:
             return ""
-        path = Path(self._tmp.name) / "access.log"
+        path = self.directory / "access.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def start(self) -> SquidProxy:
-        binary = require_binary(SQUID)
-        self._tmp = tempfile.TemporaryDirectory(prefix="squid-")
-        tmp = Path(self._tmp.name)
-        self.port = free_loopback_port()
+    def prepare(self, binary: str, directory: Path) -> list[str]:
         user_line = ""
         if os.geteuid() == 0:
             # Squid refuses to run as root; let it switch to an unprivileged user that
@@ -85,41 +66,9 @@ class SquidProxy:
                     account = pwd.getpwnam(name)
                 except KeyError:
                     continue
-                os.chown(tmp, account.pw_uid, account.pw_gid)
+                os.chown(directory, account.pw_uid, account.pw_gid)
                 user_line = f"cache_effective_user {name}"
                 break
-        (tmp / "squid.conf").write_text(
-            _CONFIG.format(port=self.port, tmp=tmp, user_line=user_line)
-        )
-        self._process = subprocess.Popen(
-            [binary, "-N", "-f", str(tmp / "squid.conf")],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=tmp,
-        )
-        try:
-            wait_for_port(self.port, self._process, tmp / "cache.log", timeout=30)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        if self._process is not None:
-            stop_process(self._process)
-            self._process = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> SquidProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        config = directory / "squid.conf"
+        config.write_text(_CONFIG.format(port=self.port, tmp=directory, user_line=user_line))
+        return [binary, "-N", "-f", str(config)]

@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shrinkwrap_async.testing.daemon import free_loopback_port
 from shrinkwrap_async.testing.faultproxy import Fault, FaultProxy
-from shrinkwrap_async.testing.nginx import free_loopback_port
 
 from . import harness as h
 
