@@ -28,14 +28,11 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-import aiohttp
-from yarl import URL
-
-from shrinkwrap_async.hashing import Digest
+from shrinkwrap_async.hashing import Digest, ObjectSuffix
 from shrinkwrap_async.network import geo
 from shrinkwrap_async.network.endpoints import DIRECT, FailoverState, Route
 from shrinkwrap_async.network.errors import (
@@ -55,6 +52,8 @@ from shrinkwrap_async.network.lean_http import (
 )
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from shrinkwrap_async.config.settings import ClientSettings
 
 T = TypeVar("T")
@@ -66,6 +65,23 @@ READ_WHOLE_LIMIT = MiB  # fetch_object reads bodies up to this size in one call
 DEFAULT_FILE_MAX = 16 * MiB
 READ_BUFFER = 256 * 1024  # aiohttp's default 64 KiB pauses the socket too often
 LEAN_HTTP_ENV = "SHRINKWRAP_ASYNC_LEAN_HTTP"  # "0": small objects through aiohttp too
+LEAN_BODY_LIMIT = 16 * MiB  # whole-body GETs with a known bound this size go lean
+# Catalogs stored in up to this many bytes (most: tens to hundreds of KiB) are fetched whole
+# by the lean client, so a refresh that needs nothing else never starts aiohttp.
+LEAN_CATALOG_SIZE = 4 * MiB
+
+
+def _aiohttp() -> ModuleType:
+    """aiohttp, imported on first use rather than with this module.
+
+    Importing it costs about 0.15 s of start-up (it builds two SSL contexts at import),
+    as much as the rest of a no-change refresh. The root files, the certificate and
+    small objects on plain ``http://`` go through the lean client, so a run that needs
+    nothing else (an unchanged repository) never imports it.
+    """
+    import aiohttp
+
+    return aiohttp
 
 
 class ObjectSink(Protocol[T_co]):
@@ -96,6 +112,10 @@ class _AttemptFailed(Exception):
         super().__init__(detail)
         self.kind = kind
         self.detail = detail
+
+
+class _TooLargeForLean(Exception):
+    """A lean GET was refused for its size; the object is to be streamed instead."""
 
 
 class _SinkFailed(Exception):
@@ -249,6 +269,7 @@ class Fetcher:
         if session is None:
             if self._closed:
                 raise RuntimeError("Fetcher is closed")
+            aiohttp = _aiohttp()
             timeout = (
                 self.settings.timeout if route.proxy is not None else self.settings.timeout_direct
             )
@@ -282,15 +303,18 @@ class Fetcher:
         path = name.lstrip("/")
 
         async def attempt(route: Route, no_cache: bool) -> bytes:
-            async with self._request(route, path, no_cache) as response:
-                return await self._read_body(route, response, max_size)
+            return await self._get_whole(route, path, no_cache, max_size)
 
         return await self._run(path, attempt)
 
     async def fetch_object(
         self, digest: Digest, suffix: str = "", *, max_size: int | None = None
     ) -> bytes:
-        """The stored bytes of ``data/…`` (compressed as served), verified against ``digest``."""
+        """The stored bytes of ``data/…`` (compressed as served), verified against ``digest``.
+
+        With ``max_size`` up to :data:`LEAN_BODY_LIMIT` the GET goes through the lean
+        client (plain ``http://`` routes), without it through aiohttp.
+        """
         path = digest.object_path(suffix)
         return await self._run(path, self._verified_attempt(digest, suffix, max_size))
 
@@ -338,8 +362,7 @@ class Fetcher:
         path = digest.object_path(suffix)
 
         async def attempt(route: Route, no_cache: bool) -> bytes:
-            async with self._request(route, path, no_cache) as response:
-                body = await self._read_body(route, response, max_size)
+            body = await self._get_whole(route, path, no_cache, max_size)
             if not digest.matches(body):
                 raise _AttemptFailed(BAD_DATA, "content hash mismatch")
             return body
@@ -349,10 +372,31 @@ class Fetcher:
     async def stream_object(
         self, digest: Digest, suffix: str, sink_factory: Callable[[], ObjectSink[T]]
     ) -> T:
-        """Stream ``data/…`` into a fresh sink per attempt; commit only a verified one."""
+        """Stream ``data/…`` into a fresh sink per attempt; commit only a verified one.
+
+        Catalogs are usually small: on a route the lean client can take, a catalog's whole
+        body is first fetched through it (up to :data:`LEAN_CATALOG_SIZE`) and handed to
+        the sink in one piece. A catalog announced larger is refused after its head and
+        streamed through aiohttp instead, at the cost of one extra request.
+        """
         path = digest.object_path(suffix)
+        lean_below = LEAN_CATALOG_SIZE if suffix == ObjectSuffix.CATALOG else None
+        too_large_for_lean = False
 
         async def attempt(route: Route, no_cache: bool) -> T:
+            nonlocal too_large_for_lean
+            lean = None
+            if lean_below is not None and not too_large_for_lean:
+                lean = self._lean_route(route)
+            if lean is not None:
+                try:
+                    body = await self._lean_get(
+                        route, lean, path, no_cache, lean_below, refuse_large=True
+                    )
+                except _TooLargeForLean:
+                    too_large_for_lean = True
+                else:
+                    return await self._commit_whole(digest, body, sink_factory())
             sink = sink_factory()
             try:
                 async with self._request(route, path, no_cache) as response:
@@ -386,6 +430,23 @@ class Fetcher:
 
         return await self._run(path, attempt)
 
+    async def _commit_whole(self, digest: Digest, body: bytes, sink: ObjectSink[T]) -> T:
+        """A whole verified-or-refused body through ``sink`` (see :meth:`stream_object`)."""
+        try:
+            if not digest.matches(body):
+                raise _AttemptFailed(BAD_DATA, "content hash mismatch")
+            try:
+                await sink.write(body)
+            except Exception as error:
+                raise _SinkFailed(error) from error
+        except BaseException as error:
+            await _discard(sink, error)
+            raise
+        try:
+            return await sink.commit()
+        except Exception as error:
+            raise _SinkFailed(error) from error
+
     # -- one HTTP attempt ---------------------------------------------------------------
 
     def _lean_route(self, route: Route) -> _LeanRoute | None:
@@ -414,9 +475,20 @@ class Fetcher:
         return lean
 
     async def _lean_get(
-        self, route: Route, lean: _LeanRoute, path: str, no_cache: bool, max_size: int | None
+        self,
+        route: Route,
+        lean: _LeanRoute,
+        path: str,
+        no_cache: bool,
+        max_size: int | None,
+        *,
+        refuse_large: bool = False,
     ) -> bytes:
-        """One GET of a small object on the lean client; failures as aiohttp's would be."""
+        """One GET of a small object on the lean client; failures as aiohttp's would be.
+
+        A body over ``max_size`` is bad data, or with ``refuse_large`` raises
+        :class:`_TooLargeForLean` (the caller streams it instead).
+        """
         self.stats.requests += 1
         endpoint = self.stats.endpoint(route.endpoint)
         endpoint.requests += 1
@@ -426,6 +498,8 @@ class Fetcher:
         try:
             response = await lean.pool.get(head, max_size)
         except LeanTooLarge as error:
+            if refuse_large:
+                raise _TooLargeForLean(str(error)) from None
             raise _AttemptFailed(BAD_DATA, str(error)) from None
         except LeanTimeout:
             raise _AttemptFailed(TRANSFER, "timed out") from None
@@ -436,6 +510,17 @@ class Fetcher:
         self.stats.bytes_received += len(body)
         endpoint.bytes_received += len(body)
         return body
+
+    async def _get_whole(
+        self, route: Route, path: str, no_cache: bool, max_size: int | None
+    ) -> bytes:
+        """One GET of a whole body: lean when the body is bounded and the route allows."""
+        if max_size is not None and max_size <= LEAN_BODY_LIMIT:
+            lean = self._lean_route(route)
+            if lean is not None:
+                return await self._lean_get(route, lean, path, no_cache, max_size)
+        async with self._request(route, path, no_cache) as response:
+            return await self._read_body(route, response, max_size)
 
     def _request(self, route: Route, path: str, no_cache: bool) -> _Request:
         return _Request(self, route, path, no_cache)
@@ -591,6 +676,9 @@ class Fetcher:
             self.state.reorder_hosts(order)
 
     async def _fetch_url_text(self, url: str, proxy: str | None) -> str | None:
+        from yarl import URL
+
+        aiohttp = _aiohttp()
         route = Route(url, proxy)
         session = self._session(route)
         self.stats.requests += 1
@@ -620,6 +708,9 @@ class _Request:
         self._response: aiohttp.ClientResponse | None = None
 
     async def __aenter__(self) -> aiohttp.ClientResponse:
+        from yarl import URL  # with aiohttp, which a _Request has needed anyway
+
+        aiohttp = _aiohttp()
         fetcher, route = self.fetcher, self.route
         fetcher.stats.requests += 1
         fetcher.stats.endpoint(route.endpoint).requests += 1
@@ -649,6 +740,7 @@ class _Request:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
+        aiohttp = _aiohttp()
         context, self._context = self._context, None
         response, self._response = self._response, None
         if context is not None:

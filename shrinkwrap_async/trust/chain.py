@@ -65,7 +65,9 @@ class Fetcher(Protocol):
 
     async def fetch_file(self, name: str, *, max_size: int = ...) -> bytes: ...
 
-    async def fetch_object(self, digest: Digest, suffix: str = ...) -> bytes: ...
+    async def fetch_object(
+        self, digest: Digest, suffix: str = ..., *, max_size: int | None = ...
+    ) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -293,7 +295,9 @@ async def _certificate(
                 with contextlib.suppress(TrustError):
                     return load_certificate(stored, digest)
     try:
-        stored = await fetcher.fetch_object(digest, ObjectSuffix.CERTIFICATE)
+        stored = await fetcher.fetch_object(
+            digest, ObjectSuffix.CERTIFICATE, max_size=CERTIFICATE_MAX_SIZE
+        )
     except ObjectCorruptError as error:
         raise TrustError(f"certificate object of {settings.fqrn} is corrupt: {error}") from error
     except FetchError as error:
