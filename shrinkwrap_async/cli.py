@@ -23,19 +23,34 @@ PROG = "shrinkwrap-async"
 COMMANDS: tuple[str, ...] = ("export", "demo", "gc", "verify", "spec", "pack", "recipe")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; with ``argv`` naming a command, of that one only.
+
+    A command module imports what its command needs (``export`` the whole pipeline,
+    ``pack`` the packers, ...), so importing all of them would cost every run the start-up
+    of all the others. ``--help``, no command or an unknown one still get them all.
+    """
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Export CernVM-FS repositories over HTTP into plain POSIX trees.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    chosen = chosen_command(argv)
+    for name in COMMANDS if chosen is None else (chosen,):
         module_name = f"shrinkwrap_async.commands.{name}"
         if importlib.util.find_spec(module_name) is None:
             continue
         importlib.import_module(module_name).register(subparsers)
     return parser
+
+
+def chosen_command(argv: Sequence[str] | None) -> str | None:
+    """The command ``argv`` names (its first word that is not an option), if it is known."""
+    for word in argv or ():
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
 
 
 def add_verbosity_options(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +85,9 @@ def _run_ending_error(error: BaseException) -> ShrinkwrapError | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     run = getattr(args, "run", None)
     if run is None:

@@ -42,7 +42,7 @@ def test_storage_failure_escaping_a_command_is_one_line(monkeypatch, capsys):
         return args
 
     monkeypatch.setattr(parser, "parse_args", parse_args)
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(cli, "build_parser", lambda argv=None: parser)
     assert cli.main(["gc"]) == 5
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "No space left" in err[0]
