@@ -8,7 +8,7 @@ special files) and hard links of regular files to committed objects all go throu
 from __future__ import annotations
 
 import stat as stat_module
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -66,6 +66,31 @@ class LinkStage:
         """
         refuse_duplicate_names(rel, keep)
         removed = len(self.writer.prune(rel, keep, keep_temps=self.keep_temps))
+        return removed, self._make_entries(ops)
+
+    def apply_changes(
+        self,
+        rel: RelPath,
+        removed: Sequence[str],
+        keep: list[str],
+        ops: Sequence[DirectoryOp | SymlinkOp | SpecialOp],
+    ) -> tuple[int, int]:
+        """One directory's part of a catalog diff (``pipeline.refresh``): unlink what the
+        diff says was removed (whole subtrees, as pruning does), then make the changed
+        non-file entries. Nothing else in the directory is listed or touched. Returns
+        (entries removed, devices skipped); ``keep`` is checked as in
+        :meth:`apply_listing`.
+        """
+        refuse_duplicate_names(rel, keep)
+        count = 0
+        for name in removed:
+            if self.writer.remove((*rel, name)):
+                count += 1
+        return count, self._make_entries(ops)
+
+    def _make_entries(self, ops: Iterable[DirectoryOp | SymlinkOp | SpecialOp]) -> int:
+        """Make directories (queued for their final metadata), symlinks and special files;
+        returns how many special files could not be made (devices, without privilege)."""
         skipped = 0
         for op in ops:
             if isinstance(op, DirectoryOp):
@@ -75,7 +100,7 @@ class LinkStage:
                 self.writer.make_symlink(op.rel, op.target, op.mtime)
             elif not self.writer.make_special(op.rel, op.mode, op.rdev, op.uid, op.gid, op.mtime):
                 skipped += 1
-        return removed, skipped
+        return skipped
 
     def link_files(self, jobs: list[FileJob]) -> dict[str, int]:
         counts = {"linked": 0, "unchanged": 0, "copied": 0}

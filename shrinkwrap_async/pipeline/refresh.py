@@ -55,13 +55,7 @@ from shrinkwrap_async.catalogs.entry import (
 from shrinkwrap_async.catalogs.schema import Flag
 from shrinkwrap_async.hashing import Digest
 from shrinkwrap_async.link.tree_writer import MARKER_NAME, RelPath, validate_name
-from shrinkwrap_async.pipeline.link_stage import (
-    DirectoryOp,
-    LinkStage,
-    SpecialOp,
-    SymlinkOp,
-    refuse_duplicate_names,
-)
+from shrinkwrap_async.pipeline.link_stage import DirectoryOp, LinkStage, SpecialOp, SymlinkOp
 from shrinkwrap_async.spec.tree import Spec
 from shrinkwrap_async.state.db import ABORTED, RUNNING, StateDB
 
@@ -549,20 +543,8 @@ def apply_changes(
     keep: list[str],
     ops: Sequence[DirectoryOp | SymlinkOp | SpecialOp],
 ) -> int:
-    """One directory's part of a diff, on the tree thread: unlink what was removed (whole
-    subtrees, as mirroring does), then make the changed non-file entries. Nothing else in
-    the directory is listed or touched. Returns how many entries were removed."""
-    refuse_duplicate_names(rel, keep)
-    count = 0
-    for name in removed:
-        if link.writer.remove((*rel, name)):
-            count += 1
-    for op in ops:
-        if isinstance(op, DirectoryOp):
-            link.writer.make_directory(op.rel, op.xattrs)
-            link.spool.add(op.rel, op.mode, op.uid, op.gid, op.mtime)
-        elif isinstance(op, SymlinkOp):
-            link.writer.make_symlink(op.rel, op.target, op.mtime)
-        else:
-            link.writer.make_special(op.rel, op.mode, op.rdev, op.uid, op.gid, op.mtime)
-    return count
+    """Kept for the runner's call: :meth:`LinkStage.apply_changes`, entries removed only.
+
+    New code calls ``link.apply_changes`` (it also returns the devices skipped, and a
+    subclass such as the shard stage can override it)."""
+    return link.apply_changes(rel, removed, keep, ops)[0]
