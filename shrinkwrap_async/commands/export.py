@@ -6,16 +6,14 @@ import argparse
 import asyncio
 import importlib.util
 import logging
-import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from shrinkwrap_async.cli import add_verbosity_options
-from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError, UsageError
+from shrinkwrap_async.commands._running import load_source_arguments, run_stoppable
+from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError
 from shrinkwrap_async.pipeline import shard
 from shrinkwrap_async.runtime import run_async
 from shrinkwrap_async.state.eventlog import add_log_options, install_json_log, log_event
@@ -61,66 +59,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.set_defaults(run=run)
 
 
-class StoppedBySignal(ShrinkwrapError):
-    """SIGINT/SIGTERM: in-flight work abandoned, state committed, lock released."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name}; a rerun resumes")
-        self.exit_code = ExitCode.SIGNAL_BASE + signum  # type: ignore[assignment]
-
-
-async def _stoppable(coro: Any, extra: dict[str, Any] | None = None) -> Any:
-    """Run ``coro``; the first SIGINT/SIGTERM cancels it cleanly, a second one exits at once.
-
-    The signal number is left in ``extra["stop_signal"]`` (ExportOptions.extra) so that the
-    state database records the run's exit code as 128 + N.
-    """
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(coro)
-    received: list[int] = []
-
-    def on_signal(signum: int) -> None:
-        if received:
-            os._exit(ExitCode.SIGNAL_BASE + signum)  # second signal: stop now
-        received.append(signum)
-        if extra is not None:
-            extra["stop_signal"] = signum
-        log.warning("%s received: stopping (again to stop at once)", signal.Signals(signum).name)
-        task.cancel()
-
-    handled: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
-    if threading.current_thread() is not threading.main_thread():
-        handled = ()  # signals are delivered to the main thread only (embedding, tests)
-    for signum in handled:
-        loop.add_signal_handler(signum, on_signal, signum)
-    try:
-        return await task
-    except asyncio.CancelledError:
-        if received:
-            raise StoppedBySignal(received[0]) from None
-        raise
-    finally:
-        for signum in handled:
-            loop.remove_signal_handler(signum)
-
-
 def run(args: argparse.Namespace) -> int:
-    from shrinkwrap_async.config.settings import ClientSettings
     from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
-    from shrinkwrap_async.spec.tree import Spec
 
-    configs = [Path(p) for p in args.src_config.split(":") if p]
-    for path in configs:
-        if not path.is_file():
-            raise UsageError(f"config file {path} does not exist (given with -f)")
-    settings = ClientSettings.load(configs, args.repo)
-    if args.src_cache and settings.cache_base is None:
-        import dataclasses
-
-        settings = dataclasses.replace(settings, cache_base=Path(args.src_cache))
-    if args.spec_file != "-" and not Path(args.spec_file).is_file():
-        raise UsageError(f"spec file {args.spec_file} does not exist (given with -t)")
-    spec = Spec.load(args.spec_file)
+    settings, spec = load_source_arguments(args)
     dest_base = Path(args.dest_base).absolute()
     if args.dry_run or args.workers != 1:  # the plan, or several shard processes
         return shard.run_elsewhere(args, settings, spec, dest_base)
@@ -158,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
             return result
 
     try:
-        stats = run_async(_stoppable(locked_run(), options.extra))
+        stats = run_async(
+            run_stoppable(locked_run(), outcome="a rerun resumes", log=log, extra=options.extra)
+        )
         exit_code = int(getattr(stats, "exit_code", 1 if stats.failures else 0))
     except ShrinkwrapError as error:
         exit_code = int(error.exit_code)

@@ -223,28 +223,9 @@ def _squashfs_options(args: argparse.Namespace, mtime: int) -> SquashfsOptions:
 # -- streaming from the repository -----------------------------------------------------------
 
 
-def load_source_arguments(args: argparse.Namespace) -> tuple[ClientSettings, Spec]:
-    """The client settings and spec of ``-r -f -t -c``, checked as ``export`` checks them."""
-    from shrinkwrap_async.config.settings import ClientSettings
-    from shrinkwrap_async.spec.tree import Spec
-
-    configs = [Path(p) for p in args.src_config.split(":") if p]
-    if not configs:
-        raise UsageError("-f needs at least one client config file")
-    for path in configs:
-        if not path.is_file():
-            raise UsageError(f"config file {path} does not exist (given with -f)")
-    settings = ClientSettings.load(configs, args.repo)
-    if args.src_cache and settings.cache_base is None:
-        settings = dataclasses.replace(settings, cache_base=Path(args.src_cache))
-    if args.spec_file != "-" and not Path(args.spec_file).is_file():
-        raise UsageError(f"spec file {args.spec_file} does not exist (given with -t)")
-    return settings, Spec.load(args.spec_file)
-
-
 def run_streamed(args: argparse.Namespace, fmt: str) -> int:
     """Pack the selection straight from the repository (no tree is written anywhere)."""
-    from shrinkwrap_async.commands.export import _stoppable
+    from shrinkwrap_async.commands._running import load_source_arguments, run_stoppable
     from shrinkwrap_async.runtime import run_async
 
     if args.threads < 0 or args.prefetch_mib < 1:
@@ -256,8 +237,15 @@ def run_streamed(args: argparse.Namespace, fmt: str) -> int:
                 "SquashFS straight from the repository needs mksquashfs >= 4.5.1 (reads tar "
                 "with -tar) or tar2sqfs (squashfs-tools-ng); or export first and use -x"
             )
+    if not args.src_config.strip(":"):
+        raise UsageError("-f needs at least one client config file")
     settings, spec = load_source_arguments(args)
-    return int(run_async(_stoppable(_pack_streamed(args, fmt, settings, spec))))
+    if args.output == "-":
+        outcome = "the archive written to stdout is incomplete"
+    else:
+        outcome = f"{args.output} was not written"
+    packed = _pack_streamed(args, fmt, settings, spec)
+    return int(run_async(run_stoppable(packed, outcome=outcome, log=log)))
 
 
 async def _pack_streamed(
