@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
 from shrinkwrap_async import cli
+from shrinkwrap_async.testing.command_line import run_cli, source_arguments
 from shrinkwrap_async.testing.servers import StaticServer
-from shrinkwrap_async.testing.shared import write_client_config
 
 FQRN = "fix1.test.local"
-
-
-async def _cli(*argv: str) -> int:
-    return await asyncio.get_running_loop().run_in_executor(None, cli.main, list(argv))
 
 
 async def test_dry_run_plans_and_writes_nothing(
@@ -25,12 +20,10 @@ async def test_dry_run_plans_and_writes_nothing(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    config = write_client_config(tmp_path, fixture_server.url, fixtures_dir / "keys")
-    spec = tmp_path / "s.spec"
-    spec.write_text("/sw/*\n")
+    source = source_arguments(tmp_path, fixture_server.url, fixtures_dir / "keys", FQRN, "/sw/*\n")
     dest = tmp_path / "dest"
-    argv = ["export", "-r", FQRN, "-f", str(config), "-t", str(spec), "-x", str(dest)]
-    assert await _cli(*argv, "--dry-run", "--json", "--no-progress") == 0
+    argv = ["export", *source, "-x", str(dest)]
+    assert await run_cli(*argv, "--dry-run", "--json", "--no-progress") == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["files"] > 0 and summary["objects_needed"] > 0
     assert not (dest / FQRN).exists()
@@ -46,17 +39,16 @@ async def test_export_cli_and_exit_codes(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    config = write_client_config(tmp_path, fixture_server.url, fixtures_dir / "keys")
+    keys = fixtures_dir / "keys"
+    source = source_arguments(tmp_path, fixture_server.url, keys, FQRN, "/README.txt\n^/links/*\n")
     dest = tmp_path / "dest"
-    spec = tmp_path / "s.spec"
-    spec.write_text("/README.txt\n^/links/*\n")
-    argv = ["export", "-r", FQRN, "-f", str(config), "-t", str(spec), "-x", str(dest)]
-    assert await _cli(*argv, "--json", "-q") == 0
+    argv = ["export", *source, "-x", str(dest)]
+    assert await run_cli(*argv, "--json", "-q") == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["files"] == 1 and summary["symlinks"] > 0
     assert (dest / FQRN / "README.txt").is_file()
     assert (dest / ".provenance" / FQRN / "export.json").is_file()
-    assert await _cli(*argv[:-2], "-x", str(dest), "-t", str(tmp_path / "missing")) == 2
+    assert await run_cli(*argv[:-2], "-x", str(dest), "-t", str(tmp_path / "missing")) == 2
 
 
 def test_demo_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

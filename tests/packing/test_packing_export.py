@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -11,15 +10,11 @@ from pathlib import Path
 
 from _packtree import assert_same_tree
 
-from shrinkwrap_async import cli
+from shrinkwrap_async.testing.command_line import run_cli
 from shrinkwrap_async.testing.servers import StaticServer
 from shrinkwrap_async.testing.shared import write_client_config
 
 FQRN = "fix1.test.local"
-
-
-async def run_cli(*argv: str) -> int:
-    return await asyncio.get_running_loop().run_in_executor(None, cli.main, list(argv))
 
 
 async def test_export_then_pack_fix1(

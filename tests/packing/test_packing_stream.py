@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -18,21 +19,23 @@ from pathlib import Path
 
 import numpy
 import pytest
+from aiohttp import web
 
-from shrinkwrap_async import cli
 from shrinkwrap_async.packing.entries import MARKER_NAME
+from shrinkwrap_async.testing.command_line import (
+    run_cli,
+    run_cli_process,
+    source_arguments,
+    start_cli_process,
+)
 from shrinkwrap_async.testing.publish import Publisher, PublishOptions, SourceNode
 from shrinkwrap_async.testing.servers import StaticServer
-from shrinkwrap_async.testing.shared import fixtures_dir, write_client_config
+from shrinkwrap_async.testing.shared import data_requests, fixtures_dir, write_client_config
 
 FQRN = "fix1.test.local"
 MTIME = "1700000123"  # root and marker time for both packs (each pack normalises them)
 SPECS = fixtures_dir() / "specs"
 HAVE_SQUASHFS = bool(shutil.which("mksquashfs") and shutil.which("unsquashfs"))
-
-
-async def run_cli(*argv: str) -> int:
-    return await asyncio.get_running_loop().run_in_executor(None, cli.main, list(argv))
 
 
 async def export_and_pack(
@@ -141,18 +144,47 @@ async def test_streamed_tar_to_stdout_compressed_and_raw_symlinks(
     common = ["-r", FQRN, "-f", str(config), "-t", str(spec), "--mtime", MTIME]
     to_file = tmp_path / "out.tar.zst"
     assert await run_cli("pack", "-q", *common, "-o", str(to_file)) == 0
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shrinkwrap_async", "pack", "-q", *common, "--compress", "zstd",
-        "-o", "-", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await process.communicate()
-    assert process.returncode == 0, err.decode()
-    assert out == to_file.read_bytes()
+    to_stdout = await run_cli_process("pack", "-q", *common, "--compress", "zstd", "-o", "-")
+    assert to_stdout.exit_code == 0, to_stdout.stderr
+    assert to_stdout.stdout == to_file.read_bytes()
 
     raw = tmp_path / "raw.tar"
     assert await run_cli("pack", "-q", *common, "--keep-variant-symlinks", "-o", str(raw)) == 0
     with tarfile.open(raw) as tar:
         assert tar.getmember(f"{FQRN}/links/vardefault").linkname == "$(CVMFS_ARCH:-x86_64)/lib"
+
+
+class SlowServer(StaticServer):
+    """Answers each data object after a pause: a pack lasts long enough to be stopped."""
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if "/data/" in request.match_info["path"]:
+            await asyncio.sleep(0.1)
+        return await super()._handle(request)
+
+
+@pytest.mark.parametrize("output", ["out.tar", "-"])
+async def test_sigterm_stops_a_streamed_pack_and_says_what_became_of_the_output(
+    fixture_docroot: Path, fixtures_dir: Path, tmp_path: Path, output: str
+) -> None:
+    target = output if output == "-" else str(tmp_path / output)
+    async with SlowServer(fixture_docroot) as server:
+        source = source_arguments(tmp_path, server.url, fixtures_dir / "keys", FQRN)
+        process = await start_cli_process("pack", *source, "-j", "2", "-o", target)
+        for _ in range(500):  # until the pack is under way (or has ended: then it fails below)
+            if data_requests(server) >= 3 or process.returncode is not None:
+                break
+            await asyncio.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        _, err = await process.communicate()
+    message = err.decode()
+    assert process.returncode == 128 + signal.SIGTERM, message
+    if output == "-":
+        assert "stopped by SIGTERM; the archive written to stdout is incomplete" in message
+    else:
+        assert f"stopped by SIGTERM; {target} was not written" in message
+    assert "a rerun resumes" not in message
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith((".out.tar", "out.tar"))]
 
 
 @pytest.mark.skipif(not HAVE_SQUASHFS, reason="squashfs-tools not installed")

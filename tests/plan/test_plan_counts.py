@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
-from shrinkwrap_async import cli
 from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.pipeline.plan import Plan, make_plan
 from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
 from shrinkwrap_async.pipeline.summary import ExportStats
 from shrinkwrap_async.spec.tree import Spec
+from shrinkwrap_async.testing.command_line import run_cli
 from shrinkwrap_async.testing.servers import StaticServer
 from shrinkwrap_async.testing.shared import data_requests, write_client_config
 
@@ -72,10 +71,6 @@ async def test_plan_equals_export(
     assert again.objects_needed == 0 and again.objects_present == exact.objects
 
 
-async def _cli(*argv: str) -> int:
-    return await asyncio.get_running_loop().run_in_executor(None, cli.main, list(argv))
-
-
 async def test_spec_check_and_dry_run_cli(
     fixture_server: StaticServer,
     fixtures_dir: Path,
@@ -87,19 +82,19 @@ async def test_spec_check_and_dry_run_cli(
     spec.write_text("/sw/*\n/README.txt\n/links\n")
     dest = tmp_path / "dest"
     args = ["-r", "fix1.test.local", "-f", str(config)]
-    assert await _cli("spec", "check", str(spec), *args, "-x", str(dest), "--json") == 0
+    assert await run_cli("spec", "check", str(spec), *args, "-x", str(dest), "--json") == 0
     checked = json.loads(capsys.readouterr().out)
     assert checked["files"] > 0 and checked["estimated"]
     assert any("names a directory" in w for w in checked["warnings"])
-    assert await _cli("spec", "check", str(spec), *args) == 0
+    assert await run_cli("spec", "check", str(spec), *args) == 0
     text = capsys.readouterr().out
     assert "regular files" in text and "names a directory" in text
     export = ["export", *args, "-t", str(spec), "-x", str(dest), "--no-progress"]
-    assert await _cli(*export, "--dry-run", "--json", "--exact") == 0
+    assert await run_cli(*export, "--dry-run", "--json", "--exact") == 0
     planned = json.loads(capsys.readouterr().out)
     assert not planned["estimated"] and planned["files"] == checked["files"]
     assert not dest.exists()
-    assert await _cli(*export, "--json", "-q") == 0
+    assert await run_cli(*export, "--json", "-q") == 0
     done = json.loads(capsys.readouterr().out)
     assert done["data_files"] == planned["objects_needed"]
 
