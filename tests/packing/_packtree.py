@@ -191,3 +191,11 @@ def assert_same_tree(
     for path, node in expected.items():
         assert actual[path] == node, path
     assert actual_groups == expected_groups
+
+
+def pack(export: Path, output: Path, *extra: str) -> None:
+    """``pack -x EXPORT -o OUTPUT`` of :data:`FQRN` in this process; it must succeed."""
+    from shrinkwrap_async.cli import main
+
+    code = main(["pack", "-q", "-x", str(export), "-r", FQRN, "-o", str(output), *extra])
+    assert code == 0

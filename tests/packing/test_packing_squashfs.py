@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from _packtree import FQRN, MTIME, assert_same_tree, build_export
+from _packtree import FQRN, MTIME, assert_same_tree, pack
 
 from shrinkwrap_async.cli import main
 from shrinkwrap_async.packing import squashfs
@@ -24,18 +24,6 @@ pytestmark = pytest.mark.skipif(
 LLS_LINE = re.compile(
     r"^(\S+) (\S+)\s+.*? \d{4}-\d\d-\d\d \d\d:\d\d (squashfs-root.*?)(?: -> .*)?$"
 )
-
-
-@pytest.fixture
-def export(tmp_path: Path) -> Path:
-    base = tmp_path / "export"
-    build_export(base)
-    return base
-
-
-def pack(export: Path, output: Path, *extra: str) -> None:
-    code = main(["pack", "-q", "-x", str(export), "-r", FQRN, "-o", str(output), *extra])
-    assert code == 0
 
 
 def listing(image: Path) -> list[tuple[str, str, str]]:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from _packtree import BAD_UTF8, FQRN, IS_ROOT, LONG_NAME, MTIME, assert_same_tree, build_export
+from _packtree import BAD_UTF8, FQRN, IS_ROOT, LONG_NAME, MTIME, assert_same_tree, pack
 
 from shrinkwrap_async.cli import main
 from shrinkwrap_async.packing.entries import (
@@ -28,18 +28,6 @@ from shrinkwrap_async.packing.linkindex import HardLinkIndex
 from shrinkwrap_async.packing.tar import BLOCK, RECORD, TarWriter, write_tar
 
 needs_gnu_tar = pytest.mark.skipif(shutil.which("tar") is None, reason="GNU tar not installed")
-
-
-@pytest.fixture
-def export(tmp_path: Path) -> Path:
-    base = tmp_path / "export"
-    build_export(base)
-    return base
-
-
-def pack(export: Path, output: Path, *extra: str) -> None:
-    code = main(["pack", "-q", "-x", str(export), "-r", FQRN, "-o", str(output), *extra])
-    assert code == 0
 
 
 def test_walk_order_is_sorted_depth_first(export: Path) -> None:
