@@ -43,7 +43,7 @@ from shrinkwrap_async.pipeline.refresh import (
     apply_changes,
     plan_refresh,
 )
-from shrinkwrap_async.pipeline.shard import shard_run
+from shrinkwrap_async.pipeline.shard import files_done_by_shards, shard_run
 from shrinkwrap_async.pipeline.spec_filter import select_children
 from shrinkwrap_async.pipeline.summary import ExportStats, Failure
 from shrinkwrap_async.runtime import cpu_count
@@ -215,7 +215,11 @@ class Exporter:
         self.link: LinkStage | None = None
         self.spool: DirectorySpool | None = None
         self.shard = shard_run(options, self)  # --shard K/N: this process's part
-        self.committer = SmallObjectCommitter(self.store, self.cpu_pool)  # after the shard's store
+        # The final pass of --workers after complete shards: every file is in place.
+        self.files_done = self.shard is None and files_done_by_shards()
+        self.committer = SmallObjectCommitter(  # after the shard's store
+            self.store, self.cpu_pool, use_process=not self.files_done
+        )
 
     # -- helpers -------------------------------------------------------------------------
     async def _tree(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -333,8 +337,6 @@ class Exporter:
                     walkers.create_task(self._walker(group), name=f"walk-{index}")
         else:
             await root.catalog.close()
-        if self.shard is not None:
-            await self.shard.flush(self.q_fetch, self.fetch_stage)
         for _ in range(self.fetch_workers):
             await self.q_fetch.put(STOP)
 
@@ -494,17 +496,20 @@ class Exporter:
                     child = DirJob(entry.path, rel, handle.acquire(), job.progress, diff.acquire())
                     self._push(child)
             file_jobs: list[FileJob] = []
+            if self.shard is not None:  # --shard: only the files of this shard's objects
+                files = [(e, rel) for e, rel in files if self.shard.takes_entry(e, rel)]
+            elif self.files_done:
+                files = []
             for entry, rel in files:
                 file_job = await self._file_job(handle, entry, rel)
                 if file_job is None:
                     if job.progress is not None:
                         job.progress.fail()
                     continue
-                file_jobs.append(file_job)
+                if self.shard is None or self.shard.wants(file_job):
+                    file_jobs.append(file_job)
             await self.fetch_stage.look_up(file_jobs)  # one executor call, not a stat each
             for file_job in file_jobs:
-                if self.shard is not None and not self.shard.wants(file_job):
-                    continue
                 if job.progress is not None and not self.options.dry_run:
                     job.progress.add()
                     self._file_progress[id(file_job)] = job.progress

@@ -2,14 +2,20 @@
 
 The partition is deterministic and needs no coordination:
 
-* an object is fetched and stored by the shard owning its content hash;
-* the entries of a directory (files, symlinks, special files, pruning) are written by the
-  shard owning the directory's path, so one directory is only ever changed by one process;
-* every shard creates every selected directory (idempotent; creation races are retried).
+* a regular file belongs to the shard owning its *content* (the content hash, or the
+  chunk-list digest of a chunked file): that shard fetches the object (and its copies under
+  other metadata) and hard-links every path that uses it, so no shard ever waits for, or
+  downloads, an object of another;
+* the other entries of a directory (symlinks, special files) and the pruning of names the
+  source no longer has belong to the shard owning the directory's path. It knows the whole
+  new listing, so it removes only names absent from it; a file whose content changed at a
+  kept name is replaced (atomically, by rename) by its content owner;
+* a regular file that cannot be fetched (no hash, external) is reported by the directory
+  owner, once;
+* every shard creates every selected directory (idempotent; creation races are retried),
+  so the parent of a link always exists in the process that makes the link.
 
-A shard that links a file to an object owned by another shard first waits for its own work
-to drain, then links the object if it appeared, else fetches it itself: every shard is
-self-sufficient (safe to rerun alone) at the cost of a small duplicate-download race.
+Each shard is safe to rerun alone: it redoes its part and finds its objects committed.
 Shards leave the final directory metadata and the provenance to one ordinary export with the
 same arguments, run after all of them; it downloads no data object.
 
@@ -20,7 +26,6 @@ objects are written to per-process temp directories and renamed into place atomi
 from __future__ import annotations
 
 import argparse
-import asyncio
 import errno
 import hashlib
 import json
@@ -39,13 +44,20 @@ from shrinkwrap_async.state.lock import RunLock
 from shrinkwrap_async.store.data_store import DataStore
 
 if TYPE_CHECKING:
-    from shrinkwrap_async.pipeline.object_fetch import FileJob, ObjectFetchStage
+    from shrinkwrap_async.catalogs.entry import DirEntry
+    from shrinkwrap_async.pipeline.object_fetch import FileJob
     from shrinkwrap_async.pipeline.runner import Exporter, ExportOptions
 
 STATS_FILE_ENV = "SHRINKWRAP_ASYNC_STATS_FILE"  # --workers: where a shard reports progress
 STATS_PERIOD = 1.0
 PARENT_LOCK_ENV = "SHRINKWRAP_ASYNC_PARENT_LOCK"  # --workers: the parent holds the run lock
-RACE_ERRNOS = (errno.EEXIST, errno.ENOENT, errno.ENOTEMPTY)
+# An export keeps two cores busy (its event loop, its object worker process), so --workers 0
+# starts one shard per two usable cores: on 2 cores that is the single-process export, which
+# measured faster there than two shards (docs/performance.md).
+CORES_PER_SHARD = 2
+MAX_AUTO_WORKERS = 8  # the network of one node, and every shard walks every catalog
+SHARDS_DONE_ENV = "SHRINKWRAP_ASYNC_SHARDS_DONE"  # --workers: every shard ended with 0
+RACE_ERRNOS = (errno.EEXIST, errno.ENOENT, errno.ENOTEMPTY, errno.EISDIR)
 
 
 @dataclass(frozen=True)
@@ -92,7 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="run N shard processes here, then the final pass (0: every usable core)",
+        help="run N shard processes here, then the final pass (0: one per two usable cores)",
     )
     parser.add_argument(
         "--exact", action="store_true", help="--dry-run: list every catalog (exact objects)"
@@ -141,10 +153,6 @@ class ShardLinkStage(LinkStage):
                     raise
         raise AssertionError("unreachable")
 
-    def link_files(self, jobs: list[FileJob]) -> dict[str, int]:
-        owned = [job for job in jobs if self.shard.owns_directory(job.rel[:-1])]
-        return super().link_files(owned)
-
     def finish_directories(self) -> int:
         return 0  # the final ordinary pass sets modes, owners and mtimes
 
@@ -155,13 +163,12 @@ def _is_race(error: StorageError) -> bool:
 
 
 class ShardRun:
-    """The runner's view of a shard: which file jobs it takes, and the deferred links."""
+    """The runner's view of a shard: which entries and file jobs it takes."""
 
     def __init__(self, shard: Shard, exporter: Exporter) -> None:
         self.shard = shard
         self.exporter = exporter
-        self.deferred: list[FileJob] = []
-        self.skipped = 0
+        self.skipped = 0  # regular files left to other shards
         # Incremental-refresh state is not used by shards (it describes whole catalogs).
         exporter.store = ShardDataStore(exporter.options.store_root)
         self._reporter: threading.Thread | None = None
@@ -172,29 +179,25 @@ class ShardRun:
     def link_stage(self, base: LinkStage) -> LinkStage:
         return ShardLinkStage(base, self.shard)
 
-    def wants(self, job: FileJob) -> bool:
-        """Whether to queue ``job`` for the fetch stage now (deferred jobs come later)."""
-        links = self.shard.owns_directory(job.rel[:-1])
-        stores = self.shard.owns_object(job.content)
-        if links and not stores and not self._committed(job):
-            self.deferred.append(job)
-            return False
-        if not (links or stores):
+    def takes_entry(self, entry: DirEntry, rel: RelPath) -> bool:
+        """Whether to make a file job of regular file ``entry`` at all (a cheap first cut:
+        a chunked file's content is its chunk list, known only from the job)."""
+        if entry.is_chunked:
+            return True
+        if entry.content_hash is None or entry.is_external:  # a failure: reported once
+            taken = self.shard.owns_directory(rel[:-1])
+        else:
+            taken = self.shard.owns_object(entry.content_hash)
+        if not taken:
             self.skipped += 1
-        return links or stores
+        return taken
 
-    def _committed(self, job: FileJob) -> bool:
-        if job.found is not None:  # looked up with its directory
-            return job.found == job.name
-        return self.exporter.store.exists(job.name)
-
-    async def flush(self, queue: asyncio.Queue[Any], fetch_stage: ObjectFetchStage) -> None:
-        """After the walk: let own fetches drain, then link (or fetch) what others own."""
-        while self.deferred and (not queue.empty() or fetch_stage.in_flight):
-            await asyncio.sleep(0.05)
-        jobs, self.deferred = self.deferred, []
-        for job in jobs:
-            await queue.put(job)
+    def wants(self, job: FileJob) -> bool:
+        """Whether this shard fetches ``job``'s object and links ``job``."""
+        if self.shard.owns_object(job.content):
+            return True
+        self.skipped += 1
+        return False
 
     def _start_reporter(self, path: Path) -> None:
         stop = threading.Event()
@@ -215,6 +218,14 @@ def write_stats_file(path: Path, stats: Any) -> None:
         temp.replace(path)
     except OSError:
         pass  # progress only
+
+
+def files_done_by_shards() -> bool:
+    """Whether this is the final pass of ``--workers`` after every shard ended with exit
+    code 0: then every selected regular file is linked to its committed object already,
+    and the pass walks the directories only (pruning, metadata, state, provenance). Set by
+    the parent for its own child only, so the variable is never inherited by mistake."""
+    return os.environ.get(SHARDS_DONE_ENV) == str(os.getppid())
 
 
 def shard_run(options: ExportOptions, exporter: Exporter) -> ShardRun | None:
@@ -242,9 +253,17 @@ def run_lock(lock: Any, args: argparse.Namespace) -> Any:
     return lock
 
 
+def auto_workers() -> int:
+    """``--workers 0``: one shard per ``CORES_PER_SHARD`` usable cores (affinity mask and
+    cgroup quota), at least 1, at most ``MAX_AUTO_WORKERS``."""
+    from shrinkwrap_async.runtime import cpu_count
+
+    return max(1, min(MAX_AUTO_WORKERS, cpu_count() // CORES_PER_SHARD))
+
+
 def run_elsewhere(args: argparse.Namespace, settings: Any, spec: Any, dest_base: Path) -> int:
     """``export --dry-run`` (the plan) and ``export --workers N`` (N shard processes)."""
-    from shrinkwrap_async.runtime import cpu_count, run_async
+    from shrinkwrap_async.runtime import run_async
 
     if args.dry_run:
         from shrinkwrap_async.pipeline import plan
@@ -261,9 +280,14 @@ def run_elsewhere(args: argparse.Namespace, settings: Any, spec: Any, dest_base:
         return plan.report(made, json_output=args.json, quiet=args.quiet)
     if args.shard:
         raise UsageError("--shard runs one shard; give --workers only without --shard")
-    workers = args.workers if args.workers > 0 else cpu_count()
     if args.workers < 0:
-        raise UsageError(f"--workers {args.workers}: expected a number of processes (0 = cores)")
+        raise UsageError(f"--workers {args.workers}: expected a number of processes (0 = auto)")
+    workers = args.workers if args.workers > 0 else auto_workers()
+    if workers == 1:  # one process: the ordinary export
+        from shrinkwrap_async.commands import export
+
+        args.workers = 1
+        return int(export.run(args))
     from shrinkwrap_async.pipeline.workers import run_workers
     from shrinkwrap_async.state.lock import RunLock
 

@@ -6,8 +6,12 @@ each worker is ``shrinkwrap-async export ... --shard K/N`` in its own process (o
 loop per core). The parent shows one progress line (the shards report their counters to
 small files) and, once every shard has ended, runs the ordinary export with the same
 arguments, which downloads nothing more, sets directory metadata and writes the provenance.
-It then prints one summary: the final pass's counts, with the objects, bytes and requests of
-all processes added up.
+When every shard ended with exit code 0, every file is in place and the final pass walks
+the directories only. It then prints one summary: the final pass's counts, with the
+objects, bytes and requests of all processes added up.
+
+When the shards alone fill the usable cores (fewer than two cores per shard), each commits
+its small objects in a thread instead of starting an object worker process of its own.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from shrinkwrap_async.exitcodes import ExitCode
+from shrinkwrap_async.pipeline.decompress_verify import WORKER_ENV
 from shrinkwrap_async.pipeline.progress import _size
-from shrinkwrap_async.pipeline.shard import STATS_FILE_ENV
+from shrinkwrap_async.pipeline.shard import CORES_PER_SHARD, SHARDS_DONE_ENV, STATS_FILE_ENV
 from shrinkwrap_async.pipeline.summary import ExportStats, Failure
+from shrinkwrap_async.runtime import cpu_count
 from shrinkwrap_async.spec.tree import Spec
 
 SUMMED = ("data_files", "data_bytes", "requests", "retries", "bytes_received", "catalogs")
@@ -177,9 +183,12 @@ def _run_workers(args: argparse.Namespace, spec: Spec, workers: int) -> int:
         common = common_arguments(args, spec_file)
         stats_files = [Path(scratch) / f"shard-{k}.json" for k in range(workers)]
         processes: list[subprocess.Popen[str]] = []
+        shard_env = dict(os.environ)
+        if workers * CORES_PER_SHARD > cpu_count():  # the shards alone fill the cores
+            shard_env.setdefault(WORKER_ENV, "0")  # commit in a thread, no extra process
         try:
             for index in range(workers):
-                env = dict(os.environ, **{STATS_FILE_ENV: str(stats_files[index])})
+                env = dict(shard_env, **{STATS_FILE_ENV: str(stats_files[index])})
                 shard_argv = [*common, "--shard", f"{index}/{workers}", "--workers", "1"]
                 processes.append(
                     subprocess.Popen(
@@ -209,8 +218,15 @@ def _run_workers(args: argparse.Namespace, spec: Spec, workers: int) -> int:
             final_argv.append("-g")
         if args.quiet:
             final_argv.append("-q")
+        final_env = dict(os.environ)
+        if not any(codes):  # every file is in place: the final pass walks directories only
+            final_env[SHARDS_DONE_ENV] = str(os.getpid())
         final = subprocess.run(
-            _command(final_argv), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+            _command(final_argv),
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=final_env,
         )
     summary = merge_summaries(_read_json(final.stdout), shard_stats)
     summary.elapsed = time.monotonic() - started

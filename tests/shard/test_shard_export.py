@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import sys
@@ -47,6 +48,26 @@ def snapshot(dest: Path, fqrn: str) -> dict[str, object]:
         if entry["type"] == "f" and sizes[entry["group"]] > 1:
             entry.pop("mtime")  # one inode, one mtime: which member's does not matter
     return tree
+
+
+def content_view(tree: dict[str, object]) -> dict[str, object]:
+    """A snapshot without directory metadata, which only the final pass sets."""
+    entries = {
+        rel: {k: v for k, v in entry.items() if entry["type"] != "d" or k == "type"}
+        for rel, entry in tree["entries"].items()  # type: ignore[attr-defined]
+    }
+    return {**tree, "entries": entries}
+
+
+def object_requests(server: StaticServer) -> collections.Counter[str]:
+    """Requests per data object path (file contents and chunks, as ``data_requests``)."""
+    return collections.Counter(
+        {
+            path: count
+            for path, count in server.requests.items()
+            if "/data/" in path and not path.endswith(("C", "X", "H", "M"))
+        }
+    )
 
 
 async def export_cli(*argv: str) -> int:
@@ -104,15 +125,21 @@ async def test_four_shards_equal_one_export(
     common = ["-r", fqrn, "-f", str(config), "-t", str(spec)]
     single, sharded = tmp_path / "single", tmp_path / "sharded"
     assert await export_cli(*common, "-x", str(single)) == 0
-    single_requests = data_requests(server)
+    single_objects = object_requests(server)
+    server.requests.clear()
 
     codes = await asyncio.gather(
         *(export_cli(*common, "-x", str(sharded), "--shard", f"{k}/4") for k in range(4))
     )
     assert codes == [0, 0, 0, 0]
     assert not (sharded / ".provenance" / fqrn / "export.json").exists()  # final pass writes it
+    # Each object fetched by one shard only: together they request every object exactly as
+    # often as one export (once; a chunk that repeats inside a file once per occurrence).
+    # Every file is in place already.
+    assert object_requests(server) == single_objects
+    expected = content_view(snapshot(single, fqrn))
+    assert listing.diff(expected, content_view(snapshot(sharded, fqrn))) == []
     before_final = data_requests(server)
-    assert before_final - single_requests >= single_requests  # every object fetched
     assert await export_cli(*common, "-x", str(sharded)) == 0
     assert data_requests(server) == before_final  # the final pass downloads no data object
     assert (sharded / ".provenance" / fqrn / "export.json").is_file()
@@ -137,12 +164,17 @@ async def test_workers_two_same_tree(
     common = ["-r", SYNTHETIC, "-f", str(config), "-t", str(spec)]
     single, parallel = tmp_path / "single", tmp_path / "parallel"
     assert await export_cli(*common, "-x", str(single)) == 0
+    single_objects = object_requests(synthetic_server)
+    synthetic_server.requests.clear()
     argv = ["export", *common, "-x", str(parallel), "--workers", "2", "--json", "--no-progress"]
     loop = asyncio.get_running_loop()
     assert await loop.run_in_executor(None, cli.main, argv) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["workers"] == 2 and len(summary["shards"]) == 2
-    assert summary["data_files"] >= len(store_objects(single))
+    assert summary["data_files"] == len(store_objects(single))
     assert summary["failures"] == []
+    # No object downloaded twice across the shards (nor by the final pass).
+    assert max(single_objects.values()) == 1
+    assert object_requests(synthetic_server) == single_objects
     assert listing.diff(snapshot(single, SYNTHETIC), snapshot(parallel, SYNTHETIC)) == []
     assert store_objects(parallel) == store_objects(single)

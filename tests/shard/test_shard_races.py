@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
+from shrinkwrap_async import cli, runtime
 from shrinkwrap_async.exitcodes import StorageError
 from shrinkwrap_async.link import tree_writer
 from shrinkwrap_async.link.tree_writer import TreeWriter, is_temp_name
+from shrinkwrap_async.pipeline import shard
 from shrinkwrap_async.testing.servers import StaticServer
 from shrinkwrap_async.testing.shared import write_client_config
 
@@ -78,3 +80,26 @@ async def export_json(*argv: str) -> dict[str, Any]:
     data = json.loads(out)
     data.setdefault("exit_code", process.returncode)
     return data
+
+
+@pytest.mark.parametrize(("cores", "expected"), [(1, 1), (2, 1), (3, 1), (4, 2), (64, 8)])
+def test_auto_workers_one_shard_per_two_cores(monkeypatch, cores: int, expected: int) -> None:
+    monkeypatch.setattr(runtime, "cpu_count", lambda: cores)
+    assert shard.auto_workers() == expected
+
+
+async def test_workers_zero_resolving_to_one_is_the_ordinary_export(
+    fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """``--workers 0`` where that means one shard: the single-process export, no shards."""
+    monkeypatch.setattr(shard, "auto_workers", lambda: 1)
+    config = write_client_config(tmp_path, fixture_server.url, fixtures_dir / "keys")
+    spec = tmp_path / "all.spec"
+    spec.write_text("/*\n")
+    argv = ["export", "-r", "fix1.test.local", "-f", str(config), "-t", str(spec)]
+    argv += ["-x", str(tmp_path / "dest"), "--workers", "0", "--json", "--no-progress"]
+    loop = asyncio.get_running_loop()
+    assert await loop.run_in_executor(None, cli.main, argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert "workers" not in summary and summary["files"] > 0
+    assert (tmp_path / "dest" / ".provenance" / "fix1.test.local" / "export.json").is_file()
