@@ -206,26 +206,7 @@ class TarWriter:
         else:
             devmajor = devminor = b"0000000\0"
         if records:
-            pax = b"".join(records)
-            zero8, zero12 = b"0000000\0", b"00000000000\0"
-            pax_size = _octal(len(pax), 12)
-            assert pax_size is not None
-            self._write(
-                _header_block(
-                    name=PAX_HEADER_NAME,
-                    prefix=b"",
-                    mode=b"0000644\0",
-                    uid=zero8,
-                    gid=zero8,
-                    size=pax_size,
-                    mtime=zero12,
-                    typeflag=_PAX,
-                    linkname=b"",
-                    devmajor=zero8,
-                    devminor=zero8,
-                )
-            )
-            self._write(pax + _padding(len(pax)))
+            self._write_extension(PAX_HEADER_NAME, b"0000644\0", _PAX, b"".join(records))
         mode = _octal(entry.mode & 0o7777, 8)
         assert mode is not None
         self._write(
@@ -245,24 +226,32 @@ class TarWriter:
         )
 
     def _write_gnu_long_link(self, linkname: bytes) -> None:
-        data = linkname + b"\0"
+        self._write_extension(
+            b"././@LongLink", b"0000000\0", b"K", linkname + b"\0", magic=b"ustar  \0"
+        )
+
+    def _write_extension(
+        self, name: bytes, mode: bytes, typeflag: bytes, data: bytes, magic: bytes = b"ustar\x0000"
+    ) -> None:
+        """A member that describes the next one (pax extended header, GNU long link name):
+        owner and time zero, its data padded to whole blocks."""
         size = _octal(len(data), 12)
         assert size is not None
         zero8 = b"0000000\0"
         self._write(
             _header_block(
-                name=b"././@LongLink",
+                name=name,
                 prefix=b"",
-                mode=zero8,
+                mode=mode,
                 uid=zero8,
                 gid=zero8,
                 size=size,
                 mtime=b"00000000000\0",
-                typeflag=b"K",
+                typeflag=typeflag,
                 linkname=b"",
                 devmajor=zero8,
                 devminor=zero8,
-                magic=b"ustar  \0",
+                magic=magic,
             )
         )
         self._write(data + _padding(len(data)))
