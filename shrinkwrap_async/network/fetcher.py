@@ -22,8 +22,11 @@ hashed as they arrive and nothing is committed before the hash matched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
+import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -69,6 +72,28 @@ LEAN_BODY_LIMIT = 16 * MiB  # whole-body GETs with a known bound this size go le
 # Catalogs stored in up to this many bytes (most: tens to hundreds of KiB) are fetched whole
 # by the lean client, so a refresh that needs nothing else never starts aiohttp.
 LEAN_CATALOG_SIZE = 4 * MiB
+
+
+def warm_up_aiohttp() -> None:
+    """Import aiohttp in a background thread, once, unless it is imported already.
+
+    Called when a catalog is fetched: a walk is starting, and its large objects and chunks
+    will need aiohttp. The import then runs while the loop waits on catalog downloads and
+    diffs, instead of stalling the loop when the first large object is requested.
+    """
+    global _warm_up_started
+    if _warm_up_started or "aiohttp" in sys.modules:
+        return
+    _warm_up_started = True
+    threading.Thread(target=_import_aiohttp_quietly, name="aiohttp-import", daemon=True).start()
+
+
+def _import_aiohttp_quietly() -> None:
+    with contextlib.suppress(Exception):  # the first real use reports any failure
+        _aiohttp()
+
+
+_warm_up_started = False
 
 
 def _aiohttp() -> ModuleType:
@@ -380,7 +405,10 @@ class Fetcher:
         streamed through aiohttp instead, at the cost of one extra request.
         """
         path = digest.object_path(suffix)
-        lean_below = LEAN_CATALOG_SIZE if suffix == ObjectSuffix.CATALOG else None
+        lean_below = None
+        if suffix == ObjectSuffix.CATALOG:
+            lean_below = LEAN_CATALOG_SIZE
+            warm_up_aiohttp()
         too_large_for_lean = False
 
         async def attempt(route: Route, no_cache: bool) -> T:
