@@ -46,3 +46,26 @@ def test_storage_failure_escaping_a_command_is_one_line(monkeypatch, capsys):
     assert cli.main(["gc"]) == 5
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "No space left" in err[0]
+
+
+def test_only_the_chosen_command_is_imported():
+    code = (
+        "import sys\n"
+        "from shrinkwrap_async import cli\n"
+        "parser = cli.build_parser(['gc', '-x', '/nonexistent'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith('shrinkwrap_async.commands.')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['shrinkwrap_async.commands.gc']"
+
+
+def test_chosen_command():
+    from shrinkwrap_async.cli import COMMANDS, build_parser, chosen_command
+
+    assert chosen_command(["export", "-r", "x"]) == "export"
+    assert chosen_command(["--version"]) is None
+    assert chosen_command(["nonsense", "export"]) is None
+    assert chosen_command(None) is None
+    subparsers = build_parser([])._subparsers._group_actions[0]  # type: ignore[union-attr]
+    assert set(subparsers.choices) == set(COMMANDS)
