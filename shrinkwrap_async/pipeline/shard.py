@@ -168,7 +168,6 @@ class ShardRun:
     def __init__(self, shard: Shard, exporter: Exporter) -> None:
         self.shard = shard
         self.exporter = exporter
-        self.skipped = 0  # regular files left to other shards
         # Incremental-refresh state is not used by shards (it describes whole catalogs).
         exporter.store = ShardDataStore(exporter.options.store_root)
         self._reporter: threading.Thread | None = None
@@ -182,22 +181,16 @@ class ShardRun:
     def takes_entry(self, entry: DirEntry, rel: RelPath) -> bool:
         """Whether to make a file job of regular file ``entry`` at all (a cheap first cut:
         a chunked file's content is its chunk list, known only from the job)."""
+        if entry.is_external or (entry.content_hash is None and not entry.is_chunked):
+            return self.shard.owns_directory(rel[:-1])  # a failure: reported once
         if entry.is_chunked:
             return True
-        if entry.content_hash is None or entry.is_external:  # a failure: reported once
-            taken = self.shard.owns_directory(rel[:-1])
-        else:
-            taken = self.shard.owns_object(entry.content_hash)
-        if not taken:
-            self.skipped += 1
-        return taken
+        assert entry.content_hash is not None
+        return self.shard.owns_object(entry.content_hash)
 
     def wants(self, job: FileJob) -> bool:
         """Whether this shard fetches ``job``'s object and links ``job``."""
-        if self.shard.owns_object(job.content):
-            return True
-        self.skipped += 1
-        return False
+        return self.shard.owns_object(job.content)
 
     def _start_reporter(self, path: Path) -> None:
         stop = threading.Event()
