@@ -168,6 +168,21 @@ async def test_fetcher_uses_it_through_squid(fixture_docroot: Path) -> None:
                 fetched = await fetcher.fetch_object_unverified(stored.digest, stored.suffix)
                 assert fetched.data == stored.data and fetched.route.proxy == proxy.url
             assert fetcher._lean_pools  # the lean path was taken
-        log = proxy.access_log
+        log = await _access_log_with(proxy, "TCP_MISS/200", len(objects))
     assert fetcher.stats.failures == 0 and fetcher.stats.requests == len(objects)
     assert log.count("TCP_MISS/200") == len(objects)
+
+
+async def _access_log_with(proxy: squid.SquidProxy, marker: str, count: int) -> str:
+    """Squid's access log once it has ``count`` lines with ``marker`` (or after 5 s).
+
+    Squid writes a line when it ends a transaction, which may be just after the client has
+    read the whole response: read right away, the last line can be missing.
+    """
+    log = proxy.access_log
+    for _ in range(50):
+        if log.count(marker) >= count:
+            break
+        await asyncio.sleep(0.1)
+        log = proxy.access_log
+    return log
