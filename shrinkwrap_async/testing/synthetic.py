@@ -6,7 +6,9 @@ sizes with median 8 KiB and mean 32 KiB (mu = ln 8192, sigma = sqrt(2 ln 4)) cap
 64 MiB; half the files base64 of random bytes, half a mix of short words; 10 % repeat an
 earlier file's content. ``small``, ``medium`` and ``large`` (10k, 100k, 1M files) use the
 same shape with a mean near 64 KiB, plus symlinks, a hard-link group and a few chunked
-files of tens of MiB.
+files of tens of MiB. ``large-small`` is ``large``'s tree (1M files, same directories,
+extras and chunked files) with small files (median 1 KiB, mean 2 KiB), so that the 1M-file
+case fits in a few GB of disk: the memory and per-file costs at 1M files, not the bytes.
 
 Content is produced on demand by picklable :class:`GeneratedContent` objects, so the
 publisher's worker processes generate and compress it in parallel.
@@ -91,6 +93,7 @@ PROFILES: dict[str, Profile] = {
     "small": Profile(10_000, 10, 10, 4, 16384, 65536, big_files=2, extras=True),
     "medium": Profile(100_000, 20, 20, 5, 16384, 65536, big_files=4, extras=True),
     "large": Profile(1_000_000, 50, 40, 10, 16384, 65536, big_files=8, extras=True),
+    "large-small": Profile(1_000_000, 50, 40, 10, 1024, 2048, big_files=8, extras=True),
 }
 
 

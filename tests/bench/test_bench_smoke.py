@@ -73,6 +73,7 @@ def test_harness_produces_well_formed_results(tmp_path: Path) -> None:
         p["max_sampled_rss_mb"] for p in full["rss_tree"]["processes"]
     )
     assert full["rss_tree"]["hwm_sum_mb"] >= full["peak_rss_sum_mb"] > 0
+    assert full["export_hwm_mb"] > 0
     table = bench.format_table(results)  # type: ignore[attr-defined]
     assert "| full export | 4 | 1 |" in table and "no-change refresh" in table
     assert "curl(client fetch)+start" in table
