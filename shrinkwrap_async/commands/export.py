@@ -135,9 +135,10 @@ def run(args: argparse.Namespace) -> int:
                 seconds=round(time.time() - started, 3),
                 up_to_date=bool(getattr(stats, "up_to_date", False)),
             )
-    for warning in spec.warnings():  # after the walk: rules that matched nothing are known
-        log.warning("spec: %s", warning)
     up_to_date = bool(getattr(stats, "up_to_date", False))
+    if not up_to_date:  # after a walk: rules that matched nothing are known (none without)
+        for warning in spec.warnings():
+            log.warning("spec: %s", warning)
     if args.json:
         document = stats.as_dict()
         document["up_to_date"] = up_to_date

@@ -57,3 +57,21 @@ def test_demo_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert summary["files"] > 100 and summary["failures"] == []
     tree = tmp_path / "demo" / "export" / "demo.shrinkwrap.local"
     assert (tree / "README.txt").is_file()
+
+
+async def test_unchanged_rerun_reports_up_to_date_without_spec_warnings(
+    fixture_server: StaticServer,
+    fixtures_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An up-to-date run walks nothing, so it must not claim that the spec matched nothing."""
+    source = source_arguments(tmp_path, fixture_server.url, fixtures_dir / "keys", FQRN, "/sw/*\n")
+    argv = ["export", *source, "-x", str(tmp_path / "dest"), "--no-progress"]
+    assert await run_cli(*argv) == 0
+    capsys.readouterr()
+    caplog.clear()
+    assert await run_cli(*argv) == 0
+    assert "is up to date" in capsys.readouterr().out
+    assert not [r.getMessage() for r in caplog.records if "matched nothing" in r.getMessage()]
