@@ -40,7 +40,7 @@ import contextlib
 import logging
 import sqlite3
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -54,8 +54,7 @@ from shrinkwrap_async.catalogs.entry import (
 )
 from shrinkwrap_async.catalogs.schema import Flag
 from shrinkwrap_async.hashing import Digest
-from shrinkwrap_async.link.tree_writer import MARKER_NAME, RelPath, validate_name
-from shrinkwrap_async.pipeline.link_stage import DirectoryOp, LinkStage, SpecialOp, SymlinkOp
+from shrinkwrap_async.link.tree_writer import MARKER_NAME, validate_name
 from shrinkwrap_async.spec.tree import Spec
 from shrinkwrap_async.state.db import ABORTED, RUNNING, StateDB
 
@@ -534,17 +533,3 @@ class CatalogDiffer:
             with contextlib.suppress(Exception):
                 await diff.close()
         self.opened.clear()
-
-
-def apply_changes(
-    link: LinkStage,
-    rel: RelPath,
-    removed: Sequence[str],
-    keep: list[str],
-    ops: Sequence[DirectoryOp | SymlinkOp | SpecialOp],
-) -> int:
-    """Kept for the runner's call: :meth:`LinkStage.apply_changes`, entries removed only.
-
-    New code calls ``link.apply_changes`` (it also returns the devices skipped, and a
-    subclass such as the shard stage can override it)."""
-    return link.apply_changes(rel, removed, keep, ops)[0]

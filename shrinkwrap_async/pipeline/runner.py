@@ -40,7 +40,6 @@ from shrinkwrap_async.pipeline.refresh import (
     CatalogProgress,
     DiffListing,
     RefreshPlan,
-    apply_changes,
     plan_refresh,
 )
 from shrinkwrap_async.pipeline.shard import files_done_by_shards, shard_run
@@ -465,8 +464,8 @@ class Exporter:
                 if listing is None:
                     removed, _ = await self._tree(self.link.apply_listing, job.rel, keep, ops)
                 else:
-                    removed = await self._tree(
-                        apply_changes, self.link, job.rel, listing.removed, keep, ops
+                    removed, _ = await self._tree(
+                        self.link.apply_changes, job.rel, listing.removed, keep, ops
                     )
                 self.stats.removed += removed
                 for rel in stale_dirs:
