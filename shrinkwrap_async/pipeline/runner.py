@@ -235,8 +235,7 @@ class Exporter:
         tree_root = self.options.dest_base / self.settings.fqrn
         try:
             if not self.options.dry_run:
-                await self._tree(self._prepare, tree_root)
-                self.committer.start()
+                await self._tree(self._prepare, tree_root)  # the committer starts lazily
             try:
                 root = await self.opener.open_root(root_catalog)
             except ObjectCorruptError as error:

@@ -47,7 +47,7 @@ async def test_batch_committed_with_metadata_and_failures_reported(
     with ThreadPoolExecutor(1) as pool:
         committer = SmallObjectCommitter(store, pool, use_process=in_process)
         committer.start()
-        assert committer.in_process == in_process
+        assert await committer.wait_started() == in_process
         try:
             results = await committer.commit([good, bad_hash, bad_size])
         finally:
@@ -70,6 +70,7 @@ async def test_a_dead_worker_process_falls_back_to_a_thread(tmp_path: Path) -> N
     with ThreadPoolExecutor(1) as pool:
         committer = SmallObjectCommitter(store, pool)
         committer.start()
+        assert await committer.wait_started()
         try:
             assert await committer.commit([small(b"first", meta)]) == [None]
             process = committer._process
@@ -82,3 +83,25 @@ async def test_a_dead_worker_process_falls_back_to_a_thread(tmp_path: Path) -> N
         finally:
             committer.close()
     assert store.path_for(again.name).read_bytes() == b"second"
+
+
+async def test_the_worker_process_starts_only_after_enough_objects(tmp_path: Path) -> None:
+    """A small refresh commits in the thread; the process starts once a run proves large."""
+    store = DataStore(tmp_path / ".data", chown=False)
+    store.prepare()
+    meta = ObjectMeta(0o644, os.getuid(), os.getgid(), 1_600_000_000)
+    with ThreadPoolExecutor(1) as pool:
+        committer = SmallObjectCommitter(store, pool)
+        try:
+            few = [small(f"few {i}".encode(), meta) for i in range(8)]
+            assert await committer.commit(few) == [None] * len(few)
+            assert not committer.in_process
+            many = [small(f"many {i}".encode(), meta) for i in range(committer.SPAWN_AFTER)]
+            assert await committer.commit(many) == [None] * len(many)
+            assert committer.in_process and await committer.wait_started()
+            last = small(b"after the start", meta)
+            assert await committer.commit([last]) == [None]
+        finally:
+            committer.close()
+    assert store.path_for(last.name).read_bytes() == b"after the start"
+    assert all(store.path_for(item.name).is_file() for item in few + many)
