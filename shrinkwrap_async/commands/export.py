@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         stats = run_async(
             run_stoppable(locked_run(), outcome="a rerun resumes", log=log, extra=options.extra)
         )
-        exit_code = int(getattr(stats, "exit_code", 1 if stats.failures else 0))
+        exit_code = int(stats.exit_code)
     except ShrinkwrapError as error:
         exit_code = int(error.exit_code)
         raise
@@ -133,17 +133,14 @@ def run(args: argparse.Namespace) -> int:
                 files=stats.files if stats is not None else None,
                 bytes=stats.bytes if stats is not None else None,
                 seconds=round(time.time() - started, 3),
-                up_to_date=bool(getattr(stats, "up_to_date", False)),
+                up_to_date=stats.up_to_date if stats is not None else False,
             )
-    up_to_date = bool(getattr(stats, "up_to_date", False))
+    up_to_date = stats.up_to_date
     if not up_to_date:  # after a walk: rules that matched nothing are known (none without)
         for warning in spec.warnings():
             log.warning("spec: %s", warning)
     if args.json:
         document = stats.as_dict()
-        document["up_to_date"] = up_to_date
-        document["catalogs_skipped"] = getattr(stats, "catalogs_skipped", 0)
-        document["catalogs_diffed"] = getattr(stats, "catalogs_diffed", 0)
         document["exit_code"] = exit_code
         import json
 

@@ -122,7 +122,7 @@ async def up_to_date_stats(settings: Any, spec: Spec, dest_base: Path) -> Export
             await db.close()
         if not plan.up_to_date:
             return None
-        stats = ExportStats(revision=trusted.revision, root_hash=root_hex)
+        stats = ExportStats(revision=trusted.revision, root_hash=root_hex, up_to_date=True)
         stats.take_fetch_counters(fetcher.stats)
         return stats
 
@@ -130,7 +130,7 @@ async def up_to_date_stats(settings: Any, spec: Spec, dest_base: Path) -> Export
 def report_up_to_date(args: argparse.Namespace, stats: ExportStats, workers: int) -> int:
     if args.json:
         data = stats.as_dict()
-        data.update(up_to_date=True, catalogs_skipped=0, exit_code=0, workers=workers, shards=[])
+        data.update(up_to_date=True, workers=workers, shards=[])
         print(json.dumps(data, indent=1, sort_keys=True))
     elif args.quiet == 0:
         print(f"{args.repo} revision {stats.revision} is up to date ({stats.requests} requests)")
