@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -122,19 +123,17 @@ class RunLock:
 
     def acquire_sync(self) -> None:
         """Acquire, sleeping between attempts for up to ``wait`` seconds (blocking)."""
-        deadline = time.monotonic() + self.wait
-        delay = _POLL_FIRST
-        while not self.try_acquire():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise self._locked_error()
-            if delay == _POLL_FIRST:
-                self._log_waiting()
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, _POLL_MAX)
+        for pause in self._pauses():
+            time.sleep(pause)
 
     async def acquire(self) -> None:
         """Acquire without blocking the event loop, waiting up to ``wait`` seconds."""
+        for pause in self._pauses():
+            await asyncio.sleep(pause)
+
+    def _pauses(self) -> Iterator[float]:
+        """Attempt after attempt until acquired, yielding the pause before each retry
+        (doubling up to ``_POLL_MAX``); :class:`LockedError` once ``wait`` has run out."""
         deadline = time.monotonic() + self.wait
         delay = _POLL_FIRST
         while not self.try_acquire():
@@ -143,7 +142,7 @@ class RunLock:
                 raise self._locked_error()
             if delay == _POLL_FIRST:
                 self._log_waiting()
-            await asyncio.sleep(min(delay, remaining))
+            yield min(delay, remaining)
             delay = min(delay * 2, _POLL_MAX)
 
     def release(self) -> None:
