@@ -72,8 +72,9 @@ HOLDER = textwrap.dedent(
 )
 
 
-def test_lock_across_processes(tmp_path: Path) -> None:
-    path = tmp_path / "lock"
+def start_holder(path: Path) -> subprocess.Popen[str]:
+    """A child process holding the lock at ``path`` (returned once it holds it); it
+    releases the lock and exits when a line is written to its stdin."""
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(path)],
         stdin=subprocess.PIPE,
@@ -81,8 +82,20 @@ def test_lock_across_processes(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "held"
+    except BaseException:
+        holder.kill()
+        holder.wait()
+        raise
+    return holder
+
+
+def test_lock_across_processes(tmp_path: Path) -> None:
+    path = tmp_path / "lock"
+    holder = start_holder(path)
+    try:
+        assert holder.stdin is not None
         other = RunLock(path)
         with pytest.raises(LockedError, match=f"pid={holder.pid}"):
             other.acquire_sync()
@@ -99,14 +112,7 @@ def test_lock_across_processes(tmp_path: Path) -> None:
 
 def test_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
     path = tmp_path / "lock"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "held"
+    holder = start_holder(path)
     assert not RunLock(path).try_acquire()
     holder.kill()
     holder.wait()
