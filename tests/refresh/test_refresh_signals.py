@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 
 from aiohttp import web
 
 from shrinkwrap_async.state.db import StateDB
 from shrinkwrap_async.state.lock import RunLock
+from shrinkwrap_async.testing.command_line import start_cli_process
 from shrinkwrap_async.testing.servers import StaticServer
 
 from .test_refresh_incremental import FQRN, Repo, tree_problems
@@ -42,26 +42,10 @@ def write_config(repo: Repo, server: StaticServer) -> Path:
 
 
 async def start_export(repo: Repo, config: Path, dest: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "shrinkwrap_async",
-        "export",
-        "-r",
-        FQRN,
-        "-f",
-        str(config),
-        "-t",
-        str(repo.base / "all.spec"),
-        "-x",
-        str(repo.base / dest),
-        "-j",
-        "2",
-        "--no-progress",
-        "-q",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    return await start_cli_process(
+        "export", "-r", FQRN, "-f", str(config), "-t", str(repo.base / "all.spec"),
+        "-x", str(repo.base / dest), "-j", "2", "--no-progress", "-q",
+    )  # fmt: skip
 
 
 def committed_objects(dest: Path) -> set[str]:

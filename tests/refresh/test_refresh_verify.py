@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 from pathlib import Path
 
 from shrinkwrap_async.state.verify import verify_destination
+from shrinkwrap_async.testing.command_line import run_cli_process
 from shrinkwrap_async.testing.servers import StaticServer
 
 from .test_refresh_incremental import FQRN, Repo, object_of, tree_problems
 from .test_refresh_signals import write_config
 
 
-async def run_cli(*argv: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "shrinkwrap_async",
-        *argv,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode()
+async def cli_output(*argv: str) -> tuple[int, str]:
+    """Exit code and output (stdout, then stderr) of the command in a child process."""
+    result = await run_cli_process(*argv)
+    return result.exit_code, result.stdout.decode() + result.stderr
 
 
 async def test_verify_reports_and_repairs(tmp_path: Path) -> None:
@@ -49,13 +40,13 @@ async def test_verify_reports_and_repairs(tmp_path: Path) -> None:
         victim.write_bytes(bytes(data))
         (dest / FQRN / "bin" / "tool").unlink()
 
-        code, out = await run_cli("verify", "-x", str(dest), "-r", FQRN, "-f", str(config))
+        code, out = await cli_output("verify", "-x", str(dest), "-r", FQRN, "-f", str(config))
         assert code == 1, out
         assert "object-corrupt" in out and victim.name in out
         assert "missing: /bin/tool" in out
 
         server.requests.clear()
-        code, out = await run_cli(
+        code, out = await cli_output(
             "verify", "-x", str(dest), "-r", FQRN, "-f", str(config), "--repair"
         )
         assert code == 0, out

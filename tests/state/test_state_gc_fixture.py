@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 from shrinkwrap_async.state.gc import collect_garbage
+from shrinkwrap_async.testing.command_line import run_cli_process
 from shrinkwrap_async.testing.servers import StaticServer
 from shrinkwrap_async.testing.shared import serve_revision, write_client_config
 
@@ -74,25 +74,11 @@ def test_listing_numbers_on_a_rebuilt_store(tmp_path: Path, fixtures_dir: Path) 
 
 
 async def _export(config: Path, spec: Path, dest: Path) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "shrinkwrap_async",
-        "export",
-        "-r",
-        FQRN,
-        "-f",
-        str(config),
-        "-t",
-        str(spec),
-        "-x",
-        str(dest),
-        "-q",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _out, err = await asyncio.wait_for(process.communicate(), timeout=240)
-    assert process.returncode == 0, err.decode(errors="replace")
+    result = await run_cli_process(
+        "export", "-r", FQRN, "-f", str(config), "-t", str(spec), "-x", str(dest), "-q",
+        timeout=240,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
 
 
 @pytest.mark.skipif(
