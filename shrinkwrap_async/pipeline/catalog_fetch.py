@@ -10,22 +10,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
+from typing import TYPE_CHECKING, Self
 
-from shrinkwrap_async.catalogs.cache import CatalogCache
 from shrinkwrap_async.catalogs.entry import CatalogError
-from shrinkwrap_async.catalogs.reader import Catalog
-from shrinkwrap_async.hashing import Digest
+
+if TYPE_CHECKING:  # annotations only: pipeline.refresh imports this module on a fast path
+    from shrinkwrap_async.catalogs.cache import CatalogCache
+    from shrinkwrap_async.catalogs.reader import Catalog
+    from shrinkwrap_async.hashing import Digest
 
 
-class CatalogHandle:
-    """A catalog shared by the directory jobs that list it; closed with the last release."""
+class SharedByJobs:
+    """Held by several directory jobs at once: each ``acquire`` is matched by a ``release``,
+    and the last release closes it. ``references`` is the number of holders to start with."""
 
-    def __init__(self, catalog: Catalog) -> None:
-        self.catalog = catalog
-        self.references = 0
+    def __init__(self, references: int = 0) -> None:
+        self.references = references
         self.closed = False
 
-    def acquire(self) -> CatalogHandle:
+    def acquire(self) -> Self:
         self.references += 1
         return self
 
@@ -33,6 +36,17 @@ class CatalogHandle:
         self.references -= 1
         if self.references == 0:
             await self.close()
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class CatalogHandle(SharedByJobs):
+    """A catalog shared by the directory jobs that list it; closed with the last release."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        super().__init__()
+        self.catalog = catalog
 
     async def close(self) -> None:
         if not self.closed:

@@ -55,6 +55,7 @@ from shrinkwrap_async.catalogs.entry import (
 from shrinkwrap_async.catalogs.schema import Flag
 from shrinkwrap_async.hashing import Digest
 from shrinkwrap_async.link.tree_writer import MARKER_NAME, validate_name
+from shrinkwrap_async.pipeline.catalog_fetch import SharedByJobs
 from shrinkwrap_async.spec.tree import Spec
 from shrinkwrap_async.state.db import ABORTED, RUNNING, StateDB
 
@@ -217,7 +218,7 @@ def _columns(db: sqlite3.Connection, schema: str, table: str) -> list[str]:
     return [str(row[1]) for row in db.execute(f"PRAGMA {schema}.table_info({table})")]
 
 
-class CatalogDiff:
+class CatalogDiff(SharedByJobs):
     """The rows that differ between catalog ``old_path`` (applied) and ``new_path``.
 
     One SQLite connection reads the new catalog with the old one attached (both read-only);
@@ -235,8 +236,7 @@ class CatalogDiff:
         self._db = connection
         self.mountpoint = mountpoint
         self.spec = spec
-        self.references = 1
-        self.closed = False
+        super().__init__(references=1)
         self.skipped: list[str] = []  # unchanged nested catalogs the diff does not visit
         self._lock = asyncio.Lock()
         columns = ", ".join(
@@ -370,15 +370,6 @@ class CatalogDiff:
         return rows, removed
 
     # -- lifetime --------------------------------------------------------------------------
-    def acquire(self) -> CatalogDiff:
-        self.references += 1
-        return self
-
-    async def release(self) -> None:
-        self.references -= 1
-        if self.references == 0:
-            await self.close()
-
     async def close(self) -> None:
         async with self._lock:
             if not self.closed:
