@@ -232,14 +232,17 @@ def verify_manifest(
 # -- network -------------------------------------------------------------------------------
 
 
+def _unreachable(name: str, settings: ClientSettings, error: Exception) -> UnreachableError:
+    """The error for a repository file that no configured server delivered."""
+    servers = ", ".join(settings.server_urls)
+    return UnreachableError(f"cannot fetch {name} of {settings.fqrn} from {servers}: {error}")
+
+
 async def _fetch_file(fetcher: Fetcher, name: str, settings: ClientSettings) -> bytes:
     try:
         return await fetcher.fetch_file(name, max_size=SIGNED_FILE_MAX_SIZE)
     except (TransferError, FetchError) as error:
-        servers = ", ".join(settings.server_urls)
-        raise UnreachableError(
-            f"cannot fetch {name} of {settings.fqrn} from {servers}: {error}"
-        ) from error
+        raise _unreachable(name, settings, error) from error
 
 
 async def _fetch_pkcs7_whitelist(fetcher: Fetcher, settings: ClientSettings) -> bytes:
@@ -251,10 +254,7 @@ async def _fetch_pkcs7_whitelist(fetcher: Fetcher, settings: ClientSettings) -> 
             f"but the server has no {PKCS7_WHITELIST_FILE} (404)"
         ) from None
     except (TransferError, FetchError) as error:
-        servers = ", ".join(settings.server_urls)
-        raise UnreachableError(
-            f"cannot fetch {PKCS7_WHITELIST_FILE} of {settings.fqrn} from {servers}: {error}"
-        ) from error
+        raise _unreachable(PKCS7_WHITELIST_FILE, settings, error) from error
 
 
 async def load_trusted_cas(settings: ClientSettings, reason: str) -> TrustedCAs:
