@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -122,6 +123,20 @@ def repo_file(docroot: Path, fqrn: str, name: str) -> Path:
     return docroot / "cvmfs" / fqrn / name
 
 
+def resign_fix1_whitelist(docroot: Path, fixtures: Path, edit: Callable[[bytes], bytes]) -> None:
+    """fix1's whitelist with its letter changed by ``edit``, validly signed by its master key."""
+    path = repo_file(docroot, FIX1, ".cvmfswhitelist")
+    master = private_key(fixtures, f"{FIX1}.masterkey")
+    path.write_bytes(sign_whitelist(edit(letter_of(path.read_bytes())), master, Algorithm.SHA1))
+
+
+def resign_fix1_manifest(docroot: Path, fixtures: Path, edit: Callable[[bytes], bytes]) -> None:
+    """fix1's manifest with its letter changed by ``edit``, validly signed by its certificate."""
+    path = repo_file(docroot, FIX1, ".cvmfspublished")
+    key = private_key(fixtures, f"{FIX1}.key")
+    path.write_bytes(sign_manifest(edit(letter_of(path.read_bytes())), key, Algorithm.SHA1))
+
+
 # -- the real repositories verify --------------------------------------------------------------
 
 
@@ -178,13 +193,23 @@ async def test_older_revision_verifies(
 # -- each attack refused with its own message ------------------------------------------------
 
 
-async def test_tampered_manifest(
-    fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
+@pytest.mark.parametrize(
+    ("name", "line", "tampered"),
+    [(".cvmfspublished", b"\nS3\n", b"\nS4\n"), (".cvmfswhitelist", b"\nE2036", b"\nE2037")],
+)
+async def test_tampered_signed_file(
+    fixture_server: StaticServer,
+    fixtures_dir: Path,
+    fixture_docroot: Path,
+    name: str,
+    line: bytes,
+    tampered: bytes,
 ) -> None:
-    path = repo_file(fixture_docroot, FIX1, ".cvmfspublished")
-    path.write_bytes(path.read_bytes().replace(b"\nS3\n", b"\nS4\n", 1))
+    """One line changed, hash line and signature left as they were."""
+    path = repo_file(fixture_docroot, FIX1, name)
+    path.write_bytes(path.read_bytes().replace(line, tampered, 1))
     message = await refused(fixture_server, fixtures_dir)
-    assert "is tampered" in message and ".cvmfspublished" in message
+    assert "is tampered" in message and name in message
 
 
 async def test_tampered_manifest_with_recomputed_hash(
@@ -203,22 +228,14 @@ async def test_tampered_manifest_with_recomputed_hash(
     assert "signature does not verify with the repository certificate" in message
 
 
-async def test_tampered_whitelist(
-    fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
-) -> None:
-    path = repo_file(fixture_docroot, FIX1, ".cvmfswhitelist")
-    path.write_bytes(path.read_bytes().replace(b"\nE2036", b"\nE2037", 1))
-    message = await refused(fixture_server, fixtures_dir)
-    assert "is tampered" in message and ".cvmfswhitelist" in message
-
-
 async def test_expired_whitelist_resigned(
     fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
 ) -> None:
-    path = repo_file(fixture_docroot, FIX1, ".cvmfswhitelist")
-    letter = re.sub(rb"\nE\d{14}\n", b"\nE20291231235959\n", letter_of(path.read_bytes()))
-    master = private_key(fixtures_dir, f"{FIX1}.masterkey")
-    path.write_bytes(sign_whitelist(letter, master, Algorithm.SHA1))
+    resign_fix1_whitelist(
+        fixture_docroot,
+        fixtures_dir,
+        lambda letter: re.sub(rb"\nE\d{14}\n", b"\nE20291231235959\n", letter),
+    )
     message = await refused(fixture_server, fixtures_dir)
     assert "expired at 2029-12-31 23:00 UTC" in message
 
@@ -226,13 +243,13 @@ async def test_expired_whitelist_resigned(
 async def test_certificate_not_on_whitelist(
     fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
 ) -> None:
-    path = repo_file(fixture_docroot, FIX1, ".cvmfswhitelist")
-    letter = letter_of(path.read_bytes())
-    header = b"\n".join(letter.split(b"\n")[:3]) + b"\n"
     foreign = (fixtures_dir / "keys/private" / f"{FIX2}.crt").read_bytes()
-    letter = header + fingerprint(foreign, Algorithm.SHA1) + b"\n"
-    master = private_key(fixtures_dir, f"{FIX1}.masterkey")
-    path.write_bytes(sign_whitelist(letter, master, Algorithm.SHA1))
+
+    def list_only_foreign(letter: bytes) -> bytes:
+        header = b"\n".join(letter.split(b"\n")[:3]) + b"\n"
+        return header + fingerprint(foreign, Algorithm.SHA1) + b"\n"
+
+    resign_fix1_whitelist(fixture_docroot, fixtures_dir, list_only_foreign)
     message = await refused(fixture_server, fixtures_dir)
     assert message.startswith("certificate not on whitelist")
 
@@ -255,10 +272,11 @@ async def test_repository_name_mismatch_manifest(
     fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
 ) -> None:
     """A validly signed manifest that names another repository."""
-    path = repo_file(fixture_docroot, FIX1, ".cvmfspublished")
-    letter = letter_of(path.read_bytes()).replace(b"\nNfix1.test.local\n", b"\nNfix9.test.local\n")
-    key = private_key(fixtures_dir, f"{FIX1}.key")
-    path.write_bytes(sign_manifest(letter, key, Algorithm.SHA1))
+    resign_fix1_manifest(
+        fixture_docroot,
+        fixtures_dir,
+        lambda letter: letter.replace(b"\nNfix1.test.local\n", b"\nNfix9.test.local\n"),
+    )
     message = await refused(fixture_server, fixtures_dir)
     assert message.startswith("repository name mismatch: .cvmfspublished is for 'fix9.test.local'")
 
@@ -301,11 +319,11 @@ async def test_manifest_hash_algorithm_must_be_the_repository_one(
 async def test_pkcs7_whitelist_without_its_signature_file_refused(
     fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
 ) -> None:
-    path = repo_file(fixture_docroot, FIX1, ".cvmfswhitelist")
-    lines = letter_of(path.read_bytes()).split(b"\n")
-    letter = b"\n".join([*lines[:3], b"Vpkcs7", *lines[3:]])
-    master = private_key(fixtures_dir, f"{FIX1}.masterkey")
-    path.write_bytes(sign_whitelist(letter, master, Algorithm.SHA1))
+    def add_vpkcs7(letter: bytes) -> bytes:
+        lines = letter.split(b"\n")
+        return b"\n".join([*lines[:3], b"Vpkcs7", *lines[3:]])
+
+    resign_fix1_whitelist(fixture_docroot, fixtures_dir, add_vpkcs7)
     message = await refused(fixture_server, fixtures_dir)
     assert "PKCS#7" in message and ".cvmfswhitelist.pkcs7" in message
 
@@ -321,12 +339,10 @@ async def test_manifest_missing_required_line(
     drop: bytes,
     problem: str,
 ) -> None:
-    path = repo_file(fixture_docroot, FIX1, ".cvmfspublished")
-    lines = letter_of(path.read_bytes()).split(b"\n")
-    letter = b"\n".join(line for line in lines if not line.startswith(drop))
-    path.write_bytes(
-        sign_manifest(letter, private_key(fixtures_dir, f"{FIX1}.key"), Algorithm.SHA1)
-    )
+    def drop_line(letter: bytes) -> bytes:
+        return b"\n".join(line for line in letter.split(b"\n") if not line.startswith(drop))
+
+    resign_fix1_manifest(fixture_docroot, fixtures_dir, drop_line)
     message = await refused(fixture_server, fixtures_dir)
     assert problem in message
 
@@ -334,12 +350,12 @@ async def test_manifest_missing_required_line(
 async def test_manifest_wrong_root_path_hash(
     fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
 ) -> None:
-    path = repo_file(fixture_docroot, FIX1, ".cvmfspublished")
-    letter = letter_of(path.read_bytes()).replace(
-        b"Rd41d8cd98f00b204e9800998ecf8427e", b"R00000000000000000000000000000000"
-    )
-    path.write_bytes(
-        sign_manifest(letter, private_key(fixtures_dir, f"{FIX1}.key"), Algorithm.SHA1)
+    resign_fix1_manifest(
+        fixture_docroot,
+        fixtures_dir,
+        lambda letter: letter.replace(
+            b"Rd41d8cd98f00b204e9800998ecf8427e", b"R00000000000000000000000000000000"
+        ),
     )
     assert "is not MD5('')" in await refused(fixture_server, fixtures_dir)
 
