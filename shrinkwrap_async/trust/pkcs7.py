@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
@@ -130,7 +130,7 @@ class SignedData:
         for signer in self.signers:
             try:
                 certificates.append(self._verify_signer(signer, what))
-            except ValueError as error:  # a certificate that parses but is unusable (its key)
+            except (ValueError, UnsupportedAlgorithm) as error:  # parses, but its key is unusable
                 reason = " ".join(str(error).split())
                 raise TrustError(f"{what} holds an unusable signer certificate: {reason}") from None
         return tuple(certificates)
