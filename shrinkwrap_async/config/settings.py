@@ -10,6 +10,13 @@ Master keys: ``CVMFS_PUBLIC_KEY`` (colon-separated files) wins over ``CVMFS_KEYS
 (every ``*.pub`` there), else every ``*.pub`` in ``/etc/cvmfs/keys`` (the client's order,
 which is the opposite of what the parameter appendix says).
 
+External files (catalog flag 128) are fetched by path from ``CVMFS_EXTERNAL_URL`` (a
+``;``-separated host list) through ``CVMFS_EXTERNAL_HTTP_PROXY`` (default DIRECT, not the
+regular proxies) and ``CVMFS_EXTERNAL_FALLBACK_PROXY``, with ``CVMFS_EXTERNAL_TIMEOUT`` and
+``CVMFS_EXTERNAL_TIMEOUT_DIRECT`` defaulting to the regular timeouts, and
+``CVMFS_EXTERNAL_MAX_SERVERS`` (> 0) keeping only the first hosts, as the client does. Unset
+``CVMFS_EXTERNAL_URL`` means external files cannot be exported.
+
 Trusted CAs (``CVMFS_TRUSTED_CERTS``, ``:``-separated directories or files of PEM CA
 certificates and CRLs) are only used by repositories whose whitelist asks for them
 (``Vpkcs7``, ``Wcachain``); unset, ``/etc/grid-security/certificates`` when it exists.
@@ -72,6 +79,10 @@ class ClientSettings:
     repository_tag: str | None = None
     repository_date: str | None = None
     trusted_certs: tuple[Path, ...] = field(default_factory=lambda: default_trusted_certs())
+    external_urls: tuple[str, ...] = ()
+    external_proxy_groups: tuple[tuple[str, ...], ...] = ((DIRECT,),)
+    external_timeout: float | None = None  # None: as ``timeout``
+    external_timeout_direct: float | None = None  # None: as ``timeout_direct``
     values: ConfigValues = field(default_factory=ConfigValues)
     config_files: tuple[Path, ...] = ()
 
@@ -121,6 +132,12 @@ class ClientSettings:
             repository_tag=values.get("CVMFS_REPOSITORY_TAG") or None,
             repository_date=values.get("CVMFS_REPOSITORY_DATE") or None,
             trusted_certs=_trusted_certs_from(values),
+            external_urls=_external_urls_from(values, reader),
+            external_proxy_groups=_proxy_groups_from(
+                values, "CVMFS_EXTERNAL_HTTP_PROXY", "CVMFS_EXTERNAL_FALLBACK_PROXY"
+            ),
+            external_timeout=reader.optional_seconds("CVMFS_EXTERNAL_TIMEOUT"),
+            external_timeout_direct=reader.optional_seconds("CVMFS_EXTERNAL_TIMEOUT_DIRECT"),
             values=values,
             config_files=config_files,
         )
@@ -135,8 +152,10 @@ class ClientSettings:
     ) -> ClientSettings:
         """Settings built in code (tests, the demo). ``overrides`` are field names.
 
-        ``proxy_groups`` may also be given as a ``CVMFS_HTTP_PROXY`` string; ``values`` as a
-        plain mapping of extra configuration keys (e.g. for variant symlinks).
+        ``proxy_groups`` (``external_proxy_groups``) may also be given as a
+        ``CVMFS_HTTP_PROXY`` (``CVMFS_EXTERNAL_HTTP_PROXY``) string, ``external_urls`` as a
+        ``CVMFS_EXTERNAL_URL`` string; ``values`` as a plain mapping of extra configuration
+        keys (e.g. for variant symlinks).
         """
         if isinstance(server_urls, str):
             urls = parse_server_urls(server_urls, "<settings>")
@@ -147,6 +166,18 @@ class ClientSettings:
         proxies = overrides.pop("proxy_groups", ((DIRECT,),))
         if isinstance(proxies, str):
             proxies = parse_proxy_groups(proxies, "<settings>", "CVMFS_HTTP_PROXY")
+        external_proxies = overrides.pop("external_proxy_groups", ((DIRECT,),))
+        if isinstance(external_proxies, str):
+            external_proxies = parse_proxy_groups(
+                external_proxies, "<settings>", "CVMFS_EXTERNAL_HTTP_PROXY"
+            )
+        overrides["external_proxy_groups"] = tuple(tuple(group) for group in external_proxies)
+        external = overrides.pop("external_urls", ())
+        if not isinstance(external, str):
+            external = ";".join(external)
+        overrides["external_urls"] = parse_host_list(
+            external, "<settings>", "CVMFS_EXTERNAL_URL", EXTERNAL_URL_EXAMPLE
+        )
         raw_values = overrides.pop("values", None)
         values = ConfigValues().with_values({"CVMFS_SERVER_URL": ";".join(urls)}, _PROGRAMMATIC)
         if raw_values:
@@ -192,6 +223,14 @@ class ClientSettings:
         environment["CVMFS_REPOSITORY_NAME"] = self.fqrn
         return environment
 
+    def external_timeout_for(self, *, proxied: bool) -> float:
+        """Timeout of a request to an external host (through a proxy, or DIRECT)."""
+        if proxied:
+            return self.timeout if self.external_timeout is None else self.external_timeout
+        if self.external_timeout_direct is None:
+            return self.timeout_direct
+        return self.external_timeout_direct
+
     def catalog_cache_dir(self) -> Path:
         """Where verified catalogs are kept between runs (shared by repositories: by hash)."""
         if self.cache_base is not None:
@@ -204,11 +243,26 @@ class ClientSettings:
 # -- value parsing ----------------------------------------------------------------------
 
 
+SERVER_URL_EXAMPLE = "e.g. CVMFS_SERVER_URL=http://cvmfs-stratum-zero-hpc.cern.ch/cvmfs/@fqrn@"
+EXTERNAL_URL_EXAMPLE = (
+    "e.g. CVMFS_EXTERNAL_URL='http://data1.example.org/store;http://data2.example.org/store'"
+)
+
+
 def parse_server_urls(raw: str | None, where: str) -> tuple[str, ...]:
     """``CVMFS_SERVER_URL``: ``;``-separated http(s) base URLs, trailing ``/`` removed."""
-    example = "e.g. CVMFS_SERVER_URL=http://cvmfs-stratum-zero-hpc.cern.ch/cvmfs/@fqrn@"
     if raw is None:
-        raise ConfigError(f"CVMFS_SERVER_URL is not set in the configuration; add it, {example}")
+        raise ConfigError(
+            f"CVMFS_SERVER_URL is not set in the configuration; add it, {SERVER_URL_EXAMPLE}"
+        )
+    urls = parse_host_list(raw, where, "CVMFS_SERVER_URL", SERVER_URL_EXAMPLE)
+    if not urls:
+        raise ConfigError(f"{where}: CVMFS_SERVER_URL is empty; {SERVER_URL_EXAMPLE}")
+    return urls
+
+
+def parse_host_list(raw: str, where: str, key: str, example: str) -> tuple[str, ...]:
+    """A ``;``-separated list of http(s) base URLs (``key`` names it in errors)."""
     urls = []
     for item in raw.split(";"):
         item = item.strip()
@@ -216,24 +270,32 @@ def parse_server_urls(raw: str | None, where: str) -> tuple[str, ...]:
             continue
         parts = urlsplit(item)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(
-                f"{where}: CVMFS_SERVER_URL entry {item!r} is not an http(s) URL; {example}"
-            )
+            raise ConfigError(f"{where}: {key} entry {item!r} is not an http(s) URL; {example}")
         try:
             parts.port  # noqa: B018  (validates the port)
         except ValueError:
-            raise ConfigError(
-                f"{where}: CVMFS_SERVER_URL entry {item!r} has a bad port; {example}"
-            ) from None
+            raise ConfigError(f"{where}: {key} entry {item!r} has a bad port; {example}") from None
         if "@" in parts.path:
             raise ConfigError(
-                f"{where}: CVMFS_SERVER_URL entry {item!r} holds an unknown @template@; "
+                f"{where}: {key} entry {item!r} holds an unknown @template@; "
                 f"only @fqrn@ and @org@ exist, {example}"
             )
         urls.append(item.rstrip("/"))
-    if not urls:
-        raise ConfigError(f"{where}: CVMFS_SERVER_URL is empty; {example}")
     return tuple(urls)
+
+
+def _external_urls_from(values: ConfigValues, reader: _Reader) -> tuple[str, ...]:
+    """``CVMFS_EXTERNAL_URL``, cut to ``CVMFS_EXTERNAL_MAX_SERVERS`` hosts when that is > 0."""
+    urls = parse_host_list(
+        values.get("CVMFS_EXTERNAL_URL", ""),
+        values.where("CVMFS_EXTERNAL_URL"),
+        "CVMFS_EXTERNAL_URL",
+        EXTERNAL_URL_EXAMPLE,
+    )
+    limit = int(reader.number("CVMFS_EXTERNAL_MAX_SERVERS", 0, whole=True))
+    if 0 < limit < len(urls):
+        urls = urls[:limit]
+    return urls
 
 
 def _normalise_proxy(member: str, where: str, key: str) -> str:
@@ -288,13 +350,15 @@ def parse_proxy_groups(
     return tuple(groups)
 
 
-def _proxy_groups_from(values: ConfigValues) -> tuple[tuple[str, ...], ...]:
-    raw = values.get("CVMFS_HTTP_PROXY", "")
-    groups = parse_proxy_groups(raw, values.where("CVMFS_HTTP_PROXY"))
-    fallback_raw = values.get("CVMFS_FALLBACK_PROXY", "")
-    fallback = parse_proxy_groups(
-        fallback_raw, values.where("CVMFS_FALLBACK_PROXY"), "CVMFS_FALLBACK_PROXY"
-    )
+def _proxy_groups_from(
+    values: ConfigValues,
+    key: str = "CVMFS_HTTP_PROXY",
+    fallback_key: str = "CVMFS_FALLBACK_PROXY",
+) -> tuple[tuple[str, ...], ...]:
+    raw = values.get(key, "")
+    groups = parse_proxy_groups(raw, values.where(key), key)
+    fallback_raw = values.get(fallback_key, "")
+    fallback = parse_proxy_groups(fallback_raw, values.where(fallback_key), fallback_key)
     if fallback:
         # As the client: with a fallback proxy, DIRECT is dropped from both lists.
         groups = tuple(
@@ -414,6 +478,12 @@ class _Reader:
     def seconds(self, key: str, default: float) -> float:
         return float(self.number(key, default))
 
+    def optional_seconds(self, key: str) -> float | None:
+        """Seconds, or None when ``key`` is unset (the caller's default then applies)."""
+        if self._get(key) is None:
+            return None
+        return float(self.number(key, 0))
+
     def boolean(self, key: str, default: bool) -> bool:
         text = self._get(key)
         if text is None:
@@ -446,4 +516,5 @@ def describe(settings: ClientSettings) -> Mapping[str, object]:
         "proxy_groups": [list(g) for g in settings.proxy_groups],
         "public_keys": [str(p) for p in settings.public_keys],
         "config_files": [str(p) for p in settings.config_files],
+        **({"external_urls": list(settings.external_urls)} if settings.external_urls else {}),
     }

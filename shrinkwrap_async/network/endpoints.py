@@ -30,15 +30,25 @@ DIRECT = "DIRECT"
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One way to reach an object: a host (base URL) and a proxy (``None`` = DIRECT)."""
+    """One way to reach an object: a host (base URL) and a proxy (``None`` = DIRECT).
+
+    ``external``: a host of the external-data chain (``CVMFS_EXTERNAL_URL``), which has
+    timeouts of its own and so connection pools of its own.
+    """
 
     host: str
     proxy: str | None
+    external: bool = False
 
     @property
     def endpoint(self) -> str:
         """The connection pool this route uses: the proxy, or the host's origin."""
         return self.proxy if self.proxy is not None else origin(self.host)
+
+    @property
+    def pool_key(self) -> str:
+        """The key of this route's connection pool (an endpoint, per chain)."""
+        return f"external {self.endpoint}" if self.external else self.endpoint
 
     def __str__(self) -> str:
         return f"{self.host} via {self.proxy or DIRECT}"

@@ -32,3 +32,15 @@ class TransferError(FetchError):
     """Every host and proxy failed with transfer-class errors (connection, timeout, 5xx)."""
 
     exit_code = ExitCode.UNREACHABLE
+
+
+class ExternalNotConfiguredError(FetchError):
+    """An external file (catalog flag 128) is wanted but ``CVMFS_EXTERNAL_URL`` is not set."""
+
+    MESSAGE = (
+        "external file, but CVMFS_EXTERNAL_URL is not set; set it to the ';'-separated "
+        "base URL(s) serving the repository's external data to export it"
+    )
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, self.MESSAGE)

@@ -17,6 +17,11 @@ A bulk export cannot afford to give up on an object because of a flaky proxy, so
 whole pass over the routes failed with transient errors, the request makes up to
 ``failover_rounds`` passes in all (with backoff between them) before raising. Bodies are
 hashed as they arrive and nothing is committed before the hash matched.
+
+External files (catalog flag 128) are fetched by their repository path from the separate
+host chain ``CVMFS_EXTERNAL_URL`` with its own proxies and timeouts
+(:meth:`Fetcher.stream_external`); the chunks of a chunked external file are byte ranges
+of that one URL. The same failover, retry and verification rules apply.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -39,6 +44,7 @@ from shrinkwrap_async.hashing import Digest, ObjectSuffix
 from shrinkwrap_async.network import geo
 from shrinkwrap_async.network.endpoints import DIRECT, FailoverState, Route
 from shrinkwrap_async.network.errors import (
+    ExternalNotConfiguredError,
     FetchError,
     ObjectCorruptError,
     ObjectMissingError,
@@ -257,6 +263,16 @@ class Fetcher:
             host_reset_after=settings.host_reset_after,
             rng=self._rng,
         )
+        # The external-data chain (CVMFS_EXTERNAL_URL), when configured.
+        self.external_state: FailoverState | None = None
+        if settings.external_urls:
+            self.external_state = FailoverState(
+                settings.external_urls,
+                settings.external_proxy_groups,
+                proxy_reset_after=settings.proxy_reset_after,
+                host_reset_after=settings.host_reset_after,
+                rng=self._rng,
+            )
         self.stats = FetchStats()
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._sessions: dict[str, aiohttp.ClientSession] = {}
@@ -289,15 +305,13 @@ class Fetcher:
             await session.close()
 
     def _session(self, route: Route) -> aiohttp.ClientSession:
-        name = route.endpoint
+        name = route.pool_key
         session = self._sessions.get(name)
         if session is None:
             if self._closed:
                 raise RuntimeError("Fetcher is closed")
             aiohttp = _aiohttp()
-            timeout = (
-                self.settings.timeout if route.proxy is not None else self.settings.timeout_direct
-            )
+            timeout = self._timeout_for(route)
             connector = aiohttp.TCPConnector(
                 limit=self.connections_per_endpoint,
                 limit_per_host=self.connections_per_endpoint,
@@ -319,6 +333,8 @@ class Fetcher:
         return session
 
     def _timeout_for(self, route: Route) -> float:
+        if route.external:
+            return self.settings.external_timeout_for(proxied=route.proxy is not None)
         return self.settings.timeout if route.proxy is not None else self.settings.timeout_direct
 
     # -- public API ---------------------------------------------------------------------
@@ -425,38 +441,110 @@ class Fetcher:
                     too_large_for_lean = True
                 else:
                     return await self._commit_whole(digest, body, sink_factory())
-            sink = sink_factory()
-            try:
-                async with self._request(route, path, no_cache) as response:
-                    hasher = digest.algorithm.new()
-                    guard = _LowSpeedGuard(self.settings.low_speed_limit, self._timeout_for(route))
-                    received = 0
-                    endpoint = self.stats.endpoint(route.endpoint)
-                    while True:
-                        piece = await response.content.read(PIECE_SIZE)
-                        if not piece:
-                            break
-                        received += len(piece)
-                        self.stats.bytes_received += len(piece)
-                        endpoint.bytes_received += len(piece)
-                        guard.update(len(piece))
-                        hasher.update(piece)
-                        try:
-                            await sink.write(piece)
-                        except Exception as error:
-                            raise _SinkFailed(error) from error
-                    _check_length(response, received)
-                if hasher.digest() != digest.raw:
-                    raise _AttemptFailed(BAD_DATA, "content hash mismatch")
-            except BaseException as error:
-                await _discard(sink, error)
-                raise
-            try:
-                return await sink.commit()
-            except Exception as error:
-                raise _SinkFailed(error) from error
+            return await self._stream_verified(
+                route, self._request(route, path, no_cache), digest, sink_factory(), None
+            )
 
         return await self._run(path, attempt)
+
+    async def stream_external(
+        self,
+        path: str,
+        digest: Digest,
+        sink_factory: Callable[[], ObjectSink[T]],
+        *,
+        byte_range: tuple[int, int] | None = None,
+        max_size: int | None = None,
+    ) -> T:
+        """Stream the external file at repository path ``path`` (``/dir/file``) from the
+        ``CVMFS_EXTERNAL_URL`` hosts into a fresh sink per attempt; commit only a verified one.
+
+        The URL is an external host followed by ``path`` (URL-escaped). ``digest`` is the
+        catalog's hash of the bytes as served. ``byte_range`` ``(offset, size)`` asks for
+        those bytes only (``Range``; a chunk of a chunked external file). At most
+        ``max_size`` bytes are accepted (a range: its size). Raises
+        :class:`ExternalNotConfiguredError` when no external URL is configured, else the
+        errors of :meth:`stream_object`.
+        """
+        if self.external_state is None:
+            raise ExternalNotConfiguredError(path)
+        relative = path.lstrip("/")
+        label = "/" + relative
+        headers: Mapping[str, str] | None = None
+        if byte_range is not None:
+            offset, size = byte_range
+            if offset < 0 or size <= 0:
+                raise ValueError(f"bad byte range {byte_range} for {label}")
+            last = offset + size - 1
+            label = f"{label} [bytes {offset}-{last}]"
+            headers = {"Range": f"bytes={offset}-{last}"}
+            max_size = size if max_size is None else min(max_size, size)
+
+        async def attempt(route: Route, no_cache: bool) -> T:
+            request = self._request(route, relative, no_cache, headers=headers, ranged=byte_range)
+            return await self._stream_verified(route, request, digest, sink_factory(), max_size)
+
+        return await self._run(label, attempt, external=True)
+
+    async def fetch_external(
+        self,
+        path: str,
+        digest: Digest,
+        *,
+        byte_range: tuple[int, int] | None = None,
+        max_size: int | None = None,
+    ) -> bytes:
+        """The bytes of an external file (or of ``byte_range`` of it), verified against
+        ``digest``; see :meth:`stream_external`."""
+        return await self.stream_external(
+            path, digest, _MemorySink, byte_range=byte_range, max_size=max_size
+        )
+
+    async def _stream_verified(
+        self,
+        route: Route,
+        request: _Request,
+        digest: Digest,
+        sink: ObjectSink[T],
+        max_size: int | None,
+    ) -> T:
+        """One streamed GET into ``sink``: hashed as it arrives, committed only if it matched."""
+        try:
+            async with request as response:
+                hasher = digest.algorithm.new()
+                length = response.content_length
+                if max_size is not None and length is not None and length > max_size:
+                    raise _AttemptFailed(
+                        BAD_DATA, f"{length} bytes announced, at most {max_size} expected"
+                    )
+                guard = _LowSpeedGuard(self.settings.low_speed_limit, self._timeout_for(route))
+                received = 0
+                endpoint = self.stats.endpoint(route.endpoint)
+                while True:
+                    piece = await response.content.read(PIECE_SIZE)
+                    if not piece:
+                        break
+                    received += len(piece)
+                    self.stats.bytes_received += len(piece)
+                    endpoint.bytes_received += len(piece)
+                    guard.update(len(piece))
+                    if max_size is not None and received > max_size:
+                        raise _AttemptFailed(BAD_DATA, f"more than {max_size} bytes received")
+                    hasher.update(piece)
+                    try:
+                        await sink.write(piece)
+                    except Exception as error:
+                        raise _SinkFailed(error) from error
+                _check_length(response, received)
+            if hasher.digest() != digest.raw:
+                raise _AttemptFailed(BAD_DATA, "content hash mismatch")
+        except BaseException as error:
+            await _discard(sink, error)
+            raise
+        try:
+            return await sink.commit()
+        except Exception as error:
+            raise _SinkFailed(error) from error
 
     async def _commit_whole(self, digest: Digest, body: bytes, sink: ObjectSink[T]) -> T:
         """A whole verified-or-refused body through ``sink`` (see :meth:`stream_object`)."""
@@ -550,8 +638,16 @@ class Fetcher:
         async with self._request(route, path, no_cache) as response:
             return await self._read_body(route, response, max_size)
 
-    def _request(self, route: Route, path: str, no_cache: bool) -> _Request:
-        return _Request(self, route, path, no_cache)
+    def _request(
+        self,
+        route: Route,
+        path: str,
+        no_cache: bool,
+        *,
+        headers: Mapping[str, str] | None = None,
+        ranged: tuple[int, int] | None = None,
+    ) -> _Request:
+        return _Request(self, route, path, no_cache, headers, ranged)
 
     async def _read_body(
         self, route: Route, response: aiohttp.ClientResponse, max_size: int | None
@@ -586,10 +682,13 @@ class Fetcher:
         attempt: Callable[[Route, bool], Awaitable[T]],
         *,
         no_cache_route: Route | None = None,
+        external: bool = False,
     ) -> T:
         """Walk the routes (see the module docstring); ``no_cache_route``, met in the first
-        pass, starts with the no-cache repeat (its first answer was already bad data)."""
-        state = self.state
+        pass, starts with the no-cache repeat (its first answer was already bad data).
+        ``external``: the routes of the external-data chain."""
+        state = self.external_state if external else self.state
+        assert state is not None
         missing_on: set[str] = set()
         outcomes: list[tuple[Route, str, str]] = []
         for round_number in range(self.failover_rounds):
@@ -602,7 +701,7 @@ class Fetcher:
                 proxy_failures = 0
                 proxies = state.proxy_order()
                 for proxy in proxies:
-                    route = Route(host, proxy)
+                    route = Route(host, proxy, external)
                     started = state.clock()
                     no_cache = route == no_cache_route
                     if no_cache:
@@ -725,13 +824,25 @@ class Fetcher:
 class _Request:
     """``async with`` one GET on a route; status and transport errors become failures."""
 
-    __slots__ = ("_context", "_response", "fetcher", "no_cache", "path", "route")
+    __slots__ = (
+        "_context", "_response", "fetcher", "headers", "no_cache", "path", "ranged", "route",
+    )  # fmt: skip
 
-    def __init__(self, fetcher: Fetcher, route: Route, path: str, no_cache: bool) -> None:
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        route: Route,
+        path: str,
+        no_cache: bool,
+        headers: Mapping[str, str] | None = None,
+        ranged: tuple[int, int] | None = None,
+    ) -> None:
         self.fetcher = fetcher
         self.route = route
         self.path = path
         self.no_cache = no_cache
+        self.headers = headers  # added to the client's usual headers
+        self.ranged = ranged  # (offset, size) asked with a Range header
         self._context: Any = None
         self._response: aiohttp.ClientResponse | None = None
 
@@ -744,16 +855,20 @@ class _Request:
         fetcher.stats.endpoint(route.endpoint).requests += 1
         url = URL(f"{route.host}/{escape_path(self.path)}", encoded=True)
         session = fetcher._session(route)
+        headers = request_headers(no_cache=self.no_cache)
+        if self.headers:
+            headers = {**headers, **self.headers}
         try:
-            self._context = session.get(
-                url, proxy=route.proxy, headers=request_headers(no_cache=self.no_cache)
-            )
+            self._context = session.get(url, proxy=route.proxy, headers=headers)
             response = await self._context.__aenter__()
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             self._context = None
             raise _AttemptFailed(TRANSFER, _describe(error)) from None
         try:
-            _classify_status(response, route)
+            if self.ranged is None:
+                _classify_status(response, route)
+            else:
+                _check_range_answer(response, route, *self.ranged)
         except BaseException:
             response.close()
             await self._context.__aexit__(None, None, None)
@@ -797,6 +912,27 @@ def _classify_status(response: aiohttp.ClientResponse | LeanResponse, route: Rou
     raise _AttemptFailed(PROXY_ERROR if route.proxy is not None else HOST_ERROR, detail)
 
 
+def _check_range_answer(
+    response: aiohttp.ClientResponse, route: Route, offset: int, size: int
+) -> None:
+    """The answer to ``Range: bytes=offset-(offset+size-1)`` must be exactly that range.
+
+    206 with the matching ``Content-Range``; a 200 (the whole file) only when the range
+    is the whole file. Anything else from a host that ignores ranges is a host (or proxy)
+    error: another route may serve them.
+    """
+    if response.status == 206:
+        wanted = f"bytes {offset}-{offset + size - 1}/"
+        answered = response.headers.get("Content-Range", "")
+        if not answered.startswith(wanted):
+            raise _AttemptFailed(BAD_DATA, f"asked for {wanted[:-1]}, got {answered!r}")
+        return
+    _classify_status(response, route)
+    if offset != 0 or response.content_length != size:
+        kind = PROXY_ERROR if route.proxy is not None else HOST_ERROR
+        raise _AttemptFailed(kind, "HTTP 200 to a Range request (byte ranges not served)")
+
+
 def _check_length(response: aiohttp.ClientResponse, received: int) -> None:
     expected = response.content_length
     if expected is not None and received != expected:
@@ -810,6 +946,22 @@ async def _discard(sink: ObjectSink[Any], error: BaseException) -> None:
         if isinstance(error, _SinkFailed):
             return
         raise _SinkFailed(discard_error) from discard_error
+
+
+class _MemorySink:
+    """An ``ObjectSink`` collecting the pieces in memory; ``commit`` returns the bytes."""
+
+    def __init__(self) -> None:
+        self._pieces: list[bytes] = []
+
+    async def write(self, piece: bytes) -> None:
+        self._pieces.append(piece)
+
+    async def commit(self) -> bytes:
+        return b"".join(self._pieces)
+
+    async def discard(self) -> None:
+        self._pieces = []
 
 
 def _describe(error: BaseException) -> str:

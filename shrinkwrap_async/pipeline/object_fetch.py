@@ -13,8 +13,10 @@ which hashes, inflates and commits them in batches (:meth:`ObjectFetchStage.comm
 one that fails its hash is fetched again, verified (no-cache, then failover), by a task of
 its own. Large objects are streamed into a temp file; the chunks of a chunked file are
 fetched concurrently (at most ``CHUNKS_IN_FLIGHT`` per file), each inflated and written at
-its offset. Per-object failures are recorded, not raised; local storage failures
-(:class:`StorageError`) end the run.
+its offset. External files (catalog flag 128) are always streamed, from the external host
+chain by their repository path (a chunked one as byte ranges of it, each chunk verified);
+their objects are named and deduplicated like any other. Per-object failures are recorded,
+not raised; local storage failures (:class:`StorageError`) end the run.
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ class FileJob:
     # What .data held when looked up: ``name`` (committed), another object of the same
     # content, ABSENT, or NOT_LOOKED_UP (then ``handle`` looks itself).
     found: str | None = NOT_LOOKED_UP
+    external: bool = False  # content fetched by ``path`` from CVMFS_EXTERNAL_URL
 
 
 def chunk_layout(chunks: Iterable[Chunk], size: int) -> list[Chunk]:
@@ -216,7 +219,7 @@ class ObjectFetchStage:
             if await self._copy_same_content(job):
                 await self.completed(job.name, job.size, copied=True)
                 return
-            if job.chunks is not None:
+            if job.chunks is not None or job.external:
                 await self._fetch_streamed(job, job.chunks)
             elif job.size <= SMALL_OBJECT_LIMIT:
                 fetched = await self.fetcher.fetch_object_unverified(  # type: ignore[attr-defined]
@@ -312,13 +315,14 @@ class ObjectFetchStage:
 
         async def fetch_remaining() -> None:
             for digest, suffix, offset, size in remaining:
-                await self.fetcher.stream_object(  # type: ignore[attr-defined]
-                    digest,
-                    suffix,
-                    lambda o=offset, s=size: InflatingFileSink(
-                        fd, o, s, job.compressed, self.cpu_pool, label=label
-                    ),
-                )
+
+                def sink(o: int = offset, s: int = size) -> InflatingFileSink:
+                    return InflatingFileSink(fd, o, s, job.compressed, self.cpu_pool, label=label)
+
+                if job.external:
+                    await self._fetch_external_piece(job, digest, offset, size, sink)
+                else:
+                    await self.fetcher.stream_object(digest, suffix, sink)  # type: ignore[attr-defined]
 
         workers = min(CHUNKS_IN_FLIGHT, len(pieces))
         if workers <= 1:
@@ -330,6 +334,29 @@ class ObjectFetchStage:
                     group.create_task(fetch_remaining())
         except BaseExceptionGroup as errors:
             raise most_serious(errors) from None
+
+    async def _fetch_external_piece(
+        self,
+        job: FileJob,
+        digest: Digest,
+        offset: int,
+        size: int,
+        sink: Callable[[], InflatingFileSink],
+    ) -> None:
+        """One external piece: the whole file, or a chunk as a byte range of the same URL.
+
+        A range is as many bytes as the chunk; a whole uncompressed file as many as the
+        catalog says, a compressed one at most about that (zlib's worst case).
+        """
+        if job.chunks is not None:
+            byte_range: tuple[int, int] | None = (offset, size)
+            limit = size
+        else:
+            byte_range = None
+            limit = size + size // 64 + 4096 if job.compressed else size
+        await self.fetcher.stream_external(  # type: ignore[attr-defined]
+            job.path, digest, sink, byte_range=byte_range, max_size=limit
+        )
 
     # -- decompress-verify: batches of small objects ------------------------------------------
     async def commit_batch(self, batch: list[SmallObject]) -> None:

@@ -28,7 +28,12 @@ from shrinkwrap_async.config.variant_symlinks import expand_variant_symlink
 from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError, TrustError
 from shrinkwrap_async.link.directory_spool import DirectorySpool
 from shrinkwrap_async.link.tree_writer import TreeWriter
-from shrinkwrap_async.network.errors import FetchError, ObjectCorruptError, TransferError
+from shrinkwrap_async.network.errors import (
+    ExternalNotConfiguredError,
+    FetchError,
+    ObjectCorruptError,
+    TransferError,
+)
 from shrinkwrap_async.pipeline.catalog_fetch import CatalogHandle, CatalogOpener
 from shrinkwrap_async.pipeline.decompress_verify import SmallObjectCommitter
 from shrinkwrap_async.pipeline.link_stage import DirectoryOp, LinkStage, SpecialOp, SymlinkOp
@@ -495,7 +500,7 @@ class Exporter:
                     self._push(child)
             file_jobs: list[FileJob] = []
             if self.shard is not None:  # --shard: only the files of this shard's objects
-                files = [(e, rel) for e, rel in files if self.shard.takes_entry(e, rel)]
+                files = [(e, rel) for e, rel in files if self._shard_takes(e, rel)]
             elif self.files_done:
                 files = []
             for entry, rel in files:
@@ -516,6 +521,14 @@ class Exporter:
             await handle.release()
             if diff is not None:
                 await diff.release()
+
+    def _shard_takes(self, entry: DirEntry, rel: tuple[str, ...]) -> bool:
+        """Whether this shard makes a file job of ``entry``: an external file that can be
+        fetched goes on to the content owner (``shard.wants``), like any other."""
+        assert self.shard is not None
+        if entry.is_external and self.settings.external_urls:
+            return True
+        return self.shard.takes_entry(entry, rel)
 
     def _skip_catalog(self, mountpoint: str) -> None:
         if mountpoint not in self.skipped_mountpoints:
@@ -538,8 +551,8 @@ class Exporter:
     ) -> FileJob | None:
         meta = self._meta(entry)
         chunks = None
-        if entry.is_external:
-            reason = "external files are not supported"
+        if entry.is_external and not self.settings.external_urls:
+            reason = ExternalNotConfiguredError.MESSAGE
             self.stats.failures.append(Failure(entry.path, "", reason))
             log.error("%s: %s", entry.path, reason)
             return None
@@ -552,7 +565,17 @@ class Exporter:
             self.stats.failures.append(Failure(entry.path, "", "regular file without a hash"))
             return None
         name = object_name(content, meta.meta_hash)
-        return FileJob(entry.path, rel, entry.size, entry.compressed, content, chunks, meta, name)
+        return FileJob(
+            entry.path,
+            rel,
+            entry.size,
+            entry.compressed,
+            content,
+            chunks,
+            meta,
+            name,
+            external=entry.is_external,
+        )
 
     # -- decompress-verify and link ------------------------------------------------------------
     async def _verify_stage(self) -> None:

@@ -7,6 +7,12 @@
 catalogs whose content did not change keep their hash. The publisher's own bookkeeping
 (catalog fingerprints) lives in ``<out>/publisher/<fqrn>.json``.
 
+``PublishOptions(external=...)`` names repository paths to publish as *external files*, as
+a server with ``CVMFS_EXTERNAL_DATA`` and ``-Z none`` does: catalog flag 128, compression
+bits "none", hashes over the raw bytes (per chunk for a chunked file), no object in
+``data/``. Their content is written by path below ``<out>/external/`` (the docroot of the
+external data server; the client's ``CVMFS_EXTERNAL_URL`` points at it).
+
 Command line: ``python -m shrinkwrap_async.testing.publish --fqrn NAME --source DIR --out
 DIR`` (see ``--help``), or ``--profile NAME --seed N`` for a generated benchmark tree.
 """
@@ -172,6 +178,16 @@ def _scan_children(node: SourceNode, path: str) -> None:
                 _scan_children(child, entry.path)
 
 
+def _walk_file_paths(node: SourceNode, path: str) -> Iterator[tuple[str, SourceNode]]:
+    """``(repository path, node)`` of every regular file below ``node`` (at ``path``)."""
+    for child in node.children or ():
+        child_path = f"{path}/{child.name}"
+        if child.kind == "file":
+            yield child_path, child
+        elif child.kind == "dir":
+            yield from _walk_file_paths(child, child_path)
+
+
 def walk_files(node: SourceNode) -> Iterator[SourceNode]:
     for child in node.children or ():
         if child.kind == "file":
@@ -227,14 +243,17 @@ def _store_bytes(settings: _StoreSettings, data: bytes | memoryview, suffix: str
     return digest.raw
 
 
+def _read_content(content: str | Callable[[], bytes]) -> bytes:
+    if isinstance(content, str):
+        with open(content, "rb") as handle:
+            return handle.read()
+    return content()
+
+
 def _store_content(content: str | Callable[[], bytes]) -> StoredContent:
     settings = _settings
     assert settings is not None
-    if isinstance(content, str):
-        with open(content, "rb") as handle:
-            data = handle.read()
-    else:
-        data = content()
+    data = _read_content(content)
     sizes = settings.chunk_sizes
     if sizes is not None and len(data) > sizes.minimum:
         pieces = chunk_boundaries(data, sizes)
@@ -264,6 +283,7 @@ class PublishOptions:
     ttl: int = 240
     whitelist_days: int = 30
     workers: int | None = None  # None: one per core; 0/1: in this process
+    external: frozenset[str] = frozenset()  # repository paths ("/a/b") published external
 
 
 @dataclass(frozen=True)
@@ -277,6 +297,7 @@ class PublishResult:
     manifest: bytes
     files: int
     seconds: float
+    external_dir: Path | None = None  # docroot of the external files (by path), if any
 
 
 @dataclass
@@ -340,6 +361,7 @@ class Publisher:
         self.data_dir = self.repository_dir / "data"
         self.keys_dir = self.out / "keys"
         self.state_path = self.out / "publisher" / f"{fqrn}.json"
+        self.external_dir = self.out / "external"
         self._now = 0
 
     # -- public API ---------------------------------------------------------------------
@@ -361,7 +383,9 @@ class Publisher:
             state.root_hash, state.revision = empty_hash, 0
             reflog_entries.append((empty_hash, REFLOG_CATALOG))
 
-        stored = self._store_contents(tree)
+        external = self._external_nodes(tree)
+        stored = self._store_contents(tree, skip=set(external))
+        stored.update(self._store_external(external))
         root_build = self._build_catalogs(tree, stored)
         revision = state.revision + 1
         catalogs: dict[str, Digest] = {}
@@ -430,6 +454,7 @@ class Publisher:
             manifest=manifest,
             files=sum(1 for _ in walk_files(tree)),
             seconds=time.perf_counter() - started,
+            external_dir=self.external_dir if external else None,
         )
 
     # -- hooks for subclasses (hostile repositories: shrinkwrap_async.testing.hostile) -------
@@ -473,10 +498,15 @@ class Publisher:
 
     # -- file content ------------------------------------------------------------------
 
-    def _store_contents(self, tree: SourceNode) -> dict[int, StoredContent]:
-        """Compress, hash and store every distinct file; result keyed by ``id(node)``."""
+    def _store_contents(
+        self, tree: SourceNode, skip: set[int] | None = None
+    ) -> dict[int, StoredContent]:
+        """Compress, hash and store every distinct file but those whose ``id`` is in
+        ``skip``; result keyed by ``id(node)``."""
         unique: dict[object, list[SourceNode]] = {}
         for node in walk_files(tree):
+            if skip and id(node) in skip:
+                continue
             key = node.inode if node.inode is not None else _content_key(node)
             unique.setdefault(key, []).append(node)
         groups = list(unique.values())
@@ -503,6 +533,45 @@ class Publisher:
         for group, result in zip(groups, results, strict=True):
             for node in group:
                 stored[id(node)] = result
+        return stored
+
+    def _external_nodes(self, tree: SourceNode) -> dict[int, tuple[str, SourceNode]]:
+        """The files named by ``options.external``, keyed by ``id(node)``."""
+        wanted = self.options.external
+        if not wanted:
+            return {}
+        found = {path: node for path, node in _walk_file_paths(tree, "") if path in wanted}
+        missing = sorted(wanted - found.keys())
+        if missing:
+            raise PublishError(f"external paths not regular files of the source: {missing}")
+        return {id(node): (path, node) for path, node in found.items()}
+
+    def _store_external(
+        self, external: dict[int, tuple[str, SourceNode]]
+    ) -> dict[int, StoredContent]:
+        """Write each external file's content to ``external_dir`` by path; hash it raw.
+
+        Large files are chunked as any other (each chunk is then a byte range of the one
+        external file), nothing goes to ``data/``.
+        """
+        algorithm = self.options.hash_algorithm
+        sizes = self.options.chunk_sizes
+        stored: dict[int, StoredContent] = {}
+        for key, (path, node) in external.items():
+            assert node.content is not None
+            data = _read_content(node.content)
+            target = self.external_dir / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(target, data)
+            pieces = chunk_boundaries(data, sizes) if sizes is not None else [(0, len(data))]
+            if len(pieces) > 1:
+                chunks = tuple(
+                    (offset, size, algorithm.hash(data[offset : offset + size]).raw)
+                    for offset, size in pieces
+                )
+                stored[key] = StoredContent(None, chunks)
+            else:
+                stored[key] = StoredContent(algorithm.hash(data).raw)
         return stored
 
     # -- catalogs ------------------------------------------------------------------------
@@ -605,7 +674,9 @@ class Publisher:
         content = stored[id(node)]
         row.xattr = encode_xattrs(node.xattrs)
         row.flags |= self.options.hash_algorithm.flag << HASH_ALGORITHM_SHIFT
-        if not self.options.compress:
+        if path in self.options.external:
+            row.flags |= Flag.FILE_EXTERNAL | (1 << COMPRESSION_SHIFT)  # stored raw
+        elif not self.options.compress:
             row.flags |= 1 << COMPRESSION_SHIFT
         if content.chunks:
             row.flags |= Flag.FILE_CHUNK
@@ -817,6 +888,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--whitelist-days", type=int, default=30)
     parser.add_argument("--ttl", type=int, default=240)
     parser.add_argument("--workers", type=int, default=None, help="worker processes")
+    parser.add_argument(
+        "--external",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="publish repository path PATH (/a/b) as an external file; its content goes "
+        "to OUT/external/PATH (repeatable)",
+    )
     return parser.parse_args(argv)
 
 
@@ -836,6 +915,7 @@ def main(argv: list[str] | None = None) -> int:
             ttl=args.ttl,
             whitelist_days=args.whitelist_days,
             workers=args.workers,
+            external=frozenset(args.external),
         )
         if args.profile:
             from shrinkwrap_async.testing.synthetic import build_profile
