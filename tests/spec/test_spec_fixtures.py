@@ -7,6 +7,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from spec_testlib import walk
 
 from shrinkwrap_async.spec.tree import Spec
 
@@ -31,29 +32,6 @@ def tarball_tree(tarball: Path) -> dict[str, bool]:
             name = member.name.removeprefix(".").removeprefix("/")
             tree["/" + name if name else ""] = member.isdir()
     return tree
-
-
-def walk(spec: Spec, tree: dict[str, bool]) -> set[str]:
-    """Walk ``tree`` from the root as the export does: list only directories select() descends."""
-    children: dict[str, list[str]] = {}
-    for path in tree:
-        if path:
-            children.setdefault(path.rpartition("/")[0], []).append(path)
-    selected: set[str] = set()
-    root = spec.select("", is_directory=True)
-    assert root.include
-    selected.add("")
-    pending = [""] if root.descend else []
-    while pending:
-        directory = pending.pop()
-        for path in sorted(children.get(directory, [])):
-            choice = spec.select(path, is_directory=tree[path])
-            if choice.include:
-                selected.add(path)
-            if choice.descend:
-                assert choice.include and tree[path]
-                pending.append(path)
-    return selected
 
 
 CASES = [
