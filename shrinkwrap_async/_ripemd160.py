@@ -10,35 +10,36 @@ import struct
 
 _MASK = 0xFFFFFFFF
 
-# Message word order and rotation amounts of the left and right lines (RIPEMD-160 spec).
-_R_LEFT = (
-    *range(16),
-    7, 4, 13, 1, 10, 6, 15, 3, 12, 0, 9, 5, 2, 14, 11, 8,
-    3, 10, 14, 4, 9, 15, 8, 1, 2, 7, 0, 6, 13, 11, 5, 12,
-    1, 9, 11, 10, 0, 8, 12, 4, 13, 3, 7, 15, 14, 5, 6, 2,
-    4, 0, 5, 9, 7, 12, 2, 10, 14, 1, 3, 8, 11, 6, 15, 13,
-)  # fmt: skip
-_R_RIGHT = (
-    5, 14, 7, 0, 9, 2, 11, 4, 13, 6, 15, 8, 1, 10, 3, 12,
-    6, 11, 3, 7, 0, 13, 5, 10, 14, 15, 8, 12, 4, 9, 1, 2,
-    15, 5, 1, 3, 7, 14, 6, 9, 11, 8, 12, 2, 10, 0, 4, 13,
-    8, 6, 4, 1, 3, 11, 15, 0, 5, 12, 2, 13, 9, 7, 10, 14,
-    12, 15, 10, 4, 1, 5, 8, 7, 6, 2, 13, 14, 0, 3, 9, 11,
-)  # fmt: skip
-_S_LEFT = (
-    11, 14, 15, 12, 5, 8, 7, 9, 11, 13, 14, 15, 6, 7, 9, 8,
-    7, 6, 8, 13, 11, 9, 7, 15, 7, 12, 15, 9, 11, 7, 13, 12,
-    11, 13, 6, 7, 14, 9, 13, 15, 14, 8, 13, 6, 5, 12, 7, 5,
-    11, 12, 14, 15, 14, 15, 9, 8, 9, 14, 5, 6, 8, 6, 5, 12,
-    9, 15, 5, 11, 6, 8, 13, 12, 5, 12, 13, 14, 11, 8, 5, 6,
-)  # fmt: skip
-_S_RIGHT = (
-    8, 9, 9, 11, 13, 15, 15, 5, 7, 7, 8, 11, 14, 14, 12, 6,
-    9, 13, 15, 7, 12, 8, 9, 11, 7, 7, 12, 7, 6, 15, 13, 11,
-    9, 7, 15, 11, 8, 6, 6, 14, 12, 13, 5, 14, 13, 13, 7, 5,
-    15, 5, 8, 11, 14, 14, 6, 14, 6, 9, 12, 9, 12, 5, 15, 8,
-    8, 5, 12, 9, 12, 5, 14, 6, 8, 13, 6, 5, 15, 13, 11, 11,
-)  # fmt: skip
+# The message word order of both lines comes from two permutations of 0..15 (the
+# RIPEMD-160 paper's rho and pi): the left line starts in order, the right one with pi,
+# and each further round applies rho. Rotation amounts depend on the round and the word.
+_RHO = (7, 4, 13, 1, 10, 6, 15, 3, 12, 0, 9, 5, 2, 14, 11, 8)
+_PI = tuple((9 * i + 5) % 16 for i in range(16))
+_SHIFTS = (
+    (11, 14, 15, 12, 5, 8, 7, 9, 11, 13, 14, 15, 6, 7, 9, 8),
+    (12, 13, 11, 15, 6, 9, 9, 7, 12, 15, 11, 13, 7, 8, 7, 7),
+    (13, 15, 14, 11, 7, 7, 6, 8, 13, 14, 13, 12, 5, 5, 6, 9),
+    (14, 11, 12, 14, 8, 6, 5, 5, 15, 12, 15, 14, 9, 9, 8, 6),
+    (15, 12, 13, 13, 9, 5, 8, 6, 14, 11, 12, 11, 8, 6, 5, 5),
+)
+
+
+def _word_order(first_round: tuple[int, ...]) -> tuple[int, ...]:
+    """The 80 message word indexes of one line: ``first_round``, then rho applied per round."""
+    order = [first_round]
+    for _ in range(4):
+        order.append(tuple(_RHO[word] for word in order[-1]))
+    return tuple(word for round_words in order for word in round_words)
+
+
+def _rotations(word_order: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(_SHIFTS[step >> 4][word] for step, word in enumerate(word_order))
+
+
+_R_LEFT = _word_order(tuple(range(16)))
+_R_RIGHT = _word_order(_PI)
+_S_LEFT = _rotations(_R_LEFT)
+_S_RIGHT = _rotations(_R_RIGHT)
 _K_LEFT = (0x00000000, 0x5A827999, 0x6ED9EBA1, 0x8F1BBCDC, 0xA953FD4E)
 _K_RIGHT = (0x50A28BE6, 0x5C4DD124, 0x6D703EF3, 0x7A6D76E9, 0x00000000)
 _INITIAL = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0)
