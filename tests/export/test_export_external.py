@@ -32,6 +32,7 @@ from shrinkwrap_async.network.fetcher import Fetcher
 from shrinkwrap_async.store.data_store import meta_hash, object_name
 from shrinkwrap_async.testing.chunking import ChunkSizes
 from shrinkwrap_async.testing.command_line import run_cli
+from shrinkwrap_async.testing.faultproxy import Fault, FaultProxy
 from shrinkwrap_async.testing.publish import Publisher, PublishOptions, PublishResult
 from shrinkwrap_async.testing.servers import StaticServer
 from shrinkwrap_async.testing.shared import write_client_config
@@ -372,3 +373,59 @@ def test_external_settings_from_configuration(tmp_path: Path) -> None:
     config.write_text(base + "CVMFS_EXTERNAL_URL=ftp://127.0.0.1/data\n")
     with pytest.raises(ConfigError, match=r"client.conf:3: CVMFS_EXTERNAL_URL entry"):
         ClientSettings.load([config], FQRN)
+
+
+async def test_external_requests_use_the_external_proxies_only(tmp_path: Path) -> None:
+    """CVMFS_EXTERNAL_HTTP_PROXY carries external requests (a bad answer is refetched with
+    no-cache through it); the regular chain stays DIRECT."""
+    docroot = tmp_path / "docroot"
+    (docroot / "data").mkdir(parents=True)
+    data = b"external bytes through a proxy\n" * 50
+    (docroot / "data" / "file.bin").write_bytes(data)
+    (docroot / "root-file").write_bytes(b"regular")
+    async with StaticServer(docroot) as origin, FaultProxy(schedule=[Fault.FLIP]) as proxy:
+        settings = ClientSettings.for_repository(
+            FQRN,
+            origin.url,
+            external_urls=f"{origin.url}/data",
+            external_proxy_groups=proxy.url,
+            backoff_init=0,
+            trusted_certs=(),
+        )
+        async with Fetcher(settings, max_in_flight=4) as fetcher:
+            assert await fetcher.fetch_external("/file.bin", Algorithm.SHA1.hash(data)) == data
+            assert await fetcher.fetch_file("root-file") == b"regular"
+    assert proxy.requests_by_path == {"/data/file.bin": 2}
+    assert proxy.applied[Fault.FLIP] == 1
+    first, second = (headers for _path, headers in proxy.headers_seen)
+    assert "Pragma" not in first and second.get("Pragma") == "no-cache"
+    assert origin.requests == {"data/file.bin": 2, "root-file": 1}
+
+
+async def test_a_changed_external_file_is_refetched_on_refresh(
+    servers: Servers, tmp_path: Path
+) -> None:
+    dest = tmp_path / "dest"
+    assert await run_cli(*servers.argv(dest), "-q", "--no-progress") == 0
+    source = tmp_path / "source"
+    (source / NESTED[1:]).write_bytes(b"changed in revision 2\n")
+    options = PublishOptions(chunk_sizes=CHUNKS, workers=1, external=EXTERNAL)
+    Publisher(tmp_path / "server", FQRN, options).publish(source)
+    before = {path: servers.external_requests(path) for path in EXTERNAL}
+    assert await run_cli(*servers.argv(dest), "-q", "--no-progress") == 0
+    assert (dest / FQRN / NESTED[1:]).read_bytes() == b"changed in revision 2\n"
+    assert servers.external_requests(NESTED) == before[NESTED] + 1
+    assert all(servers.external_requests(p) == before[p] for p in EXTERNAL - {NESTED})
+    assert tree_files(dest / FQRN) == tree_files(source)
+
+
+async def test_shards_split_external_files_by_content(servers: Servers, tmp_path: Path) -> None:
+    """``--workers 2``: each external object is fetched by the shard owning its content,
+    once, whatever shard owns its directory."""
+    dest = tmp_path / "dest"
+    assert await run_cli(*servers.argv(dest), "--workers", "2", "-q", "--no-progress") == 0
+    assert tree_files(dest / FQRN) == tree_files(tmp_path / "source")
+    chunks = catalog_rows(servers.result, "")["big.bin"][1]
+    assert servers.external_requests(BIG) == chunks
+    assert servers.external_requests(ODD) == servers.external_requests(NESTED) == 1
+    assert servers.external_requests(SMALL) + servers.external_requests(COPY) == 1
