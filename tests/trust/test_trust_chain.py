@@ -123,18 +123,27 @@ def repo_file(docroot: Path, fqrn: str, name: str) -> Path:
     return docroot / "cvmfs" / fqrn / name
 
 
-def resign_fix1_whitelist(docroot: Path, fixtures: Path, edit: Callable[[bytes], bytes]) -> None:
+def resign_whitelist(docroot: Path, fixtures: Path, edit: Callable[[bytes], bytes]) -> None:
     """fix1's whitelist with its letter changed by ``edit``, validly signed by its master key."""
     path = repo_file(docroot, FIX1, ".cvmfswhitelist")
     master = private_key(fixtures, f"{FIX1}.masterkey")
     path.write_bytes(sign_whitelist(edit(letter_of(path.read_bytes())), master, Algorithm.SHA1))
 
 
-def resign_fix1_manifest(docroot: Path, fixtures: Path, edit: Callable[[bytes], bytes]) -> None:
-    """fix1's manifest with its letter changed by ``edit``, validly signed by its certificate."""
-    path = repo_file(docroot, FIX1, ".cvmfspublished")
-    key = private_key(fixtures, f"{FIX1}.key")
-    path.write_bytes(sign_manifest(edit(letter_of(path.read_bytes())), key, Algorithm.SHA1))
+def resign_manifest(
+    docroot: Path,
+    fixtures: Path,
+    edit: Callable[[bytes], bytes] | None = None,
+    *,
+    fqrn: str = FIX1,
+    algorithm: Algorithm = Algorithm.SHA1,
+) -> None:
+    """A manifest with its letter changed by ``edit`` (if given), validly signed by the
+    repository's certificate with a hash line of ``algorithm``."""
+    path = repo_file(docroot, fqrn, ".cvmfspublished")
+    letter = letter_of(path.read_bytes())
+    key = private_key(fixtures, f"{fqrn}.key")
+    path.write_bytes(sign_manifest(edit(letter) if edit else letter, key, algorithm))
 
 
 # -- the real repositories verify --------------------------------------------------------------
@@ -231,7 +240,7 @@ async def test_tampered_manifest_with_recomputed_hash(
 async def test_expired_whitelist_resigned(
     fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
 ) -> None:
-    resign_fix1_whitelist(
+    resign_whitelist(
         fixture_docroot,
         fixtures_dir,
         lambda letter: re.sub(rb"\nE\d{14}\n", b"\nE20291231235959\n", letter),
@@ -249,7 +258,7 @@ async def test_certificate_not_on_whitelist(
         header = b"\n".join(letter.split(b"\n")[:3]) + b"\n"
         return header + fingerprint(foreign, Algorithm.SHA1) + b"\n"
 
-    resign_fix1_whitelist(fixture_docroot, fixtures_dir, list_only_foreign)
+    resign_whitelist(fixture_docroot, fixtures_dir, list_only_foreign)
     message = await refused(fixture_server, fixtures_dir)
     assert message.startswith("certificate not on whitelist")
 
@@ -272,7 +281,7 @@ async def test_repository_name_mismatch_manifest(
     fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
 ) -> None:
     """A validly signed manifest that names another repository."""
-    resign_fix1_manifest(
+    resign_manifest(
         fixture_docroot,
         fixtures_dir,
         lambda letter: letter.replace(b"\nNfix1.test.local\n", b"\nNfix9.test.local\n"),
@@ -295,9 +304,7 @@ async def test_resigned_manifest_verifies(
     fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
 ) -> None:
     """The helpers are right: a re-signed, unchanged manifest (shake128) still verifies."""
-    path = repo_file(fixture_docroot, FIX2, ".cvmfspublished")
-    key = private_key(fixtures_dir, f"{FIX2}.key")
-    path.write_bytes(sign_manifest(letter_of(path.read_bytes()), key, Algorithm.SHAKE128))
+    resign_manifest(fixture_docroot, fixtures_dir, fqrn=FIX2, algorithm=Algorithm.SHAKE128)
     wl = repo_file(fixture_docroot, FIX2, ".cvmfswhitelist")
     master = private_key(fixtures_dir, f"{FIX2}.masterkey")
     resigned = sign_whitelist(letter_of(wl.read_bytes()), master, Algorithm.SHAKE128)
@@ -309,9 +316,7 @@ async def test_resigned_manifest_verifies(
 async def test_manifest_hash_algorithm_must_be_the_repository_one(
     fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
 ) -> None:
-    path = repo_file(fixture_docroot, FIX2, ".cvmfspublished")
-    key = private_key(fixtures_dir, f"{FIX2}.key")
-    path.write_bytes(sign_manifest(letter_of(path.read_bytes()), key, Algorithm.SHA1))
+    resign_manifest(fixture_docroot, fixtures_dir, fqrn=FIX2, algorithm=Algorithm.SHA1)
     message = await refused(fixture_server, fixtures_dir, FIX2)
     assert "hash line uses sha1, the repository uses shake128" in message
 
@@ -323,7 +328,7 @@ async def test_pkcs7_whitelist_without_its_signature_file_refused(
         lines = letter.split(b"\n")
         return b"\n".join([*lines[:3], b"Vpkcs7", *lines[3:]])
 
-    resign_fix1_whitelist(fixture_docroot, fixtures_dir, add_vpkcs7)
+    resign_whitelist(fixture_docroot, fixtures_dir, add_vpkcs7)
     message = await refused(fixture_server, fixtures_dir)
     assert "PKCS#7" in message and ".cvmfswhitelist.pkcs7" in message
 
@@ -342,7 +347,7 @@ async def test_manifest_missing_required_line(
     def drop_line(letter: bytes) -> bytes:
         return b"\n".join(line for line in letter.split(b"\n") if not line.startswith(drop))
 
-    resign_fix1_manifest(fixture_docroot, fixtures_dir, drop_line)
+    resign_manifest(fixture_docroot, fixtures_dir, drop_line)
     message = await refused(fixture_server, fixtures_dir)
     assert problem in message
 
@@ -350,7 +355,7 @@ async def test_manifest_missing_required_line(
 async def test_manifest_wrong_root_path_hash(
     fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
 ) -> None:
-    resign_fix1_manifest(
+    resign_manifest(
         fixture_docroot,
         fixtures_dir,
         lambda letter: letter.replace(
