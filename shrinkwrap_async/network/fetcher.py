@@ -283,8 +283,11 @@ class Fetcher:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> Fetcher:
-        if self.settings.use_geoapi and len(self.state.hosts) > 1:
-            await self._geo_sort()
+        if self.settings.use_geoapi:
+            if len(self.state.hosts) > 1:
+                await self._geo_sort()
+            if self.external_state is not None and len(self.external_state.hosts) > 1:
+                await self._geo_sort(self.external_state)
         return self
 
     async def __aexit__(
@@ -791,16 +794,20 @@ class Fetcher:
 
     # -- geo ordering -------------------------------------------------------------------
 
-    async def _geo_sort(self) -> None:
+    async def _geo_sort(self, chain: FailoverState | None = None) -> None:
+        """Order the hosts of ``chain`` (default: the repository's servers) by the geo API
+        of the repository's servers, asked through the regular proxies."""
+        target = self.state if chain is None else chain
         route_proxy = self.state.proxy_order()[0]
         order = await geo.sort_servers(
-            self.state.hosts,
+            target.hosts,
             proxy=route_proxy,
             fetch_text=lambda url: self._fetch_url_text(url, route_proxy),
             rng=self._rng,
+            ask=self.state.hosts,
         )
         if order is not None:
-            self.state.reorder_hosts(order)
+            target.reorder_hosts(order)
 
     async def _fetch_url_text(self, url: str, proxy: str | None) -> str | None:
         from yarl import URL

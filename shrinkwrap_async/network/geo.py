@@ -41,11 +41,16 @@ async def sort_servers(
     proxy: str | None,
     fetch_text: Callable[[str], Awaitable[str | None]],
     rng: random.Random | None = None,
+    ask: Sequence[str] | None = None,
 ) -> list[int] | None:
-    """Ask the geo API for the order of ``servers``; None if no server gave a valid answer."""
+    """Ask the geo API for the order of ``servers``; None if no server gave a valid answer.
+
+    The API is asked of ``ask`` (default: ``servers`` themselves). The external-data hosts
+    are sorted by asking the repository's servers, as the client does.
+    """
     rng = rng or random.Random()
     token = host_name(proxy) if proxy else _INSTANCE_ID
-    candidates = list(servers)
+    candidates = list(servers if ask is None else ask)
     rng.shuffle(candidates)
     for server in candidates[:GEO_ATTEMPTS]:
         text = await fetch_text(geo_url(server, token, servers))

@@ -429,3 +429,38 @@ async def test_shards_split_external_files_by_content(servers: Servers, tmp_path
     assert servers.external_requests(BIG) == chunks
     assert servers.external_requests(ODD) == servers.external_requests(NESTED) == 1
     assert servers.external_requests(SMALL) + servers.external_requests(COPY) == 1
+
+
+async def test_geo_api_of_the_repository_servers_orders_the_external_hosts(
+    tmp_path: Path,
+) -> None:
+    asked: list[str] = []
+
+    async def geo(request: web.Request) -> web.Response:
+        asked.append(request.match_info["names"])
+        return web.Response(text="2,1\n")
+
+    app = web.Application()
+    app.router.add_get("/cvmfs/{fqrn}/api/v1.0/geo/{token}/{names}", geo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    assert site._server is not None
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        first, second = "http://localhost:1/data", "http://127.0.0.1:2/data"
+        settings = ClientSettings.for_repository(
+            FQRN,
+            f"http://127.0.0.1:{port}/cvmfs/{FQRN}",
+            external_urls=[first, second],
+            use_geoapi=True,
+            trusted_certs=(),
+        )
+        async with Fetcher(settings) as fetcher:
+            assert fetcher.external_state is not None
+            assert fetcher.external_state.hosts == [second, first]
+            assert fetcher.state.hosts == [f"http://127.0.0.1:{port}/cvmfs/{FQRN}"]
+    finally:
+        await runner.cleanup()
+    assert asked == ["localhost,127.0.0.1"]  # one server: only the external chain is sorted
