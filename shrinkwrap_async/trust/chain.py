@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -223,7 +224,10 @@ def verify_manifest(
                 f"certificate of {fqrn} ({subject}) {error}, "
                 "but the whitelist requires it (Wcachain)"
             ) from None
-    key = certificate.public_key()
+    try:
+        key = certificate.public_key()
+    except (ValueError, UnsupportedAlgorithm):  # a key type this library cannot load
+        raise TrustError(f"certificate of {fqrn} holds an unusable public key") from None
     if not isinstance(key, rsa.RSAPublicKey):
         raise TrustError(f"certificate of {fqrn} does not hold an RSA key")
     verify_manifest_signature(manifest.signed, key, MANIFEST_FILE)

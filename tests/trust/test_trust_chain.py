@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -412,3 +413,30 @@ async def test_no_or_bad_master_key_is_a_config_error(
     async with Fetcher(settings) as fetcher:
         with pytest.raises(ConfigError, match=r"broken.pub: not a PEM public key"):
             await establish_trust(fetcher, settings, now=NOW)
+
+
+async def test_certificate_with_an_unloadable_key(
+    fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
+) -> None:
+    """A listed certificate whose key algorithm is unknown is a TrustError, not a crash."""
+    pem = (fixtures_dir / "keys/private" / f"{FIX1}.crt").read_bytes()
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    rsa_encryption = bytes.fromhex("06092a864886f70d010101")  # OID 1.2.840.113549.1.1.1
+    assert der.count(rsa_encryption) == 1
+    odd = x509.load_der_x509_certificate(der.replace(rsa_encryption, rsa_encryption[:-1] + b"\x63"))
+    odd_pem = odd.public_bytes(serialization.Encoding.PEM)
+    stored = zlib.compress(odd_pem)
+    digest = Algorithm.SHA1.hash(stored)
+    (fixture_docroot / "cvmfs" / FIX1 / digest.object_path("X")).write_bytes(stored)
+
+    def list_odd(letter: bytes) -> bytes:
+        header = b"\n".join(letter.split(b"\n")[:3]) + b"\n"
+        return header + fingerprint(odd_pem, Algorithm.SHA1) + b"\n"
+
+    def point_at_odd(letter: bytes) -> bytes:
+        return re.sub(rb"(?m)^X.*$", b"X" + digest.hex.encode(), letter)
+
+    resign_whitelist(fixture_docroot, fixtures_dir, list_odd)
+    resign_manifest(fixture_docroot, fixtures_dir, point_at_odd)
+    message = await refused(fixture_server, fixtures_dir)
+    assert message == f"certificate of {FIX1} holds an unusable public key"
