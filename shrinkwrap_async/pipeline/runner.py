@@ -552,9 +552,8 @@ class Exporter:
         meta = self._meta(entry)
         chunks = None
         if entry.is_external and not self.settings.external_urls:
-            reason = ExternalNotConfiguredError.MESSAGE
-            self.stats.failures.append(Failure(entry.path, "", reason))
-            log.error("%s: %s", entry.path, reason)
+            # Reported with every failure at the end of the run (one line per file).
+            self.stats.failures.append(Failure(entry.path, "", ExternalNotConfiguredError.MESSAGE))
             return None
         if entry.is_chunked:
             chunks = await handle.catalog.chunks(entry)
@@ -775,7 +774,9 @@ async def _run_recorded(
             log_event(
                 log,
                 "object.failed",
-                f"failed: {failure.path} (object {failure.object}): {failure.reason}",
+                f"failed: {failure.path}"
+                + (f" (object {failure.object})" if failure.object else "")
+                + f": {failure.reason}",
                 level=logging.ERROR,
                 fqrn=fqrn,
                 path=failure.path,

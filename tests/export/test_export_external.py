@@ -44,7 +44,8 @@ ODD = "/ext/odd name+ü%.bin"
 COPY = "/ext/copy.txt"
 BIG = "/ext/big.bin"
 NESTED = "/ext/nested/inner.dat"
-EXTERNAL = frozenset({SMALL, ODD, COPY, BIG, NESTED})
+EMPTY = "/ext/empty"
+EXTERNAL = frozenset({SMALL, ODD, COPY, BIG, NESTED, EMPTY})
 
 
 def write_source(root: Path) -> Path:
@@ -57,6 +58,7 @@ def write_source(root: Path) -> Path:
         ODD: rng.randbytes(5000),
         BIG: rng.randbytes(600_000),  # chunked: fetched as byte ranges
         NESTED: b"inside a nested catalog\n" * 100,
+        EMPTY: b"",
         "/ext/nested/.cvmfscatalog": b"",
     }
     for path, data in files.items():
