@@ -22,6 +22,17 @@ from shrinkwrap_async.pipeline.decompress_verify import (
 from shrinkwrap_async.store.data_store import DataStore, ObjectMeta, object_name
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> DataStore:
+    data_store = DataStore(tmp_path / ".data", chown=False)
+    data_store.prepare()
+    return data_store
+
+
+def plain_meta() -> ObjectMeta:
+    return ObjectMeta(0o644, os.getuid(), os.getgid(), 1_600_000_000)
+
+
 def small(
     content: bytes, meta: ObjectMeta, *, corrupt: bool = False, size: int = -1
 ) -> SmallObject:
@@ -34,10 +45,8 @@ def small(
 
 @pytest.mark.parametrize("in_process", [True, False])
 async def test_batch_committed_with_metadata_and_failures_reported(
-    tmp_path: Path, in_process: bool
+    store: DataStore, in_process: bool
 ) -> None:
-    store = DataStore(tmp_path / ".data", chown=False)
-    store.prepare()
     meta = ObjectMeta(0o751, os.getuid(), os.getgid(), 1_600_000_000)
     good, bad_hash, bad_size = (
         small(b"hello " * 100, meta),
@@ -63,10 +72,8 @@ async def test_batch_committed_with_metadata_and_failures_reported(
     assert os.listdir(store.temp_dir) == []
 
 
-async def test_a_dead_worker_process_falls_back_to_a_thread(tmp_path: Path) -> None:
-    store = DataStore(tmp_path / ".data", chown=False)
-    store.prepare()
-    meta = ObjectMeta(0o644, os.getuid(), os.getgid(), 1_600_000_000)
+async def test_a_dead_worker_process_falls_back_to_a_thread(store: DataStore) -> None:
+    meta = plain_meta()
     with ThreadPoolExecutor(1) as pool:
         committer = SmallObjectCommitter(store, pool)
         committer.start()
@@ -85,11 +92,9 @@ async def test_a_dead_worker_process_falls_back_to_a_thread(tmp_path: Path) -> N
     assert store.path_for(again.name).read_bytes() == b"second"
 
 
-async def test_the_worker_process_starts_only_after_enough_objects(tmp_path: Path) -> None:
+async def test_the_worker_process_starts_only_after_enough_objects(store: DataStore) -> None:
     """A small refresh commits in the thread; the process starts once a run proves large."""
-    store = DataStore(tmp_path / ".data", chown=False)
-    store.prepare()
-    meta = ObjectMeta(0o644, os.getuid(), os.getgid(), 1_600_000_000)
+    meta = plain_meta()
     with ThreadPoolExecutor(1) as pool:
         committer = SmallObjectCommitter(store, pool)
         try:
