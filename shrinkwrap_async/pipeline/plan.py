@@ -63,7 +63,7 @@ class Plan:
     counted_subtrees: list[str] = field(default_factory=list)
     unlisted_files: int = 0  # files in those subtrees (objects not known)
     unlisted_bytes: int = 0
-    external: list[str] = field(default_factory=list)  # files the export cannot write
+    external: list[str] = field(default_factory=list)  # external files, no CVMFS_EXTERNAL_URL
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
@@ -101,7 +101,7 @@ class Plan:
                 f"{self.unlisted_files} files in {', '.join(self.counted_subtrees)}"
             )
         for path in self.external:
-            lines.append(f"  cannot export (external file): {path}")
+            lines.append(f"  cannot export (external file, no CVMFS_EXTERNAL_URL): {path}")
         for warning in self.warnings:
             lines.append(f"  spec: {warning}")
         return "\n".join(lines)
@@ -204,8 +204,8 @@ class Planner:
         return descend
 
     async def _object(self, catalog: Catalog, entry: Any) -> None:
-        if entry.is_external:
-            self.plan.external.append(entry.path)
+        if entry.is_external and not self.settings.external_urls:
+            self.plan.external.append(entry.path)  # the export reports it as a failure
             return
         if entry.is_chunked:
             content = chunk_list_digest(c.digest for c in await catalog.chunks(entry))

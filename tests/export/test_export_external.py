@@ -466,3 +466,20 @@ async def test_geo_api_of_the_repository_servers_orders_the_external_hosts(
     finally:
         await runner.cleanup()
     assert asked == ["localhost,127.0.0.1"]  # one server: only the external chain is sorted
+
+
+async def test_dry_run_plans_external_files_as_the_export_fetches_them(
+    servers: Servers, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dest = tmp_path / "dest"
+    argv = [*servers.argv(dest), "--no-progress"]
+    assert await run_cli(*argv, "--dry-run", "--json", "--exact") == 0
+    planned = json.loads(capsys.readouterr().out)
+    assert planned["external"] == [] and servers.external.total_requests == 0
+    assert await run_cli(*argv, "--json", "-q") == 0
+    done = json.loads(capsys.readouterr().out)
+    assert done["failures"] == [] and done["data_files"] == planned["objects_needed"]
+    # without CVMFS_EXTERNAL_URL the plan names the files the export would fail on
+    without = servers.argv(tmp_path / "other", extra="")
+    assert await run_cli(*without, "--no-progress", "--dry-run", "--json", "--exact") == 0
+    assert set(json.loads(capsys.readouterr().out)["external"]) == set(EXTERNAL)
