@@ -32,7 +32,7 @@ import logging
 import os
 import stat
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -107,6 +107,7 @@ class Piece:
     digest: Digest
     suffix: str
     size: int  # inflated
+    external: tuple[str, int | None] | None = None  # an external file: (path, range offset)
 
 
 @dataclass
@@ -451,9 +452,7 @@ class StreamedEntries:
         label = f"/{path}"
         try:
             if piece.size <= self.options.memory_piece_limit:
-                data = await source.fetcher.fetch_object(
-                    piece.digest, piece.suffix, max_size=piece.size + piece.size // 64 + 4096
-                )
+                data = await self._fetch_whole(piece, max_size=piece.size + piece.size // 64 + 4096)
                 if not compressed:
                     return inflate_whole(data, piece.size, False)
                 loop = asyncio.get_running_loop()
@@ -462,9 +461,8 @@ class StreamedEntries:
                 )
             spool = tempfile.TemporaryFile(prefix="shrinkwrap-async-pack-")  # noqa: SIM115
             try:
-                await source.fetcher.stream_object(
-                    piece.digest,
-                    piece.suffix,
+                await self._stream(
+                    piece,
                     lambda: InflatingFileSink(
                         spool.fileno(),
                         0,
@@ -663,8 +661,8 @@ class StreamedEntries:
     async def _regular(
         self, handle: CatalogHandle, path: str, entry: DirEntry, mtime: int
     ) -> _Walked | None:
-        if entry.is_external:
-            return self._skip(path, "external files are not supported")
+        if entry.is_external and not self.source.settings.external_urls:
+            return self._skip(path, "external file, but CVMFS_EXTERNAL_URL is not set")
         chunks = await handle.catalog.chunks(entry) if entry.is_chunked else None
         if chunks:
             content = chunk_list_digest(c.digest for c in chunks)
@@ -692,15 +690,42 @@ class StreamedEntries:
             return _Walked(pack_entry)
         if not self.options.fetch_content or entry.size == 0:
             return _Walked(pack_entry)
+
+        def external(offset: int | None) -> tuple[str, int | None] | None:
+            """Where an external file's piece comes from: its path (and range offset)."""
+            return ("/" + path, offset) if entry.is_external else None
+
         if chunks:
             try:
                 layout = chunk_layout(chunks, entry.size)
             except ContentError as error:
                 raise PartialExportError(f"cannot pack /{path}: {error}") from None
-            pieces = [Piece(c.digest, ObjectSuffix.PARTIAL, c.size) for c in layout]
+            pieces = [
+                Piece(c.digest, ObjectSuffix.PARTIAL, c.size, external(c.offset)) for c in layout
+            ]
         else:
-            pieces = [Piece(content, ObjectSuffix.NONE, entry.size)]
+            pieces = [Piece(content, ObjectSuffix.NONE, entry.size, external(None))]
         return _Walked(pack_entry, pieces, entry.compressed)
+
+    async def _fetch_whole(self, piece: Piece, *, max_size: int) -> bytes:
+        fetcher = self.source.fetcher
+        if piece.external is None:
+            return await fetcher.fetch_object(piece.digest, piece.suffix, max_size=max_size)
+        path, offset = piece.external
+        byte_range = None if offset is None else (offset, piece.size)
+        return await fetcher.fetch_external(
+            path, piece.digest, byte_range=byte_range, max_size=max_size
+        )
+
+    async def _stream(self, piece: Piece, sink_factory: Callable[[], Any]) -> Any:
+        fetcher = self.source.fetcher
+        if piece.external is None:
+            return await fetcher.stream_object(piece.digest, piece.suffix, sink_factory)
+        path, offset = piece.external
+        byte_range = None if offset is None else (offset, piece.size)
+        return await fetcher.stream_external(
+            path, piece.digest, sink_factory, byte_range=byte_range
+        )
 
     def _skip(self, path: str, reason: str) -> None:
         self.stats.skipped.append(f"/{path}: {reason}")

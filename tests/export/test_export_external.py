@@ -483,3 +483,23 @@ async def test_dry_run_plans_external_files_as_the_export_fetches_them(
     without = servers.argv(tmp_path / "other", extra="")
     assert await run_cli(*without, "--no-progress", "--dry-run", "--json", "--exact") == 0
     assert set(json.loads(capsys.readouterr().out)["external"]) == set(EXTERNAL)
+
+
+async def test_pack_from_the_repository_fetches_external_files(
+    servers: Servers, tmp_path: Path
+) -> None:
+    """``pack -r`` gives the same archive as an export followed by ``pack -x``."""
+    dest = tmp_path / "dest"
+    export = servers.argv(dest)
+    assert await run_cli(*export, "-q", "--no-progress") == 0
+    mtime = "1700000123"
+    packed = tmp_path / "packed.tar"
+    assert await run_cli("pack", "-q", "-x", str(dest), "-r", FQRN, "--mtime", mtime,
+                         "-o", str(packed)) == 0  # fmt: skip
+    before = servers.external.total_requests
+    streamed = tmp_path / "streamed.tar"
+    source = export[1:7]  # -r FQRN -f CONFIG -t SPEC
+    assert await run_cli("pack", "-q", *source, "--mtime", mtime, "-o", str(streamed)) == 0
+    assert streamed.read_bytes() == packed.read_bytes()
+    assert servers.external.total_requests > before  # the external files came by path again
+    assert servers.external_requests(BIG) == 2 * catalog_rows(servers.result, "")["big.bin"][1]
