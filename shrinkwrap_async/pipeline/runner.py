@@ -629,9 +629,8 @@ async def export_repository(
     """Establish trust, run the pipeline, write provenance. Raises systemic errors.
 
     With ``use_state`` (and not a dry run) the destination's state database decides what
-    can be skipped (:mod:`pipeline.refresh`) and records the run; the returned stats then
-    carry ``up_to_date``, ``catalogs_skipped``, ``catalogs_diffed`` and ``exit_code``
-    attributes.
+    can be skipped (:mod:`pipeline.refresh`) and records the run (``stats.up_to_date``,
+    ``catalogs_skipped`` and ``catalogs_diffed`` tell what it skipped).
     """
     from shrinkwrap_async.network.fetcher import Fetcher
     from shrinkwrap_async.state.db import StateDB
@@ -685,13 +684,8 @@ async def export_repository(
 
 
 def _up_to_date_stats(fetcher: Any, revision: int, root_hex: str) -> ExportStats:
-    stats = ExportStats(revision=revision, root_hash=root_hex)
-    fetch_stats = getattr(fetcher, "stats", None)
-    stats.take_fetch_counters(fetch_stats)
-    stats.up_to_date = True  # type: ignore[attr-defined]
-    stats.catalogs_skipped = 0  # type: ignore[attr-defined]
-    stats.catalogs_diffed = 0  # type: ignore[attr-defined]
-    stats.exit_code = 0  # type: ignore[attr-defined]
+    stats = ExportStats(revision=revision, root_hash=root_hex, up_to_date=True)
+    stats.take_fetch_counters(getattr(fetcher, "stats", None))
     return stats
 
 
@@ -769,6 +763,9 @@ async def _run_recorded(
         stats.revision = trusted.revision
         stats.root_hash = root_hex
         exit_code = outcome_exit_code(stats, exporter.transfer_failures)
+        stats.exit_code = exit_code
+        stats.catalogs_skipped = exporter.catalogs_skipped
+        stats.catalogs_diffed = exporter.differ.diffed
         status = SUCCEEDED if exit_code == 0 else PARTIAL
         for failure in stats.failures:
             log_event(
@@ -820,10 +817,6 @@ async def _run_recorded(
         elif exporter.failed_mountpoints:  # half-way there: diffing from the old row is wrong
             await db.forget_catalogs(fqrn, exporter.failed_mountpoints)
         await _finish(db, fqrn, status, exit_code, stats)
-    stats.up_to_date = False  # type: ignore[attr-defined]
-    stats.catalogs_skipped = exporter.catalogs_skipped  # type: ignore[attr-defined]
-    stats.catalogs_diffed = exporter.differ.diffed  # type: ignore[attr-defined]
-    stats.exit_code = exit_code  # type: ignore[attr-defined]
     return stats
 
 
