@@ -534,37 +534,25 @@ class Fetcher:
                     if max_size is not None and received > max_size:
                         raise _AttemptFailed(BAD_DATA, f"more than {max_size} bytes received")
                     hasher.update(piece)
-                    try:
-                        await sink.write(piece)
-                    except Exception as error:
-                        raise _SinkFailed(error) from error
+                    await _sink_write(sink, piece)
                 _check_length(response, received)
             if hasher.digest() != digest.raw:
                 raise _AttemptFailed(BAD_DATA, "content hash mismatch")
         except BaseException as error:
             await _discard(sink, error)
             raise
-        try:
-            return await sink.commit()
-        except Exception as error:
-            raise _SinkFailed(error) from error
+        return await _sink_commit(sink)
 
     async def _commit_whole(self, digest: Digest, body: bytes, sink: ObjectSink[T]) -> T:
         """A whole verified-or-refused body through ``sink`` (see :meth:`stream_object`)."""
         try:
             if not digest.matches(body):
                 raise _AttemptFailed(BAD_DATA, "content hash mismatch")
-            try:
-                await sink.write(body)
-            except Exception as error:
-                raise _SinkFailed(error) from error
+            await _sink_write(sink, body)
         except BaseException as error:
             await _discard(sink, error)
             raise
-        try:
-            return await sink.commit()
-        except Exception as error:
-            raise _SinkFailed(error) from error
+        return await _sink_commit(sink)
 
     # -- one HTTP attempt ---------------------------------------------------------------
 
@@ -944,6 +932,21 @@ def _check_length(response: aiohttp.ClientResponse, received: int) -> None:
     expected = response.content_length
     if expected is not None and received != expected:
         raise _AttemptFailed(TRANSFER, f"short transfer: {received} of {expected} bytes")
+
+
+async def _sink_write(sink: ObjectSink[Any], piece: bytes) -> None:
+    """``sink.write``; a local failure (disk full, ...) is not the server's fault."""
+    try:
+        await sink.write(piece)
+    except Exception as error:
+        raise _SinkFailed(error) from error
+
+
+async def _sink_commit(sink: ObjectSink[T]) -> T:
+    try:
+        return await sink.commit()
+    except Exception as error:
+        raise _SinkFailed(error) from error
 
 
 async def _discard(sink: ObjectSink[Any], error: BaseException) -> None:
