@@ -6,19 +6,18 @@ import asyncio
 import collections
 import json
 import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from shrinkwrap_async import cli
 from shrinkwrap_async.exitcodes import UsageError
 from shrinkwrap_async.hashing import Algorithm
 from shrinkwrap_async.pipeline.shard import Shard
+from shrinkwrap_async.testing.command_line import run_cli, run_cli_process, source_arguments
 from shrinkwrap_async.testing.publish import Publisher, PublishOptions
 from shrinkwrap_async.testing.servers import StaticServer
-from shrinkwrap_async.testing.shared import data_requests, listing_tool, write_client_config
+from shrinkwrap_async.testing.shared import data_requests, listing_tool
 from shrinkwrap_async.testing.synthetic import Profile, build_tree
 
 listing = listing_tool()
@@ -71,11 +70,8 @@ def object_requests(server: StaticServer) -> collections.Counter[str]:
 
 
 async def export_cli(*argv: str) -> int:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shrinkwrap_async", "export", *argv, "--no-progress", "-q",
-        stdin=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    return await process.wait()
+    result = await run_cli_process("export", *argv, "--no-progress", "-q")
+    return result.exit_code
 
 
 def test_shard_parse_and_partition() -> None:
@@ -119,10 +115,7 @@ async def test_four_shards_equal_one_export(
         server, fqrn, keys = fixture_server, "fix1.test.local", fixtures_dir / "keys"
     else:
         server, fqrn, keys = synthetic_server, SYNTHETIC, synthetic_repository / "keys"
-    config = write_client_config(tmp_path, server.url, keys)
-    spec = tmp_path / "all.spec"
-    spec.write_text("/*\n")
-    common = ["-r", fqrn, "-f", str(config), "-t", str(spec)]
+    common = source_arguments(tmp_path, server.url, keys, fqrn)
     single, sharded = tmp_path / "single", tmp_path / "sharded"
     assert await export_cli(*common, "-x", str(single)) == 0
     single_objects = object_requests(server)
@@ -158,17 +151,14 @@ async def test_workers_two_same_tree(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    config = write_client_config(tmp_path, synthetic_server.url, synthetic_repository / "keys")
-    spec = tmp_path / "all.spec"
-    spec.write_text("/*\n")
-    common = ["-r", SYNTHETIC, "-f", str(config), "-t", str(spec)]
+    keys = synthetic_repository / "keys"
+    common = source_arguments(tmp_path, synthetic_server.url, keys, SYNTHETIC)
     single, parallel = tmp_path / "single", tmp_path / "parallel"
     assert await export_cli(*common, "-x", str(single)) == 0
     single_objects = object_requests(synthetic_server)
     synthetic_server.requests.clear()
     argv = ["export", *common, "-x", str(parallel), "--workers", "2", "--json", "--no-progress"]
-    loop = asyncio.get_running_loop()
-    assert await loop.run_in_executor(None, cli.main, argv) == 0
+    assert await run_cli(*argv) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["workers"] == 2 and len(summary["shards"]) == 2
     assert summary["data_files"] == len(store_objects(single))

@@ -3,22 +3,22 @@ mkdir is accepted, and a shard's prune leaves other processes' temp names alone.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shrinkwrap_async import cli, runtime
+from shrinkwrap_async import runtime
 from shrinkwrap_async.exitcodes import StorageError
 from shrinkwrap_async.link import tree_writer
 from shrinkwrap_async.link.tree_writer import TreeWriter, is_temp_name
 from shrinkwrap_async.pipeline import shard
+from shrinkwrap_async.testing.command_line import run_cli, run_cli_process, source_arguments
 from shrinkwrap_async.testing.servers import StaticServer
-from shrinkwrap_async.testing.shared import write_client_config
+
+FIX1 = "fix1.test.local"
 
 
 def test_directory_made_meanwhile_is_accepted(tmp_path: Path, monkeypatch) -> None:
@@ -59,10 +59,8 @@ async def test_workers_rerun_that_is_up_to_date_starts_no_shard(
 ) -> None:
     """--workers 2 on an exported, unchanged repository: the parent's state check answers
     with the manifest and whitelist requests only (no shard, no catalog, no object)."""
-    config = write_client_config(tmp_path, fixture_server.url, fixtures_dir / "keys")
-    spec = tmp_path / "all.spec"
-    spec.write_text("/*\n")
-    argv = ["-r", "fix1.test.local", "-f", str(config), "-t", str(spec), "-x", str(tmp_path)]
+    source = source_arguments(tmp_path, fixture_server.url, fixtures_dir / "keys", FIX1)
+    argv = [*source, "-x", str(tmp_path)]
     first = await export_json(*argv, "--workers", "2")
     assert first["exit_code"] == 0 and first["workers"] == 2
     fixture_server.requests.clear()
@@ -72,13 +70,9 @@ async def test_workers_rerun_that_is_up_to_date_starts_no_shard(
 
 
 async def export_json(*argv: str) -> dict[str, Any]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shrinkwrap_async", "export", *argv, "--json", "--no-progress",
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, _ = await process.communicate()
-    data = json.loads(out)
-    data.setdefault("exit_code", process.returncode)
+    result = await run_cli_process("export", *argv, "--json", "--no-progress")
+    data = json.loads(result.stdout)
+    data.setdefault("exit_code", result.exit_code)
     return data
 
 
@@ -93,13 +87,9 @@ async def test_workers_zero_resolving_to_one_is_the_ordinary_export(
 ) -> None:
     """``--workers 0`` where that means one shard: the single-process export, no shards."""
     monkeypatch.setattr(shard, "auto_workers", lambda: 1)
-    config = write_client_config(tmp_path, fixture_server.url, fixtures_dir / "keys")
-    spec = tmp_path / "all.spec"
-    spec.write_text("/*\n")
-    argv = ["export", "-r", "fix1.test.local", "-f", str(config), "-t", str(spec)]
-    argv += ["-x", str(tmp_path / "dest"), "--workers", "0", "--json", "--no-progress"]
-    loop = asyncio.get_running_loop()
-    assert await loop.run_in_executor(None, cli.main, argv) == 0
+    source = source_arguments(tmp_path, fixture_server.url, fixtures_dir / "keys", FIX1)
+    argv = [*source, "-x", str(tmp_path / "dest"), "--workers", "0", "--json", "--no-progress"]
+    assert await run_cli("export", *argv) == 0
     summary = json.loads(capsys.readouterr().out)
     assert "workers" not in summary and summary["files"] > 0
     assert (tmp_path / "dest" / ".provenance" / "fix1.test.local" / "export.json").is_file()
