@@ -34,7 +34,7 @@ from shrinkwrap_async.testing.chunking import ChunkSizes
 from shrinkwrap_async.testing.command_line import run_cli
 from shrinkwrap_async.testing.faultproxy import Fault, FaultProxy
 from shrinkwrap_async.testing.publish import Publisher, PublishOptions, PublishResult
-from shrinkwrap_async.testing.servers import StaticServer
+from shrinkwrap_async.testing.servers import GEO_ROUTE, StaticServer, serve_handler
 from shrinkwrap_async.testing.shared import write_client_config
 
 FQRN = "external.test.local"
@@ -442,19 +442,11 @@ async def test_geo_api_of_the_repository_servers_orders_the_external_hosts(
         asked.append(request.match_info["names"])
         return web.Response(text="2,1\n")
 
-    app = web.Application()
-    app.router.add_get("/cvmfs/{fqrn}/api/v1.0/geo/{token}/{names}", geo)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    assert site._server is not None
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
+    async with serve_handler(GEO_ROUTE, geo) as url:
         first, second = "http://localhost:1/data", "http://127.0.0.1:2/data"
         settings = ClientSettings.for_repository(
             FQRN,
-            f"http://127.0.0.1:{port}/cvmfs/{FQRN}",
+            f"{url}/cvmfs/{FQRN}",
             external_urls=[first, second],
             use_geoapi=True,
             trusted_certs=(),
@@ -462,9 +454,7 @@ async def test_geo_api_of_the_repository_servers_orders_the_external_hosts(
         async with Fetcher(settings) as fetcher:
             assert fetcher.external_state is not None
             assert fetcher.external_state.hosts == [second, first]
-            assert fetcher.state.hosts == [f"http://127.0.0.1:{port}/cvmfs/{FQRN}"]
-    finally:
-        await runner.cleanup()
+            assert fetcher.state.hosts == [f"{url}/cvmfs/{FQRN}"]
     assert asked == ["localhost,127.0.0.1"]  # one server: only the external chain is sorted
 
 

@@ -10,7 +10,7 @@ from aiohttp import web
 from shrinkwrap_async.network import geo
 from shrinkwrap_async.network.endpoints import FailoverState
 from shrinkwrap_async.network.fetcher import Fetcher
-from shrinkwrap_async.testing.servers import StaticServer
+from shrinkwrap_async.testing.servers import GEO_ROUTE, StaticServer, serve_handler
 
 from .conftest import FIX1, make_settings
 
@@ -101,23 +101,16 @@ async def test_geo_api_orders_the_servers(fixture_docroot) -> None:  # type: ign
         asked.append(unquote(request.path))
         return web.Response(text="2,1\n")
 
-    app = web.Application()
-    app.router.add_get("/cvmfs/{fqrn}/api/v1.0/geo/{token}/{names}", geo_handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    geo_server = f"http://127.0.0.1:{port}/cvmfs/{FIX1}"
-    try:
-        async with StaticServer(fixture_docroot) as static:
-            settings = make_settings([geo_server, static.repository_url(FIX1)], use_geoapi=True)
-            async with Fetcher(settings) as fetcher:
-                assert fetcher.state.hosts == [static.repository_url(FIX1), geo_server]
-                await fetcher.fetch_file(".cvmfspublished")
-            assert static.requests[f"cvmfs/{FIX1}/.cvmfspublished"] == 1
-    finally:
-        await runner.cleanup()
+    async with (
+        serve_handler(GEO_ROUTE, geo_handler) as url,
+        StaticServer(fixture_docroot) as static,
+    ):
+        geo_server = f"{url}/cvmfs/{FIX1}"
+        settings = make_settings([geo_server, static.repository_url(FIX1)], use_geoapi=True)
+        async with Fetcher(settings) as fetcher:
+            assert fetcher.state.hosts == [static.repository_url(FIX1), geo_server]
+            await fetcher.fetch_file(".cvmfspublished")
+        assert static.requests[f"cvmfs/{FIX1}/.cvmfspublished"] == 1
     assert len(asked) == 1
     token, names = asked[0].split("/")[-2:]
     assert names == "127.0.0.1,127.0.0.1"

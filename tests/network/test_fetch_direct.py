@@ -16,7 +16,7 @@ from shrinkwrap_async.network.errors import (
 )
 from shrinkwrap_async.network.fetcher import Fetcher
 from shrinkwrap_async.network.headers import USER_AGENT, escape_path
-from shrinkwrap_async.testing.servers import StaticServer
+from shrinkwrap_async.testing.servers import StaticServer, serve_handler
 
 from .conftest import FIX1, MemorySink, add_object, make_settings, stored_objects
 
@@ -155,18 +155,10 @@ async def test_request_headers_are_the_clients() -> None:
         seen.append(dict(request.headers))
         return web.Response(body=b"manifest")
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with Fetcher(make_settings(f"http://127.0.0.1:{port}/cvmfs/{FIX1}")) as fetcher:
+    async with serve_handler("/{tail:.*}", handler) as url:
+        settings = make_settings(f"{url}/cvmfs/{FIX1}")
+        async with Fetcher(settings) as fetcher:
             await fetcher.fetch_file(".cvmfspublished")
-    finally:
-        await runner.cleanup()
     headers = seen[0]
     assert headers["User-Agent"] == USER_AGENT
     assert headers["Accept-Encoding"] == "identity"
