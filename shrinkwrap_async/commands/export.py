@@ -9,7 +9,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shrinkwrap_async.cli import add_verbosity_options
 from shrinkwrap_async.commands._running import load_source_arguments, run_stoppable
@@ -19,6 +19,10 @@ from shrinkwrap_async.runtime import run_async
 from shrinkwrap_async.state.eventlog import add_log_options, install_json_log, log_event
 from shrinkwrap_async.state.lock import RunLock, add_lock_options
 from shrinkwrap_async.state.metrics import RunMetrics, add_metrics_options, update_metrics_file
+
+if TYPE_CHECKING:
+    from shrinkwrap_async.config.settings import ClientSettings
+    from shrinkwrap_async.spec.tree import Spec
 
 log = logging.getLogger("shrinkwrap_async.export")
 
@@ -60,12 +64,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def run(args: argparse.Namespace) -> int:
-    from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
-
-    settings, spec = load_source_arguments(args)
+    settings, spec = load_source_arguments(args)  # once: a spec from stdin is read only here
     dest_base = Path(args.dest_base).absolute()
     if args.dry_run or args.workers != 1:  # the plan, or several shard processes
         return shard.run_elsewhere(args, settings, spec, dest_base)
+    return run_loaded(args, settings, spec, dest_base)
+
+
+def run_loaded(
+    args: argparse.Namespace, settings: ClientSettings, spec: Spec, dest_base: Path
+) -> int:
+    """The export in this process, with the configuration and spec already loaded."""
+    from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
+
     options = ExportOptions(
         dest_base=dest_base,
         dest_cache=Path(args.dest_cache).absolute() if args.dest_cache else None,

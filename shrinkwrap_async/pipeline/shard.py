@@ -280,7 +280,7 @@ def run_elsewhere(args: argparse.Namespace, settings: Any, spec: Any, dest_base:
         from shrinkwrap_async.commands import export
 
         args.workers = 1
-        return int(export.run(args))
+        return int(export.run_loaded(args, settings, spec, dest_base))
     from shrinkwrap_async.pipeline.workers import run_workers
     from shrinkwrap_async.state.lock import RunLock
 

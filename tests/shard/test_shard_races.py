@@ -3,8 +3,10 @@ mkdir is accepted, and a shard's prune leaves other processes' temp names alone.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +95,11 @@ async def test_workers_zero_resolving_to_one_is_the_ordinary_export(
     summary = json.loads(capsys.readouterr().out)
     assert "workers" not in summary and summary["files"] > 0
     assert (tmp_path / "dest" / ".provenance" / "fix1.test.local" / "export.json").is_file()
+
+    # A spec read from standard input is read once, not again by the ordinary export.
+    monkeypatch.setattr(sys, "stdin", io.StringIO("/*\n"))
+    spec_index = source.index("-t") + 1
+    piped = [*source[:spec_index], "-", *source[spec_index + 1 :]]
+    argv = [*piped, "-x", str(tmp_path / "piped"), "--workers", "0", "--json", "--no-progress"]
+    assert await run_cli("export", *argv) == 0
+    assert json.loads(capsys.readouterr().out)["files"] == summary["files"]
