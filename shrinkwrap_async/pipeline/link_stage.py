@@ -58,15 +58,16 @@ class LinkStage:
 
     def apply_listing(
         self, rel: RelPath, keep: list[str], ops: list[DirectoryOp | SymlinkOp | SpecialOp]
-    ) -> tuple[int, int]:
-        """One directory's non-file entries; returns (entries removed, devices skipped).
+    ) -> int:
+        """One directory's non-file entries; returns how many entries were removed.
 
         ``keep`` names every selected entry of the listing (files too): a name given twice
         is refused as hostile before anything in the directory is touched.
         """
         refuse_duplicate_names(rel, keep)
         removed = len(self.writer.prune(rel, keep, keep_temps=self.keep_temps))
-        return removed, self._make_entries(ops)
+        self._make_entries(ops)
+        return removed
 
     def apply_changes(
         self,
@@ -74,33 +75,31 @@ class LinkStage:
         removed: Sequence[str],
         keep: list[str],
         ops: Sequence[DirectoryOp | SymlinkOp | SpecialOp],
-    ) -> tuple[int, int]:
+    ) -> int:
         """One directory's part of a catalog diff (``pipeline.refresh``): unlink what the
         diff says was removed (whole subtrees, as pruning does), then make the changed
-        non-file entries. Nothing else in the directory is listed or touched. Returns
-        (entries removed, devices skipped); ``keep`` is checked as in
-        :meth:`apply_listing`.
+        non-file entries. Nothing else in the directory is listed or touched. Returns how
+        many entries were removed; ``keep`` is checked as in :meth:`apply_listing`.
         """
         refuse_duplicate_names(rel, keep)
         count = 0
         for name in removed:
             if self.writer.remove((*rel, name)):
                 count += 1
-        return count, self._make_entries(ops)
+        self._make_entries(ops)
+        return count
 
-    def _make_entries(self, ops: Iterable[DirectoryOp | SymlinkOp | SpecialOp]) -> int:
-        """Make directories (queued for their final metadata), symlinks and special files;
-        returns how many special files could not be made (devices, without privilege)."""
-        skipped = 0
+    def _make_entries(self, ops: Iterable[DirectoryOp | SymlinkOp | SpecialOp]) -> None:
+        """Make directories (queued for their final metadata), symlinks and special files
+        (devices that cannot be made without privilege are counted by the writer)."""
         for op in ops:
             if isinstance(op, DirectoryOp):
                 self.writer.make_directory(op.rel, op.xattrs)
                 self.spool.add(op.rel, op.mode, op.uid, op.gid, op.mtime)
             elif isinstance(op, SymlinkOp):
                 self.writer.make_symlink(op.rel, op.target, op.mtime)
-            elif not self.writer.make_special(op.rel, op.mode, op.rdev, op.uid, op.gid, op.mtime):
-                skipped += 1
-        return skipped
+            else:
+                self.writer.make_special(op.rel, op.mode, op.rdev, op.uid, op.gid, op.mtime)
 
     def link_files(self, jobs: list[FileJob]) -> dict[str, int]:
         counts = {"linked": 0, "unchanged": 0, "copied": 0}

@@ -466,9 +466,9 @@ class Exporter:
             if not self.options.dry_run:
                 assert self.link is not None
                 if listing is None:
-                    removed, _ = await self._tree(self.link.apply_listing, job.rel, keep, ops)
+                    removed = await self._tree(self.link.apply_listing, job.rel, keep, ops)
                 else:
-                    removed, _ = await self._tree(
+                    removed = await self._tree(
                         self.link.apply_changes, job.rel, listing.removed, keep, ops
                     )
                 self.stats.removed += removed

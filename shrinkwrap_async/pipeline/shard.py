@@ -134,14 +134,14 @@ class ShardLinkStage(LinkStage):
 
     def apply_listing(
         self, rel: RelPath, keep: list[str], ops: list[DirectoryOp | SymlinkOp | SpecialOp]
-    ) -> tuple[int, int]:
+    ) -> int:
         if not self.shard.owns_directory(rel):
             ops = [op for op in ops if isinstance(op, DirectoryOp)]
             for attempt in (1, 2):
                 try:
                     for op in ops:
                         self.writer.make_directory(op.rel, op.xattrs)
-                    return 0, 0
+                    return 0
                 except StorageError as error:
                     if attempt == 2 or not _is_race(error):
                         raise
