@@ -114,7 +114,7 @@ def run_loaded(
         stats = run_async(
             run_stoppable(locked_run(), outcome="a rerun resumes", log=log, extra=options.extra)
         )
-        exit_code = int(stats.exit_code)
+        exit_code = stats.exit_code if stats.exit_code is not None else int(bool(stats.failures))
     except ShrinkwrapError as error:
         exit_code = int(error.exit_code)
         raise

@@ -684,7 +684,7 @@ async def export_repository(
 
 
 def _up_to_date_stats(fetcher: Any, revision: int, root_hex: str) -> ExportStats:
-    stats = ExportStats(revision=revision, root_hash=root_hex, up_to_date=True)
+    stats = ExportStats(revision=revision, root_hash=root_hex, up_to_date=True, exit_code=0)
     stats.take_fetch_counters(getattr(fetcher, "stats", None))
     return stats
 

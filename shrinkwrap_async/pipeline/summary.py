@@ -43,7 +43,7 @@ class ExportStats:
     up_to_date: bool = False  # same root hash and spec as the last export: nothing walked
     catalogs_skipped: int = 0  # unchanged nested catalogs whose subtree was left as it was
     catalogs_diffed: int = 0  # changed catalogs compared row by row with the applied version
-    exit_code: int = 0  # the run's outcome (1 when files failed)
+    exit_code: int | None = None  # the run's outcome, once known (1 when files failed)
 
     ROWS = (
         ("files", "Number of regular files"),

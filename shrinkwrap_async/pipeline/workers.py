@@ -122,7 +122,9 @@ async def up_to_date_stats(settings: Any, spec: Spec, dest_base: Path) -> Export
             await db.close()
         if not plan.up_to_date:
             return None
-        stats = ExportStats(revision=trusted.revision, root_hash=root_hex, up_to_date=True)
+        stats = ExportStats(
+            revision=trusted.revision, root_hash=root_hex, up_to_date=True, exit_code=0
+        )
         stats.take_fetch_counters(fetcher.stats)
         return stats
 
