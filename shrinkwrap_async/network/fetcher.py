@@ -279,16 +279,27 @@ class Fetcher:
         self._lean: dict[Route, _LeanRoute | None] = {}
         self._lean_pools: dict[str, LeanPool] = {}
         self._closed = False
+        self._external_sorted: asyncio.Lock | None = None
+        self._external_sort_done = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> Fetcher:
-        if self.settings.use_geoapi:
-            if len(self.state.hosts) > 1:
-                await self._geo_sort()
-            if self.external_state is not None and len(self.external_state.hosts) > 1:
-                await self._geo_sort(self.external_state)
+        if self.settings.use_geoapi and len(self.state.hosts) > 1:
+            await self._geo_sort()
         return self
+
+    async def _sort_external_hosts_once(self) -> None:
+        """Geo-order the external hosts before the first external request (not at start:
+        most runs fetch no external file, and an unchanged repository fetches nothing)."""
+        if self._external_sorted is None:
+            self._external_sorted = asyncio.Lock()
+        async with self._external_sorted:
+            state = self.external_state
+            if state is not None and not self._external_sort_done:
+                self._external_sort_done = True
+                if self.settings.use_geoapi and len(state.hosts) > 1:
+                    await self._geo_sort(state)
 
     async def __aexit__(
         self,
@@ -471,6 +482,8 @@ class Fetcher:
         """
         if self.external_state is None:
             raise ExternalNotConfiguredError(path)
+        if not self._external_sort_done:
+            await self._sort_external_hosts_once()
         relative = path.lstrip("/")
         label = "/" + relative
         headers: Mapping[str, str] | None = None

@@ -450,9 +450,15 @@ async def test_geo_api_of_the_repository_servers_orders_the_external_hosts(
             external_urls=[first, second],
             use_geoapi=True,
             trusted_certs=(),
+            max_retries=0,
+            backoff_init=0.0,
+            backoff_max=0.0,
         )
         async with Fetcher(settings) as fetcher:
             assert fetcher.external_state is not None
+            assert asked == []  # not at start: most runs fetch no external file
+            with pytest.raises(FetchError):  # nothing listens there; the order is the point
+                await fetcher.fetch_external("/a", Algorithm.SHA1.hash(b"a"))
             assert fetcher.external_state.hosts == [second, first]
             assert fetcher.state.hosts == [f"{url}/cvmfs/{FQRN}"]
     assert asked == ["localhost,127.0.0.1"]  # one server: only the external chain is sorted
