@@ -386,12 +386,7 @@ class Fetcher:
         path = digest.object_path(suffix)
 
         async def attempt(route: Route, no_cache: bool) -> UnverifiedObject:
-            lean = self._lean_route(route)
-            if lean is not None:
-                body = await self._lean_get(route, lean, path, no_cache, max_size)
-            else:
-                async with self._request(route, path, no_cache) as response:
-                    body = await self._read_body(route, response, max_size)
+            body = await self._get_whole(route, path, no_cache, max_size)
             return UnverifiedObject(body, route, suffix, max_size)
 
         return await self._run(path, attempt)
