@@ -165,7 +165,9 @@ async def test_fetcher_uses_it_through_squid(fixture_docroot: Path) -> None:
         settings = make_settings(origin.repository_url(FIX1), proxy_groups=proxy.url, timeout=10)
         async with Fetcher(settings, max_in_flight=8) as fetcher:
             for stored in objects:
-                fetched = await fetcher.fetch_object_unverified(stored.digest, stored.suffix)
+                fetched = await fetcher.fetch_object_unverified(  # bounded, as the export asks
+                    stored.digest, stored.suffix, max_size=len(stored.data)
+                )
                 assert fetched.data == stored.data and fetched.route.proxy == proxy.url
             assert fetcher._lean_pools  # the lean path was taken
         log = await _access_log_with(proxy, "TCP_MISS/200", len(objects))
