@@ -427,7 +427,9 @@ class Fetcher:
         Catalogs are usually small: on a route the lean client can take, a catalog's whole
         body is first fetched through it (up to :data:`LEAN_CATALOG_SIZE`) and handed to
         the sink in one piece. A catalog announced larger is refused after its head and
-        streamed through aiohttp instead, at the cost of one extra request.
+        streamed through aiohttp instead, at the cost of one extra request; one sent
+        without a length (chunked) is only found larger after 4 MiB, which are then read
+        in vain (Stratum-1s and Squid announce the length of a static object).
         """
         path = digest.object_path(suffix)
         lean_below = None
