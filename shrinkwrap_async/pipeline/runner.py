@@ -500,7 +500,7 @@ class Exporter:
                     self._push(child)
             file_jobs: list[FileJob] = []
             if self.shard is not None:  # --shard: only the files of this shard's objects
-                files = [(e, rel) for e, rel in files if self._shard_takes(e, rel)]
+                files = [(e, rel) for e, rel in files if self.shard.takes_entry(e, rel)]
             elif self.files_done:
                 files = []
             for entry, rel in files:
@@ -521,14 +521,6 @@ class Exporter:
             await handle.release()
             if diff is not None:
                 await diff.release()
-
-    def _shard_takes(self, entry: DirEntry, rel: tuple[str, ...]) -> bool:
-        """Whether this shard makes a file job of ``entry``: an external file that can be
-        fetched goes on to the content owner (``shard.wants``), like any other."""
-        assert self.shard is not None
-        if entry.is_external and self.settings.external_urls:
-            return True
-        return self.shard.takes_entry(entry, rel)
 
     def _skip_catalog(self, mountpoint: str) -> None:
         if mountpoint not in self.skipped_mountpoints:

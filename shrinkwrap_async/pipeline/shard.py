@@ -180,9 +180,12 @@ class ShardRun:
 
     def takes_entry(self, entry: DirEntry, rel: RelPath) -> bool:
         """Whether to make a file job of regular file ``entry`` at all (a cheap first cut:
-        a chunked file's content is its chunk list, known only from the job)."""
-        if entry.is_external or (entry.content_hash is None and not entry.is_chunked):
-            return self.shard.owns_directory(rel[:-1])  # a failure: reported once
+        a chunked file's content is its chunk list, known only from the job). A file that
+        cannot be fetched (external without CVMFS_EXTERNAL_URL, or no hash) is a failure,
+        reported once, by the directory's owner."""
+        unfetchable = entry.is_external and not self.exporter.settings.external_urls
+        if unfetchable or (entry.content_hash is None and not entry.is_chunked):
+            return self.shard.owns_directory(rel[:-1])
         if entry.is_chunked:
             return True
         assert entry.content_hash is not None
