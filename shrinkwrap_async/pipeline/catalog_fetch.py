@@ -1,8 +1,12 @@
 """Catalog-fetch stage: nested catalogs opened concurrently, shared and closed when unused.
 
 The walker asks for a nested catalog as soon as it meets the mountpoint and goes on with
-other directories while it downloads (no barrier per catalog). Catalogs outside the spec
-are never requested, because the walker only asks for directories it descends into.
+other directories while it downloads (no barrier per catalog), as long as fewer than
+``EAGER_OPEN_LIMIT`` catalogs are open or opening; beyond that a catalog is opened by the
+walker that takes its directory job, so a directory holding hundreds of nested catalogs
+does not keep hundreds of SQLite connections (and their threads) open at once. Catalogs
+outside the spec are never requested, because the walker only asks for directories it
+descends into.
 """
 
 from __future__ import annotations
@@ -41,16 +45,22 @@ class SharedByJobs:
         raise NotImplementedError
 
 
+EAGER_OPEN_LIMIT = 32
+
+
 class CatalogHandle(SharedByJobs):
     """A catalog shared by the directory jobs that list it; closed with the last release."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, opener: CatalogOpener | None = None) -> None:
         super().__init__()
         self.catalog = catalog
+        self._opener = opener
 
     async def close(self) -> None:
         if not self.closed:
             self.closed = True
+            if self._opener is not None:
+                self._opener.open_now -= 1
             await self.catalog.close()
 
 
@@ -59,7 +69,13 @@ class CatalogOpener:
         self.cache = cache
         self._limit = asyncio.Semaphore(concurrency)
         self.opened = 0
+        self.open_now = 0  # handles not closed yet
+        self.opening = 0  # nested catalogs being looked up, downloaded or opened
         self._handles: weakref.WeakSet[CatalogHandle] = weakref.WeakSet()
+
+    def may_open_eagerly(self) -> bool:
+        """Whether a nested catalog may be opened ahead of the walk (see module docs)."""
+        return self.open_now + self.opening < EAGER_OPEN_LIMIT
 
     async def close_all(self) -> None:
         """Close every catalog still open (a run that was cancelled or failed)."""
@@ -71,15 +87,20 @@ class CatalogOpener:
         return await self._open(digest, "")
 
     async def open_nested(self, parent: Catalog, mountpoint: str) -> CatalogHandle:
-        ref = await parent.nested_catalog(mountpoint)
-        if ref is None:
-            raise CatalogError(f"no nested catalog registered for mountpoint {mountpoint!r}")
-        return await self._open(ref.digest, mountpoint)
+        self.opening += 1
+        try:
+            ref = await parent.nested_catalog(mountpoint)
+            if ref is None:
+                raise CatalogError(f"no nested catalog registered for mountpoint {mountpoint!r}")
+            return await self._open(ref.digest, mountpoint)
+        finally:
+            self.opening -= 1
 
     async def _open(self, digest: Digest, mountpoint: str) -> CatalogHandle:
         async with self._limit:
             catalog = await self.cache.open(digest, mountpoint)
         self.opened += 1
-        handle = CatalogHandle(catalog)
+        self.open_now += 1
+        handle = CatalogHandle(catalog, self)
         self._handles.add(handle)
         return handle

@@ -106,10 +106,18 @@ class Ownership:
 
 
 @dataclass(slots=True)
+class DeferredCatalog:
+    """A nested catalog to be opened by the walker that takes its directory job."""
+
+    parent: CatalogHandle  # acquired for the job; released once the catalog is open
+    mountpoint: str
+
+
+@dataclass(slots=True)
 class DirJob:
     path: str
     rel: tuple[str, ...]
-    catalog: CatalogHandle | asyncio.Task[CatalogHandle | BaseException]
+    catalog: CatalogHandle | asyncio.Task[CatalogHandle | BaseException] | DeferredCatalog
     progress: CatalogProgress | None = None  # the catalog this directory belongs to
     diff: CatalogDiff | None = None  # set: visit only what changed (see pipeline.refresh)
 
@@ -404,8 +412,11 @@ class Exporter:
                         self.dirs.put_nowait(STOP)
 
     async def _list_directory(self, job: DirJob, group: asyncio.TaskGroup) -> None:
-        if isinstance(job.catalog, asyncio.Task):
-            result = await job.catalog
+        if isinstance(job.catalog, (asyncio.Task, DeferredCatalog)):
+            if isinstance(job.catalog, DeferredCatalog):
+                result = await self._open_nested(job.catalog.parent, job.catalog.mountpoint)
+            else:
+                result = await job.catalog
             if isinstance(result, BaseException):
                 self.stats.failures.append(Failure(job.path, "catalog", str(result)))
                 log.error("%s: nested catalog failed: %s", job.path, result)
@@ -490,9 +501,13 @@ class Exporter:
                             uid, gid = self.owner(entry.uid, entry.gid)
                             progress.dirs.append((rel, entry.mode, uid, gid, entry.mtime))
                     handle.acquire()  # held by the opening task until the child is open
-                    task = group.create_task(self._open_nested(handle, entry.path))
+                    opening: asyncio.Task[CatalogHandle | BaseException] | DeferredCatalog
+                    if self.opener.may_open_eagerly():
+                        opening = group.create_task(self._open_nested(handle, entry.path))
+                    else:
+                        opening = DeferredCatalog(handle, entry.path)
                     self.walked_mountpoints.add(entry.path)
-                    self._push(DirJob(entry.path, rel, task, progress))
+                    self._push(DirJob(entry.path, rel, opening, progress))
                 elif listing is None or entry.name in listing.rewalk:
                     self._push(DirJob(entry.path, rel, handle.acquire(), job.progress))
                 elif diff is not None and entry.name in listing.descend:
