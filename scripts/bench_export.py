@@ -298,14 +298,21 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _command(pid: int) -> str | None:
+    """The command line of ``pid`` (arguments joined by spaces), or None once it has gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+
+
 def _role(pid: int, root: int) -> str:
     """A short name for a process of the export's tree."""
     if pid == root:
         return "export"
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            command = handle.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
+    command = _command(pid)
+    if command is None:
         return "?"
     if "resource_tracker" in command:
         return "resource tracker"
@@ -331,6 +338,7 @@ class TreeMemorySampler:
         self.peak_sum_kib = 0
         self.samples = 0
         self.processes: dict[int, dict[str, Any]] = {}
+        self._root_command: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
@@ -366,12 +374,13 @@ class TreeMemorySampler:
             status = _status_kib(pid)
             if not status:
                 continue
+            if pid != self.root and self._not_yet_started(pid):
+                pending.extend(_children(pid))
+                continue
             record = self.processes.get(pid)
             if record is None:
                 record = {"pid": pid, "role": _role(pid, self.root), "hwm_kib": 0, "rss_kib": 0}
                 self.processes[pid] = record
-            elif record["role"] in ("?", "python3", "python"):  # read before exec: again
-                record["role"] = _role(pid, self.root)
             rss = status.get("VmRSS", 0)
             total += rss
             record["rss_kib"] = max(record["rss_kib"], rss)
@@ -379,6 +388,15 @@ class TreeMemorySampler:
             pending.extend(_children(pid))
         self.samples += 1
         self.peak_sum_kib = max(self.peak_sum_kib, total)
+
+    def _not_yet_started(self, pid: int) -> bool:
+        """A child forked by the export that has not exec'd its own program yet: it shares
+        the export's pages (copy on write) and reports them as its own RSS and VmHWM, so it
+        is neither counted nor named until it runs its program."""
+        if self._root_command is None:
+            self._root_command = _command(self.root)
+        command = _command(pid)
+        return command is None or command == self._root_command
 
     def _run(self) -> None:
         while not self._stop.is_set():
