@@ -384,6 +384,12 @@ def _config_path(values: ConfigValues, key: str, text: str) -> Path:
     return path
 
 
+def _config_paths(values: ConfigValues, key: str, text: str) -> tuple[Path, ...]:
+    """A ``:``-separated list of paths from ``key`` (empty items skipped)."""
+    items = (item.strip() for item in text.split(":"))
+    return tuple(_config_path(values, key, item) for item in items if item)
+
+
 def _public_keys_from(values: ConfigValues) -> tuple[Path, ...]:
     fix = (
         "set CVMFS_PUBLIC_KEY=/path/<key>.pub (':'-separated) or CVMFS_KEYS_DIR=<dir with *.pub>"
@@ -392,11 +398,7 @@ def _public_keys_from(values: ConfigValues) -> tuple[Path, ...]:
     listed = values.get("CVMFS_PUBLIC_KEY", "").strip()
     if listed:
         where = values.where("CVMFS_PUBLIC_KEY")
-        keys = tuple(
-            _config_path(values, "CVMFS_PUBLIC_KEY", p.strip())
-            for p in listed.split(":")
-            if p.strip()
-        )
+        keys = _config_paths(values, "CVMFS_PUBLIC_KEY", listed)
         for key in keys:
             if not key.is_file() or not os.access(key, os.R_OK):
                 raise ConfigError(f"{where}: CVMFS_PUBLIC_KEY file {key} is not readable; {fix}")
@@ -429,11 +431,7 @@ def _trusted_certs_from(values: ConfigValues) -> tuple[Path, ...]:
     if text is None:
         return default_trusted_certs()
     where = values.where("CVMFS_TRUSTED_CERTS")
-    paths = tuple(
-        _config_path(values, "CVMFS_TRUSTED_CERTS", item.strip())
-        for item in text.split(":")
-        if item.strip()
-    )
+    paths = _config_paths(values, "CVMFS_TRUSTED_CERTS", text)
     for path in paths:
         if not path.exists():
             raise ConfigError(

@@ -453,7 +453,7 @@ class Fetcher:
                 else:
                     return await self._commit_whole(digest, body, sink_factory())
             return await self._stream_verified(
-                route, self._request(route, path, no_cache), digest, sink_factory(), None
+                route, _Request(self, route, path, no_cache), digest, sink_factory(), None
             )
 
         return await self._run(path, attempt)
@@ -494,7 +494,7 @@ class Fetcher:
             max_size = size if max_size is None else min(max_size, size)
 
         async def attempt(route: Route, no_cache: bool) -> T:
-            request = self._request(route, relative, no_cache, headers=headers, ranged=byte_range)
+            request = _Request(self, route, relative, no_cache, headers, byte_range)
             return await self._stream_verified(route, request, digest, sink_factory(), max_size)
 
         return await self._run(label, attempt, external=True)
@@ -636,19 +636,8 @@ class Fetcher:
             lean = self._lean_route(route)
             if lean is not None:
                 return await self._lean_get(route, lean, path, no_cache, max_size)
-        async with self._request(route, path, no_cache) as response:
+        async with _Request(self, route, path, no_cache) as response:
             return await self._read_body(route, response, max_size)
-
-    def _request(
-        self,
-        route: Route,
-        path: str,
-        no_cache: bool,
-        *,
-        headers: Mapping[str, str] | None = None,
-        ranged: tuple[int, int] | None = None,
-    ) -> _Request:
-        return _Request(self, route, path, no_cache, headers, ranged)
 
     async def _read_body(
         self, route: Route, response: aiohttp.ClientResponse, max_size: int | None
