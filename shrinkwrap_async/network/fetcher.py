@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -256,23 +256,21 @@ class Fetcher:
         self.connections_per_endpoint = connections_per_endpoint
         self.failover_rounds = failover_rounds
         self._rng = rng or random.Random()
-        self.state = FailoverState(
-            settings.server_urls,
-            settings.proxy_groups,
-            proxy_reset_after=settings.proxy_reset_after,
-            host_reset_after=settings.host_reset_after,
-            rng=self._rng,
-        )
-        # The external-data chain (CVMFS_EXTERNAL_URL), when configured.
-        self.external_state: FailoverState | None = None
-        if settings.external_urls:
-            self.external_state = FailoverState(
-                settings.external_urls,
-                settings.external_proxy_groups,
+
+        def chain(hosts: Sequence[str], proxies: Sequence[Sequence[str]]) -> FailoverState:
+            return FailoverState(
+                hosts,
+                proxies,
                 proxy_reset_after=settings.proxy_reset_after,
                 host_reset_after=settings.host_reset_after,
                 rng=self._rng,
             )
+
+        self.state = chain(settings.server_urls, settings.proxy_groups)
+        # The external-data chain (CVMFS_EXTERNAL_URL), when configured.
+        self.external_state: FailoverState | None = None
+        if settings.external_urls:
+            self.external_state = chain(settings.external_urls, settings.external_proxy_groups)
         self.stats = FetchStats()
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._sessions: dict[str, aiohttp.ClientSession] = {}
