@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from shrinkwrap_async.exitcodes import UnsafePathError
 from shrinkwrap_async.link.directory_spool import DirectorySpool
+from shrinkwrap_async.link.shared_mtimes import LinkRow, SharedMtimes, walk_order_key
 from shrinkwrap_async.link.tree_writer import RelPath, TreeWriter
 from shrinkwrap_async.store.data_store import DataStore
 
@@ -51,10 +52,17 @@ class SpecialOp:
 class LinkStage:
     keep_temps = False  # leave other processes' temp names alone when pruning (shards)
 
-    def __init__(self, writer: TreeWriter, store: DataStore, spool: DirectorySpool) -> None:
+    def __init__(
+        self,
+        writer: TreeWriter,
+        store: DataStore,
+        spool: DirectorySpool,
+        shared_mtimes: SharedMtimes,
+    ) -> None:
         self.writer = writer
         self.store = store
         self.spool = spool
+        self.shared_mtimes = shared_mtimes
 
     def apply_listing(
         self, rel: RelPath, keep: list[str], ops: list[DirectoryOp | SymlinkOp | SpecialOp]
@@ -102,10 +110,23 @@ class LinkStage:
                 self.writer.make_special(op.rel, op.mode, op.rdev, op.uid, op.gid, op.mtime)
 
     def link_files(self, jobs: list[FileJob]) -> dict[str, int]:
+        """Hard-link each file to its object (recorded for :meth:`finish_shared_mtimes`)."""
         counts = {"linked": 0, "unchanged": 0, "copied": 0}
+        rows: list[LinkRow] = []
         for job in jobs:
-            counts[self.writer.link_object(job.rel, self.store.path_for(job.name))] += 1
+            result = self.writer.link_object(job.rel, self.store.path_for(job.name))
+            counts[result] += 1
+            if result != "copied":  # a copy is an inode of its own
+                rows.append((job.name, walk_order_key(job.rel), job.meta.mtime, job.created))
+        self.shared_mtimes.add(rows)
         return counts
+
+    def finish_shared_mtimes(self) -> int:
+        """Each object this run created and linked from paths of different mtimes gets the
+        mtime cvmfs_shrinkwrap gives it (see ``shared_mtimes``). Returns how many changed."""
+        return sum(
+            self.store.set_mtime(name, mtime) for name, mtime in self.shared_mtimes.first_in_walk()
+        )
 
     def finish_directories(self) -> int:
         """Final mode, owner, mtime of every directory, deepest first (after all content)."""

@@ -125,6 +125,8 @@ class FileJob:
     # content, ABSENT, or NOT_LOOKED_UP (then ``handle`` looks itself).
     found: str | None = NOT_LOOKED_UP
     external: bool = False  # content fetched by ``path`` from CVMFS_EXTERNAL_URL
+    # The object was committed with this job's metadata (so its mtime is this job's).
+    created: bool = False
 
 
 def chunk_layout(chunks: Iterable[Chunk], size: int) -> list[Chunk]:
@@ -419,7 +421,10 @@ class ObjectFetchStage:
         if copied:
             self.stats.content_copies += 1
         self._resolve_content(name, committed=True)
-        for job in self.in_flight.pop(name, []):
+        jobs = self.in_flight.pop(name, [])
+        if jobs:
+            jobs[0].created = True
+        for job in jobs:
             await self.link_queue.put(job)
 
     async def failed(self, name: str, error: BaseException) -> None:

@@ -27,6 +27,7 @@ from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.config.variant_symlinks import expand_variant_symlink
 from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError, TrustError
 from shrinkwrap_async.link.directory_spool import DirectorySpool
+from shrinkwrap_async.link.shared_mtimes import SharedMtimes
 from shrinkwrap_async.link.tree_writer import TreeWriter
 from shrinkwrap_async.network.errors import (
     ExternalNotConfiguredError,
@@ -226,6 +227,7 @@ class Exporter:
         self.writer: TreeWriter | None = None
         self.link: LinkStage | None = None
         self.spool: DirectorySpool | None = None
+        self.shared_mtimes: SharedMtimes | None = None
         self.shard = shard_run(options, self)  # --shard K/N: this process's part
         # The final pass of --workers after complete shards: every file is in place.
         self.files_done = self.shard is None and files_done_by_shards()
@@ -256,6 +258,7 @@ class Exporter:
             self.stats.catalogs += 1
             await self._run_pipeline(root)
             if self.link is not None:
+                await self._tree(self.link.finish_shared_mtimes)
                 await self._tree(self.link.finish_directories)
             if self.root_applied is not None and self.on_catalog_applied is not None:
                 await self.on_catalog_applied("", self.root_applied)
@@ -278,7 +281,8 @@ class Exporter:
             log.info("removed %d temporary objects left by an interrupted run", swept)
         self.writer = TreeWriter(tree_root, warn=self.options.warn)
         self.spool = DirectorySpool(self.store.root / ".tmp")
-        self.link = LinkStage(self.writer, self.store, self.spool)
+        self.shared_mtimes = SharedMtimes(self.store.root / ".tmp")
+        self.link = LinkStage(self.writer, self.store, self.spool, self.shared_mtimes)
         if self.shard is not None:
             self.link = self.shard.link_stage(self.link)
         self.writer.make_directory(())
@@ -290,6 +294,8 @@ class Exporter:
         self.writer.close()
         if self.spool is not None:
             self.spool.close()
+        if self.shared_mtimes is not None:
+            self.shared_mtimes.close()
         self.store.cleanup()
 
     async def _run_pipeline(self, root: CatalogHandle) -> None:

@@ -129,7 +129,7 @@ class ShardLinkStage(LinkStage):
     keep_temps = True  # another shard's marker or link may be about to be renamed
 
     def __init__(self, base: LinkStage, shard: Shard) -> None:
-        super().__init__(base.writer, base.store, base.spool)
+        super().__init__(base.writer, base.store, base.spool, base.shared_mtimes)
         self.shard = shard
 
     def apply_listing(

@@ -272,6 +272,17 @@ class DataStore:
             raise storage_error(error, f"cannot commit object {name}") from error
         return Path(final)
 
+    def set_mtime(self, name: str, mtime: int) -> bool:
+        """Give the object ``name`` this mtime; False if it already had it."""
+        path = self.root / name
+        try:
+            if int(os.stat(path).st_mtime) == mtime:
+                return False
+            os.utime(path, (mtime, mtime))
+        except OSError as error:
+            raise storage_error(error, f"cannot set the mtime of object {name}") from error
+        return True
+
     def _publish(self, temp: str, final: str, name: str) -> None:
         """Give ``temp`` its final name without ever replacing a committed object.
 
