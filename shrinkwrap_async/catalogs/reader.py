@@ -32,6 +32,8 @@ __all__ = ["FETCH_BATCH", "Catalog"]
 
 FETCH_BATCH = 512
 """Rows per round trip to the SQLite thread: bounds memory, amortises the thread hop."""
+PAGE_CACHE_KIB = 256
+"""SQLite page cache of each open catalog (SQLite's default is 2 MiB)."""
 
 SUPPORTED_SCHEMAS = ("2.4", "2.5")
 _REQUIRED_CATALOG_COLUMNS = frozenset(
@@ -103,6 +105,10 @@ class Catalog:
             raise CatalogError(f"{path} is not a CernVM-FS catalog: {error}") from error
         connection.text_factory = _decode_text
         try:
+            # Dozens of catalogs may be open at once; SQLite's default page cache of 2 MiB
+            # each would make memory grow with the catalogs' size. Pages are re-read from
+            # the operating system's cache instead.
+            await connection.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
             catalog = await cls._inspect(connection, path, mountpoint)
             await catalog._check_root()
         except BaseException as error:

@@ -11,7 +11,7 @@ import pytest
 from catalog_testlib import build_catalog, inflate_catalog, root_digest
 
 from shrinkwrap_async.catalogs.entry import CatalogError
-from shrinkwrap_async.catalogs.reader import Catalog
+from shrinkwrap_async.catalogs.reader import PAGE_CACHE_KIB, Catalog
 from shrinkwrap_async.catalogs.schema import CATALOG_DDL
 
 ROOT = {"path": ""}
@@ -200,3 +200,15 @@ def test_fixture_catalog_objects_are_zlib(fixtures_dir: Path) -> None:
     digest = root_digest(fixtures_dir, "fix3.test.local", 2)
     data = (fixtures_dir / "fix3.test.local" / digest.object_path("C")).read_bytes()
     assert zlib.decompress(data).startswith(b"SQLite format 3\0")
+
+
+async def test_an_open_catalog_keeps_a_small_page_cache(tmp_path: Path) -> None:
+    """Dozens of catalogs are open during a walk: each holds at most PAGE_CACHE_KIB of pages
+    (SQLite's default would let memory grow with the catalogs' size)."""
+    path = build_catalog(tmp_path / "c.db", [ROOT])
+    async with (
+        await Catalog.open(path) as catalog,
+        catalog._db.execute("PRAGMA cache_size") as cursor,
+    ):
+        row = await cursor.fetchone()
+    assert row is not None and row[0] == -PAGE_CACHE_KIB
