@@ -45,6 +45,15 @@ class CatalogError(ShrinkwrapError):
 
 _MD5_PAIR = struct.Struct("<qq")
 
+# The flag bits as plain ints: ``int & Flag.X`` builds an enum member each time, which
+# costs more than the rest of an entry's checks during a walk.
+_FILE_CHUNK = int(Flag.FILE_CHUNK)
+_FILE_EXTERNAL = int(Flag.FILE_EXTERNAL)
+_NESTED_MOUNTPOINT = int(Flag.NESTED_MOUNTPOINT)
+_NESTED_ROOT = int(Flag.NESTED_ROOT)
+_BIND_MOUNTPOINT = int(Flag.BIND_MOUNTPOINT)
+_HIDDEN = int(Flag.HIDDEN)
+
 
 def encode_path(path: str) -> bytes:
     """The bytes of a repository path as stored by the publisher."""
@@ -207,30 +216,30 @@ class DirEntry:
 
     @property
     def is_chunked(self) -> bool:
-        return bool(self.flags & Flag.FILE_CHUNK)
+        return bool(self.flags & _FILE_CHUNK)
 
     @property
     def is_external(self) -> bool:
-        return bool(self.flags & Flag.FILE_EXTERNAL)
+        return bool(self.flags & _FILE_EXTERNAL)
 
     @property
     def is_nested_mountpoint(self) -> bool:
         """Directory in the parent catalog whose children live in a nested catalog."""
-        return bool(self.flags & Flag.NESTED_MOUNTPOINT)
+        return bool(self.flags & _NESTED_MOUNTPOINT)
 
     @property
     def is_nested_root(self) -> bool:
         """Root entry of a nested catalog (same path as the parent's mountpoint)."""
-        return bool(self.flags & Flag.NESTED_ROOT)
+        return bool(self.flags & _NESTED_ROOT)
 
     @property
     def is_bind_mountpoint(self) -> bool:
         """Directory where another root catalog is bound (snapshots); never descended."""
-        return bool(self.flags & Flag.BIND_MOUNTPOINT)
+        return bool(self.flags & _BIND_MOUNTPOINT)
 
     @property
     def is_hidden(self) -> bool:
-        return bool(self.flags & Flag.HIDDEN)
+        return bool(self.flags & _HIDDEN)
 
     @property
     def compressed(self) -> bool:

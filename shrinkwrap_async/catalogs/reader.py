@@ -1,12 +1,17 @@
-"""Read-only access to one inflated CernVM-FS catalog (SQLite) through aiosqlite.
+"""Read-only access to one inflated CernVM-FS catalog (SQLite).
 
 Every query streams its rows in bounded batches, so memory does not grow with the size of
-a catalog. Paths are absolute repository paths (``""`` for the root), whichever catalog
-holds them. Bind mountpoints are reported as entries only; nothing here follows them.
+a catalog. Queries run on the event loop's thread, a batch at a time: the catalog is a
+local file whose pages are in the OS cache, and a thread per connection cost more than the
+reads (the sqlite3 module releases the GIL at every row, so each row became a hand-off
+between two busy threads). Paths are absolute repository paths (``""`` for the root),
+whichever catalog holds them. Bind mountpoints are reported as entries only; nothing here
+follows them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping
@@ -14,8 +19,6 @@ from os import PathLike
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any
-
-import aiosqlite
 
 from shrinkwrap_async.catalogs.entry import (
     ENTRY_COLUMNS,
@@ -31,7 +34,7 @@ from shrinkwrap_async.hashing import DIGEST_SIZE, Digest
 __all__ = ["FETCH_BATCH", "Catalog"]
 
 FETCH_BATCH = 512
-"""Rows per round trip to the SQLite thread: bounds memory, amortises the thread hop."""
+"""Rows fetched at a time: bounds memory; other tasks run between the batches."""
 PAGE_CACHE_KIB = 256
 """SQLite page cache of each open catalog (SQLite's default is 2 MiB)."""
 
@@ -61,7 +64,7 @@ class Catalog:
 
     def __init__(
         self,
-        connection: aiosqlite.Connection,
+        connection: sqlite3.Connection,
         path: Path,
         mountpoint: str,
         properties: Mapping[str, str],
@@ -100,7 +103,7 @@ class Catalog:
         if not path.is_file():
             raise CatalogError(f"{path} is not a CernVM-FS catalog: no such file")
         try:
-            connection = await aiosqlite.connect(_sqlite_uri(path), uri=True)
+            connection = sqlite3.connect(_sqlite_uri(path), uri=True, check_same_thread=False)
         except sqlite3.Error as error:
             raise CatalogError(f"{path} is not a CernVM-FS catalog: {error}") from error
         connection.text_factory = _decode_text
@@ -108,38 +111,33 @@ class Catalog:
             # Dozens of catalogs may be open at once; SQLite's default page cache of 2 MiB
             # each would make memory grow with the catalogs' size. Pages are re-read from
             # the operating system's cache instead.
-            await connection.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
-            catalog = await cls._inspect(connection, path, mountpoint)
+            connection.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
+            catalog = cls._inspect(connection, path, mountpoint)
             await catalog._check_root()
         except BaseException as error:
-            await connection.close()
+            connection.close()
             if isinstance(error, sqlite3.Error):
                 raise CatalogError(f"{path} is not a CernVM-FS catalog: {error}") from error
             raise
         return catalog
 
     @classmethod
-    async def _inspect(
-        cls, connection: aiosqlite.Connection, path: Path, mountpoint: str
-    ) -> Catalog:
+    def _inspect(cls, connection: sqlite3.Connection, path: Path, mountpoint: str) -> Catalog:
         def refuse(reason: str) -> CatalogError:
             return CatalogError(f"{path} is not a CernVM-FS catalog: {reason}")
 
-        async with connection.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'"
-        ) as cursor:
-            tables = frozenset(str(row[0]) for row in await cursor.fetchall())
+        rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        tables = frozenset(str(row[0]) for row in rows.fetchall())
         for table in ("properties", "catalog", "nested_catalogs"):
             if table not in tables:
                 raise refuse(f"no {table} table")
-        catalog_columns = await _columns(connection, "catalog")
+        catalog_columns = _columns(connection, "catalog")
         missing = _REQUIRED_CATALOG_COLUMNS - catalog_columns
         if missing:
             raise refuse(f"catalog table lacks column(s) {', '.join(sorted(missing))}")
         properties: dict[str, str] = {}
-        async with connection.execute("SELECT key, value FROM properties") as cursor:
-            async for key, value in cursor:
-                properties[str(key)] = "" if value is None else str(value)
+        for key, value in connection.execute("SELECT key, value FROM properties").fetchall():
+            properties[str(key)] = "" if value is None else str(value)
         schema = _schema_text(properties.get("schema"))
         if schema not in SUPPORTED_SCHEMAS:
             raise refuse(
@@ -156,7 +154,7 @@ class Catalog:
             properties,
             catalog_columns,
             tables,
-            await _columns(connection, "nested_catalogs"),
+            _columns(connection, "nested_catalogs"),
         )
 
     async def _check_root(self) -> None:
@@ -180,7 +178,7 @@ class Catalog:
             )
 
     async def close(self) -> None:
-        await self._db.close()
+        self._db.close()
 
     async def __aenter__(self) -> Catalog:
         return self
@@ -201,22 +199,22 @@ class Catalog:
     async def _rows(self, sql: str, parameters: tuple[Any, ...] = ()) -> AsyncIterator[tuple]:  # type: ignore[type-arg]
         """Stream rows in batches of :data:`FETCH_BATCH`; SQLite errors become CatalogError."""
         try:
-            async with self._db.execute(sql, parameters) as cursor:
-                while True:
-                    batch = await cursor.fetchmany(FETCH_BATCH)
-                    if not batch:
-                        return
+            cursor = self._db.execute(sql, parameters)
+            try:
+                while batch := cursor.fetchmany(FETCH_BATCH):
                     for row in batch:
                         yield row
                     if len(batch) < FETCH_BATCH:
-                        return  # a short batch is the last one: save a round trip
+                        return  # a short batch is the last one
+                    await asyncio.sleep(0)  # a long listing lets the other tasks run
+            finally:
+                cursor.close()
         except sqlite3.Error as error:
             raise CatalogError(f"{self.path}: corrupt catalog: {error}") from error
 
     async def _first(self, sql: str, parameters: tuple[Any, ...] = ()) -> tuple | None:  # type: ignore[type-arg]
         try:
-            async with self._db.execute(sql, parameters) as cursor:
-                return await cursor.fetchone()
+            return self._db.execute(sql, parameters).fetchone()  # type: ignore[no-any-return]
         except sqlite3.Error as error:
             raise CatalogError(f"{self.path}: corrupt catalog: {error}") from error
 
@@ -345,9 +343,9 @@ def _as_name(value: object) -> str:
     return "" if value is None else str(value)
 
 
-async def _columns(connection: aiosqlite.Connection, table: str) -> frozenset[str]:
-    async with connection.execute(f"PRAGMA table_info({table})") as cursor:
-        return frozenset(str(row[1]) for row in await cursor.fetchall())
+def _columns(connection: sqlite3.Connection, table: str) -> frozenset[str]:
+    rows = connection.execute(f"PRAGMA table_info({table})").fetchall()
+    return frozenset(str(row[1]) for row in rows)
 
 
 def _schema_text(value: str | None) -> str:

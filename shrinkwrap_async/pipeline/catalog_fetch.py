@@ -73,9 +73,14 @@ class CatalogOpener:
         self.opening = 0  # nested catalogs being looked up, downloaded or opened
         self._handles: weakref.WeakSet[CatalogHandle] = weakref.WeakSet()
 
-    def may_open_eagerly(self) -> bool:
-        """Whether a nested catalog may be opened ahead of the walk (see module docs)."""
-        return self.open_now + self.opening < EAGER_OPEN_LIMIT
+    def reserve_eager_open(self) -> bool:
+        """Whether a nested catalog may be opened ahead of the walk (see module docs); if
+        so, it counts as opening from now on: pass ``reserved=True`` to :meth:`open_nested`.
+        """
+        if self.open_now + self.opening >= EAGER_OPEN_LIMIT:
+            return False
+        self.opening += 1
+        return True
 
     async def close_all(self) -> None:
         """Close every catalog still open (a run that was cancelled or failed)."""
@@ -86,8 +91,11 @@ class CatalogOpener:
     async def open_root(self, digest: Digest) -> CatalogHandle:
         return await self._open(digest, "")
 
-    async def open_nested(self, parent: Catalog, mountpoint: str) -> CatalogHandle:
-        self.opening += 1
+    async def open_nested(
+        self, parent: Catalog, mountpoint: str, *, reserved: bool = False
+    ) -> CatalogHandle:
+        if not reserved:
+            self.opening += 1
         try:
             ref = await parent.nested_catalog(mountpoint)
             if ref is None:

@@ -508,8 +508,10 @@ class Exporter:
                             progress.dirs.append((rel, entry.mode, uid, gid, entry.mtime))
                     handle.acquire()  # held by the opening task until the child is open
                     opening: asyncio.Task[CatalogHandle | BaseException] | DeferredCatalog
-                    if self.opener.may_open_eagerly():
-                        opening = group.create_task(self._open_nested(handle, entry.path))
+                    if self.opener.reserve_eager_open():
+                        opening = group.create_task(
+                            self._open_nested(handle, entry.path, reserved=True)
+                        )
                     else:
                         opening = DeferredCatalog(handle, entry.path)
                     self.walked_mountpoints.add(entry.path)
@@ -549,9 +551,11 @@ class Exporter:
             self.skipped_mountpoints.add(mountpoint)
             log.debug("%s: catalog unchanged, subtree skipped", mountpoint)
 
-    async def _open_nested(self, parent: CatalogHandle, path: str) -> CatalogHandle | BaseException:
+    async def _open_nested(
+        self, parent: CatalogHandle, path: str, *, reserved: bool = False
+    ) -> CatalogHandle | BaseException:
         try:
-            return await self.opener.open_nested(parent.catalog, path)
+            return await self.opener.open_nested(parent.catalog, path, reserved=reserved)
         except ObjectCorruptError as error:  # a trust failure, not a missing catalog
             raise catalog_hash_error(path, error) from None
         except FetchError as error:

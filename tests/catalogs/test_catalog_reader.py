@@ -206,9 +206,6 @@ async def test_an_open_catalog_keeps_a_small_page_cache(tmp_path: Path) -> None:
     """Dozens of catalogs are open during a walk: each holds at most PAGE_CACHE_KIB of pages
     (SQLite's default would let memory grow with the catalogs' size)."""
     path = build_catalog(tmp_path / "c.db", [ROOT])
-    async with (
-        await Catalog.open(path) as catalog,
-        catalog._db.execute("PRAGMA cache_size") as cursor,
-    ):
-        row = await cursor.fetchone()
+    async with await Catalog.open(path) as catalog:
+        row = catalog._db.execute("PRAGMA cache_size").fetchone()
     assert row is not None and row[0] == -PAGE_CACHE_KIB
