@@ -36,6 +36,7 @@ from shrinkwrap_async.catalogs.entry import Chunk
 from shrinkwrap_async.exitcodes import ShrinkwrapError
 from shrinkwrap_async.hashing import Digest, ObjectSuffix
 from shrinkwrap_async.network.errors import FetchError
+from shrinkwrap_async.pipeline.blocking_calls import BlockingCalls
 from shrinkwrap_async.pipeline.decompress_verify import (
     ContentError,
     HashMismatch,
@@ -166,6 +167,7 @@ class ObjectFetchStage:
         self.link_queue = link_queue
         self.dry_run = dry_run
         self.committer = committer  # where batches are committed (default: ``cpu_pool``)
+        self._look_ups = BlockingCalls(cpu_pool)
         self.in_flight: dict[str, list[FileJob]] = {}
         self._planned = DistinctNames()  # dry run: the objects it would fetch
         # Content being fetched: content hex → future of the committed object name (None if
@@ -187,10 +189,7 @@ class ObjectFetchStage:
         pending = [job for job in jobs if job.name not in self.in_flight]
         if not pending:
             return
-        loop = asyncio.get_running_loop()
-        found = await loop.run_in_executor(
-            self.cpu_pool, self.store.look_up, [job.name for job in pending]
-        )
+        found = await self._look_ups.run(self.store.look_up, [job.name for job in pending])
         for job, where in zip(pending, found, strict=True):
             job.found = where
 

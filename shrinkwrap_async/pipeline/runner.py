@@ -35,6 +35,7 @@ from shrinkwrap_async.network.errors import (
     ObjectCorruptError,
     TransferError,
 )
+from shrinkwrap_async.pipeline.blocking_calls import BlockingCalls
 from shrinkwrap_async.pipeline.catalog_fetch import CatalogHandle, CatalogOpener
 from shrinkwrap_async.pipeline.decompress_verify import SmallObjectCommitter
 from shrinkwrap_async.pipeline.link_stage import DirectoryOp, LinkStage, SpecialOp, SymlinkOp
@@ -217,6 +218,7 @@ class Exporter:
         # one thread of ``cpu_pool`` streams large objects, copies, and looks up ``.data``.
         self.cpu_pool = ThreadPoolExecutor(1, thread_name_prefix="inflate")
         self.tree_pool = ThreadPoolExecutor(1, thread_name_prefix="tree")
+        self.tree_calls = BlockingCalls(self.tree_pool)
         self.fetch_workers = max(1, options.max_in_flight)
         self.verify_workers = max(1, cpu_count())
         self.q_fetch: asyncio.Queue[Any] = asyncio.Queue(maxsize=4 * self.fetch_workers)
@@ -237,7 +239,12 @@ class Exporter:
 
     # -- helpers -------------------------------------------------------------------------
     async def _tree(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.tree_pool, fn, *args)
+        """A quick call on the tree (one directory, one batch of links): see ``blocking_calls``."""
+        return await self.tree_calls.run(fn, *args)
+
+    async def _tree_background(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A call on the tree that may take long: always on the tree thread."""
+        return await self.tree_calls.run(fn, *args, background=True)
 
     def _meta(self, entry: DirEntry) -> ObjectMeta:
         uid, gid = self.owner(entry.uid, entry.gid)
@@ -250,7 +257,7 @@ class Exporter:
         tree_root = self.options.dest_base / self.settings.fqrn
         try:
             if not self.options.dry_run:
-                await self._tree(self._prepare, tree_root)  # the committer starts lazily
+                await self._tree_background(self._prepare, tree_root)  # the committer starts lazily
             try:
                 root = await self.opener.open_root(root_catalog)
             except ObjectCorruptError as error:
@@ -258,8 +265,8 @@ class Exporter:
             self.stats.catalogs += 1
             await self._run_pipeline(root)
             if self.link is not None:
-                await self._tree(self.link.finish_shared_mtimes)
-                await self._tree(self.link.finish_directories)
+                await self._tree_background(self.link.finish_shared_mtimes)
+                await self._tree_background(self.link.finish_directories)
             if self.root_applied is not None and self.on_catalog_applied is not None:
                 await self.on_catalog_applied("", self.root_applied)
         finally:
@@ -269,7 +276,7 @@ class Exporter:
             await asyncio.shield(self.differ.close_all())
             if self.writer is not None:
                 self.stats.copies = self.writer.copies
-                await self._tree(self._close)
+                await self._tree_background(self._close)
             self.committer.close()
             self.cpu_pool.shutdown(wait=True)
             self.tree_pool.shutdown(wait=True)
@@ -381,7 +388,7 @@ class Exporter:
                 for rel, mode, uid, gid, mtime in ordered:
                     writer.set_directory_metadata(rel, mode, uid, gid, mtime)
 
-            await self._tree(finalise)
+            await self._tree_background(finalise)
         assert self.on_catalog_applied is not None
         await self.on_catalog_applied(progress.mountpoint, progress.digest_hex)
 
