@@ -22,6 +22,7 @@ from shrinkwrap_async.state.metrics import RunMetrics, add_metrics_options, upda
 
 if TYPE_CHECKING:
     from shrinkwrap_async.config.settings import ClientSettings
+    from shrinkwrap_async.pipeline.summary import ExportStats
     from shrinkwrap_async.spec.tree import Spec
 
 log = logging.getLogger("shrinkwrap_async.export")
@@ -75,8 +76,30 @@ def run_loaded(
     args: argparse.Namespace, settings: ClientSettings, spec: Spec, dest_base: Path
 ) -> int:
     """The export in this process, with the configuration and spec already loaded."""
+    stats, exit_code = export_loaded(args, settings, spec, dest_base)
+    report(args, spec, stats, exit_code)
+    return exit_code
+
+
+def export_loaded(
+    args: argparse.Namespace,
+    settings: ClientSettings,
+    spec: Spec,
+    dest_base: Path,
+    *,
+    final_pass: bool = False,
+    files_done: bool = False,
+) -> tuple[ExportStats, int]:
+    """Run the export; returns its statistics and exit code (printing nothing).
+
+    ``final_pass``: the pass of ``--workers`` after its shards, run by the parent that
+    holds the run lock already; ``files_done`` when every shard ended with exit code 0.
+    """
     from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
 
+    extra: dict[str, Any] = {"shard": shard.Shard.parse(args.shard)} if args.shard else {}
+    if final_pass:
+        extra["files_done"] = files_done
     options = ExportOptions(
         dest_base=dest_base,
         dest_cache=Path(args.dest_cache).absolute() if args.dest_cache else None,
@@ -84,9 +107,9 @@ def run_loaded(
         dry_run=args.dry_run,
         keep_raw_symlinks=args.keep_variant_symlinks,
         stat_period=args.stat_period,
-        progress=args.progress and args.quiet == 0,
+        progress=args.progress and args.quiet == 0 and not final_pass,
         live_progress=sys.stderr.isatty(),
-        extra={"shard": shard.Shard.parse(args.shard)} if args.shard else {},
+        extra=extra,
     )
     if args.log_json:
         install_json_log(args.log_json)
@@ -98,7 +121,7 @@ def run_loaded(
     async def locked_run() -> Any:
         if args.dry_run:  # writes nothing, so it needs no lock (and creates no lock file)
             return await export_repository(settings, spec, options)
-        async with shard.run_lock(lock, args):  # shards: see pipeline.shard
+        async with shard.run_lock(lock, args, held=final_pass):  # see pipeline.shard
             result = await export_repository(
                 settings,
                 spec,
@@ -146,6 +169,12 @@ def run_loaded(
                 seconds=round(time.time() - started, 3),
                 up_to_date=stats.up_to_date if stats is not None else False,
             )
+    assert stats is not None  # the run either returned its statistics or raised
+    return stats, exit_code
+
+
+def report(args: argparse.Namespace, spec: Spec, stats: ExportStats, exit_code: int) -> None:
+    """What an export prints when it ends: spec warnings, the summary, the outcome."""
     up_to_date = stats.up_to_date
     if not up_to_date:  # after a walk: rules that matched nothing are known (none without)
         for warning in spec.warnings():
@@ -173,7 +202,6 @@ def run_loaded(
         log.error("no object could be fetched: every server and proxy failed; rerun to resume")
     elif stats.failures:
         log.error("%d objects failed; rerun to resume", len(stats.failures))
-    return exit_code
 
 
 def run_gc(dest_base: Path, store_root: Path, quiet: bool = False) -> None:

@@ -49,7 +49,7 @@ from shrinkwrap_async.pipeline.refresh import (
     RefreshPlan,
     plan_refresh,
 )
-from shrinkwrap_async.pipeline.shard import files_done_by_shards, shard_run
+from shrinkwrap_async.pipeline.shard import shard_run
 from shrinkwrap_async.pipeline.spec_filter import select_children
 from shrinkwrap_async.pipeline.summary import ExportStats, Failure
 from shrinkwrap_async.runtime import cpu_count
@@ -231,8 +231,9 @@ class Exporter:
         self.spool: DirectorySpool | None = None
         self.shared_mtimes: SharedMtimes | None = None
         self.shard = shard_run(options, self)  # --shard K/N: this process's part
-        # The final pass of --workers after complete shards: every file is in place.
-        self.files_done = self.shard is None and files_done_by_shards()
+        # The final pass of --workers after shards that all ended with exit code 0: every
+        # selected regular file is linked already, so only the directories are walked.
+        self.files_done = self.shard is None and bool(options.extra.get("files_done"))
         self.committer = SmallObjectCommitter(  # after the shard's store
             self.store, self.cpu_pool, use_process=not self.files_done
         )

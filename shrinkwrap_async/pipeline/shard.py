@@ -56,7 +56,6 @@ PARENT_LOCK_ENV = "SHRINKWRAP_ASYNC_PARENT_LOCK"  # --workers: the parent holds 
 # measured faster there than two shards (docs/performance.md).
 CORES_PER_SHARD = 2
 MAX_AUTO_WORKERS = 8  # the network of one node, and every shard walks every catalog
-SHARDS_DONE_ENV = "SHRINKWRAP_ASYNC_SHARDS_DONE"  # --workers: every shard ended with 0
 RACE_ERRNOS = (errno.EEXIST, errno.ENOENT, errno.ENOTEMPTY, errno.EISDIR)
 
 
@@ -216,14 +215,6 @@ def write_stats_file(path: Path, stats: Any) -> None:
         pass  # progress only
 
 
-def files_done_by_shards() -> bool:
-    """Whether this is the final pass of ``--workers`` after every shard ended with exit
-    code 0: then every selected regular file is linked to its committed object already,
-    and the pass walks the directories only (pruning, metadata, state, provenance). Set by
-    the parent for its own child only, so the variable is never inherited by mistake."""
-    return os.environ.get(SHARDS_DONE_ENV) == str(os.getppid())
-
-
 def shard_run(options: ExportOptions, exporter: Exporter) -> ShardRun | None:
     """The shard hooks for ``exporter`` when ``options.extra["shard"]`` is set."""
     shard = options.extra.get("shard")
@@ -238,11 +229,12 @@ class _NoLock:
         return None
 
 
-def run_lock(lock: Any, args: argparse.Namespace) -> Any:
-    """The run lock to hold. Under a ``--workers`` parent none: the parent holds it for all.
-    A standalone shard takes the lock shared, so shards run together but exclude an
-    ordinary export and gc, which take it exclusively."""
-    if os.environ.get(PARENT_LOCK_ENV) == str(os.getppid()):
+def run_lock(lock: Any, args: argparse.Namespace, *, held: bool = False) -> Any:
+    """The run lock to hold: none when the caller ``held`` it already, or under a
+    ``--workers`` parent (which holds it for all). A standalone shard takes the lock shared,
+    so shards run together but exclude an ordinary export and gc, which take it
+    exclusively."""
+    if held or os.environ.get(PARENT_LOCK_ENV) == str(os.getppid()):
         return _NoLock()
     if args.shard:
         return RunLock(lock.path, wait=lock.wait, shared=True)

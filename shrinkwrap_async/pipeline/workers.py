@@ -5,7 +5,8 @@ export that is already up to date costs its two requests and starts no shard. Ot
 each worker is ``shrinkwrap-async export ... --shard K/N`` in its own process (one event
 loop per core). The parent shows one progress line (the shards report their counters to
 small files) and, once every shard has ended, runs the ordinary export with the same
-arguments, which downloads nothing more, sets directory metadata and writes the provenance.
+arguments itself (no new interpreter, the source already loaded), which downloads nothing
+more, sets directory metadata and writes the provenance.
 When every shard ended with exit code 0, every file is in place and the final pass walks
 the directories only. It then prints one summary: the final pass's counts, with the
 objects, bytes and requests of all processes added up.
@@ -30,7 +31,7 @@ from typing import Any
 from shrinkwrap_async.exitcodes import ExitCode
 from shrinkwrap_async.pipeline.decompress_verify import WORKER_ENV
 from shrinkwrap_async.pipeline.progress import _size
-from shrinkwrap_async.pipeline.shard import CORES_PER_SHARD, SHARDS_DONE_ENV, STATS_FILE_ENV
+from shrinkwrap_async.pipeline.shard import CORES_PER_SHARD, STATS_FILE_ENV
 from shrinkwrap_async.pipeline.summary import ExportStats, Failure
 from shrinkwrap_async.runtime import cpu_count
 from shrinkwrap_async.spec.tree import Spec
@@ -40,7 +41,7 @@ POLL_SECONDS = 0.2
 
 
 def common_arguments(args: argparse.Namespace, spec_file: str) -> list[str]:
-    """The export options every process gets (the same for the shards and the final pass)."""
+    """The export options every shard process gets (the final pass runs with ``args``)."""
     argv = ["-r", args.repo, "-f", args.src_config, "-t", spec_file, "-x", args.dest_base]
     if args.dest_cache:
         argv += ["-y", args.dest_cache]
@@ -144,25 +145,24 @@ def run_workers(
     spec: Spec,
     workers: int,
     *,
-    settings: Any = None,
-    dest_base: Path | None = None,
+    settings: Any,
+    dest_base: Path,
 ) -> int:
     """Run ``workers`` shards, then the final pass; print one summary; return the exit code.
 
-    With ``settings`` and ``dest_base``, an export that is up to date starts no shard.
+    An export that is up to date starts no shard.
     """
     import threading
 
-    if settings is not None and dest_base is not None:
-        from shrinkwrap_async.runtime import run_async
+    from shrinkwrap_async.runtime import run_async
 
-        current = run_async(up_to_date_stats(settings, spec, dest_base))
-        if current is not None:
-            return report_up_to_date(args, current, workers)
+    current = run_async(up_to_date_stats(settings, spec, dest_base))
+    if current is not None:
+        return report_up_to_date(args, current, workers)
     handled = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _stop) if handled else None
     try:
-        return _run_workers(args, spec, workers)
+        return _run_workers(args, spec, workers, settings, dest_base)
     except Stopped as stop:
         print(f"stopped by signal {stop.signum}; a rerun resumes", file=sys.stderr)
         return 128 + stop.signum
@@ -173,7 +173,9 @@ def run_workers(
             signal.signal(signal.SIGTERM, previous)
 
 
-def _run_workers(args: argparse.Namespace, spec: Spec, workers: int) -> int:
+def _run_workers(
+    args: argparse.Namespace, spec: Spec, workers: int, settings: Any, dest_base: Path
+) -> int:
     started = time.monotonic()
     show = args.progress and args.quiet == 0
     live = sys.stderr.isatty()
@@ -215,22 +217,12 @@ def _run_workers(args: argparse.Namespace, spec: Spec, workers: int) -> int:
         if fatal:
             print(f"shards ended with exit codes {codes}; final pass not run", file=sys.stderr)
             return fatal[0] if fatal[0] > 0 else 128 - fatal[0]
-        final_argv = [*common, "--workers", "1", "--json", "--no-progress"]
-        if args.gc:
-            final_argv.append("-g")
-        if args.quiet:
-            final_argv.append("-q")
-        final_env = dict(os.environ)
-        if not any(codes):  # every file is in place: the final pass walks directories only
-            final_env[SHARDS_DONE_ENV] = str(os.getpid())
-        final = subprocess.run(
-            _command(final_argv),
-            stdout=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=final_env,
-        )
-    summary = merge_summaries(_read_json(final.stdout), shard_stats)
+    from shrinkwrap_async.commands import export
+
+    stats, exit_code = export.export_loaded(
+        args, settings, spec, dest_base, final_pass=True, files_done=not any(codes)
+    )
+    summary = merge_summaries(dict(stats.as_dict(), exit_code=exit_code), shard_stats)
     summary.elapsed = time.monotonic() - started
     if args.json:
         data = summary.as_dict()
@@ -240,7 +232,7 @@ def _run_workers(args: argparse.Namespace, spec: Spec, workers: int) -> int:
     elif args.quiet == 0:
         print(summary.table())
         print(f"workers|{workers}|Shard processes")
-    return final.returncode if final.returncode >= 0 else 128 - final.returncode
+    return exit_code
 
 
 def _wait(
