@@ -8,32 +8,25 @@ the repository; a temporary SQLite database keeps it bounded. Applied deepest fi
 from __future__ import annotations
 
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from shrinkwrap_async.exitcodes import StorageError
+from shrinkwrap_async.link.spool_file import SpoolFile
 from shrinkwrap_async.link.tree_writer import RelPath
-from shrinkwrap_async.store.errors import storage_error
 
 _SEPARATOR = "/"
 
 
 class DirectorySpool:
     def __init__(self, directory: Path | None = None) -> None:
-        try:
-            self._file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (lives as long as the spool)
-                prefix="shrinkwrap-async-dirs.", suffix=".sqlite", dir=directory, delete=True
-            )
-            self._db = sqlite3.connect(self._file.name, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=OFF")
-            self._db.execute("PRAGMA synchronous=OFF")
-            self._db.execute(
-                "CREATE TABLE dirs (path TEXT PRIMARY KEY, depth INTEGER, mode INTEGER,"
-                " uid INTEGER, gid INTEGER, mtime INTEGER)"
-            )
-        except (OSError, sqlite3.Error) as error:
-            raise _spool_error(error) from error
+        self._spool = SpoolFile(
+            directory,
+            "shrinkwrap-async-dirs.",
+            "CREATE TABLE dirs (path TEXT PRIMARY KEY, depth INTEGER, mode INTEGER,"
+            " uid INTEGER, gid INTEGER, mtime INTEGER)",
+            "directory metadata",
+        )
+        self._db = self._spool.db
         self.count = 0
 
     def add(self, path: RelPath, mode: int, uid: int, gid: int, mtime: int) -> None:
@@ -43,7 +36,7 @@ class DirectorySpool:
                 (_SEPARATOR.join(path), len(path), mode, uid, gid, mtime),
             )
         except sqlite3.Error as error:
-            raise _spool_error(error) from error
+            raise self._spool.error(error) from error
         self.count += 1
 
     def deepest_first(self, batch: int = 1024) -> Iterator[tuple[RelPath, int, int, int, int]]:
@@ -56,15 +49,7 @@ class DirectorySpool:
                     parts = tuple(path.split(_SEPARATOR)) if depth else ()
                     yield parts, mode, uid, gid, mtime
         except sqlite3.Error as error:
-            raise _spool_error(error) from error
+            raise self._spool.error(error) from error
 
     def close(self) -> None:
-        self._db.close()
-        self._file.close()
-
-
-def _spool_error(error: OSError | sqlite3.Error) -> StorageError:
-    """Directory metadata cannot be spooled: the disk holding ``.data`` is full or unusable."""
-    if isinstance(error, OSError):
-        return storage_error(error, "cannot create the directory spool")
-    return StorageError(f"cannot spool directory metadata below the object store: {error}")
+        self._spool.close()

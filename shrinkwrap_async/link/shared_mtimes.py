@@ -13,13 +13,11 @@ existed before the run (a refresh) keep their mtime, as they do with cvmfs_shrin
 from __future__ import annotations
 
 import sqlite3
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from shrinkwrap_async.exitcodes import StorageError
+from shrinkwrap_async.link.spool_file import SpoolFile
 from shrinkwrap_async.link.tree_writer import RelPath
-from shrinkwrap_async.store.errors import storage_error
 
 _FILE, _DIRECTORY, _END_OF_NAME = b"\x00", b"\x01", b"\xff"
 _INVERT = bytes(range(255, -1, -1))  # byte b -> 255 - b
@@ -49,24 +47,19 @@ def walk_order_key(rel: RelPath) -> bytes:
 
 class SharedMtimes:
     def __init__(self, directory: Path | None = None) -> None:
-        try:
-            self._file = tempfile.NamedTemporaryFile(  # noqa: SIM115 (lives as long as this)
-                prefix="shrinkwrap-async-links.", suffix=".sqlite", dir=directory, delete=True
-            )
-            self._db = sqlite3.connect(self._file.name, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=OFF")
-            self._db.execute("PRAGMA synchronous=OFF")
-            self._db.execute(
-                "CREATE TABLE links (name TEXT, walk_key BLOB, mtime INTEGER, created INTEGER)"
-            )
-        except (OSError, sqlite3.Error) as error:
-            raise _spool_error(error) from error
+        self._spool = SpoolFile(
+            directory,
+            "shrinkwrap-async-links.",
+            "CREATE TABLE links (name TEXT, walk_key BLOB, mtime INTEGER, created INTEGER)",
+            "linked files",
+        )
+        self._db = self._spool.db
 
     def add(self, rows: Iterable[LinkRow]) -> None:
         try:
             self._db.executemany("INSERT INTO links VALUES (?, ?, ?, ?)", rows)
         except sqlite3.Error as error:
-            raise _spool_error(error) from error
+            raise self._spool.error(error) from error
 
     def first_in_walk(self) -> Iterable[tuple[str, int]]:
         """(object name, mtime of its first path in walk order) for each object created by
@@ -87,14 +80,7 @@ class SharedMtimes:
                         previous = name
                         yield name, mtime
         except sqlite3.Error as error:
-            raise _spool_error(error) from error
+            raise self._spool.error(error) from error
 
     def close(self) -> None:
-        self._db.close()
-        self._file.close()
-
-
-def _spool_error(error: OSError | sqlite3.Error) -> StorageError:
-    if isinstance(error, OSError):
-        return storage_error(error, "cannot create the spool of linked files")
-    return StorageError(f"cannot spool linked files below the object store: {error}")
+        self._spool.close()
