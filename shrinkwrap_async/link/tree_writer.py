@@ -217,7 +217,7 @@ class TreeWriter:
         except OSError as error:
             raise _storage(error, path) from error
 
-    def link_object(self, path: RelPath, object_path: Path) -> str:
+    def link_object(self, path: RelPath, object_path: str | Path) -> str:
         """Hard-link ``path`` to a committed store object; returns linked/unchanged/copied.
 
         The link is tried first (one system call in a new tree); only when something is in
@@ -263,7 +263,7 @@ class TreeWriter:
         return result
 
     def _copy_object(
-        self, source: Path, st: os.stat_result, parent: int, temp: str, cause: OSError
+        self, source: str | Path, st: os.stat_result, parent: int, temp: str, cause: OSError
     ) -> None:
         reason = {errno.EMLINK: "too many links", errno.EXDEV: "store on another file system"}
         self.warn_once(

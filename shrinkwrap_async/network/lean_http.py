@@ -14,7 +14,6 @@ everything else stays on aiohttp.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -75,7 +74,6 @@ class _Connection(asyncio.Protocol):
         self.answered = False  # some byte of the current response arrived
         self._buffer = bytearray()
         self._waiter: asyncio.Future[None] | None = None
-        self._last_data = 0.0
         self._eof = False
         self._error: BaseException | None = None
 
@@ -86,7 +84,6 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.answered = True
         self._buffer += data
-        self._last_data = time.monotonic()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -115,26 +112,30 @@ class _Connection(asyncio.Protocol):
 
     # -- one exchange ---------------------------------------------------------------
     async def _more(self, timeout: float | None) -> None:
-        """Wait for more data (or EOF); raise LeanTimeout after ``timeout`` s of silence."""
+        """Wait for more data (or EOF); raise LeanTimeout after ``timeout`` s of silence.
+
+        One timer per wait rather than ``asyncio.timeout`` and a shield: a small object's
+        request waits once or twice, and that machinery cost more than the parsing.
+        """
         if self._eof:
             raise LeanHTTPError(self._closed_message())
         waiter = self.loop.create_future()
         self._waiter = waiter
+        watchdog = None
+        if timeout is not None:
+            watchdog = self.loop.call_later(timeout, self._silent_for, waiter, timeout)
         try:
-            if timeout is None:
-                await waiter
-                return
-            while True:
-                since = self._last_data
-                try:
-                    async with asyncio.timeout(timeout):
-                        await asyncio.shield(waiter)
-                    return
-                except TimeoutError:
-                    if self._last_data == since:
-                        raise LeanTimeout(f"no data for {timeout:g} s") from None
+            await waiter
         finally:
             self._waiter = None
+            if watchdog is not None:
+                watchdog.cancel()
+
+    @staticmethod
+    def _silent_for(waiter: asyncio.Future[None], timeout: float) -> None:
+        """The wait's timer: no data (nor EOF) woke ``waiter`` within ``timeout`` s."""
+        if not waiter.done():
+            waiter.set_exception(LeanTimeout(f"no data for {timeout:g} s"))
 
     def _closed_message(self) -> str:
         if self._error is not None:
@@ -145,7 +146,6 @@ class _Connection(asyncio.Protocol):
         self, head: bytes, max_size: int | None, timeout: float | None
     ) -> LeanResponse:
         assert self.transport is not None
-        self._last_data = time.monotonic()
         self.answered = False
         self.transport.write(head)
         buffer = self._buffer

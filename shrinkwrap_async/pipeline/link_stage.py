@@ -114,7 +114,7 @@ class LinkStage:
         counts = {"linked": 0, "unchanged": 0, "copied": 0}
         rows: list[LinkRow] = []
         for job in jobs:
-            result = self.writer.link_object(job.rel, self.store.path_for(job.name))
+            result = self.writer.link_object(job.rel, self.store.object_path(job.name))
             counts[result] += 1
             if result != "copied":  # a copy is an inode of its own
                 rows.append((job.name, walk_order_key(job.rel), job.meta.mtime, job.created))
