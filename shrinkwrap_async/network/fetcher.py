@@ -78,6 +78,10 @@ LEAN_BODY_LIMIT = 16 * MiB  # whole-body GETs with a known bound this size go le
 # Catalogs stored in up to this many bytes (most: tens to hundreds of KiB) are fetched whole
 # by the lean client, so a refresh that needs nothing else never starts aiohttp.
 LEAN_CATALOG_SIZE = 4 * MiB
+# Data objects up to this inflated size are fetched whole through the lean client too: at
+# most -j of them are held in memory at once, and aiohttp stays unused (often unimported)
+# unless chunks or larger files come.
+LEAN_OBJECT_SIZE = 1 * MiB
 
 
 def warm_up_aiohttp() -> None:
@@ -418,22 +422,30 @@ class Fetcher:
         return attempt
 
     async def stream_object(
-        self, digest: Digest, suffix: str, sink_factory: Callable[[], ObjectSink[T]]
+        self,
+        digest: Digest,
+        suffix: str,
+        sink_factory: Callable[[], ObjectSink[T]],
+        *,
+        size_hint: int | None = None,
     ) -> T:
         """Stream ``data/…`` into a fresh sink per attempt; commit only a verified one.
 
         Catalogs are usually small: on a route the lean client can take, a catalog's whole
         body is first fetched through it (up to :data:`LEAN_CATALOG_SIZE`) and handed to
-        the sink in one piece. A catalog announced larger is refused after its head and
+        the sink in one piece. So is a data object whose inflated size ``size_hint`` is at
+        most :data:`LEAN_OBJECT_SIZE`. A body announced larger is refused after its head and
         streamed through aiohttp instead, at the cost of one extra request; one sent
-        without a length (chunked) is only found larger after 4 MiB, which are then read
-        in vain (Stratum-1s and Squid announce the length of a static object).
+        without a length (chunked) is only found larger at the limit, after reading that
+        much in vain (Stratum-1s and Squid announce the length of a static object).
         """
         path = digest.object_path(suffix)
         lean_below = None
         if suffix == ObjectSuffix.CATALOG:
             lean_below = LEAN_CATALOG_SIZE
             warm_up_aiohttp()
+        elif size_hint is not None and size_hint <= LEAN_OBJECT_SIZE:
+            lean_below = size_hint + size_hint // 64 + 4096  # zlib's worst-case growth
         too_large_for_lean = False
 
         async def attempt(route: Route, no_cache: bool) -> T:

@@ -720,7 +720,9 @@ class StreamedEntries:
     async def _stream(self, piece: Piece, sink_factory: Callable[[], Any]) -> Any:
         fetcher = self.source.fetcher
         if piece.external is None:
-            return await fetcher.stream_object(piece.digest, piece.suffix, sink_factory)
+            return await fetcher.stream_object(
+                piece.digest, piece.suffix, sink_factory, size_hint=piece.size
+            )
         path, offset = piece.external
         byte_range = None if offset is None else (offset, piece.size)
         return await fetcher.stream_external(

@@ -323,7 +323,9 @@ class ObjectFetchStage:
                 if job.external:
                     await self._fetch_external_piece(job, digest, offset, size, sink)
                 else:
-                    await self.fetcher.stream_object(digest, suffix, sink)  # type: ignore[attr-defined]
+                    await self.fetcher.stream_object(  # type: ignore[attr-defined]
+                        digest, suffix, sink, size_hint=size
+                    )
 
         workers = min(CHUNKS_IN_FLIGHT, len(pieces))
         if workers <= 1:

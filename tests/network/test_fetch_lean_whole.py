@@ -130,3 +130,29 @@ async def test_catalog_with_a_bad_body_is_not_committed(
             with pytest.raises(fetcher_module.ObjectCorruptError):
                 await fetcher.stream_object(catalog.digest, catalog.suffix, lambda: MemorySink(log))
     assert "commit" not in log
+
+
+async def test_data_object_within_the_lean_size_skips_aiohttp(
+    fixture_docroot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A data object streamed into a sink (the export's path for objects over 256 KiB) is
+    one lean GET when its size is known to be small enough, else an aiohttp stream."""
+    nginx.skip_if_missing(nginx.NGINX)
+    stored = next(o for o in stored_objects(fixture_docroot / "cvmfs" / FIX1) if o.suffix == "")
+    log: list[str] = []
+    with nginx.NginxServer(fixture_docroot) as origin:
+        async with Fetcher(make_settings(origin.repository_url(FIX1))) as fetcher:
+            size = len(stored.data) * 4  # an upper bound of the inflated size
+            body = await fetcher.stream_object(
+                stored.digest, stored.suffix, lambda: MemorySink(log), size_hint=size
+            )
+            assert body == stored.data
+            assert fetcher._lean_pools and not fetcher._sessions
+            assert fetcher.stats.requests == 1
+            monkeypatch.setattr(fetcher_module, "LEAN_OBJECT_SIZE", size - 1)
+            again = await fetcher.stream_object(
+                stored.digest, stored.suffix, lambda: MemorySink(log), size_hint=size
+            )
+            assert again == stored.data
+            assert fetcher._sessions and fetcher.stats.requests == 2  # streamed at once
+    assert log == ["commit", "commit"]
