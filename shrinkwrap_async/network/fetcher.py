@@ -27,11 +27,8 @@ of that one URL. The same failover, retry and verification rules apply.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
-import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -73,37 +70,14 @@ PIECE_SIZE = 256 * 1024  # stream pieces handed to sinks (bounded memory per req
 READ_WHOLE_LIMIT = MiB  # fetch_object reads bodies up to this size in one call
 DEFAULT_FILE_MAX = 16 * MiB
 READ_BUFFER = 256 * 1024  # aiohttp's default 64 KiB pauses the socket too often
-LEAN_HTTP_ENV = "SHRINKWRAP_ASYNC_LEAN_HTTP"  # "0": small objects through aiohttp too
+LEAN_HTTP_ENV = "SHRINKWRAP_ASYNC_LEAN_HTTP"  # "0": everything through aiohttp
 LEAN_BODY_LIMIT = 16 * MiB  # whole-body GETs with a known bound this size go lean
 # Catalogs stored in up to this many bytes (most: tens to hundreds of KiB) are fetched whole
 # by the lean client, so a refresh that needs nothing else never starts aiohttp.
 LEAN_CATALOG_SIZE = 4 * MiB
-# Data objects up to this inflated size are fetched whole through the lean client too: at
-# most -j of them are held in memory at once, and aiohttp stays unused (often unimported)
-# unless chunks or larger files come.
+# Streamed data objects up to this inflated size are fetched whole (at most -j of them in
+# memory at once) and handed to their sink in one piece; larger ones and chunks stream.
 LEAN_OBJECT_SIZE = 1 * MiB
-
-
-def warm_up_aiohttp() -> None:
-    """Import aiohttp in a background thread, once, unless it is imported already.
-
-    Called when a catalog is fetched: a walk is starting, and its large objects and chunks
-    will need aiohttp. The import then runs while the loop waits on catalog downloads and
-    diffs, instead of stalling the loop when the first large object is requested.
-    """
-    global _warm_up_started
-    if _warm_up_started or "aiohttp" in sys.modules:
-        return
-    _warm_up_started = True
-    threading.Thread(target=_import_aiohttp_quietly, name="aiohttp-import", daemon=True).start()
-
-
-def _import_aiohttp_quietly() -> None:
-    with contextlib.suppress(Exception):  # the first real use reports any failure
-        _aiohttp()
-
-
-_warm_up_started = False
 
 
 def _aiohttp() -> ModuleType:
@@ -431,29 +405,31 @@ class Fetcher:
     ) -> T:
         """Stream ``data/…`` into a fresh sink per attempt; commit only a verified one.
 
-        Catalogs are usually small: on a route the lean client can take, a catalog's whole
-        body is first fetched through it (up to :data:`LEAN_CATALOG_SIZE`) and handed to
-        the sink in one piece. So is a data object whose inflated size ``size_hint`` is at
-        most :data:`LEAN_OBJECT_SIZE`. A body announced larger is refused after its head and
-        streamed through aiohttp instead, at the cost of one extra request; one sent
-        without a length (chunked) is only found larger at the limit, after reading that
-        much in vain (Stratum-1s and Squid announce the length of a static object).
+        On a route the lean client can take (plain ``http://``) the body is streamed
+        through it, else through aiohttp. Catalogs are usually small: a catalog's whole
+        body is first fetched (up to :data:`LEAN_CATALOG_SIZE`) and handed to the sink in
+        one piece. So is a data object whose inflated size ``size_hint`` is at most
+        :data:`LEAN_OBJECT_SIZE`. A body announced larger is refused after its head and
+        streamed instead, at the cost of one extra request; one sent without a length
+        (chunked) is only found larger at the limit, after reading that much in vain
+        (Stratum-1s and Squid announce the length of a static object).
         """
         path = digest.object_path(suffix)
         lean_below = None
         if suffix == ObjectSuffix.CATALOG:
             lean_below = LEAN_CATALOG_SIZE
-            warm_up_aiohttp()
         elif size_hint is not None and size_hint <= LEAN_OBJECT_SIZE:
             lean_below = size_hint + size_hint // 64 + 4096  # zlib's worst-case growth
         too_large_for_lean = False
 
         async def attempt(route: Route, no_cache: bool) -> T:
             nonlocal too_large_for_lean
-            lean = None
+            lean = self._lean_route(route)
+            if lean is None:
+                return await self._stream_verified(
+                    route, _Request(self, route, path, no_cache), digest, sink_factory(), None
+                )
             if lean_below is not None and not too_large_for_lean:
-                lean = self._lean_route(route)
-            if lean is not None:
                 try:
                     body = await self._lean_get(
                         route, lean, path, no_cache, lean_below, refuse_large=True
@@ -462,9 +438,7 @@ class Fetcher:
                     too_large_for_lean = True
                 else:
                     return await self._commit_whole(digest, body, sink_factory())
-            return await self._stream_verified(
-                route, _Request(self, route, path, no_cache), digest, sink_factory(), None
-            )
+            return await self._lean_stream(route, lean, path, no_cache, digest, sink_factory())
 
         return await self._run(path, attempt)
 
@@ -556,6 +530,50 @@ class Fetcher:
                     hasher.update(piece)
                     await _sink_write(sink, piece)
                 _check_length(response, received)
+            if hasher.digest() != digest.raw:
+                raise _AttemptFailed(BAD_DATA, "content hash mismatch")
+        except BaseException as error:
+            await _discard(sink, error)
+            raise
+        return await _sink_commit(sink)
+
+    async def _lean_stream(
+        self,
+        route: Route,
+        lean: _LeanRoute,
+        path: str,
+        no_cache: bool,
+        digest: Digest,
+        sink: ObjectSink[T],
+    ) -> T:
+        """:meth:`_stream_verified` on the lean client: one GET streamed into ``sink``,
+        hashed as it arrives, committed only if it matched."""
+        self.stats.requests += 1
+        endpoint = self.stats.endpoint(route.endpoint)
+        endpoint.requests += 1
+        head = request_head(
+            lean.target + escape_path(path), lean.host, request_headers(no_cache=no_cache)
+        )
+        hasher = digest.algorithm.new()
+        guard = _LowSpeedGuard(self.settings.low_speed_limit, self._timeout_for(route))
+        stats = self.stats
+
+        async def on_piece(piece: bytes) -> None:
+            size = len(piece)
+            stats.bytes_received += size
+            endpoint.bytes_received += size
+            guard.update(size)
+            hasher.update(piece)
+            await _sink_write(sink, piece)
+
+        try:
+            try:
+                response = await lean.pool.get(head, None, on_piece)
+            except LeanTimeout:
+                raise _AttemptFailed(TRANSFER, "timed out") from None
+            except (LeanHTTPError, OSError) as error:
+                raise _AttemptFailed(TRANSFER, str(error) or type(error).__name__) from None
+            _classify_status(response, route)
             if hasher.digest() != digest.raw:
                 raise _AttemptFailed(BAD_DATA, "content hash mismatch")
         except BaseException as error:

@@ -7,20 +7,25 @@ connections, one request at a time per connection, from one endpoint (an origin 
 DIRECT, or a proxy asked with the absolute URL). It reads ``Content-Length``, chunked and
 read-until-close bodies, enforces a connect timeout, a read timeout between arrivals of
 data and a size limit, and reports failures as :class:`LeanHTTPError` (transport-class,
-to be retried) or :class:`LeanTooLarge`. The fetcher uses it for small objects only;
-everything else stays on aiohttp.
+to be retried) or :class:`LeanTooLarge`. A body is returned whole, or handed piece by
+piece to a callback as it arrives (large objects and chunks; reading pauses while more
+than ``PAUSE_ABOVE`` bytes wait). The fetcher uses it on plain ``http://`` routes; https,
+external data and the geo API stay on aiohttp.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlsplit
 
 from multidict import CIMultiDict
 
 MAX_HEAD = 64 * 1024  # status line and headers
+PAUSE_ABOVE = 1024 * 1024  # a streamed body: bytes buffered before reading pauses
+
+OnPiece = Callable[[bytes], Awaitable[None]]
 
 
 class LeanHTTPError(ConnectionError):
@@ -76,6 +81,8 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._eof = False
         self._error: BaseException | None = None
+        self._paused = False
+        self._streaming = False  # a body is being handed to a callback (may pause reading)
 
     # -- protocol callbacks ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -84,6 +91,10 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.answered = True
         self._buffer += data
+        if self._streaming and len(self._buffer) > PAUSE_ABOVE and not self._paused:
+            self._paused = True  # the consumer of a streamed body is behind: stop reading
+            assert self.transport is not None
+            self.transport.pause_reading()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -143,7 +154,22 @@ class _Connection(asyncio.Protocol):
         return "connection closed by the server"
 
     async def request(
-        self, head: bytes, max_size: int | None, timeout: float | None
+        self,
+        head: bytes,
+        max_size: int | None,
+        timeout: float | None,
+        on_piece: OnPiece | None = None,
+    ) -> LeanResponse:
+        """Send ``head``; the response, with its body, or with ``b""`` if ``on_piece`` took
+        the body piece by piece (only a 200's body is read)."""
+        self._streaming = on_piece is not None
+        try:
+            return await self._exchange(head, max_size, timeout, on_piece)
+        finally:
+            self._streaming = False
+
+    async def _exchange(
+        self, head: bytes, max_size: int | None, timeout: float | None, on_piece: OnPiece | None
     ) -> LeanResponse:
         assert self.transport is not None
         self.answered = False
@@ -166,7 +192,10 @@ class _Connection(asyncio.Protocol):
             self.close()
             raise LeanTooLarge(f"{length} bytes announced, at most {max_size} expected")
         if chunked:
-            body = await self._read_chunked(max_size, timeout)
+            body = await self._read_chunked(max_size, timeout, on_piece)
+        elif length is not None and on_piece is not None:
+            await self._stream(length, timeout, on_piece)
+            body = b""
         elif length is not None:
             while len(buffer) < length:
                 if self._eof:
@@ -176,21 +205,56 @@ class _Connection(asyncio.Protocol):
             del buffer[:length]
         else:  # until the server closes the connection
             keep_alive = False
+            received = 0
             while not self._eof:
-                if max_size is not None and len(buffer) > max_size:
+                if max_size is not None and received + len(buffer) > max_size:
                     self.close()
                     raise LeanTooLarge(f"more than {max_size} bytes received")
+                if on_piece is not None and buffer:
+                    received += len(buffer)
+                    await on_piece(self._take(len(buffer)))
+                    continue
                 await self._more(timeout)
             if self._error is not None:
                 raise LeanHTTPError(self._closed_message())
-            body = bytes(buffer)
-            buffer.clear()
+            if on_piece is not None:
+                if buffer:
+                    await on_piece(self._take(len(buffer)))
+                body = b""
+            else:
+                body = bytes(buffer)
+                buffer.clear()
         self.used = True
         if not keep_alive or buffer:
             self.close()  # no reuse after a close request or unexpected extra bytes
         return LeanResponse(status, headers, body, length)
 
-    async def _read_chunked(self, max_size: int | None, timeout: float | None) -> bytes:
+    def _take(self, size: int) -> bytes:
+        """The first ``size`` buffered bytes, removed (reading resumes once drained)."""
+        buffer = self._buffer
+        piece = bytes(buffer[:size])
+        del buffer[:size]
+        if self._paused and len(buffer) <= PAUSE_ABOVE // 2 and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return piece
+
+    async def _stream(self, length: int, timeout: float | None, on_piece: OnPiece) -> None:
+        """Hand the next ``length`` bytes to ``on_piece`` as they arrive."""
+        remaining = length
+        while remaining:
+            if not self._buffer:
+                if self._eof:
+                    raise LeanHTTPError(f"short transfer: {length - remaining} of {length} bytes")
+                await self._more(timeout)
+                continue
+            piece = self._take(min(len(self._buffer), remaining))
+            remaining -= len(piece)
+            await on_piece(piece)
+
+    async def _read_chunked(
+        self, max_size: int | None, timeout: float | None, on_piece: OnPiece | None
+    ) -> bytes:
         buffer = self._buffer
         pieces: list[bytes] = []
         total = 0
@@ -215,6 +279,12 @@ class _Connection(asyncio.Protocol):
             if max_size is not None and total > max_size:
                 self.close()
                 raise LeanTooLarge(f"more than {max_size} bytes received")
+            if on_piece is not None:
+                await self._stream(size, timeout, on_piece)
+                while len(buffer) < 2:
+                    await self._more(timeout)
+                del buffer[:2]
+                continue
             while len(buffer) < size + 2:
                 await self._more(timeout)
             pieces.append(bytes(buffer[:size]))
@@ -280,8 +350,11 @@ class LeanPool:
         self._idle: deque[_Connection] = deque()
         self._closed = False
 
-    async def get(self, head: bytes, max_size: int | None) -> LeanResponse:
-        """Send ``head`` (a complete GET request) and return the response."""
+    async def get(
+        self, head: bytes, max_size: int | None, on_piece: OnPiece | None = None
+    ) -> LeanResponse:
+        """Send ``head`` (a complete GET request) and return the response; with
+        ``on_piece``, a 200's body goes to it piece by piece (see ``request``)."""
         async with self._slots:
             while self._idle:
                 connection = self._idle.pop()
@@ -289,7 +362,7 @@ class LeanPool:
                     connection.close()  # closed, or said something while idle
                     continue
                 try:
-                    response = await connection.request(head, max_size, self.read_timeout)
+                    response = await connection.request(head, max_size, self.read_timeout, on_piece)
                 except LeanTimeout:
                     connection.close()
                     raise
@@ -305,7 +378,7 @@ class LeanPool:
                 return response
             connection = await self._connect()
             try:
-                response = await connection.request(head, max_size, self.read_timeout)
+                response = await connection.request(head, max_size, self.read_timeout, on_piece)
             except BaseException:
                 connection.close()
                 raise

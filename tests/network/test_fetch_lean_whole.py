@@ -1,8 +1,9 @@
-"""Whole-body GETs on the lean client: root files, the certificate and catalogs.
+"""GETs on the lean client: root files, the certificate, catalogs and streamed objects.
 
 An unchanged repository costs two small GETs; they must not pay for aiohttp's import.
-Catalogs are fetched whole when small, and streamed through aiohttp when announced larger
-than the lean limit.
+Catalogs are fetched whole when small, and streamed when announced larger than the lean
+limit; data objects are fetched whole up to their own limit, else streamed. None of it
+needs aiohttp on a plain http:// route.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ async def test_catalog_over_the_lean_limit_is_streamed(
             assert body == catalog.data
             # the lean GET was refused after its head, then one streamed GET
             assert fetcher.stats.requests == 2 and fetcher.stats.failures == 0
-            assert fetcher._sessions and fetcher._lean_pools
+            assert fetcher._lean_pools and not fetcher._sessions
             again = await fetcher.stream_object(
                 catalog.digest, catalog.suffix, lambda: MemorySink(log)
             )
@@ -132,11 +133,11 @@ async def test_catalog_with_a_bad_body_is_not_committed(
     assert "commit" not in log
 
 
-async def test_data_object_within_the_lean_size_skips_aiohttp(
+async def test_data_objects_are_fetched_whole_or_streamed_without_aiohttp(
     fixture_docroot: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A data object streamed into a sink (the export's path for objects over 256 KiB) is
-    one lean GET when its size is known to be small enough, else an aiohttp stream."""
+    one whole lean GET when its size is known to be small enough, else a lean stream."""
     nginx.skip_if_missing(nginx.NGINX)
     stored = next(o for o in stored_objects(fixture_docroot / "cvmfs" / FIX1) if o.suffix == "")
     log: list[str] = []
@@ -154,5 +155,6 @@ async def test_data_object_within_the_lean_size_skips_aiohttp(
                 stored.digest, stored.suffix, lambda: MemorySink(log), size_hint=size
             )
             assert again == stored.data
-            assert fetcher._sessions and fetcher.stats.requests == 2  # streamed at once
+            assert fetcher.stats.requests == 2  # streamed at once, no whole GET first
+            assert not fetcher._sessions
     assert log == ["commit", "commit"]

@@ -11,6 +11,7 @@ import pytest
 
 from shrinkwrap_async.network.fetcher import Fetcher
 from shrinkwrap_async.network.lean_http import (
+    PAUSE_ABOVE,
     LeanHTTPError,
     LeanPool,
     LeanTimeout,
@@ -112,6 +113,68 @@ async def test_framings_and_keep_alive(pool_for: Callable[..., LeanPool]) -> Non
     ) as server:
         response = await pool_for(server.endpoint).get(head_for("/", server.endpoint), None)
         assert response.body == b"until close" and response.content_length is None
+
+
+class SlowConsumer:
+    """Takes streamed pieces, sleeping now and then, and watches the client's buffer."""
+
+    def __init__(self, pool: LeanPool) -> None:
+        self.pool = pool
+        self.pieces: list[bytes] = []
+        self.most_buffered = 0
+
+    async def __call__(self, piece: bytes) -> None:
+        self.pieces.append(piece)
+        for connection in self.pool._idle:  # none: the streaming one is not idle
+            raise AssertionError(f"unexpected idle connection {connection}")
+        if len(self.pieces) % 8 == 0:
+            await asyncio.sleep(0.01)
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.pieces)
+
+
+async def test_bodies_are_streamed_in_every_framing(pool_for: Callable[..., LeanPool]) -> None:
+    large = bytes(range(256)) * (3 * PAUSE_ABOVE // 256)  # more than the client buffers
+    bodies = {
+        b"/length": ok(large),
+        b"/chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (large[:70000], large[70000:]))
+        + b"0\r\n\r\n",
+    }
+    async with ScriptedServer(lambda head: bodies[head.split(b" ")[1]]) as server:
+        pool = pool_for(server.endpoint)
+        for path in ("/length", "/chunked", "/length"):
+            consumer = SlowConsumer(pool)
+            response = await pool.get(head_for(path, server.endpoint), None, consumer)
+            assert response.status == 200 and response.body == b""
+            assert consumer.body == large and len(consumer.pieces) > 1
+        assert server.connections == 1  # the connection is reused after each stream
+    async with ScriptedServer(
+        lambda head: b"HTTP/1.0 200 OK\r\n\r\n" + large, close_after=1
+    ) as server:
+        consumer = SlowConsumer(pool_for(server.endpoint))
+        await consumer.pool.get(head_for("/", server.endpoint), None, consumer)
+        assert consumer.body == large
+
+
+async def test_a_streamed_body_cut_short_fails(pool_for: Callable[..., LeanPool]) -> None:
+    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"z" * 5000
+    async with ScriptedServer(lambda head: cut, close_after=1) as server:
+        consumer = SlowConsumer(pool_for(server.endpoint))
+        with pytest.raises(LeanHTTPError, match="short transfer: 5000 of 100000"):
+            await consumer.pool.get(head_for("/", server.endpoint), None, consumer)
+        assert consumer.body == b"z" * 5000  # what came was handed on; the caller discards
+
+
+async def test_a_non_200_is_not_streamed(pool_for: Callable[..., LeanPool]) -> None:
+    async with ScriptedServer(
+        lambda head: b"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope"
+    ) as server:
+        consumer = SlowConsumer(pool_for(server.endpoint))
+        response = await consumer.pool.get(head_for("/", server.endpoint), None, consumer)
+        assert response.status == 404 and consumer.pieces == []
 
 
 async def test_stale_keep_alive_connection_is_replaced(
