@@ -31,7 +31,7 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -54,6 +54,7 @@ from shrinkwrap_async.network.lean_http import (
     LeanResponse,
     LeanTimeout,
     LeanTooLarge,
+    OnPiece,
     request_head,
 )
 
@@ -183,6 +184,21 @@ class UnverifiedObject:
     route: Route
     suffix: str
     max_size: int | None
+
+
+async def _verified_commit(
+    transfer: Coroutine[Any, Any, object], hasher: Any, digest: Digest, sink: ObjectSink[T]
+) -> T:
+    """Run ``transfer`` (which feeds ``sink`` and ``hasher``); commit the sink if the hash
+    matched, else (or on any failure) discard it."""
+    try:
+        await transfer
+        if hasher.digest() != digest.raw:
+            raise _AttemptFailed(BAD_DATA, "content hash mismatch")
+    except BaseException as error:
+        await _discard(sink, error)
+        raise
+    return await _sink_commit(sink)
 
 
 class _LowSpeedGuard:
@@ -431,13 +447,13 @@ class Fetcher:
                 )
             if lean_below is not None and not too_large_for_lean:
                 try:
-                    body = await self._lean_get(
+                    response = await self._lean_request(
                         route, lean, path, no_cache, lean_below, refuse_large=True
                     )
                 except _TooLargeForLean:
                     too_large_for_lean = True
                 else:
-                    return await self._commit_whole(digest, body, sink_factory())
+                    return await self._commit_whole(digest, response.body, sink_factory())
             return await self._lean_stream(route, lean, path, no_cache, digest, sink_factory())
 
         return await self._run(path, attempt)
@@ -505,10 +521,12 @@ class Fetcher:
         sink: ObjectSink[T],
         max_size: int | None,
     ) -> T:
-        """One streamed GET into ``sink``: hashed as it arrives, committed only if it matched."""
-        try:
+        """One streamed GET through aiohttp into ``sink``: hashed as it arrives, committed
+        only if it matched."""
+        hasher = digest.algorithm.new()
+
+        async def transfer() -> None:
             async with request as response:
-                hasher = digest.algorithm.new()
                 length = response.content_length
                 if max_size is not None and length is not None and length > max_size:
                     raise _AttemptFailed(
@@ -530,12 +548,8 @@ class Fetcher:
                     hasher.update(piece)
                     await _sink_write(sink, piece)
                 _check_length(response, received)
-            if hasher.digest() != digest.raw:
-                raise _AttemptFailed(BAD_DATA, "content hash mismatch")
-        except BaseException as error:
-            await _discard(sink, error)
-            raise
-        return await _sink_commit(sink)
+
+        return await _verified_commit(transfer(), hasher, digest, sink)
 
     async def _lean_stream(
         self,
@@ -546,17 +560,11 @@ class Fetcher:
         digest: Digest,
         sink: ObjectSink[T],
     ) -> T:
-        """:meth:`_stream_verified` on the lean client: one GET streamed into ``sink``,
-        hashed as it arrives, committed only if it matched."""
-        self.stats.requests += 1
-        endpoint = self.stats.endpoint(route.endpoint)
-        endpoint.requests += 1
-        head = request_head(
-            lean.target + escape_path(path), lean.host, request_headers(no_cache=no_cache)
-        )
+        """:meth:`_stream_verified` on the lean client."""
         hasher = digest.algorithm.new()
         guard = _LowSpeedGuard(self.settings.low_speed_limit, self._timeout_for(route))
         stats = self.stats
+        endpoint = stats.endpoint(route.endpoint)
 
         async def on_piece(piece: bytes) -> None:
             size = len(piece)
@@ -566,20 +574,8 @@ class Fetcher:
             hasher.update(piece)
             await _sink_write(sink, piece)
 
-        try:
-            try:
-                response = await lean.pool.get(head, None, on_piece)
-            except LeanTimeout:
-                raise _AttemptFailed(TRANSFER, "timed out") from None
-            except (LeanHTTPError, OSError) as error:
-                raise _AttemptFailed(TRANSFER, str(error) or type(error).__name__) from None
-            _classify_status(response, route)
-            if hasher.digest() != digest.raw:
-                raise _AttemptFailed(BAD_DATA, "content hash mismatch")
-        except BaseException as error:
-            await _discard(sink, error)
-            raise
-        return await _sink_commit(sink)
+        transfer = self._lean_request(route, lean, path, no_cache, None, on_piece=on_piece)
+        return await _verified_commit(transfer, hasher, digest, sink)
 
     async def _commit_whole(self, digest: Digest, body: bytes, sink: ObjectSink[T]) -> T:
         """A whole verified-or-refused body through ``sink`` (see :meth:`stream_object`)."""
@@ -619,7 +615,7 @@ class Fetcher:
         self._lean[route] = lean
         return lean
 
-    async def _lean_get(
+    async def _lean_request(
         self,
         route: Route,
         lean: _LeanRoute,
@@ -627,21 +623,20 @@ class Fetcher:
         no_cache: bool,
         max_size: int | None,
         *,
+        on_piece: OnPiece | None = None,
         refuse_large: bool = False,
-    ) -> bytes:
-        """One GET of a small object on the lean client; failures as aiohttp's would be.
-
-        A body over ``max_size`` is bad data, or with ``refuse_large`` raises
-        :class:`_TooLargeForLean` (the caller streams it instead).
-        """
+    ) -> LeanResponse:
+        """One GET on the lean client, counted, its failures and status classified as
+        aiohttp's would be. A 200's body comes whole (over ``max_size``: bad data, or with
+        ``refuse_large`` :class:`_TooLargeForLean`, and the caller streams it), or is
+        handed to ``on_piece`` as it arrives."""
         self.stats.requests += 1
-        endpoint = self.stats.endpoint(route.endpoint)
-        endpoint.requests += 1
+        self.stats.endpoint(route.endpoint).requests += 1
         head = request_head(
             lean.target + escape_path(path), lean.host, request_headers(no_cache=no_cache)
         )
         try:
-            response = await lean.pool.get(head, max_size)
+            response = await lean.pool.get(head, max_size, on_piece)
         except LeanTooLarge as error:
             if refuse_large:
                 raise _TooLargeForLean(str(error)) from None
@@ -651,10 +646,10 @@ class Fetcher:
         except (LeanHTTPError, OSError) as error:
             raise _AttemptFailed(TRANSFER, str(error) or type(error).__name__) from None
         _classify_status(response, route)
-        body = response.body
-        self.stats.bytes_received += len(body)
-        endpoint.bytes_received += len(body)
-        return body
+        if response.body:
+            self.stats.bytes_received += len(response.body)
+            self.stats.endpoint(route.endpoint).bytes_received += len(response.body)
+        return response
 
     async def _get_whole(
         self, route: Route, path: str, no_cache: bool, max_size: int | None
@@ -663,7 +658,8 @@ class Fetcher:
         if max_size is not None and max_size <= LEAN_BODY_LIMIT:
             lean = self._lean_route(route)
             if lean is not None:
-                return await self._lean_get(route, lean, path, no_cache, max_size)
+                response = await self._lean_request(route, lean, path, no_cache, max_size)
+                return response.body
         async with _Request(self, route, path, no_cache) as response:
             return await self._read_body(route, response, max_size)
 
