@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +32,6 @@ from cryptography.x509.verification import (
     Policy,
     PolicyBuilder,
     Store,
-    VerificationError,
 )
 
 from shrinkwrap_async.exitcodes import TrustError
@@ -45,6 +44,27 @@ _PEM_BLOCK = re.compile(rb"-----BEGIN (CERTIFICATE|X509 CRL)-----.*?-----END \1-
 
 class ChainError(TrustError):
     """A certificate does not chain to a trusted CA (the caller says whose)."""
+
+
+def subject_text(certificate: x509.Certificate) -> str:
+    """The certificate's subject as RFC 4514 text, for messages (see :func:`_name_text`)."""
+    return _name_text(lambda: certificate.subject)
+
+
+def issuer_text(certificate: x509.Certificate) -> str:
+    """The certificate's issuer as RFC 4514 text, for messages (see :func:`_name_text`)."""
+    return _name_text(lambda: certificate.issuer)
+
+
+def _name_text(name: Callable[[], x509.Name]) -> str:
+    """A certificate from the network may carry a name that parses but cannot be read or
+    rendered (cryptography then raises KeyError or TypeError): the message goes on. Control
+    characters are escaped, so that a message stays one line."""
+    try:
+        text = name().rfc4514_string()
+    except Exception:  # any failure of the decoding or the rendering
+        return "(a name that cannot be printed)"
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def _ca_key_usage(_policy: Policy, _certificate: x509.Certificate, usage: object) -> None:
@@ -107,10 +127,10 @@ class TrustedCAs:
         )
         try:
             verified = builder.build_client_verifier().verify(certificate, list(intermediates))
-        except (VerificationError, ValueError) as error:
+        except Exception as error:  # a corrupt certificate may raise KeyError, TypeError, ...
             reason = _short(error)
             if reason.endswith("no interior errors"):  # no path to any trusted certificate
-                issuer = certificate.issuer.rfc4514_string()
+                issuer = issuer_text(certificate)
                 raise ChainError(f"{not_trusted} (no chain from its issuer {issuer})") from None
             raise ChainError(f"does not verify against {SETTING} ({reason})") from None
         self._check_revocation(verified.chain)
@@ -124,12 +144,11 @@ class TrustedCAs:
                     continue
                 if crl.get_revoked_certificate_by_serial_number(certificate.serial_number):
                     details = (
-                        f"serial {certificate.serial_number:x}, in a CRL of "
-                        f"{issuer.subject.rfc4514_string()}"
+                        f"serial {certificate.serial_number:x}, in a CRL of {subject_text(issuer)}"
                     )
                     if position == 0:
                         raise ChainError(f"is revoked ({details})")
-                    subject = certificate.subject.rfc4514_string()
+                    subject = subject_text(certificate)
                     raise ChainError(f"has a revoked issuer {subject} ({details})")
 
 

@@ -40,7 +40,7 @@ from shrinkwrap_async.network.errors import (
     ObjectMissingError,
     TransferError,
 )
-from shrinkwrap_async.trust.castore import ChainError, TrustedCAs
+from shrinkwrap_async.trust.castore import ChainError, TrustedCAs, subject_text
 from shrinkwrap_async.trust.manifest import Manifest
 from shrinkwrap_async.trust.pkcs7 import SignedData
 from shrinkwrap_async.trust.signature import (
@@ -141,7 +141,7 @@ def verify_pkcs7_whitelist(
         try:
             cas.verify(signer, others, now)
         except ChainError as error:
-            subject = signer.subject.rfc4514_string()
+            subject = subject_text(signer)
             raise TrustError(f"{what} of {fqrn}: signer certificate {subject} {error}") from None
     wanted = f"cvmfs:{fqrn}"
     uris = [uri for signer in signers for uri in _uris(signer)]
@@ -219,7 +219,7 @@ def verify_manifest(
         try:
             cas.verify(certificate, [], now or datetime.now(UTC))
         except ChainError as error:
-            subject = certificate.subject.rfc4514_string()
+            subject = subject_text(certificate)
             raise TrustError(
                 f"certificate of {fqrn} ({subject}) {error}, "
                 "but the whitelist requires it (Wcachain)"

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from shrinkwrap_async.exitcodes import TrustError
 from shrinkwrap_async.trust import der
+from shrinkwrap_async.trust.castore import subject_text
 
 SIGNED_DATA = "1.2.840.113549.1.7.2"
 DATA = "1.2.840.113549.1.7.1"
@@ -144,7 +145,7 @@ class SignedData:
             self._check_signed_attributes(signer.signed_attributes, digest, what)
         message = signer.signed_message(self.content)
         key = certificate.public_key()
-        subject = certificate.subject.rfc4514_string()
+        subject = subject_text(certificate)
         try:
             if signer.signature_algorithm in RSA_SIGNATURES and isinstance(key, rsa.RSAPublicKey):
                 key.verify(signer.signature, message, padding.PKCS1v15(), digest())
@@ -239,7 +240,7 @@ def _certificates(element: der.Element, what: str) -> list[x509.Certificate]:
             continue  # attribute or other certificate formats: never signers here
         try:
             certificates.append(x509.load_der_x509_certificate(child.encoding))
-        except ValueError as error:
+        except Exception as error:  # ValueError, InvalidVersion, ...: all unreadable
             raise TrustError(f"{what} holds an unreadable certificate: {error}") from None
     return certificates
 

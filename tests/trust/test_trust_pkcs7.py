@@ -586,3 +586,33 @@ def test_unmodified_example_verifies(signed_example: tuple[bytes, TrustedCAs]) -
     outer = Whitelist.parse_content(b"20240101000000\nE20990101000000\nNx\nVpkcs7\n", WHITELIST)
     whitelist = verify_pkcs7_whitelist(outer, der_to_pem(valid), "x", cas, datetime.now(UTC))
     assert whitelist.fqrn == "x" and whitelist.fingerprints == ()
+
+
+@pytest.mark.parametrize("tag", [0x00, 0x03, 0x05])
+def test_a_signer_name_that_cannot_be_read_is_a_trust_error(
+    signed_example: tuple[bytes, TrustedCAs], tag: int
+) -> None:
+    """Found by the corruption test: a name whose string tag is changed still parses, but
+    cryptography raises KeyError or TypeError when it is read or printed."""
+    valid, cas = signed_example
+    raw = bytearray(valid)
+    raw[raw.rindex(b"\x0c\x06signer")] = tag  # the signer certificate's subject CN
+    outer = Whitelist.parse_content(b"20240101000000\nE20990101000000\nNx\nVpkcs7\n", WHITELIST)
+    with pytest.raises(TrustError) as raised:
+        verify_pkcs7_whitelist(outer, der_to_pem(bytes(raw)), "x", cas, datetime.now(UTC))
+    assert "\n" not in str(raised.value)
+
+
+def test_a_name_with_a_line_break_stays_on_one_line(
+    signed_example: tuple[bytes, TrustedCAs],
+) -> None:
+    """Names come from the network: printed in a message, their control characters are
+    escaped (an error is one line)."""
+    _, cas = signed_example
+    rogue = CertificateAuthority.create("Rogue\nCA")
+    signer, key = rogue.issue("signer", uris=["cvmfs:x"])
+    pem = sign_pkcs7(b"20240101000000\nE20990101000000\nNx\n", signer, key)
+    outer = Whitelist.parse_content(b"20240101000000\nE20990101000000\nNx\nVpkcs7\n", WHITELIST)
+    with pytest.raises(TrustError, match=r"Rogue\\x0aCA") as raised:
+        verify_pkcs7_whitelist(outer, pem, "x", cas, datetime.now(UTC))
+    assert "\n" not in str(raised.value)
