@@ -37,6 +37,7 @@ from shrinkwrap_async.exitcodes import ShrinkwrapError
 from shrinkwrap_async.hashing import Digest, ObjectSuffix
 from shrinkwrap_async.network.errors import FetchError
 from shrinkwrap_async.pipeline.blocking_calls import BlockingCalls
+from shrinkwrap_async.pipeline.byte_budget import ByteBudget
 from shrinkwrap_async.pipeline.decompress_verify import (
     ContentError,
     HashMismatch,
@@ -168,6 +169,7 @@ class ObjectFetchStage:
         self.dry_run = dry_run
         self.committer = committer  # where batches are committed (default: ``cpu_pool``)
         self._look_ups = BlockingCalls(cpu_pool)
+        self.budget = ByteBudget()  # bytes of small objects between fetch and commit
         self.in_flight: dict[str, list[FileJob]] = {}
         self._planned = DistinctNames()  # dry run: the objects it would fetch
         # Content being fetched: content hex → future of the committed object name (None if
@@ -223,9 +225,14 @@ class ObjectFetchStage:
             if job.chunks is not None or job.external:
                 await self._fetch_streamed(job, job.chunks)
             elif job.size <= SMALL_OBJECT_LIMIT:
-                fetched = await self.fetcher.fetch_object_unverified(  # type: ignore[attr-defined]
-                    job.content, max_size=job.size + job.size // 64 + 4096
-                )
+                await self.budget.acquire(job.size)  # released once committed (commit_batch)
+                try:
+                    fetched = await self.fetcher.fetch_object_unverified(  # type: ignore[attr-defined]
+                        job.content, max_size=job.size + job.size // 64 + 4096
+                    )
+                except BaseException:
+                    self.budget.release(job.size)
+                    raise
                 small = SmallObject(
                     job.name, fetched.data, job.size, job.compressed, job.meta, job.content, fetched
                 )
@@ -364,7 +371,10 @@ class ObjectFetchStage:
     # -- decompress-verify: batches of small objects ------------------------------------------
     async def commit_batch(self, batch: list[SmallObject]) -> None:
         """Verify, inflate and commit ``batch`` in one executor call; settle each object."""
-        results = await self._commit(batch)
+        try:
+            results = await self._commit(batch)
+        finally:
+            self.budget.release(sum(item.size for item in batch))
         for item, error in zip(batch, results, strict=True):
             if error is None:
                 await self.completed(item.name, item.size)
