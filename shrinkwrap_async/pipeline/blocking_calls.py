@@ -12,6 +12,7 @@ after a few calls slower than ``SLOW_CALL``, or once they have held the loop for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -44,16 +45,29 @@ class BlockingCalls:
 
     async def run(self, fn: Callable[..., T], *args: Any, background: bool = False) -> T:
         if background or self.threaded or self._pending:
-            self._pending += 1
-            try:
-                return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-            finally:
-                self._pending -= 1
+            return await self._on_pool(fn, *args)
         start = time.perf_counter()
         try:
             return fn(*args)
         finally:
             self._account(start, time.perf_counter())
+
+    async def _on_pool(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the pool; it counts as pending until it has ended there, even if
+        the caller is cancelled meanwhile (an inline call must not overlap it)."""
+        loop = asyncio.get_running_loop()
+        job = self._pool.submit(fn, *args)
+        self._pending += 1
+
+        def ended(_: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to count
+                loop.call_soon_threadsafe(self._ended)
+
+        job.add_done_callback(ended)
+        return await asyncio.wrap_future(job)
+
+    def _ended(self) -> None:
+        self._pending -= 1
 
     def _account(self, start: float, end: float) -> None:
         if self._first_call is None:

@@ -89,3 +89,27 @@ async def test_an_inline_call_raises_as_a_threaded_one_would() -> None:
             await calls.run(failing)
         with pytest.raises(OSError, match="No space left"):
             await calls.run(failing, background=True)
+
+
+async def test_a_cancelled_caller_does_not_let_the_next_call_overlap() -> None:
+    """The caller of a pool call is cancelled while the call still runs: the next call
+    must queue behind it, not run inline beside it."""
+    order: list[str] = []
+
+    def long_call() -> None:
+        order.append("long starts")
+        time.sleep(0.1)
+        order.append("long ends")
+
+    def quick_call() -> None:
+        order.append("quick")
+
+    with ThreadPoolExecutor(1) as pool:
+        calls = BlockingCalls(pool)
+        caller = asyncio.ensure_future(calls.run(long_call, background=True))
+        await asyncio.sleep(0.02)  # running on the pool now
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await calls.run(quick_call)
+    assert order == ["long starts", "long ends", "quick"]
