@@ -7,13 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.pipeline import object_fetch
 from shrinkwrap_async.pipeline.byte_budget import ByteBudget
-from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
-from shrinkwrap_async.spec.tree import Spec
-from shrinkwrap_async.testing.publish import Publisher, PublishOptions
-from shrinkwrap_async.testing.servers import StaticServer
+from shrinkwrap_async.testing.exporting import publish_and_export
 
 FQRN = "budget.test.local"
 
@@ -55,17 +51,7 @@ async def test_an_export_under_a_small_budget_completes_within_it(
     source.mkdir()
     for index in range(60):  # 60 objects of 8-12 KiB: 600 KiB, far over the budget
         (source / f"file{index:02d}.bin").write_bytes(bytes([index]) * (8192 + 64 * index))
-    publisher = Publisher(tmp_path / "server", FQRN, PublishOptions(workers=1))
-    publisher.publish(source)
-    async with StaticServer(tmp_path / "server") as server:
-        settings = ClientSettings.for_repository(
-            FQRN,
-            server.repository_url(FQRN),
-            publisher.keys_dir / f"{FQRN}.pub",
-            cache_base=tmp_path / "cache",
-        )
-        options = ExportOptions(dest_base=tmp_path / "dest", max_in_flight=32)
-        stats = await export_repository(settings, Spec.parse("/*\n"), options)
+    [stats] = await publish_and_export(tmp_path, FQRN, source, ["/*\n"], max_in_flight=32)
     assert stats.failures == [] and stats.data_files == 60
     for index in range(60):
         data = (tmp_path / "dest" / FQRN / f"file{index:02d}.bin").read_bytes()

@@ -6,12 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.pipeline import catalog_fetch
-from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
-from shrinkwrap_async.spec.tree import Spec
-from shrinkwrap_async.testing.publish import Publisher, PublishOptions
-from shrinkwrap_async.testing.servers import StaticServer
+from shrinkwrap_async.pipeline.runner import ExportOptions
+from shrinkwrap_async.testing.exporting import publish_and_export
 
 FQRN = "catalogs.test.local"
 NESTED = 12
@@ -40,19 +37,11 @@ async def export_counting_open_catalogs(
         return await real_open(self, digest, mountpoint)
 
     monkeypatch.setattr(catalog_fetch.CatalogOpener, "_open", counting_open)
-    publisher = Publisher(tmp_path / "server", FQRN, PublishOptions(workers=1))
-    publisher.publish(many_catalogs(tmp_path / "source"))
-    async with StaticServer(tmp_path / "server") as server:
-        settings = ClientSettings.for_repository(
-            FQRN,
-            server.repository_url(FQRN),
-            publisher.keys_dir / f"{FQRN}.pub",
-            cache_base=tmp_path / f"cache-{limit}",
-        )
-        options = ExportOptions(dest_base=tmp_path / f"dest-{limit}", max_in_flight=8)
-        stats = await export_repository(settings, Spec.parse("/*\n"), options)
+    source = many_catalogs(tmp_path / "source")
+    dest = tmp_path / f"dest-{limit}"
+    [stats] = await publish_and_export(tmp_path, FQRN, source, ["/*\n"], dest=dest)
     assert stats.failures == [] and stats.catalogs == NESTED + 1
-    tree = tmp_path / f"dest-{limit}" / FQRN
+    tree = dest / FQRN
     for index in range(NESTED):
         assert (tree / f"release-{index:02d}/lib/file.txt").read_text() == f"release {index}\n"
     return stats.files, peak

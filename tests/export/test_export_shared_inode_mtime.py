@@ -7,12 +7,8 @@ import os
 import random
 from pathlib import Path
 
-from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.link.shared_mtimes import walk_order_key
-from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
-from shrinkwrap_async.spec.tree import Spec
-from shrinkwrap_async.testing.publish import Publisher, PublishOptions
-from shrinkwrap_async.testing.servers import StaticServer
+from shrinkwrap_async.testing.exporting import publish_and_export
 
 FQRN = "mtimes.test.local"
 BASE = 1_700_000_000
@@ -41,21 +37,10 @@ def write_groups(root: Path) -> Path:
 
 async def export_in_order(tmp_path: Path, specs: list[str], jobs: int = 4) -> Path:
     """Export ``specs`` one after the other into one destination; returns the tree."""
-    publisher = Publisher(tmp_path / "server", FQRN, PublishOptions(workers=1))
-    publisher.publish(write_groups(tmp_path / "source"))
-    dest = tmp_path / "dest"
-    async with StaticServer(tmp_path / "server") as server:
-        settings = ClientSettings.for_repository(
-            FQRN,
-            server.repository_url(FQRN),
-            publisher.keys_dir / f"{FQRN}.pub",
-            cache_base=tmp_path / "cache",
-        )
-        for spec in specs:
-            options = ExportOptions(dest_base=dest, max_in_flight=jobs)
-            stats = await export_repository(settings, Spec.parse(spec), options)
-            assert stats.failures == []
-    return dest / FQRN
+    source = write_groups(tmp_path / "source")
+    for stats in await publish_and_export(tmp_path, FQRN, source, specs, max_in_flight=jobs):
+        assert stats.failures == []
+    return tmp_path / "dest" / FQRN
 
 
 def group_mtimes(tree: Path) -> list[int]:
