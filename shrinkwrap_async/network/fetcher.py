@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from shrinkwrap_async.hashing import Digest, ObjectSuffix
@@ -186,19 +186,38 @@ class UnverifiedObject:
     max_size: int | None
 
 
-async def _verified_commit(
-    transfer: Coroutine[Any, Any, object], hasher: Any, digest: Digest, sink: ObjectSink[T]
-) -> T:
-    """Run ``transfer`` (which feeds ``sink`` and ``hasher``); commit the sink if the hash
-    matched, else (or on any failure) discard it."""
-    try:
-        await transfer
-        if hasher.digest() != digest.raw:
-            raise _AttemptFailed(BAD_DATA, "content hash mismatch")
-    except BaseException as error:
-        await _discard(sink, error)
-        raise
-    return await _sink_commit(sink)
+class _Intake(Generic[T]):
+    """Where the pieces of a streamed body go, on either client: counted, held to the
+    low-speed limit, hashed, and written to ``sink``; :meth:`commit` after the transfer."""
+
+    __slots__ = ("endpoint", "guard", "hasher", "sink", "stats")
+
+    def __init__(self, fetcher: Fetcher, route: Route, digest: Digest, sink: ObjectSink[T]):
+        self.stats = fetcher.stats
+        self.endpoint = fetcher.stats.endpoint(route.endpoint)
+        self.guard = _LowSpeedGuard(fetcher.settings.low_speed_limit, fetcher._timeout_for(route))
+        self.hasher = digest.algorithm.new()
+        self.sink = sink
+
+    async def __call__(self, piece: bytes) -> None:
+        size = len(piece)
+        self.stats.bytes_received += size
+        self.endpoint.bytes_received += size
+        self.guard.update(size)
+        self.hasher.update(piece)
+        await _sink_write(self.sink, piece)
+
+    async def commit(self, transfer: Coroutine[Any, Any, object], digest: Digest) -> T:
+        """Run ``transfer`` (which feeds this intake); commit the sink if the hash matched,
+        else (or on any failure) discard it."""
+        try:
+            await transfer
+            if self.hasher.digest() != digest.raw:
+                raise _AttemptFailed(BAD_DATA, "content hash mismatch")
+        except BaseException as error:
+            await _discard(self.sink, error)
+            raise
+        return await _sink_commit(self.sink)
 
 
 class _LowSpeedGuard:
@@ -523,7 +542,7 @@ class Fetcher:
     ) -> T:
         """One streamed GET through aiohttp into ``sink``: hashed as it arrives, committed
         only if it matched."""
-        hasher = digest.algorithm.new()
+        intake = _Intake(self, route, digest, sink)
 
         async def transfer() -> None:
             async with request as response:
@@ -532,24 +551,15 @@ class Fetcher:
                     raise _AttemptFailed(
                         BAD_DATA, f"{length} bytes announced, at most {max_size} expected"
                     )
-                guard = _LowSpeedGuard(self.settings.low_speed_limit, self._timeout_for(route))
                 received = 0
-                endpoint = self.stats.endpoint(route.endpoint)
-                while True:
-                    piece = await response.content.read(PIECE_SIZE)
-                    if not piece:
-                        break
+                while piece := await response.content.read(PIECE_SIZE):
                     received += len(piece)
-                    self.stats.bytes_received += len(piece)
-                    endpoint.bytes_received += len(piece)
-                    guard.update(len(piece))
                     if max_size is not None and received > max_size:
                         raise _AttemptFailed(BAD_DATA, f"more than {max_size} bytes received")
-                    hasher.update(piece)
-                    await _sink_write(sink, piece)
+                    await intake(piece)
                 _check_length(response, received)
 
-        return await _verified_commit(transfer(), hasher, digest, sink)
+        return await intake.commit(transfer(), digest)
 
     async def _lean_stream(
         self,
@@ -561,21 +571,9 @@ class Fetcher:
         sink: ObjectSink[T],
     ) -> T:
         """:meth:`_stream_verified` on the lean client."""
-        hasher = digest.algorithm.new()
-        guard = _LowSpeedGuard(self.settings.low_speed_limit, self._timeout_for(route))
-        stats = self.stats
-        endpoint = stats.endpoint(route.endpoint)
-
-        async def on_piece(piece: bytes) -> None:
-            size = len(piece)
-            stats.bytes_received += size
-            endpoint.bytes_received += size
-            guard.update(size)
-            hasher.update(piece)
-            await _sink_write(sink, piece)
-
-        transfer = self._lean_request(route, lean, path, no_cache, None, on_piece=on_piece)
-        return await _verified_commit(transfer, hasher, digest, sink)
+        intake = _Intake(self, route, digest, sink)
+        transfer = self._lean_request(route, lean, path, no_cache, None, on_piece=intake)
+        return await intake.commit(transfer, digest)
 
     async def _commit_whole(self, digest: Digest, body: bytes, sink: ObjectSink[T]) -> T:
         """A whole verified-or-refused body through ``sink`` (see :meth:`stream_object`)."""
