@@ -132,6 +132,12 @@ class Digest:
 EMPTY_ZLIB_OBJECT = bytes.fromhex("789c030000000001")
 
 
+def stored_size_limit(size: int) -> int:
+    """The most bytes an object of ``size`` inflated bytes may take stored zlib-compressed
+    (zlib's worst case adds a little per 16 KiB block, plus its header and trailer)."""
+    return size + size // 64 + 4096
+
+
 class ObjectSuffix:
     """One-letter object type suffixes of ``data/`` objects."""
 

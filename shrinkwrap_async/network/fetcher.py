@@ -37,7 +37,7 @@ from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from shrinkwrap_async.hashing import Digest, ObjectSuffix
+from shrinkwrap_async.hashing import Digest, ObjectSuffix, stored_size_limit
 from shrinkwrap_async.network import geo
 from shrinkwrap_async.network.endpoints import DIRECT, FailoverState, Route
 from shrinkwrap_async.network.errors import (
@@ -454,7 +454,7 @@ class Fetcher:
         if suffix == ObjectSuffix.CATALOG:
             lean_below = LEAN_CATALOG_SIZE
         elif size_hint is not None and size_hint <= LEAN_OBJECT_SIZE:
-            lean_below = size_hint + size_hint // 64 + 4096  # zlib's worst-case growth
+            lean_below = stored_size_limit(size_hint)
         too_large_for_lean = False
 
         async def attempt(route: Route, no_cache: bool) -> T:

@@ -44,7 +44,7 @@ from shrinkwrap_async.catalogs.entry import DirEntry
 from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.config.variant_symlinks import expand_variant_symlink
 from shrinkwrap_async.exitcodes import PartialExportError, UnsafePathError
-from shrinkwrap_async.hashing import Digest, ObjectSuffix
+from shrinkwrap_async.hashing import Digest, ObjectSuffix, stored_size_limit
 from shrinkwrap_async.network.errors import ObjectCorruptError
 from shrinkwrap_async.packing.entries import (
     DEFAULT_XATTR_PREFIXES,
@@ -452,7 +452,7 @@ class StreamedEntries:
         label = f"/{path}"
         try:
             if piece.size <= self.options.memory_piece_limit:
-                data = await self._fetch_whole(piece, max_size=piece.size + piece.size // 64 + 4096)
+                data = await self._fetch_whole(piece, max_size=stored_size_limit(piece.size))
                 if not compressed:
                     return inflate_whole(data, piece.size, False)
                 loop = asyncio.get_running_loop()

@@ -34,7 +34,7 @@ from typing import Any
 
 from shrinkwrap_async.catalogs.entry import Chunk
 from shrinkwrap_async.exitcodes import ShrinkwrapError
-from shrinkwrap_async.hashing import Digest, ObjectSuffix
+from shrinkwrap_async.hashing import Digest, ObjectSuffix, stored_size_limit
 from shrinkwrap_async.network.errors import FetchError
 from shrinkwrap_async.pipeline.blocking_calls import BlockingCalls
 from shrinkwrap_async.pipeline.byte_budget import ByteBudget
@@ -228,7 +228,7 @@ class ObjectFetchStage:
                 await self.budget.acquire(job.size)  # released once committed (commit_batch)
                 try:
                     fetched = await self.fetcher.fetch_object_unverified(  # type: ignore[attr-defined]
-                        job.content, max_size=job.size + job.size // 64 + 4096
+                        job.content, max_size=stored_size_limit(job.size)
                     )
                 except BaseException:
                     self.budget.release(job.size)
@@ -363,7 +363,7 @@ class ObjectFetchStage:
             limit = size
         else:
             byte_range = None
-            limit = size + size // 64 + 4096 if job.compressed else size
+            limit = stored_size_limit(size) if job.compressed else size
         await self.fetcher.stream_external(  # type: ignore[attr-defined]
             job.path, digest, sink, byte_range=byte_range, max_size=limit
         )
