@@ -191,8 +191,10 @@ class ShardRun:
         return self.shard.owns_object(entry.content_hash)
 
     def wants(self, job: FileJob) -> bool:
-        """Whether this shard fetches ``job``'s object and links ``job``."""
-        return self.shard.owns_object(job.content)
+        """Whether this shard fetches ``job``'s object and links ``job``: decided by
+        :meth:`takes_entry` already, except for a chunked file (its content is its chunk
+        list, known only from the job)."""
+        return job.chunks is None or self.shard.owns_object(job.content)
 
     def _start_reporter(self, path: Path) -> None:
         stop = threading.Event()
