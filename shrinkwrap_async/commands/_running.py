@@ -32,6 +32,8 @@ def load_source_arguments(args: argparse.Namespace) -> tuple[ClientSettings, Spe
     from shrinkwrap_async.spec.tree import Spec
 
     configs = [Path(p) for p in args.src_config.split(":") if p]
+    if not configs:
+        raise UsageError("-f needs at least one client config file")
     for path in configs:
         if not path.is_file():
             raise UsageError(f"config file {path} does not exist (given with -f)")

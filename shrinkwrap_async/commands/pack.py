@@ -237,8 +237,6 @@ def run_streamed(args: argparse.Namespace, fmt: str) -> int:
                 "SquashFS straight from the repository needs mksquashfs >= 4.5.1 (reads tar "
                 "with -tar) or tar2sqfs (squashfs-tools-ng); or export first and use -x"
             )
-    if not args.src_config.strip(":"):
-        raise UsageError("-f needs at least one client config file")
     settings, spec = load_source_arguments(args)
     if args.output == "-":
         outcome = "the archive written to stdout is incomplete"
