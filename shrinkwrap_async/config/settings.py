@@ -157,26 +157,28 @@ class ClientSettings:
         ``CVMFS_EXTERNAL_URL`` string; ``values`` as a plain mapping of extra configuration
         keys (e.g. for variant symlinks).
         """
-        if isinstance(server_urls, str):
-            urls = parse_server_urls(server_urls, "<settings>")
-        else:
-            urls = parse_server_urls(";".join(server_urls), "<settings>")
+
+        def joined(hosts: Sequence[str] | str) -> str:
+            return hosts if isinstance(hosts, str) else ";".join(hosts)
+
+        def proxy_groups(key: str, field_name: str) -> tuple[tuple[str, ...], ...]:
+            given = overrides.pop(field_name, ((DIRECT,),))
+            if isinstance(given, str):
+                given = parse_proxy_groups(given, "<settings>", key)
+            return tuple(tuple(group) for group in given)
+
+        urls = parse_server_urls(joined(server_urls), "<settings>")
         if isinstance(public_keys, str | Path):
             public_keys = [public_keys]
-        proxies = overrides.pop("proxy_groups", ((DIRECT,),))
-        if isinstance(proxies, str):
-            proxies = parse_proxy_groups(proxies, "<settings>", "CVMFS_HTTP_PROXY")
-        external_proxies = overrides.pop("external_proxy_groups", ((DIRECT,),))
-        if isinstance(external_proxies, str):
-            external_proxies = parse_proxy_groups(
-                external_proxies, "<settings>", "CVMFS_EXTERNAL_HTTP_PROXY"
-            )
-        overrides["external_proxy_groups"] = tuple(tuple(group) for group in external_proxies)
-        external = overrides.pop("external_urls", ())
-        if not isinstance(external, str):
-            external = ";".join(external)
+        proxies = proxy_groups("CVMFS_HTTP_PROXY", "proxy_groups")
+        overrides["external_proxy_groups"] = proxy_groups(
+            "CVMFS_EXTERNAL_HTTP_PROXY", "external_proxy_groups"
+        )
         overrides["external_urls"] = parse_host_list(
-            external, "<settings>", "CVMFS_EXTERNAL_URL", EXTERNAL_URL_EXAMPLE
+            joined(overrides.pop("external_urls", ())),
+            "<settings>",
+            "CVMFS_EXTERNAL_URL",
+            EXTERNAL_URL_EXAMPLE,
         )
         raw_values = overrides.pop("values", None)
         values = ConfigValues().with_values({"CVMFS_SERVER_URL": ";".join(urls)}, _PROGRAMMATIC)
@@ -197,7 +199,7 @@ class ClientSettings:
         return cls(
             fqrn=fqrn,
             server_urls=urls,
-            proxy_groups=tuple(tuple(group) for group in proxies),
+            proxy_groups=proxies,
             public_keys=tuple(Path(p) for p in public_keys),
             values=values,
             **overrides,
