@@ -109,6 +109,13 @@ class Piece:
     size: int  # inflated
     external: tuple[str, int | None] | None = None  # an external file: (path, range offset)
 
+    @property
+    def byte_range(self) -> tuple[int, int] | None:
+        """The bytes of its external file this piece is (None: the whole file)."""
+        if self.external is None or self.external[1] is None:
+            return None
+        return self.external[1], self.size
+
 
 @dataclass
 class StreamStats:
@@ -711,10 +718,8 @@ class StreamedEntries:
         fetcher = self.source.fetcher
         if piece.external is None:
             return await fetcher.fetch_object(piece.digest, piece.suffix, max_size=max_size)
-        path, offset = piece.external
-        byte_range = None if offset is None else (offset, piece.size)
         return await fetcher.fetch_external(
-            path, piece.digest, byte_range=byte_range, max_size=max_size
+            piece.external[0], piece.digest, byte_range=piece.byte_range, max_size=max_size
         )
 
     async def _stream(self, piece: Piece, sink_factory: Callable[[], Any]) -> Any:
@@ -723,10 +728,8 @@ class StreamedEntries:
             return await fetcher.stream_object(
                 piece.digest, piece.suffix, sink_factory, size_hint=piece.size
             )
-        path, offset = piece.external
-        byte_range = None if offset is None else (offset, piece.size)
         return await fetcher.stream_external(
-            path, piece.digest, sink_factory, byte_range=byte_range
+            piece.external[0], piece.digest, sink_factory, byte_range=piece.byte_range
         )
 
     def _skip(self, path: str, reason: str) -> None:
