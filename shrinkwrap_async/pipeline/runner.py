@@ -55,6 +55,7 @@ from shrinkwrap_async.pipeline.summary import ExportStats, Failure
 from shrinkwrap_async.runtime import cpu_count
 from shrinkwrap_async.spec.tree import Spec
 from shrinkwrap_async.state.eventlog import log_event
+from shrinkwrap_async.state.shard_marks import ShardMarks, run_key
 from shrinkwrap_async.store.data_store import DataStore, ObjectMeta, chunk_list_digest, object_name
 from shrinkwrap_async.store.errors import as_storage_error
 
@@ -190,6 +191,7 @@ class Exporter:
         *,
         refresh: RefreshPlan | None = None,
         on_catalog_applied: Callable[[str, str], Awaitable[None]] | None = None,
+        files_done: bool = False,
     ) -> None:
         self.settings = settings
         self.refresh = refresh or RefreshPlan()
@@ -231,9 +233,9 @@ class Exporter:
         self.spool: DirectorySpool | None = None
         self.shared_mtimes: SharedMtimes | None = None
         self.shard = shard_run(options, self)  # --shard K/N: this process's part
-        # The final pass of --workers after shards that all ended with exit code 0: every
-        # selected regular file is linked already, so only the directories are walked.
-        self.files_done = self.shard is None and bool(options.extra.get("files_done"))
+        # The pass after shards that all ended complete: every selected regular file is
+        # linked already, so only the directories are walked (see ``state.shard_marks``).
+        self.files_done = self.shard is None and files_done
         self.committer = SmallObjectCommitter(  # after the shard's store
             self.store, self.cpu_pool, use_process=not self.files_done
         )
@@ -769,6 +771,21 @@ async def _run_recorded(
         await db.begin_export(
             fqrn, root_hash=root_hex, revision=trusted.revision, spec_digest=spec.digest()
         )
+    marks = ShardMarks(options.dest_base, fqrn)
+    marks_key = shard_marks_key(settings, spec, options, root_hex)
+    files_done = bool(options.extra.get("files_done"))
+    if not files_done and not options.dry_run and "shard" not in options.extra:
+        shards = marks.complete(marks_key)
+        if shards:
+            files_done = True
+            log_event(
+                log,
+                "export.shards_complete",
+                f"all {shards} shards ended complete: every file is in place, "
+                "walking the directories only",
+                fqrn=fqrn,
+                shards=shards,
+            )
     cache = CatalogCache(cache_dir / "catalogs", fetcher)
     exporter = Exporter(
         settings,
@@ -778,6 +795,7 @@ async def _run_recorded(
         cache,
         refresh=plan,
         on_catalog_applied=applied if db is not None else None,
+        files_done=files_done,
     )
     status, exit_code = ABORTED, int(ExitCode.PARTIAL)
     try:
@@ -834,6 +852,8 @@ async def _run_recorded(
         if storage is not None:
             raise storage from error
         raise
+    if not options.dry_run:
+        _update_shard_marks(marks, marks_key, options, exit_code)
     if db is not None:
         if stats.failures:
             await db.record_failures(fqrn, [(f.object or f.path, f.reason) for f in stats.failures])
@@ -843,6 +863,36 @@ async def _run_recorded(
             await db.forget_catalogs(fqrn, exporter.failed_mountpoints)
         await _finish(db, fqrn, status, exit_code, stats)
     return stats
+
+
+def shard_marks_key(
+    settings: ClientSettings, spec: Spec, options: ExportOptions, root_hex: str
+) -> str:
+    """What a shard's mark is valid for: the same files linked to the same objects."""
+    return run_key(
+        root_hex,
+        spec.digest(),
+        settings.uid_map,
+        settings.gid_map,
+        settings.claim_ownership,
+        os.geteuid(),
+        options.store_root,
+    )
+
+
+def _update_shard_marks(
+    marks: ShardMarks, key: str, options: ExportOptions, exit_code: int
+) -> None:
+    """A complete shard leaves its mark; a complete ordinary export removes them all. A
+    mark that cannot be written costs only speed (the final pass then checks every file)."""
+    shard = options.extra.get("shard")
+    try:
+        if shard is not None and exit_code == 0:
+            marks.record(key, shard.index, shard.count)
+        elif shard is None and exit_code == 0:
+            marks.clear()
+    except OSError as error:
+        log.warning("shard marks in %s: %s", marks.directory, error.strerror or error)
 
 
 async def _forget_stale_catalogs(db: Any, fqrn: str, exporter: Exporter) -> None:

@@ -17,7 +17,9 @@ The partition is deterministic and needs no coordination:
 
 Each shard is safe to rerun alone: it redoes its part and finds its objects committed.
 Shards leave the final directory metadata and the provenance to one ordinary export with the
-same arguments, run after all of them; it downloads no data object.
+same arguments, run after all of them; it downloads no data object. A shard that ends
+complete leaves a mark (:mod:`~shrinkwrap_async.state.shard_marks`): with the marks of all
+of them, that export walks only the directories.
 
 Several processes (one machine, or nodes sharing a file system) may write one ``.data``:
 objects are written to per-process temp directories and renamed into place atomically.

@@ -14,6 +14,7 @@ import pytest
 from shrinkwrap_async.exitcodes import UsageError
 from shrinkwrap_async.hashing import Algorithm
 from shrinkwrap_async.pipeline.shard import Shard
+from shrinkwrap_async.state.shard_marks import ShardMarks
 from shrinkwrap_async.testing.command_line import run_cli, run_cli_process, source_arguments
 from shrinkwrap_async.testing.publish import Publisher, PublishOptions
 from shrinkwrap_async.testing.servers import StaticServer
@@ -132,10 +133,15 @@ async def test_four_shards_equal_one_export(
     assert object_requests(server) == single_objects
     expected = content_view(snapshot(single, fqrn))
     assert listing.diff(expected, content_view(snapshot(sharded, fqrn))) == []
+    marks = ShardMarks(sharded, fqrn)
+    assert len(list(marks.directory.glob("*/*-of-4"))) == 4  # each shard left its mark
     before_final = data_requests(server)
-    assert await export_cli(*common, "-x", str(sharded)) == 0
+    final = await run_cli_process("export", *common, "-x", str(sharded), "--no-progress")
+    assert final.exit_code == 0
+    assert "all 4 shards ended complete" in final.stderr  # so it walked directories only
     assert data_requests(server) == before_final  # the final pass downloads no data object
     assert (sharded / ".provenance" / fqrn / "export.json").is_file()
+    assert not marks.directory.exists()  # a complete export removes the marks
     assert listing.diff(snapshot(single, fqrn), snapshot(sharded, fqrn)) == []
     assert store_objects(sharded) == store_objects(single)
 
@@ -168,3 +174,21 @@ async def test_workers_two_same_tree(
     assert object_requests(synthetic_server) == single_objects
     assert listing.diff(snapshot(single, SYNTHETIC), snapshot(parallel, SYNTHETIC)) == []
     assert store_objects(parallel) == store_objects(single)
+
+
+async def test_final_pass_after_a_missing_shard_checks_every_file(
+    synthetic_server: StaticServer, synthetic_repository: Path, tmp_path: Path
+) -> None:
+    """Without the mark of every shard (one never ran, or ended partial) the ordinary export
+    after them is a full one: it fetches what the missing shard owns and checks every file."""
+    keys = synthetic_repository / "keys"
+    common = source_arguments(tmp_path, synthetic_server.url, keys, SYNTHETIC)
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    assert await export_cli(*common, "-x", str(single)) == 0
+    assert await export_cli(*common, "-x", str(sharded), "--shard", "0/2") == 0
+    assert len(list(ShardMarks(sharded, SYNTHETIC).directory.glob("*/0-of-2"))) == 1
+    final = await run_cli_process("export", *common, "-x", str(sharded), "--no-progress")
+    assert final.exit_code == 0
+    assert "shards ended complete" not in final.stderr
+    assert listing.diff(snapshot(single, SYNTHETIC), snapshot(sharded, SYNTHETIC)) == []
+    assert store_objects(sharded) == store_objects(single)
