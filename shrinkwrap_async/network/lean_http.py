@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from multidict import CIMultiDict
 
 MAX_HEAD = 64 * 1024  # status line and headers
-PAUSE_ABOVE = 1024 * 1024  # a streamed body: bytes buffered before reading pauses
+PAUSE_ABOVE = 256 * 1024  # a streamed body: bytes buffered before reading pauses
 
 OnPiece = Callable[[bytes], Awaitable[None]]
 
