@@ -885,11 +885,13 @@ def _update_shard_marks(
 ) -> None:
     """A complete shard leaves its mark; a complete ordinary export removes them all. A
     mark that cannot be written costs only speed (the final pass then checks every file)."""
+    if exit_code != 0:
+        return
     shard = options.extra.get("shard")
     try:
-        if shard is not None and exit_code == 0:
+        if shard is not None:
             marks.record(key, shard.index, shard.count)
-        elif shard is None and exit_code == 0:
+        else:
             marks.clear()
     except OSError as error:
         log.warning("shard marks in %s: %s", marks.directory, error.strerror or error)
