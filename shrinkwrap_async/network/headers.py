@@ -28,7 +28,8 @@ NO_CACHE_HEADERS: Mapping[str, str] = MappingProxyType(
 )
 
 # Bytes the client leaves as they are in a URL path (§10.8); everything else is %XX.
-_SAFE = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz/:.@+-_~[],")
+_SAFE_BYTES = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz/:.@+-_~[],"
+_SAFE = frozenset(_SAFE_BYTES)
 
 
 def request_headers(*, no_cache: bool) -> Mapping[str, str]:
@@ -38,6 +39,6 @@ def request_headers(*, no_cache: bool) -> Mapping[str, str]:
 def escape_path(path: str) -> str:
     """Percent-encode ``path`` exactly as the client does before handing it to curl."""
     raw = path.encode()
-    if all(byte in _SAFE for byte in raw):
+    if not raw.translate(None, _SAFE_BYTES):  # nothing but safe bytes (every object path)
         return path
     return "".join(chr(byte) if byte in _SAFE else f"%{byte:02X}" for byte in raw)
