@@ -16,11 +16,15 @@ import secrets
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Protocol, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
 
 from shrinkwrap_async.catalogs.entry import CatalogError
 from shrinkwrap_async.catalogs.reader import Catalog
+from shrinkwrap_async.exitcodes import StorageError
 from shrinkwrap_async.hashing import Digest, Hasher, ObjectSuffix
+
+if TYPE_CHECKING:
+    from shrinkwrap_async.config.settings import ClientSettings
 
 __all__ = [
     "DEFAULT_MAX_CATALOG_SIZE",
@@ -28,6 +32,7 @@ __all__ = [
     "Fetcher",
     "InflatingCatalogSink",
     "ObjectSink",
+    "usable_catalog_cache_dir",
 ]
 
 DEFAULT_MAX_CATALOG_SIZE = 4 << 30
@@ -38,6 +43,25 @@ INFLATE_PIECE = 1 << 20
 
 T_co = TypeVar("T_co", covariant=True)
 T = TypeVar("T")
+
+
+def usable_catalog_cache_dir(settings: ClientSettings, explicit: Path | None = None) -> Path:
+    """The cache directory of catalogs and certificates (``explicit``, else the settings'),
+    created if need be. A :class:`StorageError` naming the setting that chose it if it cannot
+    be created or written: raised before any request is made."""
+    path = explicit or settings.catalog_cache_dir()
+    origin = "the caller" if explicit else settings.catalog_cache_origin()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, os.strerror(13))
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise StorageError(
+            f"cannot use the catalog cache {path} (from {origin}): {reason}; "
+            "point CVMFS_CACHE_BASE or -c at a writable directory"
+        ) from None
+    return path
 
 
 class ObjectSink(Protocol[T_co]):

@@ -241,6 +241,12 @@ class ClientSettings:
         base = Path(xdg) if xdg else Path.home() / ".cache"
         return base / "shrinkwrap-async"
 
+    def catalog_cache_origin(self) -> str:
+        """What chose :meth:`catalog_cache_dir`, for an error message."""
+        if self.cache_base is not None:
+            return "CVMFS_CACHE_BASE or -c"
+        return "$XDG_CACHE_HOME" if os.environ.get("XDG_CACHE_HOME") else "the home directory"
+
 
 # -- value parsing ----------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from shrinkwrap_async.catalogs.cache import CatalogCache
+from shrinkwrap_async.catalogs.cache import CatalogCache, usable_catalog_cache_dir
 from shrinkwrap_async.catalogs.entry import DirEntry
 from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.config.variant_symlinks import expand_variant_symlink
@@ -799,7 +799,7 @@ class RepositorySource:
         from shrinkwrap_async.network.fetcher import Fetcher
         from shrinkwrap_async.trust.chain import establish_trust
 
-        cache_dir = catalog_cache_dir or settings.catalog_cache_dir()
+        cache_dir = usable_catalog_cache_dir(settings, catalog_cache_dir)
         with ThreadPoolExecutor(max(1, cpu_count()), thread_name_prefix="pack-inflate") as pool:
             async with Fetcher(settings, max_in_flight=max(1, max_in_flight)) as fetcher:
                 trusted = await establish_trust(

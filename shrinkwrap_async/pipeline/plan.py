@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from shrinkwrap_async.catalogs.cache import CatalogCache
+from shrinkwrap_async.catalogs.cache import CatalogCache, usable_catalog_cache_dir
 from shrinkwrap_async.catalogs.reader import Catalog
 from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.exitcodes import ExitCode
@@ -255,7 +255,7 @@ async def make_plan(
 
     store_root = dest_cache or (dest_base / ".data" if dest_base is not None else None)
     store = DataStore(store_root) if store_root is not None else None
-    cache_dir = catalog_cache_dir or settings.catalog_cache_dir()
+    cache_dir = usable_catalog_cache_dir(settings, catalog_cache_dir)
     async with Fetcher(settings) as fetcher:
         trusted = await establish_trust(fetcher, settings, cache_dir=cache_dir / "certificates")
         planner = Planner(

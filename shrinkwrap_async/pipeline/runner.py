@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shrinkwrap_async.catalogs.cache import CatalogCache
+from shrinkwrap_async.catalogs.cache import CatalogCache, usable_catalog_cache_dir
 from shrinkwrap_async.catalogs.entry import DirEntry
 from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.config.variant_symlinks import expand_variant_symlink
@@ -663,7 +663,7 @@ async def export_repository(
     from shrinkwrap_async.state.db import StateDB
     from shrinkwrap_async.trust.chain import establish_trust
 
-    cache_dir = catalog_cache_dir or settings.catalog_cache_dir()
+    cache_dir = usable_catalog_cache_dir(settings, catalog_cache_dir)
     fqrn = settings.fqrn
     async with Fetcher(settings, max_in_flight=options.max_in_flight) as fetcher:
         trusted = await establish_trust(fetcher, settings, cache_dir=cache_dir / "certificates")

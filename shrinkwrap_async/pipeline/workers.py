@@ -101,12 +101,13 @@ def _stop(signum: int, _frame: object) -> None:
 async def up_to_date_stats(settings: Any, spec: Spec, dest_base: Path) -> ExportStats | None:
     """The summary of an export that has nothing to do (the state database says the tree
     holds this revision under this spec), else None. Two requests, as an ordinary run."""
+    from shrinkwrap_async.catalogs.cache import usable_catalog_cache_dir
     from shrinkwrap_async.network.fetcher import Fetcher
     from shrinkwrap_async.pipeline.refresh import plan_refresh
     from shrinkwrap_async.state.db import StateDB
     from shrinkwrap_async.trust.chain import establish_trust
 
-    cache_dir = settings.catalog_cache_dir()
+    cache_dir = usable_catalog_cache_dir(settings)
     async with Fetcher(settings, max_in_flight=2) as fetcher:
         trusted = await establish_trust(fetcher, settings, cache_dir=cache_dir / "certificates")
         root_hex = trusted.root_catalog.hex

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shrinkwrap_async.catalogs.cache import CatalogCache
+from shrinkwrap_async.catalogs.cache import CatalogCache, usable_catalog_cache_dir
 from shrinkwrap_async.catalogs.entry import DirEntry
 from shrinkwrap_async.catalogs.reader import Catalog
 from shrinkwrap_async.config.settings import ClientSettings
@@ -104,7 +104,7 @@ class TreeVerifier:
         self.fetcher = fetcher
         self.owner = owner or Ownership(settings)
         self.env = settings.symlink_environment()
-        self.cache = CatalogCache(settings.catalog_cache_dir() / "catalogs", fetcher)
+        self.cache = CatalogCache(usable_catalog_cache_dir(settings) / "catalogs", fetcher)
         self.privileged = os.geteuid() == 0
         self._objects_seen: set[str] = set()
 

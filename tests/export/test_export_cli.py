@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from shrinkwrap_async import cli
-from shrinkwrap_async.testing.command_line import run_cli, source_arguments
+from shrinkwrap_async.testing.command_line import run_cli, run_cli_process, source_arguments
 from shrinkwrap_async.testing.servers import StaticServer
+from shrinkwrap_async.testing.shared import write_client_config
 
 FQRN = "fix1.test.local"
 
@@ -75,3 +76,31 @@ async def test_unchanged_rerun_reports_up_to_date_without_spec_warnings(
     assert await run_cli(*argv) == 0
     assert "is up to date" in capsys.readouterr().out
     assert not [r.getMessage() for r in caplog.records if "matched nothing" in r.getMessage()]
+
+
+@pytest.mark.parametrize("command", ["export", "plan", "pack"])
+async def test_unusable_catalog_cache_is_one_line_before_any_request(
+    command: str, fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """A CVMFS_CACHE_BASE that cannot be used (here: below a regular file) is exit 5 with a
+    line naming the directory and the setting, and nothing is fetched."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    config = write_client_config(
+        tmp_path, fixture_server.url, fixtures_dir / "keys", extra=f"CVMFS_CACHE_BASE={blocker}\n"
+    )
+    spec = tmp_path / "all.spec"
+    spec.write_text("/*\n")
+    source = ["-r", FQRN, "-f", str(config), "-t", str(spec)]
+    argv = {
+        "export": ["export", *source, "-x", str(tmp_path / "dest"), "--no-progress"],
+        "plan": ["export", *source, "-x", str(tmp_path / "dest"), "--dry-run"],
+        "pack": ["pack", *source, "-o", str(tmp_path / "out.tar")],
+    }[command]
+    result = await run_cli_process(*argv)
+    assert result.exit_code == 5
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"cannot use the catalog cache {blocker}/shrinkwrap-async" in last
+    assert "CVMFS_CACHE_BASE" in last and "Traceback" not in result.stderr
+    assert sum(fixture_server.requests.values()) == 0  # a fresh server: nothing was asked
+    assert not (tmp_path / "out.tar").exists()
