@@ -36,13 +36,18 @@ def load_source_arguments(args: argparse.Namespace) -> tuple[ClientSettings, Spe
         raise UsageError("-f needs at least one client config file")
     for path in configs:
         if not path.is_file():
-            raise UsageError(f"config file {path} does not exist (given with -f)")
+            raise UsageError(f"config file {path} {_not_a_file(path)} (given with -f)")
     settings = ClientSettings.load(configs, args.repo)
     if args.src_cache and settings.cache_base is None:
         settings = dataclasses.replace(settings, cache_base=Path(args.src_cache))
     if args.spec_file != "-" and not Path(args.spec_file).is_file():
-        raise UsageError(f"spec file {args.spec_file} does not exist (given with -t)")
-    return settings, Spec.load(args.spec_file)
+        spec_path = Path(args.spec_file)
+        raise UsageError(f"spec file {spec_path} {_not_a_file(spec_path)} (given with -t)")
+    return settings, Spec.load(args.spec_file).require_selection()
+
+
+def _not_a_file(path: Path) -> str:
+    return "is not a regular file" if path.exists() else "does not exist"
 
 
 class StoppedBySignal(ShrinkwrapError):

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from shrinkwrap_async.exitcodes import ExitCode, UsageError
+from shrinkwrap_async.exitcodes import ExitCode, StorageError, UsageError
 from shrinkwrap_async.packing.compression import (
     COMPRESSIONS,
     CompressedSink,
@@ -169,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("only tar can be written to stdout ('-o -'); give a file for SquashFS")
     if fmt != "tar" and args.compress not in (None, "none"):
         raise UsageError("--compress applies to tar; use --squashfs-comp for SquashFS")
+    if args.output != "-":
+        check_output_file(Path(args.output))
     streaming = args.src_config is not None or args.spec_file is not None
     if args.dest_base is not None and streaming:
         raise UsageError(
@@ -209,6 +211,18 @@ def run(args: argparse.Namespace) -> int:
         argv = build_squashfs_from_tree(args.dest_base, args.repo, output, options, method)
     log.info("wrote %s with: %s", output, " ".join(argv))
     return ExitCode.OK
+
+
+def check_output_file(output: Path) -> None:
+    """Refuse (exit 5) an ``-o`` that cannot be written, before anything is read or fetched:
+    the archive is written next to it under a temporary name, then renamed."""
+    parent = output.parent
+    if output.is_dir():
+        raise StorageError(f"cannot write {output}: it is a directory")
+    if not parent.is_dir():
+        raise StorageError(f"cannot write {output}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise StorageError(f"cannot write {output}: directory {parent} is not writable")
 
 
 def _squashfs_options(args: argparse.Namespace, mtime: int) -> SquashfsOptions:

@@ -160,7 +160,7 @@ def run_merge(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    spec = Spec.load(args.spec_file)
+    spec = Spec.load(args.spec_file).require_selection()
     if importlib.util.find_spec(PLAN_MODULE) is None:
         _note("spec check needs the export pipeline")
         return ExitCode.USAGE

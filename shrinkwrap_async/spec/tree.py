@@ -256,6 +256,15 @@ class Spec:
             raise SpecError(f"cannot read spec file {path}: {error.strerror}") from None
         return cls.parse(text, source=str(path))
 
+    def require_selection(self) -> Spec:
+        """This spec, or a :class:`SpecError` when no line selects anything (an empty file,
+        or exclusions alone): an export of nothing is a mistake, not a request."""
+        if not any(rule.kind is not RuleKind.EXCLUDE for rule in self.rules):
+            raise SpecError(
+                f"spec {self.source} selects nothing (no line such as /path/* or /path/file)"
+            )
+        return self
+
     @classmethod
     def everything(cls) -> Spec:
         """The whole repository (``/*``)."""

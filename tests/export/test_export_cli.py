@@ -50,6 +50,12 @@ async def test_export_cli_and_exit_codes(
     assert (dest / FQRN / "README.txt").is_file()
     assert (dest / ".provenance" / FQRN / "export.json").is_file()
     assert await run_cli(*argv[:-2], "-x", str(dest), "-t", str(tmp_path / "missing")) == 2
+    capsys.readouterr()
+    assert await run_cli(*argv[:-2], "-x", str(dest), "-t", str(tmp_path)) == 2
+    assert f"spec file {tmp_path} is not a regular file" in capsys.readouterr().err
+    (tmp_path / "excluding.spec").write_text("!/README.txt\n")
+    assert await run_cli(*argv[:-2], "-x", str(dest), "-t", str(tmp_path / "excluding.spec")) == 2
+    assert "selects nothing" in capsys.readouterr().err
 
 
 def test_demo_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

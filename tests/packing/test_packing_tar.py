@@ -183,6 +183,12 @@ def test_errors(export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main([*base, FQRN, "-o", "-", "--format", "squashfs"]) == 2
     assert main([*base, FQRN, "-o", str(tmp_path / "x.sqfs"), "--compress", "gzip"]) == 2
     assert not list(tmp_path.glob(".x.*"))  # no temporary file left behind
+    capsys.readouterr()
+    # An output that cannot be written is refused before anything is read: exit 5.
+    assert main([*base, FQRN, "-o", str(tmp_path / "no-such-dir" / "x.tar")]) == 5
+    assert f"directory {tmp_path / 'no-such-dir'} does not exist" in capsys.readouterr().err
+    assert main([*base, FQRN, "-o", str(tmp_path)]) == 5
+    assert f"cannot write {tmp_path}: it is a directory" in capsys.readouterr().err
 
 
 async def test_async_producer_feeds_the_writer() -> None:

@@ -208,3 +208,14 @@ def test_select_accepts_unvisited_paths_and_caches_correctly() -> None:
         assert spec.select("/z/file", is_directory=False).include
         assert spec.select("/a", is_directory=True) == Selection(True, True)
         assert spec.select("/a/b/c", is_directory=True) == Selection(False, False)
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n\n", "!/a\n!/b/*\n"])
+def test_a_spec_that_selects_nothing_is_refused(text: str) -> None:
+    with pytest.raises(SpecError, match="selects nothing"):
+        Spec.parse(text, source="job.spec").require_selection()
+
+
+def test_a_spec_with_an_inclusion_is_accepted() -> None:
+    spec = Spec.parse("!/a/b\n/a/*\n")
+    assert spec.require_selection() is spec
