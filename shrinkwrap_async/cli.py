@@ -53,6 +53,17 @@ def chosen_command(argv: Sequence[str] | None) -> str | None:
     return None
 
 
+def requests_in_flight(text: str) -> int:
+    """``-j``: a number of requests in flight, 0 for the default."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of requests, 0 or more: {text!r}")
+    return value
+
+
 def add_verbosity_options(parser: argparse.ArgumentParser) -> None:
     """-v/-q, shared by the commands that log."""
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more output")

@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from shrinkwrap_async import __version__
 from shrinkwrap_async.cli import main
 
@@ -69,3 +71,13 @@ def test_chosen_command():
     assert chosen_command(None) is None
     subparsers = build_parser([])._subparsers._group_actions[0]  # type: ignore[union-attr]
     assert set(subparsers.choices) == set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", ["export", "pack"])
+@pytest.mark.parametrize("jobs", ["-3", "many"])
+def test_requests_in_flight_must_be_a_count(command, jobs, capsys):
+    argv = [command, "-r", "x", "-f", "c.conf", "-t", "s.spec", "-j", jobs]
+    with pytest.raises(SystemExit) as stopped:
+        main([*argv, *(["-x", "d"] if command == "export" else ["-o", "o.tar"])])
+    assert stopped.value.code == 2
+    assert "expected a number of requests, 0 or more" in capsys.readouterr().err

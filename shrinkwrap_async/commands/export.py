@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shrinkwrap_async.cli import add_verbosity_options
+from shrinkwrap_async.cli import add_verbosity_options, requests_in_flight
 from shrinkwrap_async.commands._running import load_source_arguments, run_stoppable
 from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError
 from shrinkwrap_async.pipeline import shard
@@ -43,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("-x", "--dest-base", default="/export/cvmfs", help="output base")
     parser.add_argument("-y", "--dest-cache", help="object store (default <dest-base>/.data)")
     parser.add_argument("-c", "--src-cache", default="", help="catalog cache base directory")
-    parser.add_argument("-j", "--threads", type=int, default=0, help="requests in flight")
+    parser.add_argument(
+        "-j", "--threads", type=requests_in_flight, default=0, help="requests in flight"
+    )
     parser.add_argument("-p", "--stat-period", type=float, default=10.0, help="seconds")
     parser.add_argument("-g", "--gc", action="store_true", help="collect unused objects after")
     parser.add_argument("--dry-run", action="store_true", help="walk catalogs, write nothing")

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from shrinkwrap_async.cli import requests_in_flight
 from shrinkwrap_async.exitcodes import ExitCode, StorageError, UsageError
 from shrinkwrap_async.packing.compression import (
     COMPRESSIONS,
@@ -70,7 +71,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     source.add_argument("-t", "--spec-file", help="spec file ('-' = stdin)")
     source.add_argument("-c", "--src-cache", default="", help="catalog cache base directory")
     source.add_argument(
-        "-j", "--threads", type=int, default=0, help="requests in flight (default 32)"
+        "-j",
+        "--threads",
+        type=requests_in_flight,
+        default=0,
+        help="requests in flight (default 32)",
     )
     source.add_argument(
         "--keep-variant-symlinks",
