@@ -773,19 +773,9 @@ async def _run_recorded(
         )
     marks = ShardMarks(options.dest_base, fqrn)
     marks_key = shard_marks_key(settings, spec, options, root_hex)
-    files_done = bool(options.extra.get("files_done"))
-    if not files_done and not options.dry_run and "shard" not in options.extra:
-        shards = marks.complete(marks_key)
-        if shards:
-            files_done = True
-            log_event(
-                log,
-                "export.shards_complete",
-                f"all {shards} shards ended complete: every file is in place, "
-                "walking the directories only",
-                fqrn=fqrn,
-                shards=shards,
-            )
+    files_done = bool(options.extra.get("files_done")) or _shards_complete(
+        marks, marks_key, options, fqrn
+    )
     cache = CatalogCache(cache_dir / "catalogs", fetcher)
     exporter = Exporter(
         settings,
@@ -878,6 +868,23 @@ def shard_marks_key(
         os.geteuid(),
         options.store_root,
     )
+
+
+def _shards_complete(marks: ShardMarks, key: str, options: ExportOptions, fqrn: str) -> bool:
+    """Whether an ordinary export runs after shards that all left their mark."""
+    if options.dry_run or "shard" in options.extra:
+        return False
+    shards = marks.complete(key)
+    if shards:
+        log_event(
+            log,
+            "export.shards_complete",
+            f"all {shards} shards ended complete: every file is in place, "
+            "walking the directories only",
+            fqrn=fqrn,
+            shards=shards,
+        )
+    return bool(shards)
 
 
 def _update_shard_marks(
