@@ -62,6 +62,7 @@ class ClientSettings:
     fqrn: str
     server_urls: tuple[str, ...]
     proxy_groups: tuple[tuple[str, ...], ...] = ((DIRECT,),)
+    fallback_proxy_groups: int = 0  # the last groups of proxy_groups: CVMFS_FALLBACK_PROXY
     public_keys: tuple[Path, ...] = ()
     cache_base: Path | None = None
     uid_map: IdMap = field(default_factory=IdMap)
@@ -107,12 +108,14 @@ class ClientSettings:
         """Settings from already parsed values (used by :meth:`load`)."""
         reader = _Reader(values)
         cache = values.get("CVMFS_CACHE_DIR") or values.get("CVMFS_CACHE_BASE")
+        proxy_groups, fallback_proxy_groups = _proxy_groups_from(values)
         return cls(
             fqrn=fqrn,
             server_urls=parse_server_urls(
                 values.get("CVMFS_SERVER_URL"), values.where("CVMFS_SERVER_URL")
             ),
-            proxy_groups=_proxy_groups_from(values),
+            proxy_groups=proxy_groups,
+            fallback_proxy_groups=fallback_proxy_groups,
             public_keys=_public_keys_from(values),
             cache_base=Path(cache) if cache else None,
             uid_map=reader.id_map("CVMFS_UID_MAP"),
@@ -135,7 +138,7 @@ class ClientSettings:
             external_urls=_external_urls_from(values, reader),
             external_proxy_groups=_proxy_groups_from(
                 values, "CVMFS_EXTERNAL_HTTP_PROXY", "CVMFS_EXTERNAL_FALLBACK_PROXY"
-            ),
+            )[0],
             external_timeout=reader.optional_seconds("CVMFS_EXTERNAL_TIMEOUT"),
             external_timeout_direct=reader.optional_seconds("CVMFS_EXTERNAL_TIMEOUT_DIRECT"),
             values=values,
@@ -362,21 +365,23 @@ def _proxy_groups_from(
     values: ConfigValues,
     key: str = "CVMFS_HTTP_PROXY",
     fallback_key: str = "CVMFS_FALLBACK_PROXY",
-) -> tuple[tuple[str, ...], ...]:
+) -> tuple[tuple[tuple[str, ...], ...], int]:
+    """The proxy groups, the fallback ones last, and how many of them are fallback groups."""
     raw = values.get(key, "")
     groups = parse_proxy_groups(raw, values.where(key), key)
     fallback_raw = values.get(fallback_key, "")
     fallback = parse_proxy_groups(fallback_raw, values.where(fallback_key), fallback_key)
     if fallback:
         # As the client: with a fallback proxy, DIRECT is dropped from both lists.
-        groups = tuple(
-            kept
-            for group in (*groups, *fallback)
-            if (kept := tuple(m for m in group if m != DIRECT))
-        )
+        fallback = _without_direct(fallback)
+        groups = (*_without_direct(groups), *fallback)
     if not groups:
-        return ((DIRECT,),)
-    return groups
+        return ((DIRECT,),), 0
+    return groups, len(fallback)
+
+
+def _without_direct(groups: Sequence[tuple[str, ...]]) -> tuple[tuple[str, ...], ...]:
+    return tuple(kept for group in groups if (kept := tuple(m for m in group if m != DIRECT)))
 
 
 def _config_path(values: ConfigValues, key: str, text: str) -> Path:
@@ -520,6 +525,7 @@ def describe(settings: ClientSettings) -> Mapping[str, object]:
         "fqrn": settings.fqrn,
         "server_urls": list(settings.server_urls),
         "proxy_groups": [list(g) for g in settings.proxy_groups],
+        "fallback_proxy_groups": settings.fallback_proxy_groups,
         "public_keys": [str(p) for p in settings.public_keys],
         "config_files": [str(p) for p in settings.config_files],
         **({"external_urls": list(settings.external_urls)} if settings.external_urls else {}),

@@ -138,6 +138,14 @@ class FailoverState:
         self.hosts = [self.hosts[i] for i in order]
         self._hosts.keys = list(self.hosts)
 
+    def reorder_proxy_groups(self, first: int, order: Sequence[int]) -> None:
+        """Apply a permutation to the groups from index ``first`` on (the fallback proxy
+        groups, ordered by the geo API); the groups before stay as they are."""
+        tail = self.proxy_groups[first:]
+        if sorted(order) != list(range(len(tail))):
+            raise ValueError(f"not a permutation of {len(tail)} proxy groups: {list(order)}")
+        self.proxy_groups = (*self.proxy_groups[:first], *(tail[i] for i in order))
+
     def host_order(self) -> list[str]:
         """Live hosts in configured order, then burned ones, longest-burned first."""
         now = self.clock()

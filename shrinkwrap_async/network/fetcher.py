@@ -296,8 +296,10 @@ class Fetcher:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> Fetcher:
-        if self.settings.use_geoapi and len(self.state.hosts) > 1:
-            await self._geo_sort()
+        if self.settings.use_geoapi and (
+            len(self.state.hosts) > 1 or self.settings.fallback_proxy_groups > 1
+        ):
+            await self._geo_sort_repository()
         return self
 
     async def _sort_external_hosts_once(self) -> None:
@@ -803,20 +805,37 @@ class Fetcher:
 
     # -- geo ordering -------------------------------------------------------------------
 
-    async def _geo_sort(self, chain: FailoverState | None = None) -> None:
-        """Order the hosts of ``chain`` (default: the repository's servers) by the geo API
-        of the repository's servers, asked through the regular proxies."""
-        target = self.state if chain is None else chain
+    async def _geo_sort_repository(self) -> None:
+        """Order the repository's servers and its fallback proxy groups by the geo API of
+        the servers (one request, as the client makes it)."""
+        state = self.state
+        first_fallback = len(state.proxy_groups) - self.settings.fallback_proxy_groups
+        route_proxy = state.proxy_order()[0]
+        order = await geo.sort_servers_and_fallback(
+            state.hosts,
+            [group[0] for group in state.proxy_groups[first_fallback:]],
+            proxy=route_proxy,
+            regular_proxies=first_fallback > 0 and state.uses_proxies,
+            fetch_text=lambda url: self._fetch_url_text(url, route_proxy),
+            rng=self._rng,
+        )
+        if order is not None:
+            state.reorder_hosts(order.servers)
+            state.reorder_proxy_groups(first_fallback, order.fallback_groups)
+
+    async def _geo_sort(self, chain: FailoverState) -> None:
+        """Order the hosts of ``chain`` (the external-data hosts) by the geo API of the
+        repository's servers, asked through the regular proxies."""
         route_proxy = self.state.proxy_order()[0]
         order = await geo.sort_servers(
-            target.hosts,
+            chain.hosts,
             proxy=route_proxy,
             fetch_text=lambda url: self._fetch_url_text(url, route_proxy),
             rng=self._rng,
             ask=self.state.hosts,
         )
         if order is not None:
-            target.reorder_hosts(order)
+            chain.reorder_hosts(order)
 
     async def _fetch_url_text(self, url: str, proxy: str | None) -> str | None:
         from yarl import URL

@@ -106,6 +106,22 @@ def test_fallback_proxy_drops_direct(tmp_path: Path, keys_dir: Path) -> None:
         base_config(keys_dir) + "CVMFS_HTTP_PROXY='p1:3128;DIRECT'\nCVMFS_FALLBACK_PROXY=f1:80\n",
     )
     assert settings.proxy_groups == (("http://p1:3128",), ("http://f1:80",))
+    assert settings.fallback_proxy_groups == 1  # the last group (geo-sorted as a fallback)
+
+
+def test_fallback_groups_are_counted_after_direct_is_dropped(
+    tmp_path: Path, keys_dir: Path
+) -> None:
+    settings = load(
+        tmp_path,
+        base_config(keys_dir)
+        + "CVMFS_HTTP_PROXY=DIRECT\nCVMFS_FALLBACK_PROXY='f1:80|f1b:80;DIRECT;f2:80'\n",
+    )
+    assert settings.proxy_groups == (("http://f1:80", "http://f1b:80"), ("http://f2:80",))
+    assert settings.fallback_proxy_groups == 2
+    only_direct = load(tmp_path, base_config(keys_dir) + "CVMFS_FALLBACK_PROXY=DIRECT\n")
+    assert only_direct.proxy_groups == (("DIRECT",),)
+    assert only_direct.fallback_proxy_groups == 0
 
 
 def test_no_proxy_means_direct(tmp_path: Path, keys_dir: Path) -> None:

@@ -10,6 +10,7 @@ from aiohttp import web
 from shrinkwrap_async.network import geo
 from shrinkwrap_async.network.endpoints import FailoverState
 from shrinkwrap_async.network.fetcher import Fetcher
+from shrinkwrap_async.testing.faultproxy import FaultProxy
 from shrinkwrap_async.testing.servers import GEO_ROUTE, StaticServer, serve_handler
 
 from .conftest import FIX1, make_settings
@@ -115,3 +116,75 @@ async def test_geo_api_orders_the_servers(fixture_docroot) -> None:  # type: ign
     token, names = asked[0].split("/")[-2:]
     assert names == "127.0.0.1,127.0.0.1"
     assert len(token) == 36  # DIRECT: an instance UUID instead of a proxy name
+
+
+async def test_geo_names_with_and_without_regular_proxies() -> None:
+    """Servers, then the first proxy of each fallback group; ``+PXYSEP+`` between them only
+    when every request goes through a fallback proxy (and there are two servers or more)."""
+    asked: list[str] = []
+    answers = iter(["5,2,1,4,3", "1,3,2"])
+
+    async def fetch_text(url: str) -> str | None:
+        asked.append(url)
+        return next(answers)
+
+    servers = ["http://s1:8000/cvmfs/r", "http://s2/cvmfs/r"]
+    fallback = ["http://f1.org:3128", "http://f2.org:3128"]
+    order = await geo.sort_servers_and_fallback(
+        servers, fallback, proxy=None, regular_proxies=False, fetch_text=fetch_text
+    )
+    assert order == geo.GeoOrder(servers=[1, 0], fallback_groups=[1, 0])
+    token, names = asked[0].split("/")[-2:]
+    assert names == "s1,s2,+PXYSEP+,f1.org,f2.org" and len(token) == 36
+    order = await geo.sort_servers_and_fallback(
+        servers[:1], fallback, proxy="http://squid.site:3128", regular_proxies=True,
+        fetch_text=fetch_text,
+    )  # fmt: skip
+    assert order == geo.GeoOrder(servers=[0], fallback_groups=[1, 0])
+    assert asked[1].endswith("/api/v1.0/geo/squid.site/s1,f1.org,f2.org")
+
+
+def test_reorder_proxy_groups_keeps_the_regular_ones() -> None:
+    state = make_state(Clock())
+    state.reorder_proxy_groups(1, [1, 0])
+    assert state.proxy_groups == (("http://a:1", "http://b:1"), ("DIRECT",), ("http://c:1",))
+    try:
+        state.reorder_proxy_groups(1, [0, 0])
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a non-permutation was applied")
+
+
+async def test_geo_api_orders_the_fallback_proxy_groups(fixture_docroot) -> None:  # type: ignore[no-untyped-def]
+    """Fallback proxies only: one geo request names the servers, the separator and the
+    fallback proxies; the answer orders both, and requests then go to the nearer proxy."""
+    asked: list[str] = []
+
+    async def geo_handler(request: web.Request) -> web.Response:
+        asked.append(unquote(request.path))
+        return web.Response(text="2,1,5,4,3\n")  # server 2, server 1, fallback 2, fallback 1
+
+    async with (
+        serve_handler(GEO_ROUTE, geo_handler) as url,
+        StaticServer(fixture_docroot) as static,
+        FaultProxy(name="far") as far,
+        FaultProxy(name="near") as near,
+    ):
+        geo_server = f"{url}/cvmfs/{FIX1}"
+        settings = make_settings(
+            [geo_server, static.repository_url(FIX1)],
+            use_geoapi=True,
+            proxy_groups=f"{far.url};{near.url}",
+            fallback_proxy_groups=2,
+        )
+        async with Fetcher(settings) as fetcher:
+            assert fetcher.state.hosts == [static.repository_url(FIX1), geo_server]
+            assert fetcher.state.proxy_groups == ((near.url,), (far.url,))
+            await fetcher.fetch_file(".cvmfspublished")
+        assert near.requests_by_path[f"/cvmfs/{FIX1}/.cvmfspublished"] == 1
+        assert far.requests_by_path[f"/cvmfs/{FIX1}/.cvmfspublished"] == 0
+    assert len(asked) == 1
+    token, names = asked[0].split("/")[-2:]
+    assert names == "127.0.0.1,127.0.0.1,+PXYSEP+,127.0.0.1,127.0.0.1"
+    assert len(token) == 36  # on fallback proxies: the instance id, not a proxy's name
