@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Benchmark of the fetch layer alone against nginx on loopback.
 
-For 4 KiB and 1 MiB objects at 1, 64, 256 and 1024 requests in flight, with asyncio and
-with uvloop, it prints requests/s and MB/s of ``Fetcher.fetch_object`` (hash-verified),
-beside ``curl --parallel --parallel-max N`` fetching the same objects (the machine's
-reference; curl caps --parallel-max at 300). Every run is bounded by a request count and
-a time limit.
+For 4 KiB and 1 MiB objects at 1, 64, 256 and 1024 requests in flight it prints
+requests/s and MB/s of ``Fetcher.fetch_object`` (hash-verified) through aiohttp (asyncio and
+uvloop) and through the built-in lean client (uvloop; the export's path for objects of a
+known size on plain ``http://``), beside ``curl --parallel --parallel-max N`` fetching the
+same objects (the machine's reference; curl caps --parallel-max at 300). Every run is
+bounded by a request count and a time limit.
 
     python3 scripts/bench_fetch.py [--quick] [--seconds 4]
 """
@@ -47,8 +48,14 @@ def make_objects(docroot: Path, size: int, count: int) -> list[Digest]:
 
 
 async def run_fetcher(
-    base_url: str, digests: list[Digest], in_flight: int, max_requests: int, seconds: float
+    base_url: str,
+    digests: list[Digest],
+    in_flight: int,
+    max_requests: int,
+    seconds: float,
+    max_size: int | None = None,
 ) -> tuple[int, int, float]:
+    """``max_size`` (the objects' size) takes the lean client; None takes aiohttp."""
     settings = ClientSettings.for_repository(FQRN, base_url, (), timeout_direct=30.0)
     connections = min(in_flight, 128)
     done = 0
@@ -58,14 +65,17 @@ async def run_fetcher(
         settings, max_in_flight=in_flight, connections_per_endpoint=connections
     ) as fetcher:
         # Warm the pool so that connection set-up is not part of the figure.
-        await asyncio.gather(*(fetcher.fetch_object(d) for d in digests[:connections]))
+        await asyncio.gather(
+            *(fetcher.fetch_object(d, max_size=max_size) for d in digests[:connections])
+        )
         start = time.perf_counter()
 
         async def worker(offset: int) -> None:
             nonlocal done, received
             index = offset
             while done < max_requests and time.perf_counter() < deadline:
-                body = await fetcher.fetch_object(digests[index % len(digests)])
+                digest = digests[index % len(digests)]
+                body = await fetcher.fetch_object(digest, max_size=max_size)
                 done += 1
                 received += len(body)
                 index += in_flight
@@ -84,6 +94,7 @@ def measure_fetcher(
     max_requests: int,
     seconds: float,
     use_uvloop: bool,
+    max_size: int | None = None,
 ) -> tuple[float, float]:
     factory = None
     if use_uvloop:
@@ -92,7 +103,7 @@ def measure_fetcher(
         factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
         done, received, elapsed = runner.run(
-            run_fetcher(base_url, digests, in_flight, max_requests, seconds)
+            run_fetcher(base_url, digests, in_flight, max_requests, seconds, max_size)
         )
     return done / elapsed, received / elapsed / 1e6
 
@@ -146,7 +157,8 @@ def main() -> int:
             print(f"nginx {server.url} (2 workers), {os.cpu_count()} CPUs, python {python}")
             header = (
                 f"{'object':>7} {'in flight':>9} | {'asyncio req/s':>13} {'MB/s':>7} | "
-                f"{'uvloop req/s':>12} {'MB/s':>7} | {'curl req/s':>10} {'MB/s':>7}"
+                f"{'uvloop req/s':>12} {'MB/s':>7} | {'lean req/s':>10} {'MB/s':>7} | "
+                f"{'curl req/s':>10} {'MB/s':>7}"
             )
             print(header)
             print("-" * len(header))
@@ -155,11 +167,15 @@ def main() -> int:
                     cap = MAX_REQUESTS[label] if in_flight > 1 else MAX_REQUESTS[label] // 4
                     plain = measure_fetcher(base_url, digests, in_flight, cap, args.seconds, False)
                     fast = measure_fetcher(base_url, digests, in_flight, cap, args.seconds, True)
+                    lean = measure_fetcher(
+                        base_url, digests, in_flight, cap, args.seconds, True, SIZES[label]
+                    )
                     curl = measure_curl(base_url, digests, in_flight, min(cap, 5000), tmp)
                     curl_text = f"{curl[0]:>10.0f} {curl[1]:>7.1f}" if curl else f"{'n/a':>18}"
                     print(
                         f"{label:>7} {in_flight:>9} | {plain[0]:>13.0f} {plain[1]:>7.1f} | "
-                        f"{fast[0]:>12.0f} {fast[1]:>7.1f} | {curl_text}",
+                        f"{fast[0]:>12.0f} {fast[1]:>7.1f} | {lean[0]:>10.0f} {lean[1]:>7.1f} | "
+                        f"{curl_text}",
                         flush=True,
                     )
         finally:
