@@ -11,6 +11,7 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -51,6 +52,20 @@ def chosen_command(argv: Sequence[str] | None) -> str | None:
         if not word.startswith("-"):
             return word if word in COMMANDS else None
     return None
+
+
+_REPOSITORY_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+
+
+def repository_name(text: str) -> str:
+    """``-r``/``--fqrn``: dot-separated labels of letters, digits, ``-`` and ``_`` (the name
+    becomes a directory of the destination, so nothing that could leave it)."""
+    if not _REPOSITORY_NAME.fullmatch(text) or len(text) > 255:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a repository name (e.g. sft.cern.ch: letters, digits, "
+            "'-' and '_' in dot-separated labels)"
+        )
+    return text
 
 
 def requests_in_flight(text: str) -> int:

@@ -81,3 +81,27 @@ def test_requests_in_flight_must_be_a_count(command, jobs, capsys):
         main([*argv, *(["-x", "d"] if command == "export" else ["-o", "o.tar"])])
     assert stopped.value.code == 2
     assert "expected a number of requests, 0 or more" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["export", "-f", "c.conf", "-t", "s.spec", "-x", "d"],
+        ["pack", "-x", "d", "-o", "o.tar"],
+        ["verify", "-x", "d"],
+        ["spec", "check", "s.spec", "-f", "c.conf"],
+    ],
+)
+@pytest.mark.parametrize("name", ["../../etc", "..", "a/b", ""])
+def test_repository_names_that_could_leave_the_destination_are_refused(argv, name, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main([*argv, "-r", name])
+    assert stopped.value.code == 2
+    assert "is not a repository name" in capsys.readouterr().err
+
+
+def test_real_repository_names_are_accepted():
+    from shrinkwrap_async.cli import repository_name
+
+    for name in ("sft.cern.ch", "software.eessi.io", "fix1.test.local", "my_repo-2.example.org"):
+        assert repository_name(name) == name

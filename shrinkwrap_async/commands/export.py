@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shrinkwrap_async.cli import add_verbosity_options, requests_in_flight
+from shrinkwrap_async.cli import add_verbosity_options, repository_name, requests_in_flight
 from shrinkwrap_async.commands._running import load_source_arguments, run_stoppable
 from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError
 from shrinkwrap_async.pipeline import shard
@@ -35,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description="Export a CernVM-FS repository into <dest-base>/<fqrn>, with objects "
         "in <dest-base>/.data (cvmfs_shrinkwrap's layout and options).",
     )
-    parser.add_argument("-r", "--repo", required=True, help="repository name (fqrn)")
+    parser.add_argument(
+        "-r", "--repo", required=True, type=repository_name, help="repository name (fqrn)"
+    )
     parser.add_argument(
         "-f", "--src-config", required=True, help="client config files, colon-separated"
     )

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from shrinkwrap_async.cli import requests_in_flight
+from shrinkwrap_async.cli import repository_name, requests_in_flight
 from shrinkwrap_async.exitcodes import ExitCode, StorageError, UsageError
 from shrinkwrap_async.packing.compression import (
     COMPRESSIONS,
@@ -62,7 +62,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "a SquashFS image whose root stands for /cvmfs."
         ),
     )
-    parser.add_argument("-r", "--repo", required=True, metavar="FQRN", help="repository")
+    parser.add_argument(
+        "-r", "--repo", required=True, type=repository_name, metavar="FQRN", help="repository"
+    )
     parser.add_argument("-x", "--dest-base", type=Path, help="pack this export base")
     source = parser.add_argument_group(
         "streaming from the repository (instead of -x; the export's options)"

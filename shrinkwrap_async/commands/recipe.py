@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from shrinkwrap_async.exitcodes import ExitCode, UsageError
+from shrinkwrap_async.cli import repository_name
+from shrinkwrap_async.exitcodes import ExitCode
 from shrinkwrap_async.packing.recipes import (
     DEFAULT_BASE_IMAGE,
     MODES,
@@ -27,7 +28,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     parser.add_argument("runtime", choices=RUNTIMES)
-    parser.add_argument("--fqrn", default="sft.cern.ch", help="repository (default %(default)s)")
+    parser.add_argument(
+        "--fqrn",
+        default="sft.cern.ch",
+        type=repository_name,
+        help="repository (default %(default)s)",
+    )
     parser.add_argument("--mode", choices=MODES, default="embed")
     parser.add_argument("--spec", help="spec file in the build context (build mode)")
     parser.add_argument(
@@ -44,8 +50,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    if "/" in args.fqrn or not args.fqrn.strip():
-        raise UsageError(f"--fqrn {args.fqrn!r} is not a repository name")
     options = RecipeOptions(
         fqrn=args.fqrn,
         spec=args.spec,

@@ -56,7 +56,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "'widen'; traced paths not in it are dropped",
     )
     trace.add_argument(
-        "--repo", metavar="FQRN", help="repository whose /cvmfs/<fqrn> prefix is stripped"
+        "--repo",
+        type=cli.repository_name,
+        metavar="FQRN",
+        help="repository whose /cvmfs/<fqrn> prefix is stripped",
     )
     cli.add_verbosity_options(trace)
     trace.set_defaults(run=run_from_trace)
@@ -78,7 +81,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "(the same as 'export --dry-run').",
     )
     check.add_argument("spec_file", metavar="SPEC", help="spec file ('-' = stdin)")
-    check.add_argument("-r", "--repo", required=True, metavar="FQRN", help="repository")
+    check.add_argument(
+        "-r", "--repo", required=True, type=cli.repository_name, metavar="FQRN", help="repository"
+    )
     check.add_argument(
         "-f",
         "--src-config",

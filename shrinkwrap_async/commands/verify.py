@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from shrinkwrap_async.cli import add_verbosity_options
+from shrinkwrap_async.cli import add_verbosity_options, repository_name
 from shrinkwrap_async.exitcodes import ExitCode, UsageError
 from shrinkwrap_async.runtime import run_async
 from shrinkwrap_async.state.lock import add_lock_options
@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "everything matches, 1 when problems were found (or remain after --repair).",
     )
     parser.add_argument("-x", "--dest-base", required=True, help="export destination")
-    parser.add_argument("-r", "--repo", required=True, help="repository name (fqrn)")
+    parser.add_argument(
+        "-r", "--repo", required=True, type=repository_name, help="repository name (fqrn)"
+    )
     parser.add_argument(
         "-f",
         "--src-config",

@@ -119,5 +119,12 @@ def test_bind_lines(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert out.read_text().startswith("# syntax=docker/dockerfile:1")
 
 
-def test_bad_fqrn(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["recipe", "docker", "--fqrn", "a/b"]) == 2
+@pytest.mark.parametrize("name", ["a/b", "", "bad name", "x..y", "$(evil).ch", "'q'"])
+def test_bad_fqrn(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The name is written into Dockerfile and shell lines: anything but a plain repository
+    name is refused (exit 2) before a line is written."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["recipe", "docker", "--fqrn", name])
+    assert stopped.value.code == 2
+    captured = capsys.readouterr()
+    assert "is not a repository name" in captured.err and captured.out == ""
