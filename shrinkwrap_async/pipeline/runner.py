@@ -859,14 +859,9 @@ def shard_marks_key(
     settings: ClientSettings, spec: Spec, options: ExportOptions, root_hex: str
 ) -> str:
     """What a shard's mark is valid for: the same files linked to the same objects."""
+    maps = [(sorted(m.rules.items()), m.default) for m in (settings.uid_map, settings.gid_map)]
     return run_key(
-        root_hex,
-        spec.digest(),
-        settings.uid_map,
-        settings.gid_map,
-        settings.claim_ownership,
-        os.geteuid(),
-        options.store_root,
+        root_hex, spec.digest(), maps, settings.claim_ownership, os.geteuid(), options.store_root
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shrinkwrap_async.config.idmap import IdMap
 from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.pipeline.runner import ExportOptions, shard_marks_key
 from shrinkwrap_async.spec.tree import Spec
@@ -48,3 +49,12 @@ def test_run_key_follows_what_decides_the_files(tmp_path: Path) -> None:
     assert key != shard_marks_key(settings, spec, other_store, "aa" * 20)
     claimed = ClientSettings(fqrn=FQRN, server_urls=SERVERS, claim_ownership=True)
     assert key != shard_marks_key(claimed, spec, options, "aa" * 20)
+    mapped = ClientSettings(fqrn=FQRN, server_urls=SERVERS, uid_map=IdMap.parse("* 0\n"))
+    assert key != shard_marks_key(mapped, spec, options, "aa" * 20)
+    # The same map read from another file (a node's own copy of the config) is the same.
+    elsewhere = ClientSettings(
+        fqrn=FQRN, server_urls=SERVERS, uid_map=IdMap.parse("* 0\n", source="/node/uid.map")
+    )
+    assert shard_marks_key(mapped, spec, options, "aa" * 20) == shard_marks_key(
+        elsewhere, spec, options, "aa" * 20
+    )
