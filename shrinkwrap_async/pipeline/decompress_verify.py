@@ -19,12 +19,13 @@ import logging
 import multiprocessing
 import os
 import signal
-import zlib
+from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
+from shrinkwrap_async import inflate
 from shrinkwrap_async.hashing import Digest
 from shrinkwrap_async.store.data_store import DataStore, ObjectMeta
 from shrinkwrap_async.store.errors import storage_error
@@ -43,13 +44,22 @@ class HashMismatch(Exception):
 
 
 class BoundedInflater:
-    """zlib or identity, refusing more output than ``expected`` bytes."""
+    """zlib or identity, refusing more output than ``expected`` bytes.
 
-    def __init__(self, expected: int, compressed: bool) -> None:
+    ``new_decompressor``: the zlib implementation (default: :mod:`shrinkwrap_async.inflate`'s
+    choice); tests give each backend in turn.
+    """
+
+    def __init__(
+        self,
+        expected: int,
+        compressed: bool,
+        new_decompressor: Callable[[], inflate.Decompressor] | None = None,
+    ) -> None:
         self.expected = expected
         self.compressed = compressed
         self.produced = 0
-        self._z = zlib.decompressobj() if compressed else None
+        self._z = (new_decompressor or inflate.decompressobj)() if compressed else None
 
     def feed(self, piece: bytes) -> bytes:
         if self._z is None:
@@ -57,7 +67,7 @@ class BoundedInflater:
         else:
             try:
                 out = self._z.decompress(piece, self.expected - self.produced + 1)
-            except zlib.error as error:
+            except inflate.INFLATE_ERRORS as error:
                 raise ContentError(f"not a zlib stream: {error}") from error
             if self._z.unconsumed_tail:
                 raise ContentError(f"inflates to more than the {self.expected} bytes expected")
@@ -68,7 +78,10 @@ class BoundedInflater:
 
     def finish(self) -> None:
         if self._z is not None:
-            tail = self._z.flush()
+            try:
+                tail = self._z.flush()
+            except inflate.INFLATE_ERRORS as error:
+                raise ContentError(f"not a zlib stream: {error}") from error
             self.produced += len(tail)
             if not self._z.eof or self._z.unused_data or tail:
                 raise ContentError("truncated or trailing data in zlib stream")
