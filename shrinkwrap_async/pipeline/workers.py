@@ -37,7 +37,7 @@ from shrinkwrap_async.runtime import cpu_count
 from shrinkwrap_async.spec.tree import Spec
 
 SUMMED = ("data_files", "data_bytes", "requests", "retries", "bytes_received", "catalogs")
-POLL_SECONDS = 0.2
+JOIN_SECONDS = 1.0
 
 
 def common_arguments(args: argparse.Namespace, spec_file: str) -> list[str]:
@@ -244,7 +244,11 @@ def _wait(
     started: float,
     period: float,
 ) -> list[str]:
-    """Wait for every shard, reading their outputs; one progress line for all of them."""
+    """Wait for every shard, reading their outputs; one progress line for all of them.
+
+    A thread per shard reads its output to the end and reaps it, so the wait ends as soon
+    as the last shard has (a polling interval here once cost a tenth of a second a run).
+    """
     import threading
 
     outputs = [""] * len(processes)
@@ -253,24 +257,27 @@ def _wait(
         stream = processes[index].stdout
         assert stream is not None
         outputs[index] = stream.read()
+        processes[index].wait()
 
     readers = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(len(processes))]
     for reader in readers:
         reader.start()
-    last = time.monotonic()
     interval = 0.5 if live else (period if period > 0 else 10.0)
-    while any(process.poll() is None for process in processes):
-        time.sleep(POLL_SECONDS)
-        if show and time.monotonic() - last >= interval:
-            last = time.monotonic()
-            done = sum(process.poll() is not None for process in processes)
-            line = _progress_line(stats_files, done, len(processes), started)
-            sys.stderr.write(f"\r\x1b[K{line}" if live else f"{line}\n")
-            sys.stderr.flush()
+    next_line = time.monotonic() + interval
+    for reader in readers:
+        while reader.is_alive():
+            # a bounded join, so that a signal's handler runs promptly in this thread
+            reader.join(min(max(next_line - time.monotonic(), 0.0), JOIN_SECONDS))
+            if time.monotonic() < next_line:
+                continue
+            next_line = time.monotonic() + interval
+            if show:
+                done = sum(process.poll() is not None for process in processes)
+                line = _progress_line(stats_files, done, len(processes), started)
+                sys.stderr.write(f"\r\x1b[K{line}" if live else f"{line}\n")
+                sys.stderr.flush()
     if show and live:
         sys.stderr.write("\r\x1b[K")
-    for reader in readers:
-        reader.join()
     return outputs
 
 

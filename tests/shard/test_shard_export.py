@@ -176,6 +176,26 @@ async def test_workers_two_same_tree(
     assert store_objects(parallel) == store_objects(single)
 
 
+async def test_workers_progress_lines_while_the_shards_run(
+    synthetic_server: StaticServer, synthetic_repository: Path, tmp_path: Path
+) -> None:
+    """Not on a terminal, ``-p`` sets how often the one progress line of all shards is
+    printed; the command ends when its last shard has, whatever the period."""
+    keys = synthetic_repository / "keys"
+    common = source_arguments(tmp_path, synthetic_server.url, keys, SYNTHETIC)
+    argv = [*common, "-x", str(tmp_path / "dest"), "--workers", "2", "-p", "0.05"]
+    result = await run_cli_process("export", *argv)
+    assert result.exit_code == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "shards done" in line]
+    assert lines, result.stderr
+    assert all(line.split(" ", 1)[0] in ("0/2", "1/2", "2/2") for line in lines)
+    slow = await run_cli_process(
+        "export", *common, "-x", str(tmp_path / "slow"), "--workers", "2", "-p", "3600"
+    )
+    assert slow.exit_code == 0
+    assert "shards done" not in slow.stderr
+
+
 async def test_final_pass_after_a_missing_shard_checks_every_file(
     synthetic_server: StaticServer, synthetic_repository: Path, tmp_path: Path
 ) -> None:
