@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import stat
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from os import PathLike
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from shrinkwrap_async.catalogs.entry import (
     ENTRY_COLUMNS,
@@ -29,9 +30,10 @@ from shrinkwrap_async.catalogs.entry import (
     entry_from_row,
     md5path,
 )
+from shrinkwrap_async.catalogs.schema import Flag
 from shrinkwrap_async.hashing import DIGEST_SIZE, Digest
 
-__all__ = ["FETCH_BATCH", "Catalog"]
+__all__ = ["FETCH_BATCH", "Catalog", "ChildCounts"]
 
 FETCH_BATCH = 512
 """Rows fetched at a time: bounds memory; other tasks run between the batches."""
@@ -42,6 +44,18 @@ SUPPORTED_SCHEMAS = ("2.4", "2.5")
 _REQUIRED_CATALOG_COLUMNS = frozenset(
     ("md5path_1", "md5path_2", "parent_1", "parent_2", *ENTRY_COLUMNS)
 ) - {"xattr"}
+
+
+_IS_DIRECTORY = f"(mode & {stat.S_IFMT(0o177777)}) = {stat.S_IFDIR}"
+
+
+class ChildCounts(NamedTuple):
+    """What a directory holds besides subdirectories (hidden entries not counted)."""
+
+    files: int = 0
+    file_bytes: int = 0
+    symlinks: int = 0
+    specials: int = 0
 
 
 def _decode_text(raw: bytes) -> str:
@@ -85,6 +99,15 @@ class Catalog:
         self._sql_lookup = f"SELECT {columns} FROM catalog WHERE md5path_1 = ? AND md5path_2 = ?"
         self._sql_list = (
             f"SELECT {columns} FROM catalog WHERE parent_1 = ? AND parent_2 = ? ORDER BY name"
+        )
+        self._sql_list_directories = (
+            f"SELECT {columns} FROM catalog WHERE parent_1 = ? AND parent_2 = ? "
+            f"AND {_IS_DIRECTORY} ORDER BY name"
+        )
+        self._sql_count_others = (
+            f"SELECT mode & {stat.S_IFMT(0o177777)}, count(*), total(size) FROM catalog "
+            f"WHERE parent_1 = ? AND parent_2 = ? AND NOT {_IS_DIRECTORY} "
+            f"AND flags & {int(Flag.HIDDEN)} = 0 GROUP BY 1"
         )
         nested_size = "size" if "size" in nested_columns else "0"
         self._sql_nested = f"SELECT path, sha1, {nested_size} FROM nested_catalogs"
@@ -239,6 +262,28 @@ class Catalog:
             entry = entry_from_row(prefix + _as_name(row[0]), row)
             if include_hidden or not entry.is_hidden:
                 yield entry
+
+    async def list_subdirectories(self, path: str) -> AsyncIterator[DirEntry]:
+        """The directories among the children of ``path`` (hidden ones skipped), in name
+        byte order: :meth:`list_directory` without the other rows, which are never read."""
+        prefix = path + "/"
+        async for row in self._rows(self._sql_list_directories, md5path(path)):
+            entry = entry_from_row(prefix + _as_name(row[0]), row)
+            if not entry.is_hidden:
+                yield entry
+
+    async def count_other_children(self, path: str) -> ChildCounts:
+        """Regular files (and their bytes), symlinks and other entries among the children
+        of ``path`` that are not directories, counted by SQLite (no row is read here)."""
+        files = file_bytes = symlinks = specials = 0
+        async for file_type, count, size in self._rows(self._sql_count_others, md5path(path)):
+            if file_type == stat.S_IFREG:
+                files, file_bytes = count, int(size)
+            elif file_type == stat.S_IFLNK:
+                symlinks = count
+            else:
+                specials += count
+        return ChildCounts(files, file_bytes, symlinks, specials)
 
     async def chunks(self, entry: str | DirEntry) -> list[Chunk]:
         """Chunks of a chunked file in offset order, checked to cover ``[0, size)`` exactly.

@@ -23,6 +23,7 @@ from typing import Any
 
 from shrinkwrap_async.catalogs.cache import CatalogCache, usable_catalog_cache_dir
 from shrinkwrap_async.catalogs.entry import DirEntry
+from shrinkwrap_async.catalogs.reader import ChildCounts
 from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.config.variant_symlinks import expand_variant_symlink
 from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError, TrustError
@@ -453,9 +454,15 @@ class Exporter:
                     for mountpoint in diff.skipped:
                         self._skip_catalog(mountpoint)
             listing: DiffListing | None = None
+            others: ChildCounts | None = None
             if diff is not None:
                 listing = await diff.children(job.path)
                 entries = listing.entries
+            elif self.files_done and self.spec.selects_whole_subtree(job.path):
+                # After complete shards every file, symlink and special file is in place and
+                # every stale name is gone: only the directories are listed, the rest counted.
+                entries = [e async for e in handle.catalog.list_subdirectories(job.path)]
+                others = await handle.catalog.count_other_children(job.path)
             else:
                 entries = [e async for e in handle.catalog.list_directory(job.path)]
             keep: list[str] = []
@@ -490,9 +497,16 @@ class Exporter:
                     self.stats.files += 1
                     self.stats.bytes += entry.size
                     files.append((entry, rel))
+            if others is not None:
+                self.stats.files += others.files
+                self.stats.bytes += others.file_bytes
+                self.stats.symlinks += others.symlinks
+                self.stats.specials += others.specials
             if not self.options.dry_run:
                 assert self.link is not None
-                if listing is None:
+                if others is not None:  # ``keep`` names the directories only: no pruning
+                    removed = await self._tree(self.link.apply_directories, job.rel, keep, ops)
+                elif listing is None:
                     removed = await self._tree(self.link.apply_listing, job.rel, keep, ops)
                 else:
                     removed = await self._tree(

@@ -209,3 +209,50 @@ async def test_an_open_catalog_keeps_a_small_page_cache(tmp_path: Path) -> None:
     async with await Catalog.open(path) as catalog:
         row = catalog._db.execute("PRAGMA cache_size").fetchone()
     assert row is not None and row[0] == -PAGE_CACHE_KIB
+
+
+@pytest.mark.parametrize("fqrn", ["fix1.test.local", "fix2.test.local", "fix3.test.local"])
+async def test_subdirectories_and_counts_agree_with_the_full_listing(
+    tmp_path: Path, fixtures_dir: Path, fqrn: str
+) -> None:
+    """Every directory of the real catalogs: the directories-only listing and the counts of
+    the other children give what the full listing gives (hidden entries left out)."""
+    digest = root_digest(fixtures_dir, fqrn, 2)
+    path = inflate_catalog(fixtures_dir, fqrn, digest, tmp_path)
+    totals = {"files": 0, "symlinks": 0, "specials": 0}
+    async with await Catalog.open(path) as catalog:
+        pending = [""]
+        while pending:
+            directory = pending.pop()
+            children = [e async for e in catalog.list_directory(directory)]
+            subdirectories = [e async for e in catalog.list_subdirectories(directory)]
+            assert subdirectories == [e for e in children if e.is_directory]
+            others = [e for e in children if not e.is_directory]
+            counts = await catalog.count_other_children(directory)
+            assert counts.files == sum(e.is_regular for e in others)
+            assert counts.file_bytes == sum(e.size for e in others if e.is_regular)
+            assert counts.symlinks == sum(e.is_symlink for e in others)
+            assert counts.specials == sum(e.is_special for e in others)
+            totals["files"] += counts.files
+            totals["symlinks"] += counts.symlinks
+            totals["specials"] += counts.specials
+            pending += [e.path for e in subdirectories if not e.is_nested_mountpoint]
+    assert totals["files"] > 0 and totals["symlinks"] > 0
+
+
+async def test_hidden_children_are_neither_listed_nor_counted(tmp_path: Path) -> None:
+    path = build_catalog(
+        tmp_path / "c.db",
+        [
+            ROOT,
+            {"path": "/.cvmfs", "flags": 0x8003},
+            {"path": "/dir", "flags": 1},
+            {"path": "/hidden-file", "flags": 0x8004, "mode": 0o100644, "size": 7},
+            {"path": "/file", "flags": 4, "mode": 0o100644, "size": 5},
+        ],
+        nested=[("/.cvmfs", "1" * 40, 10)],
+    )
+    async with await Catalog.open(path) as catalog:
+        assert [e.name async for e in catalog.list_subdirectories("")] == ["dir"]
+        counts = await catalog.count_other_children("")
+        assert (counts.files, counts.file_bytes, counts.symlinks) == (1, 5, 0)

@@ -160,13 +160,19 @@ async def test_workers_two_same_tree(
     keys = synthetic_repository / "keys"
     common = source_arguments(tmp_path, synthetic_server.url, keys, SYNTHETIC)
     single, parallel = tmp_path / "single", tmp_path / "parallel"
-    assert await export_cli(*common, "-x", str(single)) == 0
+    alone = await run_cli_process("export", *common, "-x", str(single), "--json", "--no-progress")
+    assert alone.exit_code == 0, alone.stderr
     single_objects = object_requests(synthetic_server)
     synthetic_server.requests.clear()
     argv = ["export", *common, "-x", str(parallel), "--workers", "2", "--json", "--no-progress"]
     assert await run_cli(*argv) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["workers"] == 2 and len(summary["shards"]) == 2
+    # The final pass lists only directories and counts the rest: the same totals.
+    counted = ("files", "bytes", "dirs", "symlinks", "specials")
+    single_summary = json.loads(alone.stdout)
+    assert {k: summary[k] for k in counted} == {k: single_summary[k] for k in counted}
+    assert single_summary["files"] > 0 and single_summary["symlinks"] > 0
     assert summary["data_files"] == len(store_objects(single))
     assert summary["failures"] == []
     # No object downloaded twice across the shards (nor by the final pass).
