@@ -3,13 +3,13 @@
 First the parent checks the destination's state database, as an ordinary export does: an
 export that is already up to date costs its two requests and starts no shard. Otherwise
 each worker is ``shrinkwrap-async export ... --shard K/N`` in its own process (one event
-loop per core). The parent shows one progress line (the shards report their counters to
-small files) and, once every shard has ended, runs the ordinary export with the same
-arguments itself (no new interpreter, the source already loaded), which downloads nothing
-more, sets directory metadata and writes the provenance.
-When every shard ended with exit code 0, every file is in place and the final pass walks
-the directories only. It then prints one summary: the final pass's counts, with the
-objects, bytes and requests of all processes added up.
+loop per core; on Linux a fork of this one, see ``shard_process``). The parent shows one
+progress line (the shards report their counters to small files) and, once every shard has
+ended, runs the ordinary export with the same arguments itself (no new interpreter, the
+source already loaded), which downloads nothing more, sets directory metadata and writes
+the provenance. When every shard ended with exit code 0, every file is in place and the
+final pass walks the directories only. It then prints one summary: the final pass's counts,
+with the objects, bytes and requests of all processes added up.
 
 When the shards alone fill the usable cores (fewer than two cores per shard), each commits
 its small objects in a thread instead of starting an object worker process of its own.
@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from shrinkwrap_async.exitcodes import ExitCode
 from shrinkwrap_async.pipeline.decompress_verify import WORKER_ENV
 from shrinkwrap_async.pipeline.progress import _size
 from shrinkwrap_async.pipeline.shard import CORES_PER_SHARD, STATS_FILE_ENV
+from shrinkwrap_async.pipeline.shard_process import ShardProcess, start_shard
 from shrinkwrap_async.pipeline.summary import ExportStats, Failure
 from shrinkwrap_async.runtime import cpu_count
 from shrinkwrap_async.spec.tree import Spec
@@ -52,10 +52,6 @@ def common_arguments(args: argparse.Namespace, spec_file: str) -> list[str]:
     if args.keep_variant_symlinks:
         argv.append("--keep-variant-symlinks")
     return argv
-
-
-def _command(argv: list[str]) -> list[str]:
-    return [sys.executable, "-m", "shrinkwrap_async", "export", *argv]
 
 
 def _read_json(text: str) -> dict[str, Any]:
@@ -187,23 +183,20 @@ def _run_workers(
             Path(spec_file).write_text(spec.to_text(), encoding="utf-8", errors="surrogateescape")
         common = common_arguments(args, spec_file)
         stats_files = [Path(scratch) / f"shard-{k}.json" for k in range(workers)]
-        processes: list[subprocess.Popen[str]] = []
+        processes: list[ShardProcess] = []
         shard_env = dict(os.environ)
         if workers * CORES_PER_SHARD > cpu_count():  # the shards alone fill the cores
             shard_env.setdefault(WORKER_ENV, "0")  # commit in a thread, no extra process
+        # What the shards run, imported once here before they are forked (the final pass
+        # needs it too).
+        import shrinkwrap_async.pipeline.runner  # noqa: F401
+
         try:
             for index in range(workers):
                 env = dict(shard_env, **{STATS_FILE_ENV: str(stats_files[index])})
                 shard_argv = [*common, "--shard", f"{index}/{workers}", "--workers", "1"]
-                processes.append(
-                    subprocess.Popen(
-                        _command([*shard_argv, "--json", "--no-progress", "-q"]),
-                        stdout=subprocess.PIPE,
-                        stdin=subprocess.DEVNULL,
-                        text=True,
-                        env=env,
-                    )
-                )
+                shard_argv = ["export", *shard_argv, "--json", "--no-progress", "-q"]
+                processes.append(start_shard(shard_argv, env))
             outputs = _wait(processes, stats_files, show, live, started, args.stat_period)
         except BaseException:
             for process in processes:
@@ -237,7 +230,7 @@ def _run_workers(
 
 
 def _wait(
-    processes: list[subprocess.Popen[str]],
+    processes: list[ShardProcess],
     stats_files: list[Path],
     show: bool,
     live: bool,

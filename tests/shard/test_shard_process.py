@@ -1,0 +1,116 @@
+"""Shard processes: a fork behaves as the program would, and a stopped parent stops its shards."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from shrinkwrap_async.pipeline import shard_process
+from shrinkwrap_async.pipeline.shard_process import ForkedShard, start_shard
+from shrinkwrap_async.testing.command_line import source_arguments, start_cli_process
+from shrinkwrap_async.testing.servers import StaticServer
+
+FIX1 = "fix1.test.local"
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="shards are forked on Linux")
+
+
+def finished(process: shard_process.ShardProcess) -> tuple[int, str]:
+    assert process.stdout is not None
+    output = process.stdout.read()
+    return process.wait(), output
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["recipe", "docker", "--fqrn", "sft.cern.ch"],  # output, exit 0
+        ["export", "-r", "../../etc", "-t", "-", "-x", "/nonexistent"],  # usage error, exit 2
+    ],
+)
+def test_a_forked_shard_gives_the_programs_output_and_exit_code(argv: list[str]) -> None:
+    forked = start_shard(argv, dict(os.environ, **{shard_process.SPAWN_ENV: "0"}))
+    spawned = start_shard(argv, dict(os.environ, **{shard_process.SPAWN_ENV: "1"}))
+    assert isinstance(forked, ForkedShard) and not isinstance(spawned, ForkedShard)
+    assert finished(forked) == finished(spawned)
+
+
+async def test_a_forked_shard_has_its_own_environment(
+    fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """The config names the server through a variable that only the shard's environment
+    holds: the export works in the shard and fails without that environment."""
+    argv = source_arguments(tmp_path, "$SHARD_TEST_SERVER", fixtures_dir / "keys", FIX1)
+    command = ["export", *argv, "-x", str(tmp_path / "dest"), "--no-progress", "-q"]
+    env = dict(os.environ, SHARD_TEST_SERVER=fixture_server.url)
+    assert "SHARD_TEST_SERVER" not in os.environ
+    loop = asyncio.get_running_loop()
+    with_variable = await loop.run_in_executor(None, finished, start_shard(command, env))
+    assert with_variable == (0, "")
+    without = await loop.run_in_executor(None, finished, start_shard(command, dict(os.environ)))
+    assert without[0] != 0
+
+
+def test_poll_and_signal_of_a_forked_shard() -> None:
+    """A shard stopped by a signal reports it as subprocess does (minus the signal)."""
+    shard = ForkedShard(["export", "-r", FIX1, "-f", "/dev/null", "-t", "-", "-x", "/tmp"], {})
+    shard.send_signal(signal.SIGKILL)
+    assert shard.wait() == -signal.SIGKILL
+    assert shard.poll() == -signal.SIGKILL
+    shard.send_signal(signal.SIGTERM)  # after its end: nothing to do, no error
+
+
+class HeldDataServer(StaticServer):
+    """Answers at once but for file contents and chunks, which wait for ``release``."""
+
+    release: asyncio.Event
+    held = 0
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.match_info["path"]
+        if "/data/" in path and not path.endswith(("C", "X", "H", "M")):
+            self.requests[path] += 1
+            self.held += 1
+            await asyncio.wait_for(self.release.wait(), 120)
+        return await super()._handle(request)
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+async def test_sigterm_to_the_parent_stops_every_shard(
+    fixture_docroot: Path, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    HeldDataServer.release = asyncio.Event()
+    async with HeldDataServer(fixture_docroot) as server:
+        argv = source_arguments(tmp_path, server.url, fixtures_dir / "keys", FIX1)
+        process = await start_cli_process(
+            "export", *argv, "-x", str(tmp_path / "dest"), "--workers", "2", "-q"
+        )
+        deadline = time.monotonic() + 60
+        while server.held == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # a shard is fetching an object now
+        shards = children_of(process.pid)
+        assert shards, server.requests
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 128 + signal.SIGTERM
+        server.release.set()
+        for pid in shards:  # stopped and reaped by the parent before it ended
+            assert not Path(f"/proc/{pid}").exists()
