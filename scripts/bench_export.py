@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shrinkwrap_async.pipeline.shard_process import SHARD_NAME_PREFIX
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = REPO_ROOT / ".bench-cache"
 DEFAULT_RESULTS = REPO_ROOT / "bench-results"
@@ -307,10 +309,21 @@ def _command(pid: int) -> str | None:
         return None
 
 
+def _is_forked_shard(pid: int) -> bool:
+    """A shard of ``--workers``, forked by the export (named, not exec'd: shard_process)."""
+    try:
+        with open(f"/proc/{pid}/comm") as handle:
+            return handle.read().startswith(SHARD_NAME_PREFIX)
+    except OSError:
+        return False
+
+
 def _role(pid: int, root: int) -> str:
     """A short name for a process of the export's tree."""
     if pid == root:
         return "export"
+    if _is_forked_shard(pid):
+        return "shard export"
     command = _command(pid)
     if command is None:
         return "?"
@@ -392,7 +405,11 @@ class TreeMemorySampler:
     def _not_yet_started(self, pid: int) -> bool:
         """A child forked by the export that has not exec'd its own program yet: it shares
         the export's pages (copy on write) and reports them as its own RSS and VmHWM, so it
-        is neither counted nor named until it runs its program."""
+        is neither counted nor named until it runs its program. A forked shard of
+        ``--workers`` never execs; it is counted once it has named itself, pages it still
+        shares with the export included (so the sum is an upper bound there)."""
+        if _is_forked_shard(pid):
+            return False
         if self._root_command is None:
             self._root_command = _command(self.root)
         command = _command(pid)

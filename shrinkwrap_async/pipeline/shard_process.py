@@ -14,6 +14,7 @@ Either way the parent sees the same small interface (``stdout``, ``poll``, ``wai
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import os
 import signal
@@ -24,6 +25,8 @@ import traceback
 from typing import IO, Protocol
 
 SPAWN_ENV = "SHRINKWRAP_ASYNC_SHARD_SPAWN"  # "1": start shards as new programs, never fork
+SHARD_NAME_PREFIX = "shard "  # a forked shard's process name (``ps -o comm``, /proc/PID/comm)
+_PR_SET_NAME = 15
 
 
 class ShardProcess(Protocol):
@@ -107,9 +110,22 @@ class ForkedShard:
                 os.kill(self.pid, sig)
 
 
+def process_name(argv: list[str]) -> str:
+    """``shard K/N`` (at most the 15 bytes the kernel keeps): a fork has its parent's
+    command line, so this is what tells the shards apart in ``ps`` and ``top``."""
+    shard = argv[argv.index("--shard") + 1] if "--shard" in argv[:-1] else "?"
+    return (SHARD_NAME_PREFIX + shard)[:15]
+
+
+def _set_process_name(name: str) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode(), 0, 0, 0)
+
+
 def _run_child(argv: list[str], env: dict[str, str], output: int) -> None:  # pragma: no cover
     code = 1
     try:
+        _set_process_name(process_name(argv))
         signal.set_wakeup_fd(-1)  # the parent's event loop would be woken by our signals
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)

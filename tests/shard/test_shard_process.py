@@ -108,6 +108,8 @@ async def test_sigterm_to_the_parent_stops_every_shard(
             await asyncio.sleep(0.05)  # a shard is fetching an object now
         shards = children_of(process.pid)
         assert shards, server.requests
+        names = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in shards}
+        assert names <= {"shard 0/2", "shard 1/2"}, names  # what ps and top show
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.communicate(), 60)
         assert process.returncode == 128 + signal.SIGTERM
