@@ -515,6 +515,8 @@ class Exporter:
                 self.stats.removed += removed
                 for rel in stale_dirs:
                     self.stats.removed += len(await self._tree(self.link.writer.prune, rel, ()))
+            if self.shard is not None:  # shards start in different subdirectories
+                subdirs = self.shard.shard.walk_order(subdirs)
             for entry, rel in subdirs:
                 if entry.is_nested_mountpoint:
                     ref = await handle.catalog.nested_catalog(entry.path)

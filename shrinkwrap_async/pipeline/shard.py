@@ -36,7 +36,7 @@ import socket
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shrinkwrap_async.exitcodes import StorageError, UsageError
 from shrinkwrap_async.hashing import Digest
@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from shrinkwrap_async.catalogs.entry import DirEntry
     from shrinkwrap_async.pipeline.object_fetch import FileJob
     from shrinkwrap_async.pipeline.runner import Exporter, ExportOptions
+
+T = TypeVar("T")
 
 STATS_FILE_ENV = "SHRINKWRAP_ASYNC_STATS_FILE"  # --workers: where a shard reports progress
 STATS_PERIOD = 1.0
@@ -91,6 +93,15 @@ class Shard:
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
+
+    def walk_order(self, subdirs: list[T]) -> list[T]:
+        """A directory's subdirectories rotated by K/N of their number: each shard starts
+        its walk in another part of the tree. Shards walking in step would link into the
+        same directories at the same time and wait for each other on their locks; the
+        order of the walk changes nothing else (shared inodes get their mtime by the
+        walk order of cvmfs_shrinkwrap, whatever order the links were made in)."""
+        start = len(subdirs) * self.index // self.count
+        return subdirs[start:] + subdirs[:start]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -90,6 +90,20 @@ def test_shard_parse_and_partition() -> None:
     assert min(spread) > 50
 
 
+def test_shards_start_their_walks_in_different_subdirectories() -> None:
+    names = [f"release-{n:02d}" for n in range(10)]
+    orders = [Shard(k, 4).walk_order(names) for k in range(4)]
+    assert orders[0] == names
+    for order in orders:
+        assert (
+            sorted(order) == names
+            and order == names[names.index(order[0]) :] + names[: names.index(order[0])]
+        )
+    # The walk takes the last pushed first: every shard begins somewhere else.
+    assert len({order[-1] for order in orders}) == 4
+    assert Shard(1, 4).walk_order(["only"]) == ["only"] and Shard(3, 4).walk_order([]) == []
+
+
 @pytest.fixture(scope="module")
 def synthetic_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("published")
