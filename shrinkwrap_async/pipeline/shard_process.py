@@ -41,7 +41,10 @@ class ShardProcess(Protocol):
 def start_shard(argv: list[str], env: dict[str, str]) -> ShardProcess:
     """Start ``shrinkwrap-async <argv>`` with environment ``env``, its output on a pipe."""
     if sys.platform == "linux" and env.get(SPAWN_ENV, "") != "1":
-        return ForkedShard(argv, env)
+        try:
+            return ForkedShard(argv, env)
+        except OSError:  # no fork now (process limit, memory): a new program may still start
+            pass
     return subprocess.Popen(
         [sys.executable, "-m", "shrinkwrap_async", *argv],
         stdout=subprocess.PIPE,
@@ -63,8 +66,15 @@ class ForkedShard:
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
         read_end, write_end = os.pipe()
         for stream in (sys.stdout, sys.stderr):
-            stream.flush()  # or its buffer would be written twice, by both processes
-        pid = os.fork()
+            if stream is not None:  # or its buffer would be written twice, by both processes
+                with contextlib.suppress(OSError, ValueError):
+                    stream.flush()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(read_end)
+            os.close(write_end)
+            raise
         if pid == 0:  # pragma: no cover - the child (its coverage is the shard's behaviour)
             os.close(read_end)
             _run_child(argv, env, write_end)

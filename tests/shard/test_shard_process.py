@@ -116,3 +116,15 @@ async def test_sigterm_to_the_parent_stops_every_shard(
         server.release.set()
         for pid in shards:  # stopped and reaped by the parent before it ended
             assert not Path(f"/proc/{pid}").exists()
+
+
+def test_a_failed_fork_starts_the_program_instead(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    argv = ["recipe", "docker", "--fqrn", "sft.cern.ch"]
+    started = start_shard(argv, dict(os.environ, **{shard_process.SPAWN_ENV: "0"}))
+    assert not isinstance(started, ForkedShard)
+    code, output = finished(started)
+    assert code == 0 and "sft.cern.ch" in output
