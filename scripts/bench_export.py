@@ -597,6 +597,25 @@ class Destinations:
         return deleted
 
 
+def file_system_type(path: Path) -> str:
+    """The type of the file system holding ``path`` (``/proc/mounts``: longest mount point)."""
+    target = str(path.resolve())
+    best, kind = "", "unknown"
+    try:
+        with open("/proc/mounts") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                point = fields[1].replace("\\040", " ")
+                inside = target == point or target.startswith(point.rstrip("/") + "/")
+                if inside and len(point) > len(best):
+                    best, kind = point, fields[2]
+    except OSError:
+        pass
+    return kind
+
+
 def record_deletion(marker: Path, runs: int) -> None:
     marker.write_text(json.dumps({"time": time.time(), "runs": runs}) + "\n")
 
@@ -767,6 +786,7 @@ class BenchConfig:
     name: str | None = None
     profile: str | None = None  # "pyinstrument" or "py-spy": one extra profiled export
     settle: float = 60.0  # seconds to wait after deleting destinations in the middle of a run
+    dest_base: Path | None = None  # where destinations go (default: the cache's file system)
 
 
 def measure_ceilings(
@@ -851,7 +871,10 @@ def run_benchmark(config: BenchConfig, log: Any = print) -> dict[str, Any]:
     if need_changed:
         changed_count, _ = count_objects(repo.data_dir("changed"), only_new=True)
         results["repository"]["changed_objects"] = changed_count
-    marker = config.cache / DELETION_MARKER
+    dest_parent = config.dest_base or config.cache
+    dest_parent.mkdir(parents=True, exist_ok=True)
+    results["destinations"] = {"path": str(dest_parent), "fs": file_system_type(dest_parent)}
+    marker = dest_parent / DELETION_MARKER
     age = recent_deletion(marker)
     if age is not None:
         note = (
@@ -862,6 +885,7 @@ def run_benchmark(config: BenchConfig, log: Any = print) -> dict[str, Any]:
         results["notes"].append(note)
     with (
         tempfile.TemporaryDirectory(prefix="bench-", dir=config.cache) as scratch,
+        tempfile.TemporaryDirectory(prefix="bench-dest-", dir=dest_parent) as dest_scratch,
         serve(repo.root, squid=config.squid) as (http_base, proxy),
     ):
         work = Path(scratch)
@@ -874,7 +898,10 @@ def run_benchmark(config: BenchConfig, log: Any = print) -> dict[str, Any]:
         # A destination holds the logical bytes (inflated) plus its inodes' blocks.
         needed = results["repository"].get("logical_bytes") or 3 * stored_bytes
         destinations = Destinations(
-            work, marker, needed_bytes=needed + 8192 * object_count, settle=config.settle
+            Path(dest_scratch),
+            marker,
+            needed_bytes=needed + 8192 * object_count,
+            settle=config.settle,
         )
         try:
             for workers in config.workers:
@@ -931,7 +958,12 @@ def format_table(results: dict[str, Any]) -> str:
             if "changed_objects" in repo
             else ""
         )
-        + ("; through Squid" if results["squid"] else "; nginx direct"),
+        + ("; through Squid" if results["squid"] else "; nginx direct")
+        + (
+            f"; destinations on {results['destinations']['fs']}"
+            if "destinations" in results
+            else ""
+        ),
         "load average (1 min) at start {:.1f}, at end {:.1f} on {} CPUs".format(
             results["host"]["load_avg_at_start"][0],
             results["host"].get("load_avg_at_end", [0.0])[0],
@@ -1061,6 +1093,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=["pyinstrument", "py-spy"],
         help="also profile one full export (first -j); report written to the results dir",
     )
+    parser.add_argument(
+        "--dest-base",
+        type=Path,
+        help="where the exports are written (default: beside the cache; e.g. /dev/shm "
+        "to measure the exporter without the disk)",
+    )
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     args = parser.parse_args(argv)
@@ -1082,6 +1120,7 @@ def main(argv: list[str] | None = None) -> int:
         results=args.results.absolute(),
         profile=args.profile,
         settle=args.settle,
+        dest_base=args.dest_base.absolute() if args.dest_base else None,
     )
     results = run_benchmark(config, log=lambda text: print(text, file=sys.stderr, flush=True))
     print(format_table(results))

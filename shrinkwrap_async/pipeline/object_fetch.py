@@ -171,7 +171,8 @@ class ObjectFetchStage:
         self._look_ups = BlockingCalls(cpu_pool)
         self.budget = ByteBudget()  # bytes of small objects between fetch and commit
         self.in_flight: dict[str, list[FileJob]] = {}
-        self._planned = DistinctNames()  # dry run: the objects it would fetch
+        # dry run: the objects it would fetch (its 2 MiB bitmap only where it is used)
+        self._planned: DistinctNames | None = DistinctNames() if dry_run else None
         # Content being fetched: content hex → future of the committed object name (None if
         # the fetch failed), and object name → content hex to resolve it on completion.
         self._content_fetches: dict[str, asyncio.Future[str | None]] = {}
@@ -213,7 +214,7 @@ class ObjectFetchStage:
             if not self.dry_run:
                 await self.link_queue.put(job)
             return
-        if self.dry_run:
+        if self._planned is not None:  # a dry run
             if self._planned.add(job.name):
                 self.stats.objects_needed += 1
             return

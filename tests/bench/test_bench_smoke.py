@@ -92,3 +92,13 @@ def test_harness_produces_well_formed_results(tmp_path: Path) -> None:
     assert "no_change" not in outcome and outcome["workers"] == 2
     assert outcome["full"]["exit"] == 0 and outcome["full"]["files"] == 122
     assert any("deleted" in note for note in again["notes"])  # right after the first run
+
+    # --dest-base: the exports (and the record of their deletion) go elsewhere.
+    config.dest_base = tmp_path / "elsewhere"
+    moved = bench.run_benchmark(config, log=lambda text: None)  # type: ignore[attr-defined]
+    assert moved["destinations"]["path"] == str(tmp_path / "elsewhere")
+    assert moved["destinations"]["fs"] == written["destinations"]["fs"] != "unknown"
+    assert (tmp_path / "elsewhere" / bench.DELETION_MARKER).exists()  # type: ignore[attr-defined]
+    assert not any((tmp_path / "elsewhere").glob("bench-dest-*"))
+    assert "destinations on" in bench.format_table(moved)  # type: ignore[attr-defined]
+    assert moved["exports"][0]["full"]["files"] == 122
