@@ -630,31 +630,45 @@ def recent_deletion(marker: Path) -> float | None:
     return age if 0 <= age < RECENT_DELETION_SECONDS else None
 
 
-def measure_export(
-    setup: ExportSetup,
-    jobs: int,
-    destinations: Destinations,
-    *,
-    workers: int | None = None,
-    refresh: bool,
-    repeat: int = 1,
-) -> dict[str, Any]:
-    """Full exports, each into a destination of its own (best of ``repeat``), then the two
-    refreshes into the last one. Nothing is deleted here (see :class:`Destinations`)."""
-    label = f"j{jobs}" + ("" if workers is None else f"-w{workers}")
-    outcome: dict[str, Any] = {"jobs": jobs, "workers": workers or 1}
-    fulls = []
-    for _ in range(max(1, repeat)):
-        run_dir, notes = destinations.new(label)
-        dest, cache = run_dir / "dest", run_dir / "cache"
-        config_base = setup.config("base", cache)
-        fulls.append({**export_once(setup, config_base, dest, jobs, workers), **notes})
-    outcome["full"] = min(fulls, key=lambda run: (run["exit"] != 0, run["wall"]))
-    outcome["full"]["walls"] = [run["wall"] for run in fulls]
+@dataclass
+class Variant:
+    """One ``(-j, --workers)`` case: its full exports so far and the last destination."""
+
+    jobs: int
+    workers: int | None
+    fulls: list[dict[str, Any]] = field(default_factory=list)
+    config_base: Path | None = None
+    dest: Path | None = None
+    cache: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return f"j{self.jobs}" + ("" if self.workers is None else f"-w{self.workers}")
+
+
+def measure_full(setup: ExportSetup, variant: Variant, destinations: Destinations) -> None:
+    """One full export of ``variant`` into a destination of its own (nothing is deleted
+    here, see :class:`Destinations`)."""
+    run_dir, notes = destinations.new(variant.label)
+    variant.dest, variant.cache = run_dir / "dest", run_dir / "cache"
+    variant.config_base = setup.config("base", variant.cache)
+    run = export_once(setup, variant.config_base, variant.dest, variant.jobs, variant.workers)
+    variant.fulls.append({**run, **notes})
+
+
+def variant_outcome(setup: ExportSetup, variant: Variant, *, refresh: bool) -> dict[str, Any]:
+    """The fastest full export of ``variant`` (all walls kept), then the two refreshes into
+    its last destination."""
+    outcome: dict[str, Any] = {"jobs": variant.jobs, "workers": variant.workers or 1}
+    outcome["full"] = min(variant.fulls, key=lambda run: (run["exit"] != 0, run["wall"]))
+    outcome["full"]["walls"] = [run["wall"] for run in variant.fulls]
     if refresh:
-        outcome["no_change"] = export_once(setup, config_base, dest, jobs, workers)
+        assert variant.config_base is not None and variant.dest is not None
+        assert variant.cache is not None
+        jobs, workers = variant.jobs, variant.workers
+        outcome["no_change"] = export_once(setup, variant.config_base, variant.dest, jobs, workers)
         outcome["change_1pct"] = export_once(
-            setup, setup.config("changed", cache), dest, jobs, workers
+            setup, setup.config("changed", variant.cache), variant.dest, jobs, workers
         )
     return outcome
 
@@ -904,20 +918,20 @@ def run_benchmark(config: BenchConfig, log: Any = print) -> dict[str, Any]:
             settle=config.settle,
         )
         try:
-            for workers in config.workers:
-                for jobs in config.jobs:
-                    shown = "" if workers is None else f" --workers {workers}"
-                    log(f"export -j {jobs}{shown} ...")
-                    outcome = measure_export(
-                        setup,
-                        jobs,
-                        destinations,
-                        workers=workers,
-                        refresh=config.refresh,
-                        repeat=config.repeat,
-                    )
-                    add_ratios(outcome, ceilings)
-                    results["exports"].append(outcome)
+            # --repeat N runs the cases in turn, N rounds: a drift of the machine's speed
+            # then touches every case alike.
+            variants = [
+                Variant(jobs, workers) for workers in config.workers for jobs in config.jobs
+            ]
+            for _ in range(max(1, config.repeat)):
+                for variant in variants:
+                    shown = "" if variant.workers is None else f" --workers {variant.workers}"
+                    log(f"export -j {variant.jobs}{shown} ...")
+                    measure_full(setup, variant, destinations)
+            for variant in variants:
+                outcome = variant_outcome(setup, variant, refresh=config.refresh)
+                add_ratios(outcome, ceilings)
+                results["exports"].append(outcome)
             if config.profile:
                 jobs = config.jobs[0]
                 log(f"profiling one export -j {jobs} with {config.profile} ...")
