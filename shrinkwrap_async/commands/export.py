@@ -93,11 +93,13 @@ def export_loaded(
     *,
     final_pass: bool = False,
     files_done: bool = False,
+    lock_held: bool = False,
 ) -> tuple[ExportStats, int]:
     """Run the export; returns its statistics and exit code (printing nothing).
 
     ``final_pass``: the pass of ``--workers`` after its shards, run by the parent that
     holds the run lock already; ``files_done`` when every shard ended with exit code 0.
+    ``lock_held``: the caller holds the run lock (a ``--workers`` parent exporting alone).
     """
     from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
 
@@ -125,7 +127,7 @@ def export_loaded(
     async def locked_run() -> Any:
         if args.dry_run:  # writes nothing, so it needs no lock (and creates no lock file)
             return await export_repository(settings, spec, options)
-        async with shard.run_lock(lock, args, held=final_pass):  # see pipeline.shard
+        async with shard.run_lock(lock, args, held=final_pass or lock_held):  # pipeline.shard
             result = await export_repository(
                 settings,
                 spec,

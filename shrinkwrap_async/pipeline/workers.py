@@ -1,7 +1,9 @@
 """``export --workers N``: N shard processes on this machine, then the final pass.
 
 First the parent checks the destination's state database, as an ordinary export does: an
-export that is already up to date costs its two requests and starts no shard. Otherwise
+export that is already up to date costs its two requests and starts no shard, and a refresh
+of a tree whose catalogs are recorded runs in the parent alone (it walks only what changed
+between the catalogs, which shards could not split: they walk whole catalogs). Otherwise
 each worker is ``shrinkwrap-async export ... --shard K/N`` in its own process (one event
 loop per core; on Linux a fork of this one, see ``shard_process``). The parent shows one
 progress line (the shards report their counters to small files) and, once every shard has
@@ -19,11 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,8 @@ from shrinkwrap_async.pipeline.shard_process import ShardProcess, start_shard
 from shrinkwrap_async.pipeline.summary import ExportStats, Failure
 from shrinkwrap_async.runtime import cpu_count
 from shrinkwrap_async.spec.tree import Spec
+
+log = logging.getLogger(__name__)
 
 SUMMED = ("data_files", "data_bytes", "requests", "retries", "bytes_received", "catalogs")
 JOIN_SECONDS = 1.0
@@ -94,9 +100,18 @@ def _stop(signum: int, _frame: object) -> None:
     raise Stopped(signum)
 
 
-async def up_to_date_stats(settings: Any, spec: Spec, dest_base: Path) -> ExportStats | None:
-    """The summary of an export that has nothing to do (the state database says the tree
-    holds this revision under this spec), else None. Two requests, as an ordinary run."""
+@dataclass
+class DestinationState:
+    """What the state database says before any shard starts."""
+
+    up_to_date: ExportStats | None = None  # the summary of a run with nothing to do
+    incremental: bool = False  # a refresh that can start from the catalogs in the tree
+
+
+async def destination_state(settings: Any, spec: Spec, dest_base: Path) -> DestinationState:
+    """Whether the tree holds this revision under this spec already (then the summary of
+    the run that does nothing), or an earlier one a refresh can diff against. Two
+    requests, as an ordinary run."""
     from shrinkwrap_async.catalogs.cache import usable_catalog_cache_dir
     from shrinkwrap_async.network.fetcher import Fetcher
     from shrinkwrap_async.pipeline.refresh import plan_refresh
@@ -119,12 +134,12 @@ async def up_to_date_stats(settings: Any, spec: Spec, dest_base: Path) -> Export
         finally:
             await db.close()
         if not plan.up_to_date:
-            return None
+            return DestinationState(incremental=bool(plan.applied))
         stats = ExportStats(
             revision=trusted.revision, root_hash=root_hex, up_to_date=True, exit_code=0
         )
         stats.take_fetch_counters(fetcher.stats)
-        return stats
+        return DestinationState(up_to_date=stats)
 
 
 def report_up_to_date(args: argparse.Namespace, stats: ExportStats, workers: int) -> int:
@@ -147,15 +162,24 @@ def run_workers(
 ) -> int:
     """Run ``workers`` shards, then the final pass; print one summary; return the exit code.
 
-    An export that is up to date starts no shard.
+    An export that is up to date starts no shard, and neither does a refresh of a tree
+    whose catalogs are recorded: it only walks what changed between the catalogs, which a
+    shard could not split (shards walk whole catalogs), so it runs here, in one process.
     """
     import threading
 
     from shrinkwrap_async.runtime import run_async
 
-    current = run_async(up_to_date_stats(settings, spec, dest_base))
-    if current is not None:
-        return report_up_to_date(args, current, workers)
+    state = run_async(destination_state(settings, spec, dest_base))
+    if state.up_to_date is not None:
+        return report_up_to_date(args, state.up_to_date, workers)
+    if state.incremental:
+        from shrinkwrap_async.commands import export
+
+        log.info("refreshing from the catalogs' differences in one process, without shards")
+        stats, exit_code = export.export_loaded(args, settings, spec, dest_base, lock_held=True)
+        export.report(args, spec, stats, exit_code)
+        return exit_code
     handled = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _stop) if handled else None
     try:

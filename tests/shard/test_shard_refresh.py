@@ -10,10 +10,12 @@ single-process export of N+1.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 from pathlib import Path
 
+from shrinkwrap_async.testing.command_line import run_cli_process
 from shrinkwrap_async.testing.publish import Publisher, PublishOptions
 from shrinkwrap_async.testing.servers import StaticServer
 from shrinkwrap_async.testing.shared import listing_tool, write_client_config
@@ -97,3 +99,40 @@ async def test_shards_refresh_equal_a_fresh_export(tmp_path: Path) -> None:
 
         assert await export_cli(*common, "-x", str(sharded)) == 0
         assert listing.diff(expected, snapshot(sharded, FQRN)) == []
+
+
+async def test_workers_refresh_diffs_in_one_process(tmp_path: Path) -> None:
+    """``--workers`` on a tree whose catalogs are recorded refreshes from the catalogs'
+    differences in the parent: no shard starts, only the new objects are fetched, and the
+    tree equals a fresh export of the new revision."""
+    source = build_source_tree(tmp_path / "source", FQRN, special=False)
+    publisher = Publisher(tmp_path / "server", FQRN, PublishOptions(workers=1))
+    publisher.publish(source)
+    async with StaticServer(tmp_path / "server") as server:
+        config = write_client_config(tmp_path / "client", server.url, publisher.keys_dir)
+        spec = tmp_path / "all.spec"
+        spec.write_text("/*\n")
+        common = ["-r", FQRN, "-f", str(config), "-t", str(spec)]
+        sharded, fresh = tmp_path / "sharded", tmp_path / "fresh"
+        first = await run_cli_process(
+            "export", *common, "-x", str(sharded), "--workers", "3", "--json"
+        )
+        assert first.exit_code == 0 and json.loads(first.stdout)["workers"] == 3
+
+        modify_for_next_revision(source)
+        change_types(source)
+        publisher.publish(source)
+        assert await export_cli(*common, "-x", str(fresh)) == 0
+        new_objects = set(object_requests(server))
+        server.requests.clear()
+
+        again = await run_cli_process(
+            "export", *common, "-x", str(sharded), "--workers", "3", "--json", "-v"
+        )
+        assert again.exit_code == 0, again.stderr
+        summary = json.loads(again.stdout)
+        assert "shards" not in summary and summary["files"] > 0
+        assert "without shards" in again.stderr
+        fetched = object_requests(server)
+        assert set(fetched) < new_objects and max(fetched.values()) == 1
+        assert listing.diff(snapshot(fresh, FQRN), snapshot(sharded, FQRN)) == []
