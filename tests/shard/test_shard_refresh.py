@@ -10,9 +10,12 @@ single-process export of N+1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from shrinkwrap_async.testing.command_line import run_cli_process
@@ -69,7 +72,30 @@ async def run_shards(common: list[str], dest: Path) -> list[int]:
     )
 
 
-async def test_shards_refresh_equal_a_fresh_export(tmp_path: Path) -> None:
+@dataclass
+class TwoRevisions:
+    """Revision N published and served; :meth:`next_revision` publishes N+1."""
+
+    source: Path
+    publisher: Publisher
+    server: StaticServer
+    common: list[str]  # -r, -f, -t
+
+    async def next_revision(self, fresh: Path) -> tuple[dict[str, object], set[str]]:
+        """Publish N+1 and export it into the new ``fresh``: its snapshot and the objects
+        that export fetched. The server's request counts start from zero again."""
+        modify_for_next_revision(self.source)
+        change_types(self.source)
+        self.publisher.publish(self.source)
+        assert await export_cli(*self.common, "-x", str(fresh)) == 0
+        expected = snapshot(fresh, FQRN)
+        new_objects = set(object_requests(self.server))
+        self.server.requests.clear()
+        return expected, new_objects
+
+
+@contextlib.asynccontextmanager
+async def two_revisions(tmp_path: Path) -> AsyncIterator[TwoRevisions]:
     source = build_source_tree(tmp_path / "source", FQRN, special=False)
     publisher = Publisher(tmp_path / "server", FQRN, PublishOptions(workers=1))
     publisher.publish(source)
@@ -78,18 +104,17 @@ async def test_shards_refresh_equal_a_fresh_export(tmp_path: Path) -> None:
         spec = tmp_path / "all.spec"
         spec.write_text("/*\n")
         common = ["-r", FQRN, "-f", str(config), "-t", str(spec)]
-        sharded, fresh = tmp_path / "sharded", tmp_path / "fresh"
+        yield TwoRevisions(source, publisher, server, common)
+
+
+async def test_shards_refresh_equal_a_fresh_export(tmp_path: Path) -> None:
+    async with two_revisions(tmp_path) as revisions:
+        common, server = revisions.common, revisions.server
+        sharded = tmp_path / "sharded"
         assert await run_shards(common, sharded) == [0] * SHARDS
         assert await export_cli(*common, "-x", str(sharded)) == 0
 
-        modify_for_next_revision(source)
-        change_types(source)
-        publisher.publish(source)
-        assert await export_cli(*common, "-x", str(fresh)) == 0
-        expected = snapshot(fresh, FQRN)
-        new_objects = set(object_requests(server))
-        server.requests.clear()
-
+        expected, new_objects = await revisions.next_revision(tmp_path / "fresh")
         assert await run_shards(common, sharded) == [0] * SHARDS
         problems = listing.diff(content_view(expected), content_view(snapshot(sharded, FQRN)))
         assert problems == []
@@ -105,27 +130,15 @@ async def test_workers_refresh_diffs_in_one_process(tmp_path: Path) -> None:
     """``--workers`` on a tree whose catalogs are recorded refreshes from the catalogs'
     differences in the parent: no shard starts, only the new objects are fetched, and the
     tree equals a fresh export of the new revision."""
-    source = build_source_tree(tmp_path / "source", FQRN, special=False)
-    publisher = Publisher(tmp_path / "server", FQRN, PublishOptions(workers=1))
-    publisher.publish(source)
-    async with StaticServer(tmp_path / "server") as server:
-        config = write_client_config(tmp_path / "client", server.url, publisher.keys_dir)
-        spec = tmp_path / "all.spec"
-        spec.write_text("/*\n")
-        common = ["-r", FQRN, "-f", str(config), "-t", str(spec)]
-        sharded, fresh = tmp_path / "sharded", tmp_path / "fresh"
+    async with two_revisions(tmp_path) as revisions:
+        common, server = revisions.common, revisions.server
+        sharded = tmp_path / "sharded"
         first = await run_cli_process(
             "export", *common, "-x", str(sharded), "--workers", "3", "--json"
         )
         assert first.exit_code == 0 and json.loads(first.stdout)["workers"] == 3
 
-        modify_for_next_revision(source)
-        change_types(source)
-        publisher.publish(source)
-        assert await export_cli(*common, "-x", str(fresh)) == 0
-        new_objects = set(object_requests(server))
-        server.requests.clear()
-
+        expected, new_objects = await revisions.next_revision(tmp_path / "fresh")
         again = await run_cli_process(
             "export", *common, "-x", str(sharded), "--workers", "3", "--json", "-v"
         )
@@ -135,4 +148,4 @@ async def test_workers_refresh_diffs_in_one_process(tmp_path: Path) -> None:
         assert "without shards" in again.stderr
         fetched = object_requests(server)
         assert set(fetched) < new_objects and max(fetched.values()) == 1
-        assert listing.diff(snapshot(fresh, FQRN), snapshot(sharded, FQRN)) == []
+        assert listing.diff(expected, snapshot(sharded, FQRN)) == []
