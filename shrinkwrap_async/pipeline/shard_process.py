@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
+import logging
 import os
 import signal
 import subprocess
@@ -59,7 +60,7 @@ class ForkedShard:
 
     The child keeps only the thread that forked. It stops sharing the parent's signal
     handling (handlers and the event loop's wake-up pipe), gets its own standard streams
-    (output to the pipe, input from /dev/null) and environment, and leaves with
+    (output to the pipe, input from /dev/null), environment and logging, and leaves with
     ``os._exit``, so none of the parent's clean-up (temporary directories, atexit) runs in it.
     """
 
@@ -154,6 +155,8 @@ def _run_child(argv: list[str], env: dict[str, str], output: int) -> None:  # pr
         )
         os.environ.clear()
         os.environ.update(env)
+        for handler in list(logging.root.handlers):  # the parent's: the shard makes its own
+            logging.root.removeHandler(handler)
         from shrinkwrap_async import cli
 
         code = cli.main(argv)

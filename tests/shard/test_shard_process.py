@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -55,6 +56,31 @@ async def test_a_forked_shard_has_its_own_environment(
     assert with_variable == (0, "")
     without = await loop.run_in_executor(None, finished, start_shard(command, dict(os.environ)))
     assert without[0] != 0
+
+
+async def test_a_forked_shard_logs_at_its_own_level(
+    fixture_server: StaticServer,
+    fixtures_dir: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The parent logs at INFO; a shard given -q says nothing, one without -q does."""
+    handler = logging.StreamHandler(sys.stderr)
+    logging.root.addHandler(handler)
+    level = logging.root.level
+    logging.root.setLevel(logging.INFO)
+    try:
+        argv = source_arguments(tmp_path, fixture_server.url, fixtures_dir / "keys", FIX1)
+        loop = asyncio.get_running_loop()
+        for dest, quiet in (("quiet", ["-q"]), ("chatty", [])):
+            command = ["export", *argv, "-x", str(tmp_path / dest), "--no-progress", *quiet]
+            shard = start_shard(command, dict(os.environ))
+            assert (await loop.run_in_executor(None, finished, shard))[0] == 0
+            said = capfd.readouterr().err
+            assert ("INFO: exporting" in said) == (not quiet), said
+    finally:
+        logging.root.removeHandler(handler)
+        logging.root.setLevel(level)
 
 
 def test_poll_and_signal_of_a_forked_shard() -> None:
