@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -42,3 +43,18 @@ def cpu_count() -> int:
     except (OSError, ValueError):
         pass
     return max(1, count)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int, signum: int) -> bool:
+    """Have the kernel send ``signum`` to this process when its parent ends (Linux), so a
+    parent killed outright leaves no child working on alone. False if ``parent`` is gone
+    already (it may have died before this call)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux
+    return os.getppid() == parent

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
@@ -27,6 +26,7 @@ from typing import Any
 
 from shrinkwrap_async import inflate
 from shrinkwrap_async.hashing import Digest
+from shrinkwrap_async.runtime import die_with_parent
 from shrinkwrap_async.store.data_store import DataStore, ObjectMeta
 from shrinkwrap_async.store.errors import storage_error
 
@@ -147,16 +147,8 @@ def _start_worker(parent: int, spec: tuple[Any, ...]) -> None:
     _worker_store = DataStore.from_worker_spec(spec)
 
 
-_PR_SET_PDEATHSIG = 1
-
-
 def _die_with_parent(parent: int) -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # not Linux: the worker ends when its pipe breaks
-    if os.getppid() != parent:  # the parent died before the line above
+    if not die_with_parent(parent, signal.SIGKILL):  # not Linux: it ends when its pipe breaks
         os._exit(0)
 
 

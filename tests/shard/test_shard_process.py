@@ -154,3 +154,31 @@ def test_a_failed_fork_starts_the_program_instead(monkeypatch: pytest.MonkeyPatc
     assert not isinstance(started, ForkedShard)
     code, output = finished(started)
     assert code == 0 and "sft.cern.ch" in output
+
+
+async def test_a_killed_parent_stops_its_shards_and_a_rerun_completes(
+    fixture_docroot: Path, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """SIGKILL leaves the parent no chance to stop its shards: the kernel sends them SIGTERM
+    (they end their run as if stopped), and the next run completes the export."""
+    HeldDataServer.release = asyncio.Event()
+    async with HeldDataServer(fixture_docroot) as server:
+        argv = source_arguments(tmp_path, server.url, fixtures_dir / "keys", FIX1)
+        dest = tmp_path / "dest"
+        process = await start_cli_process("export", *argv, "-x", str(dest), "--workers", "2", "-q")
+        deadline = time.monotonic() + 60
+        while server.held == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        shards = children_of(process.pid)
+        assert shards, server.requests
+        process.kill()
+        await asyncio.wait_for(process.communicate(), 60)
+        deadline = time.monotonic() + 30
+        while any(Path(f"/proc/{pid}").exists() for pid in shards):
+            assert time.monotonic() < deadline, "shards outlived their killed parent"
+            await asyncio.sleep(0.05)
+        server.release.set()
+        rerun = await start_cli_process("export", *argv, "-x", str(dest), "-q")
+        await asyncio.wait_for(rerun.communicate(), 120)
+        assert rerun.returncode == 0
+    assert (dest / FIX1).is_dir() and any((dest / FIX1).iterdir())
