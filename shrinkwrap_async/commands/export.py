@@ -139,6 +139,8 @@ def export_loaded(
                 await asyncio.to_thread(run_gc, dest_base, options.store_root, args.quiet > 0)
             return result
 
+    if args.shard:
+        shard.stop_with_workers_parent()
     try:
         stats = run_async(
             run_stoppable(locked_run(), outcome="a rerun resumes", log=log, extra=options.extra)

@@ -32,6 +32,7 @@ import errno
 import hashlib
 import json
 import os
+import signal
 import socket
 import threading
 from dataclasses import asdict, dataclass
@@ -244,12 +245,26 @@ class _NoLock:
         return None
 
 
+def under_workers_parent() -> bool:
+    """Whether this process is a shard started by ``export --workers`` (forked or not)."""
+    return os.environ.get(PARENT_LOCK_ENV) == str(os.getppid())
+
+
+def stop_with_workers_parent() -> None:
+    """A shard of ``--workers`` gets SIGTERM if its parent dies (it holds the run lock for
+    the shards): killed outright, it would otherwise leave its shards writing on alone."""
+    from shrinkwrap_async.runtime import die_with_parent
+
+    if under_workers_parent() and not die_with_parent(os.getppid(), signal.SIGTERM):
+        os.kill(os.getpid(), signal.SIGTERM)  # it died before the kernel was told
+
+
 def run_lock(lock: Any, args: argparse.Namespace, *, held: bool = False) -> Any:
     """The run lock to hold: none when the caller ``held`` it already, or under a
     ``--workers`` parent (which holds it for all). A standalone shard takes the lock shared,
     so shards run together but exclude an ordinary export and gc, which take it
     exclusively."""
-    if held or os.environ.get(PARENT_LOCK_ENV) == str(os.getppid()):
+    if held or under_workers_parent():
         return _NoLock()
     if args.shard:
         return RunLock(lock.path, wait=lock.wait, shared=True)

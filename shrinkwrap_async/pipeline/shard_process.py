@@ -25,8 +25,6 @@ import threading
 import traceback
 from typing import IO, Protocol
 
-from shrinkwrap_async.runtime import die_with_parent
-
 SPAWN_ENV = "SHRINKWRAP_ASYNC_SHARD_SPAWN"  # "1": start shards as new programs, never fork
 SHARD_NAME_PREFIX = "shard "  # a forked shard's process name (``ps -o comm``, /proc/PID/comm)
 _PR_SET_NAME = 15
@@ -64,7 +62,8 @@ class ForkedShard:
     handling (handlers and the event loop's wake-up pipe), gets its own standard streams
     (output to the pipe, input from /dev/null), environment and logging, and leaves with
     ``os._exit``, so none of the parent's clean-up (temporary directories, atexit) runs in it.
-    If the parent dies, the kernel sends it SIGTERM.
+    Like a spawned shard, it asks for SIGTERM should the parent die
+    (:func:`~shrinkwrap_async.pipeline.shard.stop_with_workers_parent`).
     """
 
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
@@ -73,7 +72,6 @@ class ForkedShard:
             if stream is not None:  # or its buffer would be written twice, by both processes
                 with contextlib.suppress(OSError, ValueError):
                     stream.flush()
-        parent = os.getpid()
         try:
             pid = os.fork()
         except OSError:
@@ -82,7 +80,7 @@ class ForkedShard:
             raise
         if pid == 0:  # pragma: no cover - the child (its coverage is the shard's behaviour)
             os.close(read_end)
-            _run_child(argv, env, write_end, parent)
+            _run_child(argv, env, write_end)
         os.close(write_end)
         self.pid = pid
         self.args = argv
@@ -137,20 +135,13 @@ def _set_process_name(name: str) -> None:
         ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode(), 0, 0, 0)
 
 
-def _run_child(  # pragma: no cover
-    argv: list[str], env: dict[str, str], output: int, parent: int
-) -> None:
+def _run_child(argv: list[str], env: dict[str, str], output: int) -> None:  # pragma: no cover
     code = 1
     try:
         _set_process_name(process_name(argv))
         signal.set_wakeup_fd(-1)  # the parent's event loop would be woken by our signals
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        # A parent killed outright stops its shards as SIGTERM to it would have: they end
-        # their run cleanly (a rerun resumes) instead of writing on alone.
-        if not die_with_parent(parent, signal.SIGTERM):
-            code = 128 + signal.SIGTERM
-            return
         os.dup2(output, 1)
         os.close(output)
         devnull = os.open(os.devnull, os.O_RDONLY)

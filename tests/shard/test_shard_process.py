@@ -156,11 +156,17 @@ def test_a_failed_fork_starts_the_program_instead(monkeypatch: pytest.MonkeyPatc
     assert code == 0 and "sft.cern.ch" in output
 
 
+@pytest.mark.parametrize("spawn", ["0", "1"], ids=["forked", "spawned"])
 async def test_a_killed_parent_stops_its_shards_and_a_rerun_completes(
-    fixture_docroot: Path, fixtures_dir: Path, tmp_path: Path
+    fixture_docroot: Path,
+    fixtures_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    spawn: str,
 ) -> None:
     """SIGKILL leaves the parent no chance to stop its shards: the kernel sends them SIGTERM
     (they end their run as if stopped), and the next run completes the export."""
+    monkeypatch.setenv(shard_process.SPAWN_ENV, spawn)
     HeldDataServer.release = asyncio.Event()
     async with HeldDataServer(fixture_docroot) as server:
         argv = source_arguments(tmp_path, server.url, fixtures_dir / "keys", FIX1)
