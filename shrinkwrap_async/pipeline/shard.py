@@ -57,8 +57,9 @@ STATS_FILE_ENV = "SHRINKWRAP_ASYNC_STATS_FILE"  # --workers: where a shard repor
 STATS_PERIOD = 1.0
 PARENT_LOCK_ENV = "SHRINKWRAP_ASYNC_PARENT_LOCK"  # --workers: the parent holds the run lock
 # An export keeps two cores busy (its event loop, its object worker process), so --workers 0
-# starts one shard per two usable cores: on 2 cores that is the single-process export, which
-# measured faster there than two shards (docs/performance.md).
+# starts one shard per two usable cores; but on two or three cores it starts two, each
+# committing in a thread, which measured faster there than one export with its worker
+# (docs/performance.md).
 CORES_PER_SHARD = 2
 MAX_AUTO_WORKERS = 8  # the network of one node, and every shard walks every catalog
 RACE_ERRNOS = (errno.EEXIST, errno.ENOENT, errno.ENOTEMPTY, errno.EISDIR)
@@ -273,10 +274,12 @@ def run_lock(lock: Any, args: argparse.Namespace, *, held: bool = False) -> Any:
 
 def auto_workers() -> int:
     """``--workers 0``: one shard per ``CORES_PER_SHARD`` usable cores (affinity mask and
-    cgroup quota), at least 1, at most ``MAX_AUTO_WORKERS``."""
+    cgroup quota), at least 2 where there are two cores (1 on one), at most
+    ``MAX_AUTO_WORKERS``."""
     from shrinkwrap_async.runtime import cpu_count
 
-    return max(1, min(MAX_AUTO_WORKERS, cpu_count() // CORES_PER_SHARD))
+    cores = cpu_count()
+    return max(min(2, cores), min(MAX_AUTO_WORKERS, cores // CORES_PER_SHARD))
 
 
 def run_elsewhere(args: argparse.Namespace, settings: Any, spec: Any, dest_base: Path) -> int:

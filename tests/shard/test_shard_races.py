@@ -78,8 +78,12 @@ async def export_json(*argv: str) -> dict[str, Any]:
     return data
 
 
-@pytest.mark.parametrize(("cores", "expected"), [(1, 1), (2, 1), (3, 1), (4, 2), (64, 8)])
-def test_auto_workers_one_shard_per_two_cores(monkeypatch, cores: int, expected: int) -> None:
+@pytest.mark.parametrize(
+    ("cores", "expected"), [(1, 1), (2, 2), (3, 2), (4, 2), (6, 3), (16, 8), (64, 8)]
+)
+def test_auto_workers_one_shard_per_two_cores_two_on_small_machines(
+    monkeypatch, cores: int, expected: int
+) -> None:
     monkeypatch.setattr(runtime, "cpu_count", lambda: cores)
     assert shard.auto_workers() == expected
 
