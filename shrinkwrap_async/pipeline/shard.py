@@ -118,7 +118,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="run N shard processes here, then the final pass (0: one per two usable cores)",
+        help="run N shard processes here, then the final pass (0: one per two usable cores, "
+        "two on two or three)",
     )
     parser.add_argument(
         "--exact", action="store_true", help="--dry-run: list every catalog (exact objects)"
