@@ -637,9 +637,7 @@ class Variant:
     jobs: int
     workers: int | None
     fulls: list[dict[str, Any]] = field(default_factory=list)
-    config_base: Path | None = None
-    dest: Path | None = None
-    cache: Path | None = None
+    last_run: Path | None = None  # holds ``dest`` and ``cache`` of the latest full export
 
     @property
     def label(self) -> str:
@@ -650,9 +648,9 @@ def measure_full(setup: ExportSetup, variant: Variant, destinations: Destination
     """One full export of ``variant`` into a destination of its own (nothing is deleted
     here, see :class:`Destinations`)."""
     run_dir, notes = destinations.new(variant.label)
-    variant.dest, variant.cache = run_dir / "dest", run_dir / "cache"
-    variant.config_base = setup.config("base", variant.cache)
-    run = export_once(setup, variant.config_base, variant.dest, variant.jobs, variant.workers)
+    variant.last_run = run_dir
+    config = setup.config("base", run_dir / "cache")
+    run = export_once(setup, config, run_dir / "dest", variant.jobs, variant.workers)
     variant.fulls.append({**run, **notes})
 
 
@@ -663,12 +661,12 @@ def variant_outcome(setup: ExportSetup, variant: Variant, *, refresh: bool) -> d
     outcome["full"] = min(variant.fulls, key=lambda run: (run["exit"] != 0, run["wall"]))
     outcome["full"]["walls"] = [run["wall"] for run in variant.fulls]
     if refresh:
-        assert variant.config_base is not None and variant.dest is not None
-        assert variant.cache is not None
+        assert variant.last_run is not None
+        dest, cache = variant.last_run / "dest", variant.last_run / "cache"
         jobs, workers = variant.jobs, variant.workers
-        outcome["no_change"] = export_once(setup, variant.config_base, variant.dest, jobs, workers)
+        outcome["no_change"] = export_once(setup, setup.config("base", cache), dest, jobs, workers)
         outcome["change_1pct"] = export_once(
-            setup, setup.config("changed", variant.cache), variant.dest, jobs, workers
+            setup, setup.config("changed", cache), dest, jobs, workers
         )
     return outcome
 

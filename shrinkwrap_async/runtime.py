@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 from collections.abc import Callable, Coroutine
@@ -45,16 +46,24 @@ def cpu_count() -> int:
     return max(1, count)
 
 
+_PR_SET_NAME = 15
 _PR_SET_PDEATHSIG = 1
+
+
+def _prctl(option: int, value: int | bytes) -> None:
+    """Linux's prctl(2) with one argument; nothing elsewhere."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
 
 
 def die_with_parent(parent: int, signum: int) -> bool:
     """Have the kernel send ``signum`` to this process when its parent ends (Linux), so a
     parent killed outright leaves no child working on alone. False if ``parent`` is gone
     already (it may have died before this call)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # not Linux
+    _prctl(_PR_SET_PDEATHSIG, signum)
     return os.getppid() == parent
+
+
+def set_process_name(name: str) -> None:
+    """What ``ps -o comm``, ``top`` and /proc/PID/comm show (Linux keeps 15 bytes)."""
+    _prctl(_PR_SET_NAME, name.encode()[:15])

@@ -249,27 +249,20 @@ class Catalog:
         return entry_from_row(path, row)
 
     async def list_directory(
-        self, path: str, *, include_hidden: bool = False
+        self, path: str, *, include_hidden: bool = False, directories_only: bool = False
     ) -> AsyncIterator[DirEntry]:
         """Children of ``path`` held in this catalog, in name byte order.
 
         A nested mountpoint's children live in the nested catalog, so listing it here
         yields nothing. Hidden entries (``/.cvmfs``) are skipped as readdir does, unless
-        ``include_hidden``.
+        ``include_hidden``. ``directories_only``: SQLite leaves out the other rows (they
+        can be counted with :meth:`count_other_children`).
         """
         prefix = path + "/"
-        async for row in self._rows(self._sql_list, md5path(path)):
+        sql = self._sql_list_directories if directories_only else self._sql_list
+        async for row in self._rows(sql, md5path(path)):
             entry = entry_from_row(prefix + _as_name(row[0]), row)
             if include_hidden or not entry.is_hidden:
-                yield entry
-
-    async def list_subdirectories(self, path: str) -> AsyncIterator[DirEntry]:
-        """The directories among the children of ``path`` (hidden ones skipped), in name
-        byte order: :meth:`list_directory` without the other rows, which are never read."""
-        prefix = path + "/"
-        async for row in self._rows(self._sql_list_directories, md5path(path)):
-            entry = entry_from_row(prefix + _as_name(row[0]), row)
-            if not entry.is_hidden:
                 yield entry
 
     async def count_other_children(self, path: str) -> ChildCounts:

@@ -77,15 +77,6 @@ class LinkStage:
         self._make_entries(ops)
         return removed
 
-    def apply_directories(
-        self, rel: RelPath, names: list[str], ops: list[DirectoryOp | SymlinkOp | SpecialOp]
-    ) -> int:
-        """One directory's subdirectories alone (the pass after complete shards, which made
-        everything else and removed what is stale): nothing is pruned. Returns 0."""
-        refuse_duplicate_names(rel, names)
-        self._make_entries(ops)
-        return 0
-
     def apply_changes(
         self,
         rel: RelPath,

@@ -461,7 +461,8 @@ class Exporter:
             elif self.files_done and self.spec.selects_whole_subtree(job.path):
                 # After complete shards every file, symlink and special file is in place and
                 # every stale name is gone: only the directories are listed, the rest counted.
-                entries = [e async for e in handle.catalog.list_subdirectories(job.path)]
+                listed = handle.catalog.list_directory(job.path, directories_only=True)
+                entries = [e async for e in listed]
                 others = await handle.catalog.count_other_children(job.path)
             else:
                 entries = [e async for e in handle.catalog.list_directory(job.path)]
@@ -504,8 +505,8 @@ class Exporter:
                 self.stats.specials += others.specials
             if not self.options.dry_run:
                 assert self.link is not None
-                if others is not None:  # ``keep`` names the directories only: no pruning
-                    removed = await self._tree(self.link.apply_directories, job.rel, keep, ops)
+                if others is not None:  # ``keep`` names the directories only: nothing removed
+                    removed = await self._tree(self.link.apply_changes, job.rel, (), keep, ops)
                 elif listing is None:
                     removed = await self._tree(self.link.apply_listing, job.rel, keep, ops)
                 else:

@@ -14,7 +14,6 @@ Either way the parent sees the same small interface (``stdout``, ``poll``, ``wai
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
 import logging
 import os
@@ -25,9 +24,10 @@ import threading
 import traceback
 from typing import IO, Protocol
 
+from shrinkwrap_async.runtime import set_process_name
+
 SPAWN_ENV = "SHRINKWRAP_ASYNC_SHARD_SPAWN"  # "1": start shards as new programs, never fork
 SHARD_NAME_PREFIX = "shard "  # a forked shard's process name (``ps -o comm``, /proc/PID/comm)
-_PR_SET_NAME = 15
 
 
 class ShardProcess(Protocol):
@@ -83,7 +83,6 @@ class ForkedShard:
             _run_child(argv, env, write_end)
         os.close(write_end)
         self.pid = pid
-        self.args = argv
         self.stdout: IO[str] | None = open(read_end, encoding="utf-8", errors="replace")  # noqa: SIM115
         self.returncode: int | None = None
         self._reaping = threading.Lock()
@@ -124,21 +123,16 @@ class ForkedShard:
 
 
 def process_name(argv: list[str]) -> str:
-    """``shard K/N`` (at most the 15 bytes the kernel keeps): a fork has its parent's
-    command line, so this is what tells the shards apart in ``ps`` and ``top``."""
+    """``shard K/N``: a fork has its parent's command line, so this is what tells the
+    shards apart in ``ps`` and ``top``."""
     shard = argv[argv.index("--shard") + 1] if "--shard" in argv[:-1] else "?"
-    return (SHARD_NAME_PREFIX + shard)[:15]
-
-
-def _set_process_name(name: str) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode(), 0, 0, 0)
+    return SHARD_NAME_PREFIX + shard
 
 
 def _run_child(argv: list[str], env: dict[str, str], output: int) -> None:  # pragma: no cover
     code = 1
     try:
-        _set_process_name(process_name(argv))
+        set_process_name(process_name(argv))
         signal.set_wakeup_fd(-1)  # the parent's event loop would be woken by our signals
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -225,7 +225,9 @@ async def test_subdirectories_and_counts_agree_with_the_full_listing(
         while pending:
             directory = pending.pop()
             children = [e async for e in catalog.list_directory(directory)]
-            subdirectories = [e async for e in catalog.list_subdirectories(directory)]
+            subdirectories = [
+                e async for e in catalog.list_directory(directory, directories_only=True)
+            ]
             assert subdirectories == [e for e in children if e.is_directory]
             others = [e for e in children if not e.is_directory]
             counts = await catalog.count_other_children(directory)
@@ -253,6 +255,7 @@ async def test_hidden_children_are_neither_listed_nor_counted(tmp_path: Path) ->
         nested=[("/.cvmfs", "1" * 40, 10)],
     )
     async with await Catalog.open(path) as catalog:
-        assert [e.name async for e in catalog.list_subdirectories("")] == ["dir"]
+        listed = catalog.list_directory("", directories_only=True)
+        assert [e.name async for e in listed] == ["dir"]
         counts = await catalog.count_other_children("")
         assert (counts.files, counts.file_bytes, counts.symlinks) == (1, 5, 0)
