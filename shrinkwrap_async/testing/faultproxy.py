@@ -4,7 +4,9 @@ Clients use it like a Squid: they send absolute-URI requests (``GET http://host/
 The proxy fetches the object from the origin (loopback origins only) and answers it,
 possibly damaged. Per request it picks a :class:`Fault`, either from a deterministic
 *schedule* (consumed in order, then falling back to probabilities) or at random with the
-given probabilities (seeded, so runs are reproducible). Several instances form a proxy
+given probabilities (seeded, so runs are reproducible). ``max_faults_per_path`` bounds
+the faults one path can meet, so that a client with enough retries always gets through
+whatever order its concurrent requests arrive in. Several instances form a proxy
 group. Every request is counted, with the fault applied and the headers it carried.
 """
 
@@ -46,9 +48,11 @@ class FaultProxy:
         error_status: int = 503,
         squid_error_header: bool = False,
         stall_seconds: float = 30.0,
+        max_faults_per_path: int | None = None,
         name: str = "",
     ) -> None:
         self.name = name
+        self.max_faults_per_path = max_faults_per_path
         self.error_status = error_status
         self.squid_error_header = squid_error_header
         self.stall_seconds = stall_seconds
@@ -58,6 +62,7 @@ class FaultProxy:
         self.requests = 0
         self.requests_by_path: collections.Counter[str] = collections.Counter()
         self.applied: collections.Counter[Fault] = collections.Counter()
+        self.faults_by_path: collections.Counter[str] = collections.Counter()
         self.headers_seen: list[tuple[str, dict[str, str]]] = []
         self._runner: web.ServerRunner | None = None
         self._upstream: aiohttp.ClientSession | None = None
@@ -93,6 +98,12 @@ class FaultProxy:
         self.requests_by_path[target.path] += 1
         self.headers_seen.append((target.path, dict(request.headers)))
         fault = self._next_fault()
+        if fault is not Fault.OK:
+            limit = self.max_faults_per_path
+            if limit is not None and self.faults_by_path[target.path] >= limit:
+                fault = Fault.OK
+            else:
+                self.faults_by_path[target.path] += 1
         self.applied[fault] += 1
 
         if fault is Fault.RESET:

@@ -191,6 +191,20 @@ async def test_bytes_flipped_on_every_request_never_reach_the_sink(
         )
 
 
+async def test_a_bounded_fault_count_lets_the_next_pass_through(
+    fixture_server: StaticServer, fix1_objects: list[StoredObject]
+) -> None:
+    stored = fix1_objects[5]
+    async with FaultProxy(faults={Fault.FLIP: 1.0}, max_faults_per_path=2) as proxy:
+        settings = make_settings(fixture_server.repository_url(FIX1), proxy_groups=proxy.url)
+        async with Fetcher(settings) as fetcher:
+            assert await fetcher.fetch_object(stored.digest, stored.suffix) == stored.data
+    # The first pass (a request and its no-cache repetition) met both faults; the second
+    # pass's request came through whole.
+    assert proxy.applied[Fault.FLIP] == 2 and proxy.applied[Fault.OK] == 1
+    assert proxy.requests == 3
+
+
 async def test_truncation_is_a_transfer_error(
     fixture_server: StaticServer, fix1_objects: list[StoredObject]
 ) -> None:
