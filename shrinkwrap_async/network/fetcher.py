@@ -366,12 +366,19 @@ class Fetcher:
 
     # -- public API ---------------------------------------------------------------------
 
-    async def fetch_file(self, name: str, *, max_size: int = DEFAULT_FILE_MAX) -> bytes:
-        """A file at the repository root (``.cvmfspublished``, ...); no hash to check."""
+    async def fetch_file(
+        self, name: str, *, max_size: int = DEFAULT_FILE_MAX, fresh: bool = False
+    ) -> bytes:
+        """A file at the repository root (``.cvmfspublished``, ...); no hash to check.
+
+        ``fresh``: ask proxies for a new copy (``Pragma: no-cache``), as after a copy that
+        failed its signature check; counted as a retry."""
         path = name.lstrip("/")
+        if fresh:
+            self.stats.no_cache_retries += 1
 
         async def attempt(route: Route, no_cache: bool) -> bytes:
-            return await self._get_whole(route, path, no_cache, max_size)
+            return await self._get_whole(route, path, no_cache or fresh, max_size)
 
         return await self._run(path, attempt)
 

@@ -12,6 +12,11 @@ release-manager certificate to come from such a CA.
 
 The verified certificate object is kept by hash in ``cache_dir``; an unchanged repository
 then costs exactly two requests (``.cvmfswhitelist`` and ``.cvmfspublished``).
+
+The signed files carry no hash a download could be checked against, so a copy damaged on
+the wire, or an outdated one from a proxy's cache, shows only as a failed check. The
+chain is then fetched again with ``Pragma: no-cache``, up to ``SIGNED_FILE_ATTEMPTS`` times
+in all; a failure that persists (a tampered signature) is reported as it was found.
 """
 
 from __future__ import annotations
@@ -58,13 +63,14 @@ MANIFEST_FILE = ".cvmfspublished"
 PKCS7_WHITELIST_FILE = ".cvmfswhitelist.pkcs7"
 PKCS7_CONTENT = f"the whitelist signed in {PKCS7_WHITELIST_FILE}"
 SIGNED_FILE_MAX_SIZE = 4 * 1024 * 1024
+SIGNED_FILE_ATTEMPTS = 4
 CERTIFICATE_MAX_SIZE = 1024 * 1024
 
 
 class Fetcher(Protocol):
     """What the trust chain needs from ``network.fetcher.Fetcher``."""
 
-    async def fetch_file(self, name: str, *, max_size: int = ...) -> bytes: ...
+    async def fetch_file(self, name: str, *, max_size: int = ..., fresh: bool = ...) -> bytes: ...
 
     async def fetch_object(
         self, digest: Digest, suffix: str = ..., *, max_size: int | None = ...
@@ -242,16 +248,22 @@ def _unreachable(name: str, settings: ClientSettings, error: Exception) -> Unrea
     return UnreachableError(f"cannot fetch {name} of {settings.fqrn} from {servers}: {error}")
 
 
-async def _fetch_file(fetcher: Fetcher, name: str, settings: ClientSettings) -> bytes:
+async def _fetch_file(
+    fetcher: Fetcher, name: str, settings: ClientSettings, *, fresh: bool = False
+) -> bytes:
     try:
-        return await fetcher.fetch_file(name, max_size=SIGNED_FILE_MAX_SIZE)
+        return await fetcher.fetch_file(name, max_size=SIGNED_FILE_MAX_SIZE, fresh=fresh)
     except (TransferError, FetchError) as error:
         raise _unreachable(name, settings, error) from error
 
 
-async def _fetch_pkcs7_whitelist(fetcher: Fetcher, settings: ClientSettings) -> bytes:
+async def _fetch_pkcs7_whitelist(
+    fetcher: Fetcher, settings: ClientSettings, *, fresh: bool = False
+) -> bytes:
     try:
-        return await fetcher.fetch_file(PKCS7_WHITELIST_FILE, max_size=SIGNED_FILE_MAX_SIZE)
+        return await fetcher.fetch_file(
+            PKCS7_WHITELIST_FILE, max_size=SIGNED_FILE_MAX_SIZE, fresh=fresh
+        )
     except ObjectMissingError:
         raise TrustError(
             f"{WHITELIST_FILE} of {settings.fqrn} requires PKCS#7 verification (Vpkcs7), "
@@ -342,9 +354,31 @@ async def establish_trust(
     master_keys = load_master_keys(settings.public_keys)
     if now is None:
         now = datetime.now(UTC)
+    for attempt in range(SIGNED_FILE_ATTEMPTS):
+        try:
+            return await _verified_chain(
+                fetcher, settings, master_keys, cache_dir, now, fresh=attempt > 0
+            )
+        except TrustError:
+            if attempt == SIGNED_FILE_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _verified_chain(
+    fetcher: Fetcher,
+    settings: ClientSettings,
+    master_keys: list[rsa.RSAPublicKey],
+    cache_dir: Path | None,
+    now: datetime,
+    *,
+    fresh: bool,
+) -> TrustedRoot:
+    """One pass over the chain; ``fresh`` asks proxies for new copies of the signed files."""
+    fqrn = settings.fqrn
     whitelist_data, manifest_data = await asyncio.gather(
-        _fetch_file(fetcher, WHITELIST_FILE, settings),
-        _fetch_file(fetcher, MANIFEST_FILE, settings),
+        _fetch_file(fetcher, WHITELIST_FILE, settings, fresh=fresh),
+        _fetch_file(fetcher, MANIFEST_FILE, settings, fresh=fresh),
     )
     cas: TrustedCAs | None = None
     outer = Whitelist.parse_content(whitelist_data, WHITELIST_FILE)
@@ -352,7 +386,7 @@ async def establish_trust(
         # Its own signature is not checked (the client does not either; it may have none),
         # but its name and expiry are, as the client does, before the signed copy is used.
         check_whitelist_validity(outer, fqrn, now, WHITELIST_FILE)
-        pkcs7_data = await _fetch_pkcs7_whitelist(fetcher, settings)
+        pkcs7_data = await _fetch_pkcs7_whitelist(fetcher, settings, fresh=fresh)
         cas = await load_trusted_cas(settings, "Vpkcs7")
         whitelist = verify_pkcs7_whitelist(outer, pkcs7_data, fqrn, cas, now)
     else:

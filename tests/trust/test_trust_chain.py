@@ -23,8 +23,14 @@ from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.exitcodes import ConfigError, ExitCode, TrustError, UnreachableError
 from shrinkwrap_async.hashing import Algorithm
 from shrinkwrap_async.network.fetcher import Fetcher
+from shrinkwrap_async.testing.faultproxy import Fault, FaultProxy
 from shrinkwrap_async.testing.servers import StaticServer
-from shrinkwrap_async.trust.chain import TrustedRoot, establish_trust, verify_whitelist
+from shrinkwrap_async.trust.chain import (
+    SIGNED_FILE_ATTEMPTS,
+    TrustedRoot,
+    establish_trust,
+    verify_whitelist,
+)
 from shrinkwrap_async.trust.signature import SEPARATOR, load_master_key
 from shrinkwrap_async.trust.whitelist import Whitelist
 
@@ -198,6 +204,35 @@ async def test_older_revision_verifies(
     root = await trust(fixture_server, fixtures_dir, FIX1)
     assert root.revision == 2
     assert root.root_catalog.hex == "2c0a532d053941a164e5166a0e5e4e50086f27c0"
+
+
+async def test_signed_files_damaged_on_the_wire_are_fetched_again(
+    fixture_server: StaticServer, fixtures_dir: Path
+) -> None:
+    """Every path's first copy has a byte flipped in transit: the signed files fail their
+    check and are asked for again with no-cache, the certificate fails its hash."""
+    async with FaultProxy(faults={Fault.FLIP: 1.0}, max_faults_per_path=1) as proxy:
+        settings = settings_for(fixture_server, fixtures_dir, FIX1)
+        settings = dataclasses.replace(settings, proxy_groups=((proxy.url,),))
+        async with Fetcher(settings) as fetcher:
+            root = await establish_trust(fetcher, settings, now=NOW)
+    assert root.root_catalog.hex == ROOTS[FIX1]
+    assert proxy.applied[Fault.FLIP] == 3  # whitelist, manifest, certificate
+    fresh = [path for path, headers in proxy.headers_seen if headers.get("Pragma") == "no-cache"]
+    names = sorted(path.rsplit("/", 1)[1] for path in fresh)
+    assert names[:2] == [".cvmfspublished", ".cvmfswhitelist"], names
+    assert len(names) == 3 and names[2].endswith("X")  # the certificate's no-cache repeat
+    assert fetcher.stats.no_cache_retries == 3
+
+
+async def test_tampered_file_is_refused_after_bounded_fresh_attempts(
+    fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
+) -> None:
+    path = repo_file(fixture_docroot, FIX1, ".cvmfspublished")
+    path.write_bytes(path.read_bytes().replace(b"\nS3\n", b"\nS4\n", 1))
+    message = await refused(fixture_server, fixtures_dir)
+    assert "is tampered" in message
+    assert fixture_server.requests[f"cvmfs/{FIX1}/.cvmfspublished"] == SIGNED_FILE_ATTEMPTS
 
 
 # -- each attack refused with its own message ------------------------------------------------
