@@ -116,10 +116,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=1,
         metavar="N",
-        help="run N shard processes here, then the final pass (0: one per two usable cores, "
-        "two on two or three)",
+        help="run N shard processes here, then the final pass (default, or 0: one per two "
+        "usable cores, two on two or three, one on one; 1: this process only)",
     )
     parser.add_argument(
         "--exact", action="store_true", help="--dry-run: list every catalog (exact objects)"
@@ -274,9 +273,9 @@ def run_lock(lock: Any, args: argparse.Namespace, *, held: bool = False) -> Any:
 
 
 def auto_workers() -> int:
-    """``--workers 0``: one shard per ``CORES_PER_SHARD`` usable cores (affinity mask and
-    cgroup quota), at least 2 where there are two cores (1 on one), at most
-    ``MAX_AUTO_WORKERS``."""
+    """``--workers`` by default (or 0): one shard per ``CORES_PER_SHARD`` usable cores
+    (affinity mask and cgroup quota), at least 2 where there are two cores (1 on one), at
+    most ``MAX_AUTO_WORKERS``."""
     from shrinkwrap_async.runtime import cpu_count
 
     cores = cpu_count()
@@ -300,11 +299,11 @@ def run_elsewhere(args: argparse.Namespace, settings: Any, spec: Any, dest_base:
             )
         )
         return plan.report(made, json_output=args.json, quiet=args.quiet)
-    if args.shard:
+    if args.shard and args.workers not in (None, 1):
         raise UsageError("--shard runs one shard; give --workers only without --shard")
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         raise UsageError(f"--workers {args.workers}: expected a number of processes (0 = auto)")
-    workers = args.workers if args.workers > 0 else auto_workers()
+    workers = 1 if args.shard else args.workers or auto_workers()
     if workers == 1:  # one process: the ordinary export
         from shrinkwrap_async.commands import export
 

@@ -37,8 +37,9 @@ from shrinkwrap_async.pipeline.progress import _size
 from shrinkwrap_async.pipeline.shard import CORES_PER_SHARD, STATS_FILE_ENV
 from shrinkwrap_async.pipeline.shard_process import ShardProcess, start_shard
 from shrinkwrap_async.pipeline.summary import ExportStats, Failure
-from shrinkwrap_async.runtime import cpu_count
+from shrinkwrap_async.runtime import cpu_count, run_async
 from shrinkwrap_async.spec.tree import Spec
+from shrinkwrap_async.state.shard_marks import ShardMarks
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,18 @@ def _stop(signum: int, _frame: object) -> None:
 class DestinationState:
     """What the state database says before any shard starts."""
 
+    root_hash: str
+    revision: int
     up_to_date: ExportStats | None = None  # the summary of a run with nothing to do
     incremental: bool = False  # a refresh that can start from the catalogs in the tree
+    after_shards: bool = False  # ``--shard K/N`` runs left marks: this is their final step
+
+    @property
+    def alone(self) -> bool:
+        """Whether this run is best done in one process: a refresh walks only what changed
+        between the catalogs (shards walk whole catalogs), and the step after ``--shard``
+        runs (a job array) has no data left to fetch."""
+        return self.incremental or self.after_shards
 
 
 async def destination_state(settings: Any, spec: Spec, dest_base: Path) -> DestinationState:
@@ -133,13 +144,34 @@ async def destination_state(settings: Any, spec: Spec, dest_base: Path) -> Desti
             )
         finally:
             await db.close()
+        state = DestinationState(root_hex, trusted.revision)
         if not plan.up_to_date:
-            return DestinationState(incremental=bool(plan.applied))
+            state.incremental = bool(plan.applied)
+            state.after_shards = ShardMarks(dest_base, settings.fqrn).directory.is_dir()
+            return state
         stats = ExportStats(
             revision=trusted.revision, root_hash=root_hex, up_to_date=True, exit_code=0
         )
         stats.take_fetch_counters(fetcher.stats)
-        return DestinationState(up_to_date=stats)
+        state.up_to_date = stats
+        return state
+
+
+async def record_stopped_run(
+    dest_base: Path, fqrn: str, spec: Spec, state: DestinationState, exit_code: int
+) -> None:
+    """A run whose shards were stopped (a signal) or failed: recorded as aborted, as an
+    ordinary export records itself, so that the history and the next run see it."""
+    from shrinkwrap_async.state.db import ABORTED, StateDB
+
+    db = await StateDB.for_destination(dest_base)
+    try:
+        await db.begin_export(
+            fqrn, root_hash=state.root_hash, revision=state.revision, spec_digest=spec.digest()
+        )
+        await db.finish_export(fqrn, status=ABORTED, exit_code=exit_code)
+    finally:
+        await db.close()
 
 
 def report_up_to_date(args: argparse.Namespace, stats: ExportStats, workers: int) -> int:
@@ -168,34 +200,44 @@ def run_workers(
     """
     import threading
 
-    from shrinkwrap_async.runtime import run_async
-
     state = run_async(destination_state(settings, spec, dest_base))
     if state.up_to_date is not None:
         return report_up_to_date(args, state.up_to_date, workers)
-    if state.incremental:
+    if state.alone:
         from shrinkwrap_async.commands import export
 
-        log.info("refreshing from the catalogs' differences in one process, without shards")
+        log.info(
+            "refreshing from the catalogs' differences in one process, without shards"
+            if state.incremental
+            else "completing the work of earlier --shard runs in one process"
+        )
         stats, exit_code = export.export_loaded(args, settings, spec, dest_base, lock_held=True)
         export.report(args, spec, stats, exit_code)
         return exit_code
     handled = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _stop) if handled else None
     try:
-        return _run_workers(args, spec, workers, settings, dest_base)
+        return _run_workers(args, spec, workers, settings, dest_base, state)
     except Stopped as stop:
-        print(f"stopped by signal {stop.signum}; a rerun resumes", file=sys.stderr)
-        return 128 + stop.signum
+        name = signal.Signals(stop.signum).name
+        print(f"shrinkwrap-async: stopped by {name}; a rerun resumes", file=sys.stderr)
+        exit_code = int(ExitCode.SIGNAL_BASE) + stop.signum
     except KeyboardInterrupt:
-        return 128 + signal.SIGINT
+        exit_code = int(ExitCode.SIGNAL_BASE) + signal.SIGINT
     finally:
         if handled:
             signal.signal(signal.SIGTERM, previous)
+    run_async(record_stopped_run(dest_base, settings.fqrn, spec, state, exit_code))
+    return exit_code
 
 
 def _run_workers(
-    args: argparse.Namespace, spec: Spec, workers: int, settings: Any, dest_base: Path
+    args: argparse.Namespace,
+    spec: Spec,
+    workers: int,
+    settings: Any,
+    dest_base: Path,
+    state: DestinationState,
 ) -> int:
     started = time.monotonic()
     show = args.progress and args.quiet == 0
@@ -234,7 +276,9 @@ def _run_workers(
         fatal = [code for code in codes if code not in (0, int(ExitCode.PARTIAL))]
         if fatal:
             print(f"shards ended with exit codes {codes}; final pass not run", file=sys.stderr)
-            return fatal[0] if fatal[0] > 0 else 128 - fatal[0]
+            exit_code = fatal[0] if fatal[0] > 0 else int(ExitCode.SIGNAL_BASE) - fatal[0]
+            run_async(record_stopped_run(dest_base, settings.fqrn, spec, state, exit_code))
+            return exit_code
     from shrinkwrap_async.commands import export
 
     stats, exit_code = export.export_loaded(

@@ -153,6 +153,7 @@ async def test_four_shards_equal_one_export(
     final = await run_cli_process("export", *common, "-x", str(sharded), "--no-progress")
     assert final.exit_code == 0
     assert "all 4 shards ended complete" in final.stderr  # so it walked directories only
+    assert b"workers|" not in final.stdout  # the default started no shards of its own
     assert data_requests(server) == before_final  # the final pass downloads no data object
     assert (sharded / ".provenance" / fqrn / "export.json").is_file()
     assert not marks.directory.exists()  # a complete export removes the marks

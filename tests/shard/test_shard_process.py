@@ -15,6 +15,7 @@ from aiohttp import web
 
 from shrinkwrap_async.pipeline import shard_process
 from shrinkwrap_async.pipeline.shard_process import ForkedShard, start_shard
+from shrinkwrap_async.state.db import ABORTED, StateDB
 from shrinkwrap_async.testing.command_line import source_arguments, start_cli_process
 from shrinkwrap_async.testing.servers import StaticServer
 
@@ -137,11 +138,21 @@ async def test_sigterm_to_the_parent_stops_every_shard(
         names = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in shards}
         assert names <= {"shard 0/2", "shard 1/2"}, names  # what ps and top show
         process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.communicate(), 60)
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
         assert process.returncode == 128 + signal.SIGTERM
+        assert b"stopped by SIGTERM; a rerun resumes" in stderr
         server.release.set()
         for pid in shards:  # stopped and reaped by the parent before it ended
             assert not Path(f"/proc/{pid}").exists()
+    # The run is in the destination's history as an ordinary export's would be.
+    db = await StateDB.for_destination(tmp_path / "dest")
+    try:
+        run = await db.latest_run(FIX1)
+        assert run is not None and run.status == ABORTED
+        assert run.exit_code == 128 + signal.SIGTERM
+        assert await db.last_export(FIX1) is None
+    finally:
+        await db.close()
 
 
 def test_a_failed_fork_starts_the_program_instead(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -88,6 +88,19 @@ def test_auto_workers_one_shard_per_two_cores_two_on_small_machines(
     assert shard.auto_workers() == expected
 
 
+async def test_the_default_is_one_shard_per_two_cores(
+    fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """No ``--workers``: as many shards as ``auto_workers`` gives this machine (its cores
+    as the affinity mask and cgroup quota allow); on one core, the ordinary export."""
+    source = source_arguments(tmp_path, fixture_server.url, fixtures_dir / "keys", FIX1)
+    data = await export_json(*source, "-x", str(tmp_path / "dest"))
+    assert data["exit_code"] == 0 and data["files"] > 0
+    expected = shard.auto_workers()
+    assert data.get("workers", 1) == expected
+    assert len(data.get("shards", [None])) == expected
+
+
 async def test_workers_zero_resolving_to_one_is_the_ordinary_export(
     fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
