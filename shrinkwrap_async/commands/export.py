@@ -94,12 +94,14 @@ def export_loaded(
     final_pass: bool = False,
     files_done: bool = False,
     lock_held: bool = False,
+    trusted: Any = None,
 ) -> tuple[ExportStats, int]:
     """Run the export; returns its statistics and exit code (printing nothing).
 
     ``final_pass``: the pass of ``--workers`` after its shards, run by the parent that
     holds the run lock already; ``files_done`` when every shard ended with exit code 0.
-    ``lock_held``: the caller holds the run lock (a ``--workers`` parent exporting alone).
+    ``lock_held``: the caller holds the run lock (a ``--workers`` parent exporting alone);
+    ``trusted``: the root it has just verified (see ``export_repository``).
     """
     from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
 
@@ -134,6 +136,7 @@ def export_loaded(
                 options,
                 config_argument=args.src_config,
                 src_cache=args.src_cache,
+                trusted=trusted,
             )
             if args.gc and not args.dry_run:
                 await asyncio.to_thread(run_gc, dest_base, options.store_root, args.quiet > 0)

@@ -669,8 +669,12 @@ async def export_repository(
     src_cache: str = "",
     catalog_cache_dir: Path | None = None,
     use_state: bool = True,
+    trusted: Any = None,
 ) -> ExportStats:
     """Establish trust, run the pipeline, write provenance. Raises systemic errors.
+
+    ``trusted``: the :class:`~shrinkwrap_async.trust.chain.TrustedRoot` the caller has
+    just established (the ``--workers`` parent before it decides to export alone).
 
     With ``use_state`` (and not a dry run) the destination's state database decides what
     can be skipped (:mod:`pipeline.refresh`) and records the run (``stats.up_to_date``,
@@ -683,7 +687,8 @@ async def export_repository(
     cache_dir = usable_catalog_cache_dir(settings, catalog_cache_dir)
     fqrn = settings.fqrn
     async with Fetcher(settings, max_in_flight=options.max_in_flight) as fetcher:
-        trusted = await establish_trust(fetcher, settings, cache_dir=cache_dir / "certificates")
+        if trusted is None:
+            trusted = await establish_trust(fetcher, settings, cache_dir=cache_dir / "certificates")
         root_hex = trusted.root_catalog.hex
         spec_digest = spec.digest()
         db = None

@@ -105,8 +105,8 @@ def _stop(signum: int, _frame: object) -> None:
 class DestinationState:
     """What the state database says before any shard starts."""
 
-    root_hash: str
-    revision: int
+    trusted: Any  # the verified root (trust.chain.TrustedRoot)
+    requests: int  # what the check cost
     up_to_date: ExportStats | None = None  # the summary of a run with nothing to do
     incremental: bool = False  # a refresh that can start from the catalogs in the tree
     after_shards: bool = False  # ``--shard K/N`` runs left marks: this is their final step
@@ -144,7 +144,7 @@ async def destination_state(settings: Any, spec: Spec, dest_base: Path) -> Desti
             )
         finally:
             await db.close()
-        state = DestinationState(root_hex, trusted.revision)
+        state = DestinationState(trusted, fetcher.stats.requests)
         if not plan.up_to_date:
             state.incremental = bool(plan.applied)
             state.after_shards = ShardMarks(dest_base, settings.fqrn).directory.is_dir()
@@ -167,7 +167,10 @@ async def record_stopped_run(
     db = await StateDB.for_destination(dest_base)
     try:
         await db.begin_export(
-            fqrn, root_hash=state.root_hash, revision=state.revision, spec_digest=spec.digest()
+            fqrn,
+            root_hash=state.trusted.root_catalog.hex,
+            revision=state.trusted.revision,
+            spec_digest=spec.digest(),
         )
         await db.finish_export(fqrn, status=ABORTED, exit_code=exit_code)
     finally:
@@ -211,7 +214,10 @@ def run_workers(
             if state.incremental
             else "completing the work of earlier --shard runs in one process"
         )
-        stats, exit_code = export.export_loaded(args, settings, spec, dest_base, lock_held=True)
+        stats, exit_code = export.export_loaded(
+            args, settings, spec, dest_base, lock_held=True, trusted=state.trusted
+        )
+        stats.requests += state.requests
         export.report(args, spec, stats, exit_code)
         return exit_code
     handled = threading.current_thread() is threading.main_thread()

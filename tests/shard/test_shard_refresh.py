@@ -149,3 +149,7 @@ async def test_workers_refresh_diffs_in_one_process(tmp_path: Path) -> None:
         fetched = object_requests(server)
         assert set(fetched) < new_objects and max(fetched.values()) == 1
         assert listing.diff(expected, snapshot(sharded, FQRN)) == []
+        # The parent's trust check serves the export: the manifest and whitelist are fetched
+        # once, and the summary counts every request the command made.
+        assert server.requests[f"cvmfs/{FQRN}/.cvmfspublished"] == 1
+        assert summary["requests"] == sum(server.requests.values())
