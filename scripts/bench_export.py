@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shrinkwrap_async.pipeline.shard import auto_workers
 from shrinkwrap_async.pipeline.shard_process import SHARD_NAME_PREFIX
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -488,7 +489,8 @@ class ExportSetup:
     def export_argv(
         self, config: Path, dest: Path, jobs: int, workers: int | None = None
     ) -> list[str]:
-        """The export command; ``--workers`` only when given (the command's default is 1)."""
+        """The export command; ``--workers`` only when given (else the command's default,
+        one shard per two usable cores)."""
         return [
             sys.executable,
             "-m",
@@ -657,7 +659,8 @@ def measure_full(setup: ExportSetup, variant: Variant, destinations: Destination
 def variant_outcome(setup: ExportSetup, variant: Variant, *, refresh: bool) -> dict[str, Any]:
     """The fastest full export of ``variant`` (all walls kept), then the two refreshes into
     its last destination."""
-    outcome: dict[str, Any] = {"jobs": variant.jobs, "workers": variant.workers or 1}
+    shown = f"default ({auto_workers()})" if variant.workers is None else variant.workers
+    outcome: dict[str, Any] = {"jobs": variant.jobs, "workers": shown}
     outcome["full"] = min(variant.fulls, key=lambda run: (run["exit"] != 0, run["wall"]))
     outcome["full"]["walls"] = [run["wall"] for run in variant.fulls]
     if refresh:
@@ -685,23 +688,26 @@ def python_start_seconds(runs: int) -> float:
 
 
 def profile_export(
-    setup: ExportSetup, workers: int, tool: str, out_dir: Path, destinations: Destinations
+    setup: ExportSetup, jobs: int, tool: str, out_dir: Path, destinations: Destinations
 ) -> Path:
     """One more full export under ``pyinstrument`` or ``py-spy``; the report's path.
 
-    pyinstrument samples the event-loop thread (asyncio-aware, text tree); py-spy samples
-    every thread, including the inflate and tree executors (collapsed stacks, ``--threads``).
+    The export runs in one process (``--workers 1``), so that the profile is the pipeline's
+    and not a parent waiting for its shards. pyinstrument samples the event-loop thread
+    (asyncio-aware, text tree); py-spy samples every thread, including the inflate and tree
+    executors (collapsed stacks, ``--threads``).
     """
-    run_dir, _ = destinations.new(f"profile-j{workers}")
-    argv = setup.export_argv(setup.config("base", run_dir / "cache"), run_dir / "dest", workers)
+    run_dir, _ = destinations.new(f"profile-j{jobs}")
+    config = setup.config("base", run_dir / "cache")
+    argv = setup.export_argv(config, run_dir / "dest", jobs, workers=1)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     if tool == "pyinstrument":
-        report = out_dir / f"profile-pyinstrument-j{workers}-{stamp}.txt"
+        report = out_dir / f"profile-pyinstrument-j{jobs}-{stamp}.txt"
         command = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(report)]
         command += ["-m", *argv[2:]]
     else:
-        report = out_dir / f"profile-py-spy-j{workers}-{stamp}.txt"
+        report = out_dir / f"profile-py-spy-j{jobs}-{stamp}.txt"
         command = ["py-spy", "record", "-f", "raw", "-r", "250", "--threads", "-o", str(report)]
         command += ["--", *argv]
     done = subprocess.run(command, capture_output=True, text=True, timeout=EXPORT_TIMEOUT)
@@ -1085,7 +1091,8 @@ def main(argv: list[str] | None = None) -> int:
         "--workers",
         type=parse_counts,
         default=None,
-        help="export --workers sweep, e.g. 1,2 (default: the option is not passed)",
+        help="export --workers sweep, e.g. 1,2 (default: the option is not passed, so the "
+        "export's own default applies)",
     )
     parser.add_argument("--squid", action="store_true", help="fetch through a local Squid")
     parser.add_argument("--no-refresh", action="store_true", help="full exports only")

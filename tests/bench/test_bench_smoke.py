@@ -75,7 +75,8 @@ def test_harness_produces_well_formed_results(tmp_path: Path) -> None:
     assert full["rss_tree"]["hwm_sum_mb"] >= full["peak_rss_sum_mb"] > 0
     assert full["export_hwm_mb"] > 0
     table = bench.format_table(results)  # type: ignore[attr-defined]
-    assert "| full export | 4 | 1 |" in table and "no-change refresh" in table
+    shown = f"default ({bench.auto_workers()})"  # type: ignore[attr-defined]
+    assert f"| full export | 4 | {shown} |" in table and "no-change refresh" in table
     assert "curl(client fetch)+start" in table
     # Destinations are deleted after the run, and the deletion is recorded.
     assert not any((tmp_path / "cache").glob("bench-*"))
