@@ -95,13 +95,15 @@ def export_loaded(
     files_done: bool = False,
     lock_held: bool = False,
     trusted: Any = None,
+    report_finish: bool = True,
 ) -> tuple[ExportStats, int]:
     """Run the export; returns its statistics and exit code (printing nothing).
 
     ``final_pass``: the pass of ``--workers`` after its shards, run by the parent that
     holds the run lock already; ``files_done`` when every shard ended with exit code 0.
     ``lock_held``: the caller holds the run lock (a ``--workers`` parent exporting alone);
-    ``trusted``: the root it has just verified (see ``export_repository``).
+    ``trusted``: the root it has just verified (see ``export_repository``);
+    ``report_finish``: write the metrics and the finish event (see :func:`finish_run`).
     """
     from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
 
@@ -119,8 +121,7 @@ def export_loaded(
         live_progress=sys.stderr.isatty(),
         extra=extra,
     )
-    if args.log_json:
-        install_json_log(args.log_json)
+    ensure_json_log(args)
     lock = RunLock.for_destination(dest_base, lock_file=args.lock_file, wait=args.lock_wait)
     started = time.time()
     stats = None
@@ -153,35 +154,60 @@ def export_loaded(
         exit_code = int(error.exit_code)
         raise
     finally:
-        if args.metrics_file and not args.dry_run and exit_code != ExitCode.LOCKED:
-            update_metrics_file(
-                args.metrics_file,
-                RunMetrics(
-                    repository=args.repo,
-                    exit_code=exit_code,
-                    revision=stats.revision if stats is not None else None,
-                    files=stats.files if stats is not None and exit_code == 0 else None,
-                    bytes=stats.bytes if stats is not None and exit_code == 0 else None,
-                    duration_seconds=round(time.time() - started, 3),
-                    failures=len(stats.failures) if stats is not None else 0,
-                ),
-            )
-        if exit_code != ExitCode.LOCKED:
-            log_event(
-                log,
-                "export.finish",
-                f"export of {args.repo} finished with exit code {exit_code}",
-                level=logging.INFO if exit_code == 0 else logging.ERROR,
-                fqrn=args.repo,
-                revision=stats.revision if stats is not None else None,
-                exit_code=exit_code,
-                files=stats.files if stats is not None else None,
-                bytes=stats.bytes if stats is not None else None,
-                seconds=round(time.time() - started, 3),
-                up_to_date=stats.up_to_date if stats is not None else False,
-            )
+        if report_finish:
+            finish_run(args, stats, exit_code, started)
     assert stats is not None  # the run either returned its statistics or raised
     return stats, exit_code
+
+
+_json_logs: set[str] = set()
+
+
+def ensure_json_log(args: argparse.Namespace) -> None:
+    """``--log-json``, installed once per process (a ``--workers`` parent, then its final
+    pass, log to the same handler)."""
+    if args.log_json and args.log_json not in _json_logs:
+        install_json_log(args.log_json)
+        _json_logs.add(args.log_json)
+
+
+def finish_run(
+    args: argparse.Namespace, stats: ExportStats | None, exit_code: int, started: float
+) -> None:
+    """The end of one command's export: ``--metrics-file`` and the ``export.finish`` event.
+
+    Said once per command, by whoever ran the whole of it: the export, or the ``--workers``
+    parent (its duration then covers the shards, and its outcome is theirs when they fail).
+    """
+    if exit_code == ExitCode.LOCKED:
+        return
+    seconds = round(time.time() - started, 3)
+    if args.metrics_file and not args.dry_run:
+        update_metrics_file(
+            args.metrics_file,
+            RunMetrics(
+                repository=args.repo,
+                exit_code=exit_code,
+                revision=stats.revision if stats is not None else None,
+                files=stats.files if stats is not None and exit_code == 0 else None,
+                bytes=stats.bytes if stats is not None and exit_code == 0 else None,
+                duration_seconds=seconds,
+                failures=len(stats.failures) if stats is not None else 0,
+            ),
+        )
+    log_event(
+        log,
+        "export.finish",
+        f"export of {args.repo} finished with exit code {exit_code}",
+        level=logging.INFO if exit_code == 0 else logging.ERROR,
+        fqrn=args.repo,
+        revision=stats.revision if stats is not None else None,
+        exit_code=exit_code,
+        files=stats.files if stats is not None else None,
+        bytes=stats.bytes if stats is not None else None,
+        seconds=seconds,
+        up_to_date=stats.up_to_date if stats is not None else False,
+    )
 
 
 def report(args: argparse.Namespace, spec: Spec, stats: ExportStats, exit_code: int) -> None:

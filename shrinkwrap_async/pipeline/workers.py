@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shrinkwrap_async.exitcodes import ExitCode
+from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError
 from shrinkwrap_async.pipeline.decompress_verify import WORKER_ENV
 from shrinkwrap_async.pipeline.progress import _size
 from shrinkwrap_async.pipeline.shard import CORES_PER_SHARD, STATS_FILE_ENV
@@ -200,30 +200,56 @@ def run_workers(
     An export that is up to date starts no shard, and neither does a refresh of a tree
     whose catalogs are recorded: it only walks what changed between the catalogs, which a
     shard could not split (shards walk whole catalogs), so it runs here, in one process.
+    Whatever happens, the command's metrics and finish event are written once, here.
     """
+    from shrinkwrap_async.commands import export
+
+    export.ensure_json_log(args)
+    started = time.time()
+    stats: ExportStats | None = None
+    exit_code = int(ExitCode.PARTIAL)
+    try:
+        stats, exit_code = _run(args, spec, workers, settings, dest_base)
+    except ShrinkwrapError as error:
+        exit_code = int(error.exit_code)
+        raise
+    finally:
+        export.finish_run(args, stats, exit_code, started)
+    return exit_code
+
+
+def _run(
+    args: argparse.Namespace, spec: Spec, workers: int, settings: Any, dest_base: Path
+) -> tuple[ExportStats | None, int]:
     import threading
+
+    from shrinkwrap_async.commands import export
 
     state = run_async(destination_state(settings, spec, dest_base))
     if state.up_to_date is not None:
-        return report_up_to_date(args, state.up_to_date, workers)
+        return state.up_to_date, report_up_to_date(args, state.up_to_date, workers)
     if state.alone:
-        from shrinkwrap_async.commands import export
-
         log.info(
             "refreshing from the catalogs' differences in one process, without shards"
             if state.incremental
             else "completing the work of earlier --shard runs in one process"
         )
         stats, exit_code = export.export_loaded(
-            args, settings, spec, dest_base, lock_held=True, trusted=state.trusted
+            args,
+            settings,
+            spec,
+            dest_base,
+            lock_held=True,
+            trusted=state.trusted,
+            report_finish=False,
         )
         stats.requests += state.requests
         export.report(args, spec, stats, exit_code)
-        return exit_code
+        return stats, exit_code
     handled = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _stop) if handled else None
     try:
-        return _run_workers(args, spec, workers, settings, dest_base, state)
+        return _run_shards(args, spec, workers, settings, dest_base, state)
     except Stopped as stop:
         name = signal.Signals(stop.signum).name
         print(f"shrinkwrap-async: stopped by {name}; a rerun resumes", file=sys.stderr)
@@ -234,17 +260,17 @@ def run_workers(
         if handled:
             signal.signal(signal.SIGTERM, previous)
     run_async(record_stopped_run(dest_base, settings.fqrn, spec, state, exit_code))
-    return exit_code
+    return None, exit_code
 
 
-def _run_workers(
+def _run_shards(
     args: argparse.Namespace,
     spec: Spec,
     workers: int,
     settings: Any,
     dest_base: Path,
     state: DestinationState,
-) -> int:
+) -> tuple[ExportStats | None, int]:
     started = time.monotonic()
     show = args.progress and args.quiet == 0
     live = sys.stderr.isatty()
@@ -284,11 +310,17 @@ def _run_workers(
             print(f"shards ended with exit codes {codes}; final pass not run", file=sys.stderr)
             exit_code = fatal[0] if fatal[0] > 0 else int(ExitCode.SIGNAL_BASE) - fatal[0]
             run_async(record_stopped_run(dest_base, settings.fqrn, spec, state, exit_code))
-            return exit_code
+            return None, exit_code
     from shrinkwrap_async.commands import export
 
     stats, exit_code = export.export_loaded(
-        args, settings, spec, dest_base, final_pass=True, files_done=not any(codes)
+        args,
+        settings,
+        spec,
+        dest_base,
+        final_pass=True,
+        files_done=not any(codes),
+        report_finish=False,
     )
     summary = merge_summaries(dict(stats.as_dict(), exit_code=exit_code), shard_stats)
     summary.elapsed = time.monotonic() - started
@@ -300,7 +332,7 @@ def _run_workers(
     elif args.quiet == 0:
         print(summary.table())
         print(f"workers|{workers}|Shard processes")
-    return exit_code
+    return summary, exit_code
 
 
 def _wait(
