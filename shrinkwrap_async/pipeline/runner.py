@@ -705,16 +705,8 @@ async def export_repository(
                     tree_root=options.dest_base / fqrn,
                 )
             if plan.up_to_date:
-                stats = _up_to_date_stats(fetcher, trusted.revision, root_hex)
-                log_event(
-                    log,
-                    "export.up_to_date",
-                    f"{fqrn} revision {trusted.revision} is already exported with this spec",
-                    fqrn=fqrn,
-                    revision=trusted.revision,
-                    root_hash=root_hex,
-                )
-                return stats
+                log_up_to_date(fqrn, trusted.revision, root_hex)
+                return _up_to_date_stats(fetcher, trusted.revision, root_hex)
             return await _run_recorded(
                 settings,
                 spec,
@@ -730,6 +722,17 @@ async def export_repository(
         finally:
             if db is not None:
                 await db.close()
+
+
+def log_up_to_date(fqrn: str, revision: int, root_hex: str) -> None:
+    log_event(
+        log,
+        "export.up_to_date",
+        f"{fqrn} revision {revision} is already exported with this spec",
+        fqrn=fqrn,
+        revision=revision,
+        root_hash=root_hex,
+    )
 
 
 def _up_to_date_stats(fetcher: Any, revision: int, root_hex: str) -> ExportStats:

@@ -227,7 +227,14 @@ def _run(
 
     state = run_async(destination_state(settings, spec, dest_base))
     if state.up_to_date is not None:
-        return state.up_to_date, report_up_to_date(args, state.up_to_date, workers)
+        from shrinkwrap_async.pipeline.runner import log_up_to_date
+
+        stats = state.up_to_date
+        log_up_to_date(settings.fqrn, state.trusted.revision, state.trusted.root_catalog.hex)
+        if args.gc:  # as the ordinary export does after any complete run
+            store_root = Path(args.dest_cache).absolute() if args.dest_cache else None
+            export.run_gc(dest_base, store_root or dest_base / ".data", args.quiet > 0)
+        return stats, report_up_to_date(args, stats, workers)
     if state.alone:
         log.info(
             "refreshing from the catalogs' differences in one process, without shards"

@@ -76,3 +76,22 @@ async def test_an_unreachable_server_is_reported(fixtures_dir: Path, tmp_path: P
     assert (LAST_SUCCESS, FIX1) not in samples
     (event,) = finish_events(log_file)
     assert event["exit_code"] == 4
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "1"]], ids=["default", "one-process"])
+async def test_gc_runs_after_an_up_to_date_export(
+    fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path, workers: list[str]
+) -> None:
+    """``-g`` collects garbage after any complete run, one with nothing to do included."""
+    source = source_arguments(tmp_path, fixture_server.url, fixtures_dir / "keys", FIX1)
+    dest = tmp_path / "dest"
+    argv = [*source, "-x", str(dest), "--no-progress", "-q", *workers]
+    assert (await run_cli_process("export", *argv)).exit_code == 0
+    digest = "cc" * 20
+    orphan = dest / ".data" / digest[:2] / digest[2:4] / f"{digest[4:]}.{'0' * 32}"
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"an object no exported file uses")
+    result = await run_cli_process("export", *argv, "-g", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["up_to_date"] is True
+    assert not orphan.exists()
