@@ -3,8 +3,12 @@
 A shard is ``shrinkwrap-async export ... --shard K/N`` run as a process of its own. On Linux
 it is a fork of the ``--workers`` parent, which has every module it needs imported already:
 a new interpreter spends about 0.15 s of CPU on start-up and imports before its first
-request, on the cores the shards are there to use. Anywhere else, or with
-``SHRINKWRAP_ASYNC_SHARD_SPAWN=1``, each shard is a new ``python -m shrinkwrap_async``.
+request, on the cores the shards are there to use. A fork copies only the thread that
+calls it, and whatever locks other threads hold at that moment stay held in the child; so
+the parent forks only while it is its one thread (the command line is, when it starts its
+shards; a program calling ``cli.main`` from a thread of its own is not). Otherwise, off
+Linux, or with ``SHRINKWRAP_ASYNC_SHARD_SPAWN=1``, each shard is a new
+``python -m shrinkwrap_async`` (``=0`` forks whatever the threads).
 
 Either way the parent sees the same small interface (``stdout``, ``poll``, ``wait``,
 ``send_signal``, ``returncode``, as :class:`subprocess.Popen`): the shard's standard output
@@ -26,7 +30,7 @@ from typing import IO, Protocol
 
 from shrinkwrap_async.runtime import set_process_name
 
-SPAWN_ENV = "SHRINKWRAP_ASYNC_SHARD_SPAWN"  # "1": start shards as new programs, never fork
+SPAWN_ENV = "SHRINKWRAP_ASYNC_SHARD_SPAWN"  # "1": never fork; "0": fork even with threads
 SHARD_NAME_PREFIX = "shard "  # a forked shard's process name (``ps -o comm``, /proc/PID/comm)
 
 
@@ -41,7 +45,9 @@ class ShardProcess(Protocol):
 
 def start_shard(argv: list[str], env: dict[str, str]) -> ShardProcess:
     """Start ``shrinkwrap-async <argv>`` with environment ``env``, its output on a pipe."""
-    if sys.platform == "linux" and env.get(SPAWN_ENV, "") != "1":
+    choice = env.get(SPAWN_ENV, "")
+    one_thread = threading.active_count() == 1
+    if sys.platform == "linux" and (choice == "0" or (choice != "1" and one_thread)):
         try:
             return ForkedShard(argv, env)
         except OSError:  # no fork now (process limit, memory): a new program may still start

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -41,6 +42,25 @@ def test_a_forked_shard_gives_the_programs_output_and_exit_code(argv: list[str])
     spawned = start_shard(argv, dict(os.environ, **{shard_process.SPAWN_ENV: "1"}))
     assert isinstance(forked, ForkedShard) and not isinstance(spawned, ForkedShard)
     assert finished(forked) == finished(spawned)
+
+
+def test_a_parent_with_other_threads_starts_programs_not_forks() -> None:
+    """Forking copies one thread and every lock as it is: only a one-thread parent forks."""
+    argv = ["recipe", "docker", "--fqrn", "sft.cern.ch"]
+    env = {k: v for k, v in os.environ.items() if k != shard_process.SPAWN_ENV}
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        started = start_shard(argv, env)
+    finally:
+        release.set()
+        other.join()
+    assert not isinstance(started, ForkedShard)
+    assert finished(started)[0] == 0
+    if threading.active_count() == 1:  # pytest itself may run threads
+        alone = start_shard(argv, env)
+        assert isinstance(alone, ForkedShard) and finished(alone)[0] == 0
 
 
 async def test_a_forked_shard_has_its_own_environment(

@@ -66,6 +66,8 @@ async def test_an_unreachable_server_is_reported(fixtures_dir: Path, tmp_path: P
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
     source = source_arguments(tmp_path, dead, fixtures_dir / "keys", FIX1)
+    config = Path(source[source.index("-f") + 1])
+    config.write_text(config.read_text() + "CVMFS_MAX_RETRIES=0\nCVMFS_BACKOFF_INIT=0\n")
     metrics, log_file = tmp_path / "shrinkwrap.prom", tmp_path / "events.jsonl"
     argv = [*source, "-x", str(tmp_path / "dest"), "--no-progress", "-q"]
     argv += ["--metrics-file", str(metrics), "--log-json", str(log_file)]
