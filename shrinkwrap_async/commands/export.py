@@ -112,7 +112,7 @@ def export_loaded(
         extra["files_done"] = files_done
     options = ExportOptions(
         dest_base=dest_base,
-        dest_cache=Path(args.dest_cache).absolute() if args.dest_cache else None,
+        dest_cache=dest_cache(args),
         max_in_flight=args.threads if args.threads > 0 else 32,
         dry_run=args.dry_run,
         keep_raw_symlinks=args.keep_variant_symlinks,
@@ -158,6 +158,15 @@ def export_loaded(
             finish_run(args, stats, exit_code, started)
     assert stats is not None  # the run either returned its statistics or raised
     return stats, exit_code
+
+
+def dest_cache(args: argparse.Namespace) -> Path | None:
+    """``-y``: the object store when it is not ``<dest-base>/.data``."""
+    return Path(args.dest_cache).absolute() if args.dest_cache else None
+
+
+def store_root(args: argparse.Namespace, dest_base: Path) -> Path:
+    return dest_cache(args) or dest_base / ".data"
 
 
 _json_logs: set[str] = set()

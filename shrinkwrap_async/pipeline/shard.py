@@ -284,6 +284,7 @@ def auto_workers() -> int:
 
 def run_elsewhere(args: argparse.Namespace, settings: Any, spec: Any, dest_base: Path) -> int:
     """``export --dry-run`` (the plan) and ``export --workers N`` (N shard processes)."""
+    from shrinkwrap_async.commands import export
     from shrinkwrap_async.runtime import run_async
 
     if args.dry_run:
@@ -294,7 +295,7 @@ def run_elsewhere(args: argparse.Namespace, settings: Any, spec: Any, dest_base:
                 settings,
                 spec,
                 dest_base=dest_base,
-                dest_cache=Path(args.dest_cache).absolute() if args.dest_cache else None,
+                dest_cache=export.dest_cache(args),
                 exact=args.exact,
             )
         )
@@ -305,8 +306,6 @@ def run_elsewhere(args: argparse.Namespace, settings: Any, spec: Any, dest_base:
         raise UsageError(f"--workers {args.workers}: expected a number of processes (0 = auto)")
     workers = 1 if args.shard else args.workers or auto_workers()
     if workers == 1:  # one process: the ordinary export
-        from shrinkwrap_async.commands import export
-
         args.workers = 1
         return int(export.run_loaded(args, settings, spec, dest_base))
     from shrinkwrap_async.pipeline.workers import run_workers

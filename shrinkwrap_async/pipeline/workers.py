@@ -1,9 +1,11 @@
 """``export --workers N``: N shard processes on this machine, then the final pass.
 
+It is what ``export`` runs by default (one shard per two usable cores, ``shard.auto_workers``).
 First the parent checks the destination's state database, as an ordinary export does: an
 export that is already up to date costs its two requests and starts no shard, and a refresh
 of a tree whose catalogs are recorded runs in the parent alone (it walks only what changed
-between the catalogs, which shards could not split: they walk whole catalogs). Otherwise
+between the catalogs, which shards could not split: they walk whole catalogs), as does the
+ordinary export after ``--shard K/N`` runs (their marks are in the destination). Otherwise
 each worker is ``shrinkwrap-async export ... --shard K/N`` in its own process (one event
 loop per core; on Linux a fork of this one, see ``shard_process``). The parent shows one
 progress line (the shards report their counters to small files) and, once every shard has
@@ -232,8 +234,7 @@ def _run(
         stats = state.up_to_date
         log_up_to_date(settings.fqrn, state.trusted.revision, state.trusted.root_catalog.hex)
         if args.gc:  # as the ordinary export does after any complete run
-            store_root = Path(args.dest_cache).absolute() if args.dest_cache else None
-            export.run_gc(dest_base, store_root or dest_base / ".data", args.quiet > 0)
+            export.run_gc(dest_base, export.store_root(args, dest_base), args.quiet > 0)
         return stats, report_up_to_date(args, stats, workers)
     if state.alone:
         log.info(
@@ -314,7 +315,8 @@ def _run_shards(
         shard_stats = [_read_json(text) for text in outputs]
         fatal = [code for code in codes if code not in (0, int(ExitCode.PARTIAL))]
         if fatal:
-            print(f"shards ended with exit codes {codes}; final pass not run", file=sys.stderr)
+            message = f"shards ended with exit codes {codes}; final pass not run"
+            print(f"shrinkwrap-async: {message}", file=sys.stderr)
             exit_code = fatal[0] if fatal[0] > 0 else int(ExitCode.SIGNAL_BASE) - fatal[0]
             run_async(record_stopped_run(dest_base, settings.fqrn, spec, state, exit_code))
             return None, exit_code

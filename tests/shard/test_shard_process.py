@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -104,13 +105,19 @@ async def test_a_forked_shard_logs_at_its_own_level(
         logging.root.setLevel(level)
 
 
-def test_poll_and_signal_of_a_forked_shard() -> None:
+def test_poll_and_signal_of_a_forked_shard(fixtures_dir: Path, tmp_path: Path) -> None:
     """A shard stopped by a signal reports it as subprocess does (minus the signal)."""
-    shard = ForkedShard(["export", "-r", FIX1, "-f", "/dev/null", "-t", "-", "-x", "/tmp"], {})
-    shard.send_signal(signal.SIGKILL)
-    assert shard.wait() == -signal.SIGKILL
-    assert shard.poll() == -signal.SIGKILL
-    shard.send_signal(signal.SIGTERM)  # after its end: nothing to do, no error
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        argv = source_arguments(tmp_path, url, fixtures_dir / "keys", FIX1)
+        shard = ForkedShard(["export", *argv, "-x", str(tmp_path / "dest"), "-q"], {})
+        assert shard.poll() is None  # waiting for the manifest
+        shard.send_signal(signal.SIGKILL)
+        assert shard.wait() == -signal.SIGKILL
+        assert shard.poll() == -signal.SIGKILL
+        shard.send_signal(signal.SIGTERM)  # after its end: nothing to do, no error
 
 
 class HeldDataServer(StaticServer):
