@@ -47,6 +47,25 @@ _REQUIRED_CATALOG_COLUMNS = frozenset(
 
 
 _IS_DIRECTORY = f"(mode & {stat.S_IFMT(0o177777)}) = {stat.S_IFDIR}"
+# A regular file, neither chunked nor external, with a well-formed content hash: the rows
+# whose share (content_share_of) SQLite computes. ``instr`` on blobs finds a byte's value
+# as its position in the 256 bytes 00..FF.
+_PLAIN_FILE = (
+    f"(mode & {stat.S_IFMT(0o177777)}) = {stat.S_IFREG} "
+    f"AND flags & {int(Flag.FILE_CHUNK | Flag.FILE_EXTERNAL)} = 0 "
+    f"AND length(hash) = {DIGEST_SIZE}"
+)
+_BYTE_VALUES = f"X'{bytes(range(256)).hex()}'"
+_CONTENT_SHARE = (
+    f"((instr({_BYTE_VALUES}, substr(hash, 1, 1)) - 1) * 256 "
+    f"+ instr({_BYTE_VALUES}, substr(hash, 2, 1)) - 1)"
+)
+
+
+def content_share_of(raw_digest: bytes, count: int) -> int:
+    """Which of ``count`` shares a content hash belongs to: its first two bytes modulo
+    ``count`` (as :meth:`Catalog.list_directory` computes it in SQLite)."""
+    return int.from_bytes(raw_digest[:2], "big") % count
 
 
 class ChildCounts(NamedTuple):
@@ -99,6 +118,10 @@ class Catalog:
         self._sql_lookup = f"SELECT {columns} FROM catalog WHERE md5path_1 = ? AND md5path_2 = ?"
         self._sql_list = (
             f"SELECT {columns} FROM catalog WHERE parent_1 = ? AND parent_2 = ? ORDER BY name"
+        )
+        self._sql_list_share = (
+            f"SELECT {columns} FROM catalog WHERE parent_1 = ? AND parent_2 = ? "
+            f"AND (NOT ({_PLAIN_FILE}) OR {_CONTENT_SHARE} % ? = ?) ORDER BY name"
         )
         self._sql_list_directories = (
             f"SELECT {columns} FROM catalog WHERE parent_1 = ? AND parent_2 = ? "
@@ -249,18 +272,34 @@ class Catalog:
         return entry_from_row(path, row)
 
     async def list_directory(
-        self, path: str, *, include_hidden: bool = False, directories_only: bool = False
+        self,
+        path: str,
+        *,
+        include_hidden: bool = False,
+        directories_only: bool = False,
+        content_share: tuple[int, int] | None = None,
     ) -> AsyncIterator[DirEntry]:
         """Children of ``path`` held in this catalog, in name byte order.
 
         A nested mountpoint's children live in the nested catalog, so listing it here
         yields nothing. Hidden entries (``/.cvmfs``) are skipped as readdir does, unless
         ``include_hidden``. ``directories_only``: SQLite leaves out the other rows (they
-        can be counted with :meth:`count_other_children`).
+        can be counted with :meth:`count_other_children`). ``content_share`` (index,
+        count): SQLite leaves out the plain regular files (not chunked, not external)
+        whose content is in another share (:func:`content_share_of`); every other row
+        stays.
         """
         prefix = path + "/"
-        sql = self._sql_list_directories if directories_only else self._sql_list
-        async for row in self._rows(sql, md5path(path)):
+        parameters: tuple[Any, ...] = md5path(path)
+        if directories_only:
+            sql = self._sql_list_directories
+        elif content_share is not None:
+            index, count = content_share
+            sql = self._sql_list_share
+            parameters = (*parameters, count, index)
+        else:
+            sql = self._sql_list
+        async for row in self._rows(sql, parameters):
             entry = entry_from_row(prefix + _as_name(row[0]), row)
             if include_hidden or not entry.is_hidden:
                 yield entry

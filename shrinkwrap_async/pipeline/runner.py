@@ -50,7 +50,7 @@ from shrinkwrap_async.pipeline.refresh import (
     RefreshPlan,
     plan_refresh,
 )
-from shrinkwrap_async.pipeline.shard import shard_run
+from shrinkwrap_async.pipeline.shard import PARTITION, shard_run
 from shrinkwrap_async.pipeline.spec_filter import select_children
 from shrinkwrap_async.pipeline.summary import ExportStats, Failure
 from shrinkwrap_async.runtime import cpu_count
@@ -465,7 +465,9 @@ class Exporter:
                 entries = [e async for e in listed]
                 others = await handle.catalog.count_other_children(job.path)
             else:
-                entries = [e async for e in handle.catalog.list_directory(job.path)]
+                share = self.shard.listing_share(job.rel) if self.shard is not None else None
+                listed = handle.catalog.list_directory(job.path, content_share=share)
+                entries = [e async for e in listed]
             keep: list[str] = []
             ops: list[DirectoryOp | SymlinkOp | SpecialOp] = []
             subdirs: list[tuple[DirEntry, tuple[str, ...]]] = []
@@ -886,7 +888,13 @@ def shard_marks_key(
     """What a shard's mark is valid for: the same files linked to the same objects."""
     maps = [(sorted(m.rules.items()), m.default) for m in (settings.uid_map, settings.gid_map)]
     return run_key(
-        root_hex, spec.digest(), maps, settings.claim_ownership, os.geteuid(), options.store_root
+        PARTITION,
+        root_hex,
+        spec.digest(),
+        maps,
+        settings.claim_ownership,
+        os.geteuid(),
+        options.store_root,
     )
 
 

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from shrinkwrap_async.catalogs.reader import content_share_of
 from shrinkwrap_async.exitcodes import StorageError, UsageError
 from shrinkwrap_async.hashing import Digest
 from shrinkwrap_async.link.tree_writer import RelPath
@@ -63,6 +64,9 @@ PARENT_LOCK_ENV = "SHRINKWRAP_ASYNC_PARENT_LOCK"  # --workers: the parent holds 
 CORES_PER_SHARD = 2
 MAX_AUTO_WORKERS = 8  # the network of one node, and every shard walks every catalog
 RACE_ERRNOS = (errno.EEXIST, errno.ENOENT, errno.ENOTEMPTY, errno.EISDIR)
+# How objects and directories are split between shards; part of the shard marks' run key,
+# so that shards of another split (another version) never count as complete together.
+PARTITION = "objects by the first two bytes of their content hash, directories by path"
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ class Shard:
         return cls(index, count)
 
     def owns_object(self, content: Digest) -> bool:
-        return int.from_bytes(content.raw[:8], "big") % self.count == self.index
+        return content_share_of(content.raw, self.count) == self.index
 
     def owns_directory(self, rel: RelPath) -> bool:
         """The shard writing the entries of directory ``rel`` (components below the root)."""
@@ -191,6 +195,14 @@ class ShardRun:
 
     def link_stage(self, base: LinkStage) -> LinkStage:
         return ShardLinkStage(base, self.shard)
+
+    def listing_share(self, rel: RelPath) -> tuple[int, int] | None:
+        """What to list of directory ``rel``: all of it where this shard writes it (its
+        symlinks, special files and the names to keep), else, as (index, count), its
+        subdirectories and the files this shard fetches, leaving out in SQLite the many
+        regular files of other shards' objects."""
+        shard = self.shard
+        return None if shard.owns_directory(rel) else (shard.index, shard.count)
 
     def takes_entry(self, entry: DirEntry, rel: RelPath) -> bool:
         """Whether to make a file job of regular file ``entry`` at all (a cheap first cut:

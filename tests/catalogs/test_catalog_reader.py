@@ -11,7 +11,7 @@ import pytest
 from catalog_testlib import build_catalog, inflate_catalog, root_digest
 
 from shrinkwrap_async.catalogs.entry import CatalogError
-from shrinkwrap_async.catalogs.reader import PAGE_CACHE_KIB, Catalog
+from shrinkwrap_async.catalogs.reader import PAGE_CACHE_KIB, Catalog, content_share_of
 from shrinkwrap_async.catalogs.schema import CATALOG_DDL
 
 ROOT = {"path": ""}
@@ -240,6 +240,45 @@ async def test_subdirectories_and_counts_agree_with_the_full_listing(
             totals["specials"] += counts.specials
             pending += [e.path for e in subdirectories if not e.is_nested_mountpoint]
     assert totals["files"] > 0 and totals["symlinks"] > 0
+
+
+@pytest.mark.parametrize("fqrn", ["fix1.test.local", "fix2.test.local", "fix3.test.local"])
+@pytest.mark.parametrize("count", [2, 3, 5])
+async def test_a_content_share_listing_leaves_out_only_other_shares_plain_files(
+    tmp_path: Path, fixtures_dir: Path, fqrn: str, count: int
+) -> None:
+    """SQLite's share of a content hash is Python's (``content_share_of``): every plain
+    regular file is in exactly one share's listing, every other entry in all of them."""
+    digest = root_digest(fixtures_dir, fqrn, 2)
+    path = inflate_catalog(fixtures_dir, fqrn, digest, tmp_path)
+    shared = 0
+    async with await Catalog.open(path) as catalog:
+        pending = [""]
+        while pending:
+            directory = pending.pop()
+            children = [e async for e in catalog.list_directory(directory)]
+            shares = [
+                [e async for e in catalog.list_directory(directory, content_share=(k, count))]
+                for k in range(count)
+            ]
+            for index, listed in enumerate(shares):
+                expected = [
+                    e
+                    for e in children
+                    if not (e.is_regular and not e.is_chunked and not e.is_external)
+                    or e.content_hash is None
+                    or content_share_of(e.content_hash.raw, count) == index
+                ]
+                assert listed == expected
+            shared += sum(e.is_regular and e.content_hash is not None for e in children)
+            pending += [e.path for e in children if e.is_directory and not e.is_nested_mountpoint]
+    assert shared > 0
+
+
+def test_content_shares_are_the_first_two_bytes() -> None:
+    assert content_share_of(bytes([0x01, 0x02]) + bytes(18), 7) == 0x0102 % 7
+    assert content_share_of(bytes([0xFF, 0x00]) + bytes(18), 2) == 0
+    assert content_share_of(bytes([0x00, 0xFF]) + bytes(18), 2) == 1
 
 
 async def test_hidden_children_are_neither_listed_nor_counted(tmp_path: Path) -> None:
