@@ -46,7 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("-y", "--dest-cache", help="object store (default <dest-base>/.data)")
     parser.add_argument("-c", "--src-cache", default="", help="catalog cache base directory")
     parser.add_argument(
-        "-j", "--threads", type=requests_in_flight, default=0, help="requests in flight"
+        "-j",
+        "--threads",
+        type=requests_in_flight,
+        default=0,
+        help="requests in flight, for all shards together (default 32)",
     )
     parser.add_argument("-p", "--stat-period", type=float, default=10.0, help="seconds")
     parser.add_argument("-g", "--gc", action="store_true", help="collect unused objects after")
@@ -113,7 +117,7 @@ def export_loaded(
     options = ExportOptions(
         dest_base=dest_base,
         dest_cache=dest_cache(args),
-        max_in_flight=args.threads if args.threads > 0 else 32,
+        max_in_flight=args.threads if args.threads > 0 else ExportOptions.max_in_flight,
         dry_run=args.dry_run,
         keep_raw_symlinks=args.keep_variant_symlinks,
         stat_period=args.stat_period,

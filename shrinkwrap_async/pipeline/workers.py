@@ -49,15 +49,21 @@ SUMMED = ("data_files", "data_bytes", "requests", "retries", "bytes_received", "
 JOIN_SECONDS = 1.0
 
 
-def common_arguments(args: argparse.Namespace, spec_file: str) -> list[str]:
-    """The export options every shard process gets (the final pass runs with ``args``)."""
+def common_arguments(args: argparse.Namespace, spec_file: str, workers: int) -> list[str]:
+    """The export options every shard process gets (the final pass runs with ``args``).
+
+    ``-j`` is what the whole command may have in flight, so each of the ``workers`` shards
+    gets its part: a proxy or Stratum-1 sees the load it was asked to see, however many
+    cores there are (two shards at ``-j 8`` each are as fast here as at ``-j 16``)."""
+    from shrinkwrap_async.pipeline.runner import ExportOptions
+
     argv = ["-r", args.repo, "-f", args.src_config, "-t", spec_file, "-x", args.dest_base]
     if args.dest_cache:
         argv += ["-y", args.dest_cache]
     if args.src_cache:
         argv += ["-c", args.src_cache]
-    if args.threads:
-        argv += ["-j", str(args.threads)]
+    in_flight = args.threads or ExportOptions.max_in_flight
+    argv += ["-j", str(max(1, -(-in_flight // workers)))]
     if args.keep_variant_symlinks:
         argv.append("--keep-variant-symlinks")
     return argv
@@ -287,7 +293,7 @@ def _run_shards(
         if spec_file == "-":  # the shards cannot read standard input again
             spec_file = str(Path(scratch) / "spec")
             Path(spec_file).write_text(spec.to_text(), encoding="utf-8", errors="surrogateescape")
-        common = common_arguments(args, spec_file)
+        common = common_arguments(args, spec_file, workers)
         stats_files = [Path(scratch) / f"shard-{k}.json" for k in range(workers)]
         processes: list[ShardProcess] = []
         shard_env = dict(os.environ)

@@ -120,3 +120,17 @@ async def test_workers_zero_resolving_to_one_is_the_ordinary_export(
     argv = [*piped, "-x", str(tmp_path / "piped"), "--workers", "0", "--json", "--no-progress"]
     assert await run_cli("export", *argv) == 0
     assert json.loads(capsys.readouterr().out)["files"] == summary["files"]
+
+
+@pytest.mark.parametrize(
+    ("jobs", "workers", "each"),
+    [([], 2, "16"), (["-j", "16"], 2, "8"), (["-j", "5"], 2, "3"), (["-j", "1"], 4, "1")],
+)
+def test_the_shards_share_the_requests_in_flight(jobs: list[str], workers: int, each: str) -> None:
+    """``-j`` (default 32) is the whole command's: each shard gets its part, rounded up."""
+    from shrinkwrap_async.cli import build_parser
+    from shrinkwrap_async.pipeline.workers import common_arguments
+
+    args = build_parser().parse_args(["export", "-r", FIX1, "-f", "c", "-t", "s", *jobs])
+    argv = common_arguments(args, "spec", workers)
+    assert argv[argv.index("-j") + 1] == each
