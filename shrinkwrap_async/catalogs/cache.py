@@ -5,16 +5,22 @@
 hash matched and it inflated cleanly (temp name, then rename), so a hit needs no request.
 Downloads stream through an inflating sink: neither the object nor the catalog is ever
 held in memory, and the inflated size is capped against decompression bombs.
+
+Processes sharing the cache (the shards of one export, each walking every catalog) take
+turns per catalog: the first to miss holds an ``flock`` on ``<file>.fetching`` while it
+downloads, the others wait for it and then find the file. Where the file system has no
+``flock`` they download side by side, as before; the rename keeps that safe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import secrets
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
 
@@ -40,6 +46,9 @@ DEFAULT_MAX_CATALOG_SIZE = 4 << 30
 
 INFLATE_PIECE = 1 << 20
 """Largest piece of inflated output produced per step."""
+
+TURN_POLL_SECONDS = 0.02
+"""How often a process waiting for another's download of a catalog looks again."""
 
 T_co = TypeVar("T_co", covariant=True)
 T = TypeVar("T")
@@ -210,23 +219,68 @@ class CatalogCache:
         network failures propagate from the fetcher.
         """
         path = self.path_for(digest)
-        if path.is_file():
-            try:
-                catalog = await Catalog.open(path, mountpoint)
-            except CatalogError:
-                path.unlink(missing_ok=True)
-            else:
-                self.hits += 1
-                return catalog
-        self.misses += 1
-        path = await self.fetcher.stream_object(
-            digest, ObjectSuffix.CATALOG, lambda: self._sink(digest, path)
-        )
+        cached = await self._cached(path, mountpoint)
+        if cached is not None:
+            return cached
+        async with _download_turn(path):
+            cached = await self._cached(path, mountpoint)  # fetched meanwhile by another
+            if cached is not None:
+                return cached
+            self.misses += 1
+            path = await self.fetcher.stream_object(
+                digest, ObjectSuffix.CATALOG, lambda: self._sink(digest, path)
+            )
         try:
             return await Catalog.open(path, mountpoint)
         except CatalogError:
             path.unlink(missing_ok=True)
             raise
 
+    async def _cached(self, path: Path, mountpoint: str) -> Catalog | None:
+        """The cached catalog at ``path``; a file that does not open as it is removed."""
+        if not path.is_file():
+            return None
+        try:
+            catalog = await Catalog.open(path, mountpoint)
+        except CatalogError:
+            path.unlink(missing_ok=True)
+            return None
+        self.hits += 1
+        return catalog
+
     def _sink(self, digest: Digest, final: Path) -> InflatingCatalogSink:
         return InflatingCatalogSink(digest, final, self.max_catalog_size)
+
+
+@contextlib.asynccontextmanager
+async def _download_turn(final: Path) -> AsyncIterator[None]:
+    """Hold this process's turn to download the catalog that becomes ``final``.
+
+    The marker is removed by its holder before the lock is let go; a process that opened
+    it just before then may still win a lock on the removed file while a third locks a new
+    one. Both then download: a wasted download, never a wrong file."""
+    marker = final.with_name(final.name + ".fetching")
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(marker, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        yield  # no marker here (read-only corner, odd file system): no turns
+        return
+    has_turn = False
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                await asyncio.sleep(TURN_POLL_SECONDS)  # another process is downloading
+                continue
+            except OSError:
+                pass  # no flock on this file system: download side by side
+            has_turn = True
+            break
+        yield
+    finally:
+        if has_turn:  # not while waiting: the marker is the holder's
+            with contextlib.suppress(OSError):
+                marker.unlink()
+        os.close(fd)

@@ -3,6 +3,7 @@ refused and leave nothing in the cache, bombs are capped."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -145,3 +146,23 @@ async def test_object_that_is_not_a_catalog_is_refused(
     with pytest.raises(CatalogError, match="is not a CernVM-FS catalog"):
         await cache.open(digest, "")
     assert cache_files(tmp_path / "cache") == []
+
+
+async def test_concurrent_caches_download_a_catalog_once(
+    tmp_path: Path, fixtures_dir: Path, fixture_server: StaticServer
+) -> None:
+    """Caches sharing a directory (the shards of an export) take turns: one downloads,
+    the others wait and open the file; no marker is left behind."""
+    digest = root_digest(fixtures_dir, FQRN, 2)
+    url = fixture_server.repository_url(FQRN)
+    caches = [CatalogCache(tmp_path / "catalogs", PlainHttpFetcher(url)) for _ in range(4)]
+    catalogs = await asyncio.gather(*(cache.open(digest, "") for cache in caches))
+    try:
+        assert fixture_server.requests[f"cvmfs/{FQRN}/{digest.object_path('C')}"] == 1
+        assert sum(cache.misses for cache in caches) == 1
+        assert sum(cache.hits for cache in caches) == 3
+        assert all(c.revision == catalogs[0].revision for c in catalogs)
+        assert not list((tmp_path / "catalogs").rglob("*.fetching"))
+    finally:
+        for catalog in catalogs:
+            await catalog.close()
