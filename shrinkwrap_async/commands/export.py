@@ -112,6 +112,8 @@ def export_loaded(
     from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
 
     extra: dict[str, Any] = {"shard": shard.Shard.parse(args.shard)} if args.shard else {}
+    if args.shard and trusted is None:
+        trusted = shard.root_from_parent(settings.fqrn)  # a forked shard of --workers
     if final_pass:
         extra["files_done"] = files_done
     options = ExportOptions(

@@ -28,6 +28,7 @@ objects are written to per-process temp directories and renamed into place atomi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import hashlib
 import json
@@ -35,6 +36,7 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -261,6 +263,31 @@ class _NoLock:
 def under_workers_parent() -> bool:
     """Whether this process is a shard started by ``export --workers`` (forked or not)."""
     return os.environ.get(PARENT_LOCK_ENV) == str(os.getppid())
+
+
+# The root a ``--workers`` parent verified, set while it forks its shards: a forked shard
+# exports exactly that revision (as does the parent's final pass), however often the
+# repository is published meanwhile. A shard started as a new program verifies its own.
+_root_for_forks: Any = None
+
+
+@contextlib.contextmanager
+def root_for_forks(trusted: Any) -> Iterator[None]:
+    """While the shards are forked: they inherit ``trusted`` (a ``TrustedRoot``)."""
+    global _root_for_forks
+    _root_for_forks = trusted
+    try:
+        yield
+    finally:
+        _root_for_forks = None
+
+
+def root_from_parent(fqrn: str) -> Any:
+    """The root this forked shard's parent verified for ``fqrn``, if it is one."""
+    root = _root_for_forks
+    if root is not None and root.fqrn == fqrn and under_workers_parent():
+        return root
+    return None
 
 
 def stop_with_workers_parent() -> None:

@@ -36,7 +36,7 @@ from typing import Any
 from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError
 from shrinkwrap_async.pipeline.decompress_verify import WORKER_ENV
 from shrinkwrap_async.pipeline.progress import _size
-from shrinkwrap_async.pipeline.shard import CORES_PER_SHARD, STATS_FILE_ENV
+from shrinkwrap_async.pipeline.shard import CORES_PER_SHARD, STATS_FILE_ENV, root_for_forks
 from shrinkwrap_async.pipeline.shard_process import ShardProcess, start_shard
 from shrinkwrap_async.pipeline.summary import ExportStats, Failure
 from shrinkwrap_async.runtime import cpu_count, run_async
@@ -304,11 +304,12 @@ def _run_shards(
         import shrinkwrap_async.pipeline.runner  # noqa: F401
 
         try:
-            for index in range(workers):
-                env = dict(shard_env, **{STATS_FILE_ENV: str(stats_files[index])})
-                shard_argv = [*common, "--shard", f"{index}/{workers}", "--workers", "1"]
-                shard_argv = ["export", *shard_argv, "--json", "--no-progress", "-q"]
-                processes.append(start_shard(shard_argv, env))
+            with root_for_forks(state.trusted):  # every shard exports the parent's revision
+                for index in range(workers):
+                    env = dict(shard_env, **{STATS_FILE_ENV: str(stats_files[index])})
+                    shard_argv = [*common, "--shard", f"{index}/{workers}", "--workers", "1"]
+                    shard_argv = ["export", *shard_argv, "--json", "--no-progress", "-q"]
+                    processes.append(start_shard(shard_argv, env))
             outputs = _wait(processes, stats_files, show, live, started, args.stat_period)
         except BaseException:
             for process in processes:
@@ -328,15 +329,21 @@ def _run_shards(
             return None, exit_code
     from shrinkwrap_async.commands import export
 
+    # Every file is in place when every shard ended complete on the parent's revision (a
+    # shard started as a new program verified its own, which a publish may have moved on).
+    root_hex = state.trusted.root_catalog.hex
+    same_root = all(s.get("root_hash") == root_hex for s in shard_stats)
     stats, exit_code = export.export_loaded(
         args,
         settings,
         spec,
         dest_base,
         final_pass=True,
-        files_done=not any(codes),
+        files_done=not any(codes) and same_root,
+        trusted=state.trusted,
         report_finish=False,
     )
+    stats.requests += state.requests
     summary = merge_summaries(dict(stats.as_dict(), exit_code=exit_code), shard_stats)
     summary.elapsed = time.monotonic() - started
     if args.json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -18,8 +19,15 @@ from aiohttp import web
 from shrinkwrap_async.pipeline import shard_process
 from shrinkwrap_async.pipeline.shard_process import ForkedShard, start_shard
 from shrinkwrap_async.state.db import ABORTED, StateDB
-from shrinkwrap_async.testing.command_line import source_arguments, start_cli_process
+from shrinkwrap_async.testing.command_line import (
+    run_cli_process,
+    source_arguments,
+    start_cli_process,
+)
 from shrinkwrap_async.testing.servers import StaticServer
+from shrinkwrap_async.testing.shared import serve_revision
+
+from .test_shard_export import listing, snapshot
 
 FIX1 = "fix1.test.local"
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="shards are forked on Linux")
@@ -180,6 +188,43 @@ async def test_sigterm_to_the_parent_stops_every_shard(
         assert await db.last_export(FIX1) is None
     finally:
         await db.close()
+
+
+async def test_a_publish_during_the_shards_does_not_mix_revisions(
+    fixture_docroot: Path, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """The repository moves on while the shards fetch: the shards and the step after them
+    all export the revision the command verified first; the next run refreshes."""
+    serve_revision(fixture_docroot, FIX1, 2)
+    HeldDataServer.release = asyncio.Event()
+    HeldDataServer.release.set()
+    async with HeldDataServer(fixture_docroot) as server:
+        argv = source_arguments(tmp_path, server.url, fixtures_dir / "keys", FIX1)
+        expected = await run_cli_process(
+            "export", *argv, "-x", str(tmp_path / "rev2"), "--workers", "1"
+        )
+        assert expected.exit_code == 0, expected.stderr
+        HeldDataServer.release = asyncio.Event()
+        server.held = 0
+        dest = tmp_path / "dest"
+        process = await start_cli_process("export", *argv, "-x", str(dest), "--workers", "2", "-q")
+        deadline = time.monotonic() + 60
+        while server.held == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # the shards fetch revision 2's objects now
+        assert server.held > 0
+        serve_revision(fixture_docroot, FIX1, 3)  # published meanwhile
+        HeldDataServer.release.set()
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, stderr.decode()
+        assert listing.diff(snapshot(tmp_path / "rev2", FIX1), snapshot(dest, FIX1)) == []
+        db = await StateDB.for_destination(dest)
+        try:
+            recorded = await db.last_export(FIX1)
+            assert recorded is not None and recorded.revision == 2
+        finally:
+            await db.close()
+        again = await run_cli_process("export", *argv, "-x", str(dest), "-q", "--json")
+        assert again.exit_code == 0 and json.loads(again.stdout)["revision"] == 3
 
 
 def test_a_failed_fork_starts_the_program_instead(monkeypatch: pytest.MonkeyPatch) -> None:
