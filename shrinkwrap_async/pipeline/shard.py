@@ -344,6 +344,8 @@ def run_elsewhere(args: argparse.Namespace, settings: Any, spec: Any, dest_base:
     if args.workers is not None and args.workers < 0:
         raise UsageError(f"--workers {args.workers}: expected a number of processes (0 = auto)")
     workers = 1 if args.shard else args.workers or auto_workers()
+    if args.threads:  # -j is the whole command's: no more shards than requests in flight
+        workers = min(workers, args.threads)
     if workers == 1:  # one process: the ordinary export
         args.workers = 1
         return int(export.run_loaded(args, settings, spec, dest_base))

@@ -134,3 +134,12 @@ def test_the_shards_share_the_requests_in_flight(jobs: list[str], workers: int, 
     args = build_parser().parse_args(["export", "-r", FIX1, "-f", "c", "-t", "s", *jobs])
     argv = common_arguments(args, "spec", workers)
     assert argv[argv.index("-j") + 1] == each
+
+
+async def test_no_more_shards_than_requests_in_flight(
+    fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """``-j 1`` keeps one request in flight: one process, whatever the cores."""
+    source = source_arguments(tmp_path, fixture_server.url, fixtures_dir / "keys", FIX1)
+    data = await export_json(*source, "-x", str(tmp_path / "dest"), "-j", "1", "--workers", "3")
+    assert data["exit_code"] == 0 and "workers" not in data
