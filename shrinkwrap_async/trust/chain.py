@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import os
 import zlib
 from dataclasses import dataclass
@@ -326,6 +327,22 @@ async def _certificate(
     return result
 
 
+def _cached_pkcs7_path(cache_dir: Path | None, whitelist: bytes) -> Path | None:
+    """Where the ``.cvmfswhitelist.pkcs7`` published with ``whitelist`` (its exact bytes)
+    is kept: an unchanged repository then costs two requests, as one without Vpkcs7."""
+    if cache_dir is None:
+        return None
+    key = hashlib.sha256(whitelist).hexdigest()
+    return cache_dir / "certificates" / f"whitelist-{key}.pkcs7"
+
+
+def _read_quietly(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
 def _store_quietly(path: Path, data: bytes) -> None:
     """Cache write; a failure only costs a request next time."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -386,9 +403,19 @@ async def _verified_chain(
         # Its own signature is not checked (the client does not either; it may have none),
         # but its name and expiry are, as the client does, before the signed copy is used.
         check_whitelist_validity(outer, fqrn, now, WHITELIST_FILE)
-        pkcs7_data = await _fetch_pkcs7_whitelist(fetcher, settings, fresh=fresh)
+        # The signed copy published with this very whitelist, verified again from the cache
+        # (a pass with ``fresh`` fetches it anew).
+        cached = None if fresh else _cached_pkcs7_path(cache_dir, whitelist_data)
+        pkcs7_data = _read_quietly(cached) if cached is not None else None
+        if pkcs7_data is None:
+            pkcs7_data = await _fetch_pkcs7_whitelist(fetcher, settings, fresh=fresh)
+            cached = _cached_pkcs7_path(cache_dir, whitelist_data)
+        else:
+            cached = None  # already stored
         cas = await load_trusted_cas(settings, "Vpkcs7")
         whitelist = verify_pkcs7_whitelist(outer, pkcs7_data, fqrn, cas, now)
+        if cached is not None:
+            _store_quietly(cached, pkcs7_data)
     else:
         whitelist = verify_whitelist(whitelist_data, fqrn, master_keys, now)
     manifest = verify_manifest_letter(manifest_data, fqrn)

@@ -258,10 +258,19 @@ async def test_export_end_to_end(
     assert (dest / FQRN / "README.txt").read_text() == "signed by a CA\n"
     assert (dest / FQRN / "latest").readlink() == Path("sw")
 
-    # A tampered PKCS#7 whitelist: exit 3 and nothing new in the tree.
+    # Unchanged: the signed copy of this very whitelist is verified again from the cache,
+    # so the run costs the two requests of any unchanged repository.
+    server.requests.clear()
+    assert await _cli(*argv, "--json", "-q") == 0
+    assert json.loads(capsys.readouterr().out)["up_to_date"] is True
+    assert sum(server.requests.values()) == 2 and not server.requests[f"cvmfs/{FQRN}/{PKCS7}"]
+
+    # A tampered PKCS#7 whitelist, fetched by a client without it in its cache: exit 3 and
+    # nothing in the tree.
     site.write(PKCS7, site.read(PKCS7).replace(b"\n-----END", b"AAAA\n-----END"))
+    fresh = write_client_config(tmp_path / "fresh", server.url, site.root / "keys", extra=extra)
     other = tmp_path / "other"
-    argv[-1] = str(other)
+    argv[4], argv[-1] = str(fresh), str(other)
     assert await _cli(*argv, "-q") == ExitCode.TRUST
     assert not (other / FQRN).exists()
 
