@@ -36,6 +36,25 @@ TEMP_DIR = ".tmp"
 FANOUT_MODE = 0o700
 FICLONE = 0x40049409  # ioctl: share the source's extents (btrfs, XFS, bcachefs)
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# A file without a name (Linux), linked into place through /proc/self/fd when complete.
+_UNNAMED_FLAGS = (
+    os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC
+    if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+    else None
+)
+UNNAMED_ENV = "SHRINKWRAP_ASYNC_UNNAMED_TEMPS"  # "0": temp files with names only
+_proc_fds: tuple[int, int] | None = None  # (pid, fd of its /proc/self/fd)
+
+
+def _proc_fd_dir() -> int:
+    """This process's ``/proc/self/fd``, opened once per process (not across a fork)."""
+    global _proc_fds
+    if _proc_fds is None or _proc_fds[0] != os.getpid():
+        fd = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        _proc_fds = (os.getpid(), fd)
+    return _proc_fds[1]
+
+
 Xattrs = Sequence[tuple[str, bytes]]
 
 
@@ -106,6 +125,7 @@ class DataStore:
         # Owner of a file this process creates in the temp dir (refined by ``prepare``).
         self._creator = (os.geteuid(), os.getegid())
         self._noreplace = _renameat2 is not None
+        self._unnamed = _UNNAMED_FLAGS is not None and os.environ.get(UNNAMED_ENV) != "0"
 
     @property
     def temp_dir(self) -> Path:
@@ -255,19 +275,7 @@ class DataStore:
         """
         try:
             try:
-                mode = meta.mode & 0o777
-                if self.chown and (meta.uid, meta.gid) != self._creator:
-                    os.fchown(fd, meta.uid, meta.gid)
-                if created_mode < 0 or created_mode & ~self._umask != mode:
-                    os.fchmod(fd, mode)
-                for key, value in meta.xattrs:
-                    try:
-                        os.setxattr(fd, key, value)
-                    except OSError as error:
-                        if error.errno not in (errno.ENOTSUP, errno.EPERM, errno.EACCES):
-                            raise
-                        log.debug("xattr %s not kept on %s: %s", key, name, error.strerror)
-                os.utime(fd, (meta.mtime, meta.mtime))
+                self._set_metadata(fd, name, meta, created_mode=created_mode)
             finally:
                 os.close(fd)
             final = f"{self._root_prefix}{name}"
@@ -276,6 +284,21 @@ class DataStore:
             _unlink_quietly(temp)
             raise storage_error(error, f"cannot commit object {name}") from error
         return Path(final)
+
+    def _set_metadata(self, fd: int, name: str, meta: ObjectMeta, *, created_mode: int) -> None:
+        mode = meta.mode & 0o777
+        if self.chown and (meta.uid, meta.gid) != self._creator:
+            os.fchown(fd, meta.uid, meta.gid)
+        if created_mode < 0 or created_mode & ~self._umask != mode:
+            os.fchmod(fd, mode)
+        for key, value in meta.xattrs:
+            try:
+                os.setxattr(fd, key, value)
+            except OSError as error:
+                if error.errno not in (errno.ENOTSUP, errno.EPERM, errno.EACCES):
+                    raise
+                log.debug("xattr %s not kept on %s: %s", key, name, error.strerror)
+        os.utime(fd, (meta.mtime, meta.mtime))
 
     def set_mtime(self, name: str, mtime: int) -> bool:
         """Give the object ``name`` this mtime; False if it already had it."""
@@ -332,9 +355,16 @@ class DataStore:
         """Write a small verified object in one go: create, write, metadata on the fd, rename.
 
         About six system calls: open, write, utime, close, rename (plus chown or chmod only
-        when the owner or the umask make them necessary).
+        when the owner or the umask make them necessary). Where the file system has
+        ``O_TMPFILE`` the file has no name until it is linked into place, complete: no
+        temp name to enter in and remove from the temp directory, and nothing left behind
+        by a crash.
         """
         mode = meta.mode & 0o777
+        if self._unnamed:
+            written = self._write_unnamed(name, content, meta, mode)
+            if written is not None:
+                return written
         fd, temp = self.new_temp(mode)
         path = str(temp)
         try:
@@ -346,6 +376,47 @@ class DataStore:
             _unlink_quietly(path)
             raise storage_error(error, f"cannot write object {name}") from error
         return self.commit_fd(fd, path, name, meta, created_mode=mode)
+
+    def _write_unnamed(self, name: str, content: bytes, meta: ObjectMeta, mode: int) -> Path | None:
+        """``write_object`` through an ``O_TMPFILE`` file; None where the file system
+        cannot make one (then never tried again by this store)."""
+        try:
+            fd = os.open(self._temp_dir, _UNNAMED_FLAGS, mode)
+        except OSError as error:
+            if error.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+                self._unnamed = False
+                return None
+            raise storage_error(error, "cannot create a temporary object") from error
+        final = f"{self._root_prefix}{name}"
+        try:
+            try:
+                view = memoryview(content)
+                while view:
+                    view = view[os.write(fd, view) :]
+                self._set_metadata(fd, name, meta, created_mode=mode)
+                self._link_unnamed(fd, final, name)
+            finally:
+                os.close(fd)
+        except OSError as error:
+            raise storage_error(error, f"cannot write object {name}") from error
+        return Path(final)
+
+    def _link_unnamed(self, fd: int, final: str, name: str) -> None:
+        """Give the unnamed file ``fd`` the name ``final``; an object already there (made
+        meanwhile by another process) stays, as in :meth:`_publish`."""
+        # linkat(AT_SYMLINK_FOLLOW) on the /proc entry (os.link calls plain link(), which
+        # would link the magic symlink itself, unless a directory fd is given).
+        fds = _proc_fd_dir()
+        for attempt in (1, 2):
+            try:
+                os.link(str(fd), final, src_dir_fd=fds, follow_symlinks=True)
+                return
+            except FileExistsError:
+                return
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+                self._make_fanout(name)
 
     def copy_object(self, source: str, name: str, meta: ObjectMeta, size: int) -> Path | None:
         """Make ``name`` from the committed object ``source`` (same content, other metadata).

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import os
 import random
+import stat
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,7 @@ from shrinkwrap_async.pipeline.object_fetch import chunk_layout, most_serious
 from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
 from shrinkwrap_async.pipeline.summary import ExportStats
 from shrinkwrap_async.spec.tree import Spec
+from shrinkwrap_async.store import data_store
 from shrinkwrap_async.store.data_store import DataStore, ObjectMeta
 from shrinkwrap_async.testing.chunking import ChunkSizes
 from shrinkwrap_async.testing.publish import Publisher, PublishOptions
@@ -266,4 +268,42 @@ def test_commit_never_replaces_a_committed_object(tmp_path: Path) -> None:
     inode = os.stat(first).st_ino
     again = store.write_object("ab/cd/ef.0", b"same", meta)
     assert again == first and os.stat(first).st_ino == inode
+    assert os.listdir(store.temp_dir) == []
+
+
+@pytest.mark.parametrize("unnamed", ["1", "0"], ids=["unnamed-temp", "named-temp"])
+def test_small_objects_appear_complete_under_their_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: str
+) -> None:
+    """Written through an O_TMPFILE file linked into place when complete (or, where the
+    file system has none, a named temp renamed): content, mode, mtime, nothing left over."""
+    monkeypatch.setenv(data_store.UNNAMED_ENV, unnamed)
+    store = DataStore(tmp_path / ".data", chown=False)
+    store.prepare()
+    meta = ObjectMeta(0o750, os.getuid(), os.getgid(), 1_700_000_000)
+    made = store.write_object("12/34/5678.0", b"content", meta)
+    assert made.read_bytes() == b"content"
+    st = os.stat(made)
+    assert stat.S_IMODE(st.st_mode) == 0o750 and st.st_mtime == 1_700_000_000
+    assert st.st_nlink == 1 and os.listdir(store.temp_dir) == []
+    assert store._unnamed is (unnamed == "1" and data_store._UNNAMED_FLAGS is not None)
+
+
+def test_a_file_system_without_unnamed_temps_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = DataStore(tmp_path / ".data", chown=False)
+    store.prepare()
+    real_open = os.open
+
+    def no_tmpfile(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        if flags & getattr(os, "O_TMPFILE", 0) == getattr(os, "O_TMPFILE", -1):
+            raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", no_tmpfile)
+    meta = ObjectMeta(0o644, os.getuid(), os.getgid(), 1_700_000_000)
+    assert store.write_object("ab/cd/ef.0", b"x", meta).read_bytes() == b"x"
+    assert not store._unnamed  # not tried again
+    assert store.write_object("ab/cd/ef.1", b"y", meta).read_bytes() == b"y"
     assert os.listdir(store.temp_dir) == []
