@@ -30,11 +30,9 @@ import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shrinkwrap_async.config.settings import DEFAULT_TRUSTED_CERTS, ClientSettings
@@ -46,15 +44,19 @@ from shrinkwrap_async.network.errors import (
     ObjectMissingError,
     TransferError,
 )
-from shrinkwrap_async.trust.castore import ChainError, TrustedCAs, subject_text
 from shrinkwrap_async.trust.manifest import Manifest
-from shrinkwrap_async.trust.pkcs7 import SignedData
+from shrinkwrap_async.trust.release_certificate import ReleaseCertificate
 from shrinkwrap_async.trust.signature import (
     load_master_keys,
     verify_manifest_signature,
     verify_whitelist_signature,
 )
 from shrinkwrap_async.trust.whitelist import Whitelist
+
+if TYPE_CHECKING:  # the CA and PKCS#7 modules (cryptography.x509) load only when used
+    from cryptography import x509
+
+    from shrinkwrap_async.trust.castore import TrustedCAs
 
 WHITELIST_FILE = ".cvmfswhitelist"
 MANIFEST_FILE = ".cvmfspublished"
@@ -138,6 +140,9 @@ def verify_pkcs7_whitelist(
     one of them must carry the subjectAltName URI ``cvmfs:<fqrn>``. ``Wcachain`` in the
     unsigned ``outer`` copy is honoured too (it can only add a check).
     """
+    from shrinkwrap_async.trust.castore import ChainError, subject_text
+    from shrinkwrap_async.trust.pkcs7 import SignedData
+
     what = PKCS7_WHITELIST_FILE
     if not pkcs7_data.strip():
         raise TrustError(f"{what} of {fqrn} is empty")
@@ -170,6 +175,8 @@ def verify_pkcs7_whitelist(
 
 def _uris(certificate: x509.Certificate) -> list[str]:
     """The subjectAltName URIs (none when the extensions cannot be read)."""
+    from cryptography import x509
+
     try:
         names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except (x509.ExtensionNotFound, ValueError):
@@ -191,13 +198,13 @@ def verify_manifest_letter(data: bytes, fqrn: str) -> Manifest:
     return manifest
 
 
-def load_certificate(stored: bytes, digest: Digest) -> tuple[bytes, x509.Certificate]:
+def load_certificate(stored: bytes, digest: Digest) -> tuple[bytes, ReleaseCertificate]:
     """The certificate object as stored (zlib PEM), hash-checked -> (PEM, certificate)."""
     if not digest.matches(stored):
         raise TrustError(f"certificate object {digest.hex} does not match its hash")
     try:
         pem = zlib.decompress(stored)
-        certificate = x509.load_pem_x509_certificate(pem)
+        certificate = ReleaseCertificate.from_pem(pem)
     except (zlib.error, ValueError):
         raise TrustError(f"certificate object {digest.hex} is not a PEM certificate") from None
     return pem, certificate
@@ -206,15 +213,14 @@ def load_certificate(stored: bytes, digest: Digest) -> tuple[bytes, x509.Certifi
 def verify_manifest(
     manifest: Manifest,
     whitelist: Whitelist,
-    certificate: x509.Certificate,
+    certificate: ReleaseCertificate,
     fqrn: str,
     *,
     cas: TrustedCAs | None = None,
     now: datetime | None = None,
 ) -> None:
     """Certificate listed (and, for ``Wcachain``, from a trusted CA); manifest signed by it."""
-    der = certificate.public_bytes(serialization.Encoding.DER)
-    if not whitelist.lists(der):
+    if not whitelist.lists(certificate.der):
         listed_in = WHITELIST_FILE if whitelist.signed is not None else PKCS7_CONTENT
         raise TrustError(
             f"certificate not on whitelist: the certificate of {MANIFEST_FILE} "
@@ -223,10 +229,13 @@ def verify_manifest(
     if whitelist.cachain:
         if cas is None:
             raise TrustError(f"{WHITELIST_FILE} of {fqrn} requires Wcachain, but no CA is loaded")
+        from shrinkwrap_async.trust.castore import ChainError, subject_text
+
+        full = certificate.x509()
         try:
-            cas.verify(certificate, [], now or datetime.now(UTC))
+            cas.verify(full, [], now or datetime.now(UTC))
         except ChainError as error:
-            subject = subject_text(certificate)
+            subject = subject_text(full)
             raise TrustError(
                 f"certificate of {fqrn} ({subject}) {error}, "
                 "but the whitelist requires it (Wcachain)"
@@ -276,6 +285,8 @@ async def _fetch_pkcs7_whitelist(
 
 async def load_trusted_cas(settings: ClientSettings, reason: str) -> TrustedCAs:
     """The CAs of CVMFS_TRUSTED_CERTS; ConfigError when there are none."""
+    from shrinkwrap_async.trust.castore import TrustedCAs
+
     cas = await asyncio.to_thread(TrustedCAs.load, settings.trusted_certs)
     if cas.certificates:
         return cas
@@ -303,7 +314,7 @@ def _cached_certificate_path(cache_dir: Path | None, digest: Digest) -> Path | N
 
 async def _certificate(
     fetcher: Fetcher, digest: Digest, settings: ClientSettings, cache_dir: Path | None
-) -> tuple[bytes, x509.Certificate]:
+) -> tuple[bytes, ReleaseCertificate]:
     cached = _cached_certificate_path(cache_dir, digest)
     if cached is not None:
         with contextlib.suppress(OSError):
