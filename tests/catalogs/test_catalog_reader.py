@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import sqlite3
 import zlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from catalog_testlib import build_catalog, inflate_catalog, root_digest
 
-from shrinkwrap_async.catalogs.entry import CatalogError
+from shrinkwrap_async.catalogs.entry import CatalogError, DirEntry
 from shrinkwrap_async.catalogs.reader import PAGE_CACHE_KIB, Catalog, content_share_of
 from shrinkwrap_async.catalogs.schema import CATALOG_DDL
 
@@ -211,34 +212,41 @@ async def test_an_open_catalog_keeps_a_small_page_cache(tmp_path: Path) -> None:
     assert row is not None and row[0] == -PAGE_CACHE_KIB
 
 
+async def fixture_directories(
+    tmp_path: Path, fixtures_dir: Path, fqrn: str
+) -> AsyncIterator[tuple[Catalog, str, list[DirEntry]]]:
+    """(catalog, directory, its full listing) for every directory of a fixture's root
+    catalog, nested mountpoints not entered."""
+    digest = root_digest(fixtures_dir, fqrn, 2)
+    path = inflate_catalog(fixtures_dir, fqrn, digest, tmp_path)
+    async with await Catalog.open(path) as catalog:
+        pending = [""]
+        while pending:
+            directory = pending.pop()
+            children = [e async for e in catalog.list_directory(directory)]
+            yield catalog, directory, children
+            pending += [e.path for e in children if e.is_directory and not e.is_nested_mountpoint]
+
+
 @pytest.mark.parametrize("fqrn", ["fix1.test.local", "fix2.test.local", "fix3.test.local"])
 async def test_subdirectories_and_counts_agree_with_the_full_listing(
     tmp_path: Path, fixtures_dir: Path, fqrn: str
 ) -> None:
     """Every directory of the real catalogs: the directories-only listing and the counts of
     the other children give what the full listing gives (hidden entries left out)."""
-    digest = root_digest(fixtures_dir, fqrn, 2)
-    path = inflate_catalog(fixtures_dir, fqrn, digest, tmp_path)
     totals = {"files": 0, "symlinks": 0, "specials": 0}
-    async with await Catalog.open(path) as catalog:
-        pending = [""]
-        while pending:
-            directory = pending.pop()
-            children = [e async for e in catalog.list_directory(directory)]
-            subdirectories = [
-                e async for e in catalog.list_directory(directory, directories_only=True)
-            ]
-            assert subdirectories == [e for e in children if e.is_directory]
-            others = [e for e in children if not e.is_directory]
-            counts = await catalog.count_other_children(directory)
-            assert counts.files == sum(e.is_regular for e in others)
-            assert counts.file_bytes == sum(e.size for e in others if e.is_regular)
-            assert counts.symlinks == sum(e.is_symlink for e in others)
-            assert counts.specials == sum(e.is_special for e in others)
-            totals["files"] += counts.files
-            totals["symlinks"] += counts.symlinks
-            totals["specials"] += counts.specials
-            pending += [e.path for e in subdirectories if not e.is_nested_mountpoint]
+    async for catalog, directory, children in fixture_directories(tmp_path, fixtures_dir, fqrn):
+        subdirectories = [e async for e in catalog.list_directory(directory, directories_only=True)]
+        assert subdirectories == [e for e in children if e.is_directory]
+        others = [e for e in children if not e.is_directory]
+        counts = await catalog.count_other_children(directory)
+        assert counts.files == sum(e.is_regular for e in others)
+        assert counts.file_bytes == sum(e.size for e in others if e.is_regular)
+        assert counts.symlinks == sum(e.is_symlink for e in others)
+        assert counts.specials == sum(e.is_special for e in others)
+        totals["files"] += counts.files
+        totals["symlinks"] += counts.symlinks
+        totals["specials"] += counts.specials
     assert totals["files"] > 0 and totals["symlinks"] > 0
 
 
@@ -249,29 +257,19 @@ async def test_a_content_share_listing_leaves_out_only_other_shares_plain_files(
 ) -> None:
     """SQLite's share of a content hash is Python's (``content_share_of``): every plain
     regular file is in exactly one share's listing, every other entry in all of them."""
-    digest = root_digest(fixtures_dir, fqrn, 2)
-    path = inflate_catalog(fixtures_dir, fqrn, digest, tmp_path)
     shared = 0
-    async with await Catalog.open(path) as catalog:
-        pending = [""]
-        while pending:
-            directory = pending.pop()
-            children = [e async for e in catalog.list_directory(directory)]
-            shares = [
-                [e async for e in catalog.list_directory(directory, content_share=(k, count))]
-                for k in range(count)
+    async for catalog, directory, children in fixture_directories(tmp_path, fixtures_dir, fqrn):
+        for index in range(count):
+            listed = catalog.list_directory(directory, content_share=(index, count))
+            expected = [
+                e
+                for e in children
+                if not (e.is_regular and not e.is_chunked and not e.is_external)
+                or e.content_hash is None
+                or content_share_of(e.content_hash.raw, count) == index
             ]
-            for index, listed in enumerate(shares):
-                expected = [
-                    e
-                    for e in children
-                    if not (e.is_regular and not e.is_chunked and not e.is_external)
-                    or e.content_hash is None
-                    or content_share_of(e.content_hash.raw, count) == index
-                ]
-                assert listed == expected
-            shared += sum(e.is_regular and e.content_hash is not None for e in children)
-            pending += [e.path for e in children if e.is_directory and not e.is_nested_mountpoint]
+            assert [e async for e in listed] == expected
+        shared += sum(e.is_regular and e.content_hash is not None for e in children)
     assert shared > 0
 
 
