@@ -43,6 +43,8 @@ _UNNAMED_FLAGS = (
     else None
 )
 UNNAMED_ENV = "SHRINKWRAP_ASYNC_UNNAMED_TEMPS"  # "0": temp files with names only
+_NO_UNNAMED_ERRNOS = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT)
+_NO_UNNAMED_LINK_ERRNOS = (errno.EXDEV, errno.EPERM, errno.EACCES, errno.EOPNOTSUPP, errno.EINVAL)
 _proc_fds: tuple[int, int] | None = None  # (pid, fd of its /proc/self/fd)
 
 
@@ -379,11 +381,12 @@ class DataStore:
 
     def _write_unnamed(self, name: str, content: bytes, meta: ObjectMeta, mode: int) -> Path | None:
         """``write_object`` through an ``O_TMPFILE`` file; None where the file system
-        cannot make one (then never tried again by this store)."""
+        cannot make one, or cannot link one into place (then never tried again by this
+        store: the caller writes a named temp)."""
         try:
             fd = os.open(self._temp_dir, _UNNAMED_FLAGS, mode)
         except OSError as error:
-            if error.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+            if error.errno in _NO_UNNAMED_ERRNOS:
                 self._unnamed = False
                 return None
             raise storage_error(error, "cannot create a temporary object") from error
@@ -398,6 +401,10 @@ class DataStore:
             finally:
                 os.close(fd)
         except OSError as error:
+            if error.errno in _NO_UNNAMED_LINK_ERRNOS:  # e.g. protected_hardlinks, a FUSE fs
+                log.debug("unnamed temp files not linkable here (%s): named ones", error)
+                self._unnamed = False
+                return None
             raise storage_error(error, f"cannot write object {name}") from error
         return Path(final)
 

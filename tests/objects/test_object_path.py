@@ -307,3 +307,24 @@ def test_a_file_system_without_unnamed_temps_falls_back(
     assert not store._unnamed  # not tried again
     assert store.write_object("ab/cd/ef.1", b"y", meta).read_bytes() == b"y"
     assert os.listdir(store.temp_dir) == []
+
+
+def test_unnamed_files_that_cannot_be_linked_fall_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file system that makes O_TMPFILE files but refuses to link them (EPERM, as with
+    protected_hardlinks on some setups): the object is written under a temp name instead."""
+    store = DataStore(tmp_path / ".data", chown=False)
+    store.prepare()
+    real_link = os.link
+
+    def refuse_proc_links(src: object, dst: object, **kwargs: object) -> None:
+        if kwargs.get("src_dir_fd") is not None:
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+        real_link(src, dst, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "link", refuse_proc_links)
+    meta = ObjectMeta(0o644, os.getuid(), os.getgid(), 1_700_000_000)
+    assert store.write_object("ab/cd/ef.0", b"x", meta).read_bytes() == b"x"
+    assert not store._unnamed
+    assert os.listdir(store.temp_dir) == []
