@@ -99,6 +99,7 @@ def export_loaded(
     files_done: bool = False,
     lock_held: bool = False,
     trusted: Any = None,
+    plan: Any = None,
     report_finish: bool = True,
 ) -> tuple[ExportStats, int]:
     """Run the export; returns its statistics and exit code (printing nothing).
@@ -106,7 +107,8 @@ def export_loaded(
     ``final_pass``: the pass of ``--workers`` after its shards, run by the parent that
     holds the run lock already; ``files_done`` when every shard ended with exit code 0.
     ``lock_held``: the caller holds the run lock (a ``--workers`` parent exporting alone);
-    ``trusted``: the root it has just verified (see ``export_repository``);
+    ``trusted`` and ``plan``: the root it has just verified and its refresh plan (see
+    ``export_repository``);
     ``report_finish``: write the metrics and the finish event (see :func:`finish_run`).
     """
     from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
@@ -119,7 +121,7 @@ def export_loaded(
     options = ExportOptions(
         dest_base=dest_base,
         dest_cache=dest_cache(args),
-        max_in_flight=args.threads if args.threads > 0 else ExportOptions.max_in_flight,
+        max_in_flight=requests_in_flight_of(args),
         dry_run=args.dry_run,
         keep_raw_symlinks=args.keep_variant_symlinks,
         stat_period=args.stat_period,
@@ -144,6 +146,7 @@ def export_loaded(
                 config_argument=args.src_config,
                 src_cache=args.src_cache,
                 trusted=trusted,
+                plan=plan,
             )
             if args.gc and not args.dry_run:
                 await asyncio.to_thread(run_gc, dest_base, options.store_root, args.quiet > 0)
@@ -164,6 +167,13 @@ def export_loaded(
             finish_run(args, stats, exit_code, started)
     assert stats is not None  # the run either returned its statistics or raised
     return stats, exit_code
+
+
+def requests_in_flight_of(args: argparse.Namespace) -> int:
+    """``-j``, or the default of 32."""
+    from shrinkwrap_async.pipeline.runner import ExportOptions
+
+    return args.threads if args.threads > 0 else ExportOptions.max_in_flight
 
 
 def dest_cache(args: argparse.Namespace) -> Path | None:

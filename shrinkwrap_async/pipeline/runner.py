@@ -672,11 +672,13 @@ async def export_repository(
     catalog_cache_dir: Path | None = None,
     use_state: bool = True,
     trusted: Any = None,
+    plan: RefreshPlan | None = None,
 ) -> ExportStats:
     """Establish trust, run the pipeline, write provenance. Raises systemic errors.
 
     ``trusted``: the :class:`~shrinkwrap_async.trust.chain.TrustedRoot` the caller has
-    just established (the ``--workers`` parent before it decides to export alone).
+    just established, and ``plan`` the refresh plan it made for it from the state database
+    (the ``--workers`` parent before it decides to export alone).
 
     With ``use_state`` (and not a dry run) the destination's state database decides what
     can be skipped (:mod:`pipeline.refresh`) and records the run (``stats.up_to_date``,
@@ -697,8 +699,9 @@ async def export_repository(
         if use_state and not options.dry_run and "shard" not in options.extra:
             db = await StateDB.for_destination(options.dest_base)
         try:
-            plan = RefreshPlan()
-            if db is not None:
+            if db is None:
+                plan = RefreshPlan()
+            elif plan is None:
                 plan = await plan_refresh(
                     db,
                     fqrn,
@@ -708,7 +711,7 @@ async def export_repository(
                 )
             if plan.up_to_date:
                 log_up_to_date(fqrn, trusted.revision, root_hex)
-                return _up_to_date_stats(fetcher, trusted.revision, root_hex)
+                return up_to_date_stats(fetcher, trusted.revision, root_hex)
             return await _run_recorded(
                 settings,
                 spec,
@@ -737,7 +740,7 @@ def log_up_to_date(fqrn: str, revision: int, root_hex: str) -> None:
     )
 
 
-def _up_to_date_stats(fetcher: Any, revision: int, root_hex: str) -> ExportStats:
+def up_to_date_stats(fetcher: Any, revision: int, root_hex: str) -> ExportStats:
     stats = ExportStats(revision=revision, root_hash=root_hex, up_to_date=True, exit_code=0)
     stats.take_fetch_counters(getattr(fetcher, "stats", None))
     return stats

@@ -31,7 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError
 from shrinkwrap_async.pipeline.decompress_verify import WORKER_ENV
@@ -42,6 +42,9 @@ from shrinkwrap_async.pipeline.summary import ExportStats, Failure
 from shrinkwrap_async.runtime import cpu_count, run_async
 from shrinkwrap_async.spec.tree import Spec
 from shrinkwrap_async.state.shard_marks import ShardMarks
+
+if TYPE_CHECKING:
+    from shrinkwrap_async.pipeline.refresh import RefreshPlan
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +58,14 @@ def common_arguments(args: argparse.Namespace, spec_file: str, workers: int) -> 
     ``-j`` is what the whole command may have in flight, so each of the ``workers`` shards
     gets its part: a proxy or Stratum-1 sees the load it was asked to see, however many
     cores there are (two shards at ``-j 8`` each are as fast here as at ``-j 16``)."""
-    from shrinkwrap_async.pipeline.runner import ExportOptions
+    from shrinkwrap_async.commands.export import requests_in_flight_of
 
     argv = ["-r", args.repo, "-f", args.src_config, "-t", spec_file, "-x", args.dest_base]
     if args.dest_cache:
         argv += ["-y", args.dest_cache]
     if args.src_cache:
         argv += ["-c", args.src_cache]
-    in_flight = args.threads or ExportOptions.max_in_flight
-    argv += ["-j", str(max(1, -(-in_flight // workers)))]
+    argv += ["-j", str(max(1, -(-requests_in_flight_of(args) // workers)))]
     if args.keep_variant_symlinks:
         argv.append("--keep-variant-symlinks")
     return argv
@@ -114,10 +116,15 @@ class DestinationState:
     """What the state database says before any shard starts."""
 
     trusted: Any  # the verified root (trust.chain.TrustedRoot)
+    plan: RefreshPlan  # what the state database says of it
     requests: int  # what the check cost
     up_to_date: ExportStats | None = None  # the summary of a run with nothing to do
-    incremental: bool = False  # a refresh that can start from the catalogs in the tree
     after_shards: bool = False  # ``--shard K/N`` runs left marks: this is their final step
+
+    @property
+    def incremental(self) -> bool:
+        """A refresh that can start from the catalogs recorded in the tree."""
+        return bool(self.plan.applied)
 
     @property
     def alone(self) -> bool:
@@ -134,6 +141,7 @@ async def destination_state(settings: Any, spec: Spec, dest_base: Path) -> Desti
     from shrinkwrap_async.catalogs.cache import usable_catalog_cache_dir
     from shrinkwrap_async.network.fetcher import Fetcher
     from shrinkwrap_async.pipeline.refresh import plan_refresh
+    from shrinkwrap_async.pipeline.runner import up_to_date_stats
     from shrinkwrap_async.state.db import StateDB
     from shrinkwrap_async.trust.chain import establish_trust
 
@@ -152,16 +160,11 @@ async def destination_state(settings: Any, spec: Spec, dest_base: Path) -> Desti
             )
         finally:
             await db.close()
-        state = DestinationState(trusted, fetcher.stats.requests)
-        if not plan.up_to_date:
-            state.incremental = bool(plan.applied)
+        state = DestinationState(trusted, plan, fetcher.stats.requests)
+        if plan.up_to_date:
+            state.up_to_date = up_to_date_stats(fetcher, trusted.revision, root_hex)
+        else:
             state.after_shards = ShardMarks(dest_base, settings.fqrn).directory.is_dir()
-            return state
-        stats = ExportStats(
-            revision=trusted.revision, root_hash=root_hex, up_to_date=True, exit_code=0
-        )
-        stats.take_fetch_counters(fetcher.stats)
-        state.up_to_date = stats
         return state
 
 
@@ -255,6 +258,7 @@ def _run(
             dest_base,
             lock_held=True,
             trusted=state.trusted,
+            plan=state.plan,
             report_finish=False,
         )
         stats.requests += state.requests

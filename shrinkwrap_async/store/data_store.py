@@ -22,7 +22,7 @@ import os
 import shutil
 import stat
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -324,34 +324,51 @@ class DataStore:
         libc) lacks it, a hard link and an unlink; where it has no hard links, a rename.
         The fan-out directories are made only when the first attempt says ENOENT.
         """
-        for attempt in (1, 2):
+        self._in_fanout(
+            name,
+            lambda: self._place_temp(temp, final),
+            source_gone=lambda: not os.path.exists(temp),
+        )
+
+    def _place_temp(self, temp: str, final: str) -> None:
+        """One attempt of :meth:`_publish` (FileNotFoundError: no fan-out directory yet)."""
+        if self._noreplace:
             try:
-                if self._noreplace:
-                    try:
-                        rename_noreplace(temp, final)
-                        return
-                    except FileExistsError:
-                        os.unlink(temp)  # committed meanwhile by another process
-                        return
-                    except OSError as error:
-                        if error.errno not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
-                            raise
-                        self._noreplace = False  # this file system cannot: link + unlink
-                try:
-                    os.link(temp, final)
-                except FileExistsError:
-                    pass  # committed meanwhile by another process: keep that one
-                except OSError as error:
-                    if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-                        raise
-                    os.rename(temp, final)
-                    return
-                os.unlink(temp)
+                rename_noreplace(temp, final)
                 return
-            except FileNotFoundError:
-                if attempt == 2 or not os.path.exists(temp):
+            except FileExistsError:
+                os.unlink(temp)  # committed meanwhile by another process
+                return
+            except OSError as error:
+                if error.errno not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
                     raise
-                self._make_fanout(name)
+                self._noreplace = False  # this file system cannot: link + unlink
+        try:
+            os.link(temp, final)
+        except FileExistsError:
+            pass  # committed meanwhile by another process: keep that one
+        except OSError as error:
+            if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            os.rename(temp, final)
+            return
+        os.unlink(temp)
+
+    def _in_fanout(
+        self,
+        name: str,
+        place: Callable[[], None],
+        source_gone: Callable[[], bool] | None = None,
+    ) -> None:
+        """``place()`` the object ``name``; when it says ENOENT, make the fan-out
+        directories and try once more (unless ``source_gone()``: the ENOENT was not theirs)."""
+        try:
+            place()
+        except FileNotFoundError:
+            if source_gone is not None and source_gone():
+                raise
+            self._make_fanout(name)
+            place()
 
     def write_object(self, name: str, content: bytes, meta: ObjectMeta) -> Path:
         """Write a small verified object in one go: create, write, metadata on the fd, rename.
@@ -370,9 +387,7 @@ class DataStore:
         fd, temp = self.new_temp(mode)
         path = str(temp)
         try:
-            view = memoryview(content)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_all(fd, content)
         except OSError as error:
             os.close(fd)
             _unlink_quietly(path)
@@ -393,9 +408,7 @@ class DataStore:
         final = f"{self._root_prefix}{name}"
         try:
             try:
-                view = memoryview(content)
-                while view:
-                    view = view[os.write(fd, view) :]
+                _write_all(fd, content)
                 self._set_metadata(fd, name, meta, created_mode=mode)
                 self._link_unnamed(fd, final, name)
             finally:
@@ -411,19 +424,15 @@ class DataStore:
     def _link_unnamed(self, fd: int, final: str, name: str) -> None:
         """Give the unnamed file ``fd`` the name ``final``; an object already there (made
         meanwhile by another process) stays, as in :meth:`_publish`."""
-        # linkat(AT_SYMLINK_FOLLOW) on the /proc entry (os.link calls plain link(), which
-        # would link the magic symlink itself, unless a directory fd is given).
         fds = _proc_fd_dir()
-        for attempt in (1, 2):
-            try:
+
+        def link() -> None:
+            # linkat(AT_SYMLINK_FOLLOW) on the /proc entry (os.link calls plain link(),
+            # which would link the magic symlink itself, unless a directory fd is given).
+            with contextlib.suppress(FileExistsError):
                 os.link(str(fd), final, src_dir_fd=fds, follow_symlinks=True)
-                return
-            except FileExistsError:
-                return
-            except FileNotFoundError:
-                if attempt == 2:
-                    raise
-                self._make_fanout(name)
+
+        self._in_fanout(name, link)
 
     def copy_object(self, source: str, name: str, meta: ObjectMeta, size: int) -> Path | None:
         """Make ``name`` from the committed object ``source`` (same content, other metadata).
@@ -462,6 +471,12 @@ class DataStore:
         fanout = name.rpartition("/")[0]
         if fanout:
             os.makedirs(f"{self._root_prefix}{fanout}", mode=FANOUT_MODE, exist_ok=True)
+
+
+def _write_all(fd: int, content: bytes) -> None:
+    view = memoryview(content)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def clone_or_copy(source_fd: int, target_fd: int, size: int) -> str:

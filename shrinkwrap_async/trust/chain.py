@@ -416,16 +416,14 @@ async def _verified_chain(
         check_whitelist_validity(outer, fqrn, now, WHITELIST_FILE)
         # The signed copy published with this very whitelist, verified again from the cache
         # (a pass with ``fresh`` fetches it anew).
-        cached = None if fresh else _cached_pkcs7_path(cache_dir, whitelist_data)
-        pkcs7_data = _read_quietly(cached) if cached is not None else None
+        cached = _cached_pkcs7_path(cache_dir, whitelist_data)
+        pkcs7_data = None if fresh or cached is None else _read_quietly(cached)
+        fetched = pkcs7_data is None
         if pkcs7_data is None:
             pkcs7_data = await _fetch_pkcs7_whitelist(fetcher, settings, fresh=fresh)
-            cached = _cached_pkcs7_path(cache_dir, whitelist_data)
-        else:
-            cached = None  # already stored
         cas = await load_trusted_cas(settings, "Vpkcs7")
         whitelist = verify_pkcs7_whitelist(outer, pkcs7_data, fqrn, cas, now)
-        if cached is not None:
+        if fetched and cached is not None:
             _store_quietly(cached, pkcs7_data)
     else:
         whitelist = verify_whitelist(whitelist_data, fqrn, master_keys, now)
