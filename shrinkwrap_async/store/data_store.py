@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import hashlib
@@ -45,16 +44,30 @@ _UNNAMED_FLAGS = (
 UNNAMED_ENV = "SHRINKWRAP_ASYNC_UNNAMED_TEMPS"  # "0": temp files with names only
 _NO_UNNAMED_ERRNOS = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT)
 _NO_UNNAMED_LINK_ERRNOS = (errno.EXDEV, errno.EPERM, errno.EACCES, errno.EOPNOTSUPP, errno.EINVAL)
-_proc_fds: tuple[int, int] | None = None  # (pid, fd of its /proc/self/fd)
+_proc_fd: int | None = None  # this process's /proc/self/fd, opened on first use
 
 
 def _proc_fd_dir() -> int:
-    """This process's ``/proc/self/fd``, opened once per process (not across a fork)."""
-    global _proc_fds
-    if _proc_fds is None or _proc_fds[0] != os.getpid():
-        fd = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        _proc_fds = (os.getpid(), fd)
-    return _proc_fds[1]
+    """This process's ``/proc/self/fd``, opened once per process.
+
+    An fd of it names the fd table of the process that opened it, so a forked child
+    forgets its parent's (``_forget_proc_fd``) and opens its own.
+    """
+    global _proc_fd
+    if _proc_fd is None:
+        _proc_fd = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    return _proc_fd
+
+
+def _forget_proc_fd() -> None:
+    global _proc_fd
+    if _proc_fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(_proc_fd)
+        _proc_fd = None
+
+
+os.register_at_fork(after_in_child=_forget_proc_fd)
 
 
 Xattrs = Sequence[tuple[str, bytes]]
@@ -128,6 +141,10 @@ class DataStore:
         self._creator = (os.geteuid(), os.getegid())
         self._noreplace = _renameat2 is not None
         self._unnamed = _UNNAMED_FLAGS is not None and os.environ.get(UNNAMED_ENV) != "0"
+        # Fan-out directories ("ab/cd") this process made or found: at most 65,536 short
+        # names. One it has not met yet is made before the first object goes into it, so
+        # a fresh store costs one mkdir per directory, not a failed link, a stat and a mkdir.
+        self._fanouts: set[str] = set()
 
     @property
     def temp_dir(self) -> Path:
@@ -322,7 +339,7 @@ class DataStore:
         verified content and metadata, so the first one stays and ``temp`` is dropped.
         ``renameat2(RENAME_NOREPLACE)`` does this in one call; where the file system (or
         libc) lacks it, a hard link and an unlink; where it has no hard links, a rename.
-        The fan-out directories are made only when the first attempt says ENOENT.
+        The fan-out directory is made as :meth:`_in_fanout` says.
         """
         self._in_fanout(
             name,
@@ -360,17 +377,23 @@ class DataStore:
         place: Callable[[], None],
         source_gone: Callable[[], bool] | None = None,
     ) -> None:
-        """``place()`` the object ``name``; when it says ENOENT, make the fan-out
-        directories and try once more (unless ``source_gone()``: the ENOENT was not theirs)."""
+        """``place()`` the object ``name`` in its fan-out directory, made first if this
+        process has not met it yet. Should ``place()`` still say ENOENT (the directory was
+        removed meanwhile), the directories are made again and ``place()`` tried once more,
+        unless ``source_gone()``: the ENOENT was not theirs."""
+        fanout = name.rpartition("/")[0]
+        if fanout not in self._fanouts:
+            self._make_fanout(fanout)
         try:
             place()
         except FileNotFoundError:
             if source_gone is not None and source_gone():
                 raise
-            self._make_fanout(name)
+            self._fanouts.discard(fanout)
+            self._make_fanout(fanout)
             place()
 
-    def write_object(self, name: str, content: bytes, meta: ObjectMeta) -> Path:
+    def write_object(self, name: str, content: bytes, meta: ObjectMeta) -> str:
         """Write a small verified object in one go: create, write, metadata on the fd, rename.
 
         About six system calls: open, write, utime, close, rename (plus chown or chmod only
@@ -392,9 +415,9 @@ class DataStore:
             os.close(fd)
             _unlink_quietly(path)
             raise storage_error(error, f"cannot write object {name}") from error
-        return self.commit_fd(fd, path, name, meta, created_mode=mode)
+        return str(self.commit_fd(fd, path, name, meta, created_mode=mode))
 
-    def _write_unnamed(self, name: str, content: bytes, meta: ObjectMeta, mode: int) -> Path | None:
+    def _write_unnamed(self, name: str, content: bytes, meta: ObjectMeta, mode: int) -> str | None:
         """``write_object`` through an ``O_TMPFILE`` file; None where the file system
         cannot make one, or cannot link one into place (then never tried again by this
         store: the caller writes a named temp)."""
@@ -419,7 +442,7 @@ class DataStore:
                 self._unnamed = False
                 return None
             raise storage_error(error, f"cannot write object {name}") from error
-        return Path(final)
+        return final
 
     def _link_unnamed(self, fd: int, final: str, name: str) -> None:
         """Give the unnamed file ``fd`` the name ``final``; an object already there (made
@@ -467,10 +490,18 @@ class DataStore:
     def discard(self, temp: Path) -> None:
         temp.unlink(missing_ok=True)
 
-    def _make_fanout(self, name: str) -> None:
-        fanout = name.rpartition("/")[0]
-        if fanout:
-            os.makedirs(f"{self._root_prefix}{fanout}", mode=FANOUT_MODE, exist_ok=True)
+    def _make_fanout(self, fanout: str) -> None:
+        """Make the fan-out directory ``fanout`` ("ab/cd") and its parent where missing."""
+        if not fanout:
+            return
+        path = f"{self._root_prefix}{fanout}"
+        try:
+            os.mkdir(path, FANOUT_MODE)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            os.makedirs(path, mode=FANOUT_MODE, exist_ok=True)
+        self._fanouts.add(fanout)
 
 
 def _write_all(fd: int, content: bytes) -> None:
@@ -548,7 +579,7 @@ _RENAME_NOREPLACE = 1
 def _load_renameat2() -> Any:
     """libc's ``renameat2`` (glibc 2.28+), or None."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols: libc's
         function = libc.renameat2
     except (OSError, AttributeError):
         return None

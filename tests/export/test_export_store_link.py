@@ -55,7 +55,7 @@ def test_store_commits_atomically_and_sweeps_stale_temps(tmp_path: Path) -> None
     meta = ObjectMeta(0o640, os.geteuid(), os.getegid(), 1700000000, (("user.k", b"v"),))
     name = object_name(Algorithm.SHA1.hash(b"x"), meta.meta_hash)
     assert not store.exists(name)
-    path = store.write_object(name, b"hello", meta)
+    path = Path(store.write_object(name, b"hello", meta))
     assert store.exists(name) and path.read_bytes() == b"hello"
     st = path.stat()
     assert stat.S_IMODE(st.st_mode) == 0o640 and int(st.st_mtime) == 1700000000
@@ -76,7 +76,9 @@ def test_tree_writer_entries_and_type_changes(tmp_path: Path) -> None:
     store = DataStore(tmp_path / ".data", chown=False)
     store.prepare()
     meta = ObjectMeta(0o644, os.geteuid(), os.getegid(), 1700000000)
-    obj = store.write_object(object_name(Algorithm.SHA1.hash(b"a"), meta.meta_hash), b"a", meta)
+    obj = Path(
+        store.write_object(object_name(Algorithm.SHA1.hash(b"a"), meta.meta_hash), b"a", meta)
+    )
     tree = tmp_path / "repo"
     with TreeWriter(tree, chown=False) as writer:
         writer.write_marker()

@@ -168,8 +168,8 @@ def test_copy_object_refuses_a_source_of_the_wrong_size(tmp_path: Path) -> None:
     store.prepare()
     meta = ObjectMeta(0o644, os.getuid(), os.getgid(), 1_700_000_000)
     digest = Algorithm.SHA1.hash(b"x")
-    source = store.write_object(
-        f"{digest.hex[:2]}/{digest.hex[2:4]}/{digest.hex[4:]}.a", b"x", meta
+    source = Path(
+        store.write_object(f"{digest.hex[:2]}/{digest.hex[2:4]}/{digest.hex[4:]}.a", b"x", meta)
     )
     name = f"{digest.hex[:2]}/{digest.hex[2:4]}/{digest.hex[4:]}.b"
     assert store.same_content(name) == str(source.relative_to(store.root))
@@ -281,7 +281,7 @@ def test_small_objects_appear_complete_under_their_name(
     store = DataStore(tmp_path / ".data", chown=False)
     store.prepare()
     meta = ObjectMeta(0o750, os.getuid(), os.getgid(), 1_700_000_000)
-    made = store.write_object("12/34/5678.0", b"content", meta)
+    made = Path(store.write_object("12/34/5678.0", b"content", meta))
     assert made.read_bytes() == b"content"
     st = os.stat(made)
     assert stat.S_IMODE(st.st_mode) == 0o750 and st.st_mtime == 1_700_000_000
@@ -303,9 +303,9 @@ def test_a_file_system_without_unnamed_temps_falls_back(
 
     monkeypatch.setattr(os, "open", no_tmpfile)
     meta = ObjectMeta(0o644, os.getuid(), os.getgid(), 1_700_000_000)
-    assert store.write_object("ab/cd/ef.0", b"x", meta).read_bytes() == b"x"
+    assert Path(store.write_object("ab/cd/ef.0", b"x", meta)).read_bytes() == b"x"
     assert not store._unnamed  # not tried again
-    assert store.write_object("ab/cd/ef.1", b"y", meta).read_bytes() == b"y"
+    assert Path(store.write_object("ab/cd/ef.1", b"y", meta)).read_bytes() == b"y"
     assert os.listdir(store.temp_dir) == []
 
 
@@ -325,6 +325,6 @@ def test_unnamed_files_that_cannot_be_linked_fall_back(
 
     monkeypatch.setattr(os, "link", refuse_proc_links)
     meta = ObjectMeta(0o644, os.getuid(), os.getgid(), 1_700_000_000)
-    assert store.write_object("ab/cd/ef.0", b"x", meta).read_bytes() == b"x"
+    assert Path(store.write_object("ab/cd/ef.0", b"x", meta)).read_bytes() == b"x"
     assert not store._unnamed
     assert os.listdir(store.temp_dir) == []
