@@ -84,6 +84,10 @@ class _BurnList:
             return False
         return True
 
+    @property
+    def any_burned(self) -> bool:
+        return bool(self._burned_at)
+
     def burned_at(self, key: str) -> float:
         return self._burned_at.get(key, -math.inf)
 
@@ -148,6 +152,8 @@ class FailoverState:
 
     def host_order(self) -> list[str]:
         """Live hosts in configured order, then burned ones, longest-burned first."""
+        if not self._hosts.any_burned:  # every request asks: the common case costs a copy
+            return list(self.hosts)
         now = self.clock()
         live = [h for h in self.hosts if not self._hosts.is_burned(h, now)]
         burned = sorted(
@@ -160,6 +166,8 @@ class FailoverState:
 
         ``None`` stands for DIRECT.
         """
+        if not self._proxies.any_burned and all(len(group) == 1 for group in self.proxy_groups):
+            return [None if g[0] == DIRECT else g[0] for g in self.proxy_groups]
         now = self.clock()
         ordered: list[str] = []
         for group in self.proxy_groups:

@@ -55,7 +55,7 @@ from shrinkwrap_async.network.lean_http import (
     LeanTimeout,
     LeanTooLarge,
     OnPiece,
-    request_head,
+    request_head_suffix,
 )
 
 if TYPE_CHECKING:
@@ -173,6 +173,12 @@ class _LeanRoute:
     pool: LeanPool
     target: str  # request-target up to the object path (absolute URL through a proxy)
     host: str  # Host header
+    suffixes: tuple[bytes, bytes]  # the head after the target: normal, no-cache
+
+    def head(self, path: str, no_cache: bool) -> bytes:
+        """The GET head for the repository path ``path``."""
+        target = (self.target + escape_path(path)).encode("latin-1")
+        return b"GET " + target + self.suffixes[no_cache]
 
 
 @dataclass(slots=True)
@@ -618,7 +624,11 @@ class Fetcher:
                         read_timeout=timeout,
                     )
                 target = route.host if route.proxy is not None else host.path
-                lean = _LeanRoute(pool, target.rstrip("/") + "/", host.netloc)
+                suffixes = (
+                    request_head_suffix(host.netloc, request_headers(no_cache=False)),
+                    request_head_suffix(host.netloc, request_headers(no_cache=True)),
+                )
+                lean = _LeanRoute(pool, target.rstrip("/") + "/", host.netloc, suffixes)
         self._lean[route] = lean
         return lean
 
@@ -639,11 +649,8 @@ class Fetcher:
         handed to ``on_piece`` as it arrives."""
         self.stats.requests += 1
         self.stats.endpoint(route.endpoint).requests += 1
-        head = request_head(
-            lean.target + escape_path(path), lean.host, request_headers(no_cache=no_cache)
-        )
         try:
-            response = await lean.pool.get(head, max_size, on_piece)
+            response = await lean.pool.get(lean.head(path, no_cache), max_size, on_piece)
         except LeanTooLarge as error:
             if refuse_large:
                 raise _TooLargeForLean(str(error)) from None

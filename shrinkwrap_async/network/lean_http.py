@@ -44,22 +44,35 @@ class LeanTooLarge(Exception):
 
 
 class LeanResponse:
-    """Status, headers (as received) and the whole body of one response."""
+    """Status, headers (as received) and the whole body of one response.
 
-    __slots__ = ("_headers", "body", "content_length", "raw_headers", "status")
+    The header lines are split into names and values only when asked for: an object's
+    response is judged by its status and length alone.
+    """
+
+    __slots__ = ("_headers", "_lines", "body", "content_length", "status")
 
     def __init__(
         self,
         status: int,
-        raw_headers: list[tuple[str, str]],
+        header_lines: list[str],
         body: bytes,
         content_length: int | None,
     ) -> None:
         self.status = status
-        self.raw_headers = raw_headers
+        self._lines = header_lines
         self.body = body
         self.content_length = content_length
         self._headers: CIMultiDict[str] | None = None
+
+    @property
+    def raw_headers(self) -> list[tuple[str, str]]:
+        """``(name, value)`` of each header line, in order."""
+        pairs = []
+        for line in self._lines:
+            name, _, value = line.partition(":")
+            pairs.append((name, value.strip()))
+        return pairs
 
     @property
     def headers(self) -> CIMultiDict[str]:
@@ -182,12 +195,12 @@ class _Connection(asyncio.Protocol):
             if len(buffer) > MAX_HEAD:
                 raise LeanHTTPError("response head too long")
             await self._more(timeout)
-        status, headers, length, chunked, keep_alive = _parse_head(bytes(buffer[:end]))
+        status, header_lines, length, chunked, keep_alive = _parse_head(bytes(buffer[:end]))
         del buffer[: end + 4]
         if status != 200:  # the caller classifies the status; the body is not wanted
             self.used = True
             self.close()
-            return LeanResponse(status, headers, b"", length)
+            return LeanResponse(status, header_lines, b"", length)
         if length is not None and max_size is not None and length > max_size:
             self.close()
             raise LeanTooLarge(f"{length} bytes announced, at most {max_size} expected")
@@ -227,7 +240,7 @@ class _Connection(asyncio.Protocol):
         self.used = True
         if not keep_alive or buffer:
             self.close()  # no reuse after a close request or unexpected extra bytes
-        return LeanResponse(status, headers, body, length)
+        return LeanResponse(status, header_lines, body, length)
 
     def _take(self, size: int) -> bytes:
         """The first ``size`` buffered bytes, removed (reading resumes once drained)."""
@@ -291,32 +304,40 @@ class _Connection(asyncio.Protocol):
             del buffer[: size + 2]
 
 
-def _parse_head(head: bytes) -> tuple[int, list[tuple[str, str]], int | None, bool, bool]:
-    """(status, headers, content length, chunked, keep-alive) of a response head."""
+_HEADER_NAME_LENGTHS = frozenset(map(len, ("content-length", "transfer-encoding", "connection")))
+
+
+def _parse_head(head: bytes) -> tuple[int, list[str], int | None, bool, bool]:
+    """(status, header lines, content length, chunked, keep-alive) of a response head.
+
+    Every header line must have a colon; only the three headers that decide how the body
+    is read are looked at (a name of another length is none of them).
+    """
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
         raise LeanHTTPError(f"not an HTTP/1.x response: {lines[0][:80]!r}")
     status = int(parts[1])
     keep_alive = parts[0] != "HTTP/1.0"
-    headers: list[tuple[str, str]] = []
+    del lines[0]
     length: int | None = None
     chunked = False
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep:
+    for line in lines:
+        colon = line.find(":")
+        if colon < 0:
             raise LeanHTTPError(f"bad header line {line[:80]!r}")
-        value = value.strip()
-        headers.append((name, value))
-        key = name.lower()
+        if colon not in _HEADER_NAME_LENGTHS:
+            continue
+        key = line[:colon].lower()
         if key == "content-length":
+            value = line[colon + 1 :].strip()
             if not value.isdigit():
                 raise LeanHTTPError(f"bad Content-Length {value[:40]!r}")
             length = int(value)
         elif key == "transfer-encoding":
-            chunked = "chunked" in value.lower()
+            chunked = "chunked" in line[colon + 1 :].lower()
         elif key == "connection":
-            token = value.lower()
+            token = line[colon + 1 :].lower()
             if "close" in token:
                 keep_alive = False
             elif "keep-alive" in token:
@@ -325,7 +346,7 @@ def _parse_head(head: bytes) -> tuple[int, list[tuple[str, str]], int | None, bo
         length = None
     if status in (204, 304) or 100 <= status < 200:
         length = 0
-    return status, headers, length, chunked, keep_alive
+    return status, lines, length, chunked, keep_alive
 
 
 class LeanPool:
@@ -410,6 +431,12 @@ class LeanPool:
 
 def request_head(target: str, host: str, headers: Mapping[str, str]) -> bytes:
     """A GET request head for ``target`` (a path, or an absolute URL through a proxy)."""
-    lines = [f"GET {target} HTTP/1.1", f"Host: {host}"]
+    return b"GET " + target.encode("latin-1") + request_head_suffix(host, headers)
+
+
+def request_head_suffix(host: str, headers: Mapping[str, str]) -> bytes:
+    """What follows the request-target in a GET head (protocol, ``Host``, ``headers``):
+    the same for every request to one endpoint, so made once per endpoint."""
+    lines = [" HTTP/1.1", f"Host: {host}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
