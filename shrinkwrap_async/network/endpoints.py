@@ -22,7 +22,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 DIRECT = "DIRECT"
@@ -33,17 +33,19 @@ class Route:
     """One way to reach an object: a host (base URL) and a proxy (``None`` = DIRECT).
 
     ``external``: a host of the external-data chain (``CVMFS_EXTERNAL_URL``), which has
-    timeouts of its own and so connection pools of its own.
+    timeouts of its own and so connection pools of its own. ``endpoint`` is the connection
+    pool this route uses: the proxy, or the host's origin (worked out once: every request
+    counts itself under it).
     """
 
     host: str
     proxy: str | None
     external: bool = False
+    endpoint: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def endpoint(self) -> str:
-        """The connection pool this route uses: the proxy, or the host's origin."""
-        return self.proxy if self.proxy is not None else origin(self.host)
+    def __post_init__(self) -> None:
+        endpoint = self.proxy if self.proxy is not None else origin(self.host)
+        object.__setattr__(self, "endpoint", endpoint)
 
     @property
     def pool_key(self) -> str:

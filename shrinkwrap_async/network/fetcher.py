@@ -294,6 +294,7 @@ class Fetcher:
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._sessions: dict[str, aiohttp.ClientSession] = {}
         self._lean: dict[Route, _LeanRoute | None] = {}
+        self._routes: dict[tuple[str, str | None, bool], Route] = {}
         self._lean_pools: dict[str, LeanPool] = {}
         self._closed = False
         self._external_sorted: asyncio.Lock | None = None
@@ -704,6 +705,14 @@ class Fetcher:
 
     # -- failover -----------------------------------------------------------------------
 
+    def _route(self, host: str, proxy: str | None, external: bool) -> Route:
+        """The one :class:`Route` of these parts (made once: every request walks them)."""
+        key = (host, proxy, external)
+        route = self._routes.get(key)
+        if route is None:
+            route = self._routes[key] = Route(host, proxy, external)
+        return route
+
     async def _run(
         self,
         path: str,
@@ -729,7 +738,7 @@ class Fetcher:
                 proxy_failures = 0
                 proxies = state.proxy_order()
                 for proxy in proxies:
-                    route = Route(host, proxy, external)
+                    route = self._route(host, proxy, external)
                     started = state.clock()
                     no_cache = route == no_cache_route
                     if no_cache:
