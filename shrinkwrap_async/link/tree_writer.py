@@ -217,16 +217,26 @@ class TreeWriter:
         except OSError as error:
             raise _storage(error, path) from error
 
-    def link_object(self, path: RelPath, object_path: str | Path) -> str:
+    def link_object(
+        self, path: RelPath, object_path: str | Path, *, source_dir_fd: int | None = None
+    ) -> str:
         """Hard-link ``path`` to a committed store object; returns linked/unchanged/copied.
 
-        The link is tried first (one system call in a new tree); only when something is in
-        the way, or hard links fail, is the slower path taken.
+        ``object_path`` is relative to ``source_dir_fd`` when that is given (the store's
+        root: no walk of the whole destination path per file). The link is tried first
+        (one system call in a new tree); only when something is in the way, or hard links
+        fail, is the slower path taken.
         """
         parent, name = self._parent(path)
         if self._try_links:
             try:
-                os.link(object_path, name, dst_dir_fd=parent, follow_symlinks=False)
+                os.link(
+                    object_path,
+                    name,
+                    src_dir_fd=source_dir_fd,
+                    dst_dir_fd=parent,
+                    follow_symlinks=False,
+                )
                 return "linked"
             except FileExistsError:
                 pass  # something is there: same inode, or to be replaced
@@ -236,7 +246,7 @@ class TreeWriter:
                 if error.errno != errno.EMLINK:  # the store is not linkable from here
                     self._try_links = False
         try:
-            target = os.stat(object_path)
+            target = os.stat(object_path, dir_fd=source_dir_fd)
             st = self._lstat(parent, name)
             if st is not None:
                 if (st.st_ino, st.st_dev) == (target.st_ino, target.st_dev):
@@ -247,14 +257,20 @@ class TreeWriter:
                     st = None
             temp = name if st is None else _temp_name()
             try:
-                os.link(object_path, temp, dst_dir_fd=parent, follow_symlinks=False)
+                os.link(
+                    object_path,
+                    temp,
+                    src_dir_fd=source_dir_fd,
+                    dst_dir_fd=parent,
+                    follow_symlinks=False,
+                )
                 result = "linked"
             except OSError as error:
                 if error.errno not in (errno.EMLINK, errno.EXDEV, errno.EPERM):
                     raise
                 if temp == name:
                     temp = _temp_name()  # a copy is never written under its final name
-                self._copy_object(object_path, target, parent, temp, error)
+                self._copy_object(object_path, source_dir_fd, target, parent, temp, error)
                 result = "copied"
             if temp != name:
                 os.rename(temp, name, src_dir_fd=parent, dst_dir_fd=parent)
@@ -263,7 +279,13 @@ class TreeWriter:
         return result
 
     def _copy_object(
-        self, source: str | Path, st: os.stat_result, parent: int, temp: str, cause: OSError
+        self,
+        source: str | Path,
+        source_dir_fd: int | None,
+        st: os.stat_result,
+        parent: int,
+        temp: str,
+        cause: OSError,
     ) -> None:
         reason = {errno.EMLINK: "too many links", errno.EXDEV: "store on another file system"}
         self.warn_once(
@@ -275,7 +297,7 @@ class TreeWriter:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         out = os.open(temp, flags, 0o600, dir_fd=parent)
         try:
-            src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=source_dir_fd)
             try:
                 clone_or_copy(src, out, st.st_size)
             finally:

@@ -113,8 +113,9 @@ class LinkStage:
         """Hard-link each file to its object (recorded for :meth:`finish_shared_mtimes`)."""
         counts = {"linked": 0, "unchanged": 0, "copied": 0}
         rows: list[LinkRow] = []
+        store_fd = self.store.root_fd
         for job in jobs:
-            result = self.writer.link_object(job.rel, self.store.object_path(job.name))
+            result = self.writer.link_object(job.rel, job.name, source_dir_fd=store_fd)
             counts[result] += 1
             if result != "copied":  # a copy is an inode of its own
                 rows.append((job.name, walk_order_key(job.rel), job.meta.mtime, job.created))

@@ -21,6 +21,8 @@ import os
 import shutil
 import stat
 import struct
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +147,10 @@ class DataStore:
         # names. One it has not met yet is made before the first object goes into it, so
         # a fresh store costs one mkdir per directory, not a failed link, a stat and a mkdir.
         self._fanouts: set[str] = set()
+        # The store's root, opened once: the calls of every object name paths relative to
+        # it, so the kernel does not walk the whole destination path for each of them.
+        self._root_fd: int | None = None
+        self._root_fd_lock = threading.Lock()
 
     @property
     def temp_dir(self) -> Path:
@@ -154,6 +160,31 @@ class DataStore:
     def temp_dir(self, path: Path) -> None:
         self._temp_dir = Path(path)
         self._temp_prefix = f"{self._temp_dir}/"
+        # relative to the root where it is below it (absolute paths ignore a dir fd)
+        self._temp_at = (
+            os.path.relpath(path, self.root)
+            if self._temp_dir.is_relative_to(self.root)
+            else str(path)
+        )
+
+    @property
+    def root_fd(self) -> int:
+        """A descriptor of the store's root (opened on first use, closed with the store)."""
+        fd = self._root_fd
+        if fd is None:
+            with self._root_fd_lock:
+                fd = self._root_fd
+                if fd is None:
+                    try:
+                        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    except OSError as error:
+                        raise storage_error(
+                            error, f"cannot open the object store {self.root}"
+                        ) from error
+                    # closed once: by close(), or when the store is collected
+                    self._root_fd_closer = weakref.finalize(self, _close_quietly, fd)
+                    self._root_fd = fd
+        return fd
 
     # -- setup -----------------------------------------------------------------
     def prepare(self) -> int:
@@ -201,6 +232,14 @@ class DataStore:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+        self.close()
+
+    def close(self) -> None:
+        """Close the root's descriptor (the store opens it again if used once more)."""
+        with self._root_fd_lock:
+            if self._root_fd is not None:
+                self._root_fd = None
+                self._root_fd_closer()
 
     # -- lookups ----------------------------------------------------------------
     def path_for(self, name: str) -> Path:
@@ -422,7 +461,7 @@ class DataStore:
         cannot make one, or cannot link one into place (then never tried again by this
         store: the caller writes a named temp)."""
         try:
-            fd = os.open(self._temp_dir, _UNNAMED_FLAGS, mode)
+            fd = os.open(self._temp_at, _UNNAMED_FLAGS, mode, dir_fd=self.root_fd)
         except OSError as error:
             if error.errno in _NO_UNNAMED_ERRNOS:
                 self._unnamed = False
@@ -433,7 +472,7 @@ class DataStore:
             try:
                 _write_all(fd, content)
                 self._set_metadata(fd, name, meta, created_mode=mode)
-                self._link_unnamed(fd, final, name)
+                self._link_unnamed(fd, name)
             finally:
                 os.close(fd)
         except OSError as error:
@@ -444,16 +483,16 @@ class DataStore:
             raise storage_error(error, f"cannot write object {name}") from error
         return final
 
-    def _link_unnamed(self, fd: int, final: str, name: str) -> None:
-        """Give the unnamed file ``fd`` the name ``final``; an object already there (made
+    def _link_unnamed(self, fd: int, name: str) -> None:
+        """Give the unnamed file ``fd`` the name ``name``; an object already there (made
         meanwhile by another process) stays, as in :meth:`_publish`."""
-        fds = _proc_fd_dir()
+        fds, root = _proc_fd_dir(), self.root_fd
 
         def link() -> None:
             # linkat(AT_SYMLINK_FOLLOW) on the /proc entry (os.link calls plain link(),
             # which would link the magic symlink itself, unless a directory fd is given).
             with contextlib.suppress(FileExistsError):
-                os.link(str(fd), final, src_dir_fd=fds, follow_symlinks=True)
+                os.link(str(fd), name, src_dir_fd=fds, dst_dir_fd=root, follow_symlinks=True)
 
         self._in_fanout(name, link)
 
@@ -494,13 +533,16 @@ class DataStore:
         """Make the fan-out directory ``fanout`` ("ab/cd") and its parent where missing."""
         if not fanout:
             return
-        path = f"{self._root_prefix}{fanout}"
+        root = self.root_fd
         try:
-            os.mkdir(path, FANOUT_MODE)
+            os.mkdir(fanout, FANOUT_MODE, dir_fd=root)
         except FileExistsError:
             pass
         except FileNotFoundError:
-            os.makedirs(path, mode=FANOUT_MODE, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(fanout.partition("/")[0], FANOUT_MODE, dir_fd=root)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(fanout, FANOUT_MODE, dir_fd=root)
         self._fanouts.add(fanout)
 
 
@@ -565,6 +607,11 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 def _unlink_quietly(path: str) -> None:
