@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import os
 import random
 import stat
@@ -328,3 +329,26 @@ def test_unnamed_files_that_cannot_be_linked_fall_back(
     assert Path(store.write_object("ab/cd/ef.0", b"x", meta)).read_bytes() == b"x"
     assert not store._unnamed
     assert os.listdir(store.temp_dir) == []
+
+
+def test_the_store_root_descriptor_is_closed_once(tmp_path: Path) -> None:
+    """The store works through a descriptor of its root: closed by ``close`` (reopened if
+    the store is used again), and never closed a second time when the store is collected,
+    when its number may already belong to another file."""
+    store = DataStore(tmp_path / ".data", chown=False)
+    store.prepare()
+    meta = ObjectMeta(0o644, os.getuid(), os.getgid(), 1_700_000_000)
+    first = store.root_fd
+    assert Path(store.write_object("ab/cd/ef.0", b"x", meta)).read_bytes() == b"x"
+    store.close()
+    with pytest.raises(OSError):
+        os.fstat(first)
+    assert Path(store.write_object("ab/cd/ef.1", b"y", meta)).read_bytes() == b"y"
+    store.close()
+    other = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)  # may reuse the number
+    try:
+        del store
+        gc.collect()
+        os.fstat(other)
+    finally:
+        os.close(other)
