@@ -44,6 +44,7 @@ _UNNAMED_FLAGS = (
     else None
 )
 UNNAMED_ENV = "SHRINKWRAP_ASYNC_UNNAMED_TEMPS"  # "0": temp files with names only
+_LIST_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NO_UNNAMED_ERRNOS = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT)
 _NO_UNNAMED_LINK_ERRNOS = (errno.EXDEV, errno.EPERM, errno.EACCES, errno.EOPNOTSUPP, errno.EINVAL)
 _proc_fd: int | None = None  # this process's /proc/self/fd, opened on first use
@@ -264,18 +265,33 @@ class DataStore:
 
     def look_up(self, names: Sequence[str]) -> list[str]:
         """For each name: itself if committed, else a committed object of the same content
-        under other metadata, else ``""``. One stat (and for absent ones one listing of a
-        small fan-out directory, usually missing) per name: run it in an executor."""
+        under other metadata, else ``""`` (run it in an executor).
+
+        In a fan-out directory this process has met, one stat says whether the object is
+        there; otherwise one listing of the directory answers both questions, and a
+        missing directory (most of them, in a new store) costs one failed open.
+        """
         found: list[str] = []
-        prefix = self._root_prefix
+        root = self.root_fd
         for name in names:
+            fanout, _, base = name.rpartition("/")
             try:
-                present = os.stat(prefix + name, follow_symlinks=False).st_nlink > 0
-            except (FileNotFoundError, NotADirectoryError):
-                present = False
+                if fanout in self._fanouts:
+                    try:
+                        if os.stat(name, dir_fd=root, follow_symlinks=False).st_nlink > 0:
+                            found.append(name)
+                            continue
+                    except (FileNotFoundError, NotADirectoryError):
+                        pass
+                listing = self._listing(fanout)
             except OSError as error:
                 raise storage_error(error, f"cannot look up object {name}") from error
-            found.append(name if present else (self.same_content(name) or ""))
+            if listing is None:
+                found.append("")
+            elif base in listing:
+                found.append(name)
+            else:
+                found.append(_same_content_in(fanout, base, listing) or "")
         return found
 
     def same_content(self, name: str) -> str | None:
@@ -285,17 +301,24 @@ class DataStore:
         before the metadata hash, so this is one listing of a small directory.
         """
         fanout, _, base = name.rpartition("/")
-        prefix = base.rsplit(".", 1)[0] + "."
         try:
-            names = os.listdir(self._root_prefix + fanout)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+            listing = self._listing(fanout)
         except OSError as error:
             raise storage_error(error, f"cannot list {fanout} of the object store") from error
-        for candidate in names:
-            if candidate.startswith(prefix) and candidate != base:
-                return f"{fanout}/{candidate}"
-        return None
+        return None if listing is None else _same_content_in(fanout, base, listing)
+
+    def _listing(self, fanout: str) -> list[str] | None:
+        """The names in the fan-out directory ``fanout``; None if it does not exist."""
+        try:
+            fd = os.open(fanout, _LIST_FLAGS, dir_fd=self.root_fd)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            names = os.listdir(fd)
+        finally:
+            os.close(fd)
+        self._fanouts.add(fanout)
+        return names
 
     # -- writing ----------------------------------------------------------------
     def new_temp(self, mode: int = 0o600) -> tuple[int, Path]:
@@ -607,6 +630,15 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def _same_content_in(fanout: str, base: str, listing: Iterable[str]) -> str | None:
+    """An object of ``listing`` (in ``fanout``) with the content of ``base``, not itself."""
+    prefix = base.rsplit(".", 1)[0] + "."
+    for candidate in listing:
+        if candidate.startswith(prefix) and candidate != base:
+            return f"{fanout}/{candidate}"
+    return None
 
 
 def _close_quietly(fd: int) -> None:
