@@ -894,10 +894,10 @@ def run_benchmark(config: BenchConfig, log: Any = print) -> dict[str, Any]:
     results["destinations"] = {"path": str(dest_parent), "fs": file_system_type(dest_parent)}
     marker = dest_parent / DELETION_MARKER
     age = recent_deletion(marker)
-    if age is not None:
+    if age is not None and results["destinations"]["fs"] == "ext4":
         note = (
-            f"destinations were deleted {age:.0f} s before this run: on ext4 without a "
-            "journal, creating files is slow for up to 6 minutes after that"
+            f"destinations were deleted {age:.0f} s before this run: on ext4, creating "
+            "files can be slow for up to 6 minutes after that"
         )
         log(f"note: {note}")
         results["notes"].append(note)
