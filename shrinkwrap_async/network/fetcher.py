@@ -172,8 +172,7 @@ class FetchStats:
 class _LeanRoute:
     pool: LeanPool
     target: str  # request-target up to the object path (absolute URL through a proxy)
-    host: str  # Host header
-    suffixes: tuple[bytes, bytes]  # the head after the target: normal, no-cache
+    suffixes: tuple[bytes, bytes]  # the head after the target (Host, ...): normal, no-cache
 
     def head(self, path: str, no_cache: bool) -> bytes:
         """The GET head for the repository path ``path``."""
@@ -629,7 +628,7 @@ class Fetcher:
                     request_head_suffix(host.netloc, request_headers(no_cache=False)),
                     request_head_suffix(host.netloc, request_headers(no_cache=True)),
                 )
-                lean = _LeanRoute(pool, target.rstrip("/") + "/", host.netloc, suffixes)
+                lean = _LeanRoute(pool, target.rstrip("/") + "/", suffixes)
         self._lean[route] = lean
         return lean
 

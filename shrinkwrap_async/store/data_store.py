@@ -246,11 +246,6 @@ class DataStore:
     def path_for(self, name: str) -> Path:
         return self.root / name
 
-    def object_path(self, name: str) -> str:
-        """:meth:`path_for` as a string, for the system calls of every file (a ``Path``
-        costs more to build than the link it is made for)."""
-        return self._root_prefix + name
-
     def exists(self, name: str) -> bool:
         try:
             return os.stat(self.root / name, follow_symlinks=False).st_nlink > 0

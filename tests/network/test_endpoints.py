@@ -49,6 +49,34 @@ def test_burned_proxies_go_last_and_come_back_after_reset() -> None:
     assert state.current_proxy_group() == 0
 
 
+def test_one_member_groups_keep_their_order_until_a_burn_and_after_its_reset() -> None:
+    """With nothing burned, every request gets the configured hosts and proxies (the
+    common case, answered without the burn bookkeeping); a burn moves the endpoint last,
+    its reset brings the configured order back; callers may change the lists they get."""
+    clock = Clock()
+    hosts = ["http://h1/cvmfs/r", "http://h2/cvmfs/r"]
+    state = FailoverState(
+        hosts,
+        [("http://c:1",), ("DIRECT",)],
+        clock=clock,
+        proxy_reset_after=60,
+        host_reset_after=60,
+    )
+    assert state.proxy_order() == ["http://c:1", None]
+    order = state.host_order()
+    order.clear()
+    assert state.host_order() == hosts
+    started = clock()
+    clock.now += 1
+    assert state.proxy_failed("http://c:1", started)
+    assert state.host_failed("http://h1/cvmfs/r", started)
+    assert state.proxy_order() == [None, "http://c:1"]
+    assert state.host_order() == ["http://h2/cvmfs/r", "http://h1/cvmfs/r"]
+    clock.now += 60
+    assert state.proxy_order() == ["http://c:1", None]
+    assert state.host_order() == hosts
+
+
 def test_a_stale_failure_report_does_not_burn_again() -> None:
     clock = Clock()
     state = make_state(clock, proxy_reset_after=10)

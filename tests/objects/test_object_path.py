@@ -352,3 +352,20 @@ def test_the_store_root_descriptor_is_closed_once(tmp_path: Path) -> None:
         os.fstat(other)
     finally:
         os.close(other)
+
+
+def test_look_up_answers_alike_for_met_and_unmet_fan_out_directories(tmp_path: Path) -> None:
+    """A fan-out directory the store has met is asked with a stat, another one is listed:
+    either way a committed object is found, an object of the same content under other
+    metadata is offered, and a missing directory means absent."""
+    meta = ObjectMeta(0o644, os.getuid(), os.getgid(), 1_700_000_000)
+    writer = DataStore(tmp_path / ".data", chown=False)
+    writer.prepare()
+    writer.write_object("ab/cd/ef.0", b"x", meta)
+    names = ["ab/cd/ef.0", "ab/cd/ef.1", "ab/ce/ef.0", "12/34/56.0"]
+    expected = ["ab/cd/ef.0", "ab/cd/ef.0", "", ""]
+    assert writer.look_up(names) == expected  # "ab/cd" met when written
+    reader = DataStore(tmp_path / ".data", chown=False)  # another process's view
+    assert reader.look_up(names) == expected
+    assert reader.look_up(names) == expected  # now "ab/cd" is met: the stat path
+    assert reader.same_content("ab/cd/ef.2") == "ab/cd/ef.0"
