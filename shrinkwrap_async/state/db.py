@@ -198,21 +198,41 @@ class StateDB:
         await self._db.execute("PRAGMA busy_timeout=10000")
 
     async def _migrate(self) -> None:
+        """Bring the schema to ``SCHEMA_VERSION``, one step per transaction.
+
+        Python's sqlite3 runs DDL outside any transaction unless one is begun, so a step is
+        begun explicitly: a process killed halfway leaves the step undone, not tables
+        without their version (which the next run would try to create again). The version
+        is read again under the write lock, as another process may have just migrated.
+        """
         await self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-        version = await self.schema_version()
+        if self._check_version(await self.schema_version()) == SCHEMA_VERSION:
+            return
+        while True:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                version = self._check_version(await self.schema_version())
+                if version == SCHEMA_VERSION:
+                    await self._db.commit()
+                    return
+                for statement in MIGRATIONS[version]:
+                    await self._db.execute(statement)
+                await self._db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (str(version + 1),),
+                )
+                await self._db.commit()
+            except BaseException:
+                await self._db.rollback()
+                raise
+
+    def _check_version(self, version: int) -> int:
         if version > SCHEMA_VERSION:
             raise StorageError(
                 f"state database {self.path} has schema version {version}, newer than this "
                 f"program's {SCHEMA_VERSION}; upgrade shrinkwrap-async"
             )
-        for step in range(version, SCHEMA_VERSION):
-            for statement in MIGRATIONS[step]:
-                await self._db.execute(statement)
-            await self._db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(step + 1),),
-            )
-            await self._db.commit()
+        return version
 
     async def schema_version(self) -> int:
         async with self._db.execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -117,3 +118,30 @@ async def test_not_a_database_is_a_storage_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StorageError):
         await StateDB.open(path)
+
+
+async def test_a_migration_stopped_halfway_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed while it creates the schema must not leave tables without their
+    version: the next run would create them again and find the destination unusable."""
+    path = tmp_path / "state.db"
+    first, *rest = state_db.MIGRATIONS[0]
+    broken = ((first, "CREATE TABLE oops (", *rest), *state_db.MIGRATIONS[1:])
+    monkeypatch.setattr(state_db, "MIGRATIONS", broken)
+    with pytest.raises(StorageError):
+        await StateDB.open(path)
+    monkeypatch.undo()
+    db = await StateDB.open(path)
+    assert await db.schema_version() == SCHEMA_VERSION
+    await db.close()
+
+
+async def test_two_processes_creating_the_database_at_once(tmp_path: Path) -> None:
+    """Shards and a concurrent run may open a new destination's state together: one
+    creates the schema, the other finds it made."""
+    path = tmp_path / "state.db"
+    opened = await asyncio.gather(*(StateDB.open(path) for _ in range(4)))
+    for db in opened:
+        assert await db.schema_version() == SCHEMA_VERSION
+        await db.close()
