@@ -219,7 +219,8 @@ async def test_openssl_streamed_signature_verifies(
 ) -> None:
     """``openssl smime -sign -stream`` writes BER (indefinite lengths, chunked content)."""
     signer, key = site.ca.issue("openssl signer", uris=[f"cvmfs:{FQRN}"])
-    files = {"content": site.body(), "signer.pem": signer.public_bytes(serialization.Encoding.PEM)}
+    body = site.body()  # once: it is dated to the second
+    files = {"content": body, "signer.pem": signer.public_bytes(serialization.Encoding.PEM)}
     files["signer.key"] = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -233,7 +234,7 @@ async def test_openssl_streamed_signature_verifies(
     assert der.parse(pem_to_der(signed)).encoding[1] == 0x80  # indefinite length
     site.write(PKCS7, signed)
     root = await trust(server, site)
-    assert root.whitelist.raw == site.body()
+    assert root.whitelist.raw == body
 
 
 # -- end to end ------------------------------------------------------------------------------
