@@ -159,6 +159,14 @@ class TreeWriter:
         except OSError as error:
             raise _storage(error, path) from error
 
+    def remove_temps(self, path: RelPath = ()) -> list[str]:
+        """Remove this tool's temp names in directory ``path`` (left by a killed run; only
+        for a process that is the tree's one writer)."""
+        removed = [n for n in self.list_names(path) if is_temp_name(n)]
+        for name in removed:
+            self.remove((*path, name))
+        return removed
+
     def prune(self, path: RelPath, keep: Iterable[str], *, keep_temps: bool = False) -> list[str]:
         """Remove entries of directory ``path`` whose names are not in ``keep`` (mirroring).
 
@@ -368,13 +376,32 @@ class TreeWriter:
         return True
 
     def write_marker(self) -> None:
-        """The file cvmfs_shrinkwrap puts at the tree root, holding its own name."""
+        """The file cvmfs_shrinkwrap puts at the tree root, holding its own name.
+
+        Left as it is when it already holds it (every run writes it first thing, and a run
+        killed between the temp file and its rename would leave the temp behind).
+        """
+        content = MARKER_NAME.encode()
+        try:
+            fd = os.open(
+                MARKER_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._root_fd
+            )
+        except OSError:
+            pass
+        else:
+            try:
+                if stat.S_ISREG(os.fstat(fd).st_mode) and os.read(fd, len(content) + 1) == content:
+                    return
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
         temp = _temp_name()
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             fd = os.open(temp, flags, 0o644, dir_fd=self._root_fd)
             try:
-                os.write(fd, MARKER_NAME.encode())
+                os.write(fd, content)
                 os.fchmod(fd, 0o644)
             finally:
                 os.close(fd)

@@ -297,6 +297,8 @@ class Exporter:
         if self.shard is not None:
             self.link = self.shard.link_stage(self.link)
         self.writer.make_directory(())
+        if self.shard is None:  # the tree's one writer: temps at its root are a killed run's
+            self.writer.remove_temps()
         self.writer.write_marker()
 
     def _close(self) -> None:

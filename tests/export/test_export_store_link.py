@@ -130,3 +130,24 @@ def test_directory_spool_deepest_first(tmp_path: Path) -> None:
     spool.add(("a",), 0o555, 0, 0, 2)
     assert [p for p, *_ in spool.deepest_first()] == [("a", "b"), ("a",), ()]
     spool.close()
+
+
+def test_marker_kept_when_right_and_temps_of_a_killed_run_removed(tmp_path: Path) -> None:
+    """Every run writes the marker first: one that already holds its name is left alone (a
+    kill between the temp and its rename would leave the temp), and the tree's one writer
+    removes temp names a killed run left at the root."""
+    tree = tmp_path / "repo"
+    stale = ".shrinkwrap-async.0123456789abcdef0123456789abcdef.tmp"
+    with TreeWriter(tree, chown=False) as writer:
+        writer.make_directory(())
+        writer.write_marker()
+        inode = os.stat(tree / MARKER_NAME).st_ino
+        writer.write_marker()
+        assert os.stat(tree / MARKER_NAME).st_ino == inode  # not rewritten
+        (tree / MARKER_NAME).write_text("something else")
+        writer.write_marker()
+        assert (tree / MARKER_NAME).read_text() == MARKER_NAME
+        (tree / stale).write_text("half")
+        (tree / "keep.tmp").write_text("not ours")
+        assert writer.remove_temps() == [stale]
+    assert sorted(os.listdir(tree)) == [MARKER_NAME, "keep.tmp"]
