@@ -83,17 +83,23 @@ class LinkStage:
         removed: Sequence[str],
         keep: list[str],
         ops: Sequence[DirectoryOp | SymlinkOp | SpecialOp],
+        *,
+        remove_temps: bool = False,
     ) -> int:
         """One directory's part of a catalog diff (``pipeline.refresh``): unlink what the
-        diff says was removed (whole subtrees, as pruning does), then make the changed
-        non-file entries. Nothing else in the directory is listed or touched. Returns how
-        many entries were removed; ``keep`` is checked as in :meth:`apply_listing`.
+        diff says was removed (whole subtrees, as pruning does) and, with ``remove_temps``,
+        this tool's temp names (a run killed while it replaced an entry here leaves one,
+        and the diff would never list it), then make the changed non-file entries. Nothing
+        else in the directory is touched. Returns how many entries were removed; ``keep``
+        is checked as in :meth:`apply_listing`.
         """
         refuse_duplicate_names(rel, keep)
         count = 0
         for name in removed:
             if self.writer.remove((*rel, name)):
                 count += 1
+        if remove_temps:
+            count += len(self.writer.remove_temps(rel))
         self._make_entries(ops)
         return count
 

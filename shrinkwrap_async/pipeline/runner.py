@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -515,7 +516,11 @@ class Exporter:
                     removed = await self._tree(self.link.apply_listing, job.rel, keep, ops)
                 else:
                     removed = await self._tree(
-                        self.link.apply_changes, job.rel, listing.removed, keep, ops
+                        partial(self.link.apply_changes, remove_temps=self.shard is None),
+                        job.rel,
+                        listing.removed,
+                        keep,
+                        ops,
                     )
                 self.stats.removed += removed
                 for rel in stale_dirs:

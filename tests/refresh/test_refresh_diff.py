@@ -83,6 +83,9 @@ async def test_diff_touches_only_what_changed(repo: Repo) -> None:
     second = repo.publish()
     changed = {m for m in second.catalogs if first.catalogs.get(m) != second.catalogs[m]}
     assert changed == {"", "/data", "/sw", "/new"}
+    # A killed run's temp name in a directory the diff changes: the diff does not list it.
+    stale = repo.base / "dest" / FQRN / "dups" / ".shrinkwrap-async.0123456789abcdef.tmp"
+    stale.write_text("half")
     async with StaticServer(repo.base / "server") as server:
         refreshed = await repo.export(server, "dest", "cache")
         assert refreshed.failures == []
@@ -95,6 +98,7 @@ async def test_diff_touches_only_what_changed(repo: Repo) -> None:
         await repo.export(server, "fresh", "fresh-cache")
     # Unchanged directories of changed catalogs were neither listed nor pruned...
     assert all(sentinel.is_file() for sentinel in sentinels)
+    assert not stale.exists()
     for sentinel in sentinels:
         remove_sentinel(sentinel)
     # ... and everything else is exactly a fresh export of the new revision.

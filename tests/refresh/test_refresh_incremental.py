@@ -136,6 +136,9 @@ async def test_refresh_equals_fresh_export_and_fetches_only_changed_catalogs(
     modify_more(repo.source)
     second = repo.publish()
     assert "/new" in second.catalogs and "/sw/v2/nested/deeper" not in second.catalogs
+    # A temp name a killed run left at the tree's root.
+    stale = ".shrinkwrap-async.0123456789abcdef0123456789abcdef.tmp"
+    (repo.base / "dest" / FQRN / stale).write_text("half")
     unchanged = {"/sw/v1", "/empty_catalog"}
     assert unchanged.isdisjoint(second.rewritten_catalogs)
     async with StaticServer(repo.base / "server") as server:
@@ -160,6 +163,7 @@ async def test_refresh_equals_fresh_export_and_fetches_only_changed_catalogs(
     assert not (dest / "etc" / "conf.ini").exists()
     assert (dest / "moved_copy3.txt").is_file() and not (dest / "dups/sub/copy3.txt").exists()
     assert (dest / "README.txt").read_text() == "A test repository, revision B.\n"
+    assert not (dest / stale).exists()
     # Directory mtimes follow the new revision (the real tool leaves them stale).
     assert int((dest / "dups").stat().st_mtime) == CHANGED_MTIME
     db = await StateDB.for_destination(repo.base / "dest")
