@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import stat
 import uuid
@@ -167,11 +168,14 @@ class TreeWriter:
             self.remove((*path, name))
         return removed
 
-    def prune(self, path: RelPath, keep: Iterable[str], *, keep_temps: bool = False) -> list[str]:
+    def prune(
+        self, path: RelPath, keep: Iterable[str], *, keep_temps_since: float | None = None
+    ) -> list[str]:
         """Remove entries of directory ``path`` whose names are not in ``keep`` (mirroring).
 
-        ``keep_temps`` leaves this tool's temp names alone: other processes writing the
-        same tree (shards) may be about to rename them; a later ordinary run prunes them.
+        ``keep_temps_since`` (a time, seconds since the epoch) leaves this tool's temp names
+        alone whose inode changed since then: other processes writing the same tree
+        (shards) may be about to rename them; older ones were left by a killed run.
         """
         wanted = set(keep)
         if not path:
@@ -179,11 +183,29 @@ class TreeWriter:
         removed = [
             n
             for n in self.list_names(path)
-            if n not in wanted and not (keep_temps and is_temp_name(n))
+            if n not in wanted
+            and not (
+                keep_temps_since is not None
+                and is_temp_name(n)
+                and self._changed_since(path, n, keep_temps_since)
+            )
         ]
         for name in removed:
             self.remove((*path, name))
         return removed
+
+    def _changed_since(self, path: RelPath, name: str, since: float) -> bool:
+        """Whether ``name`` in directory ``path`` had its inode changed at or after
+        ``since`` (a name that is gone counts as changed: there is nothing to remove)."""
+        if since == math.inf:
+            return True
+        try:
+            st = os.lstat(name, dir_fd=self._dir_fd(path))
+        except FileNotFoundError:
+            return True
+        except OSError as error:
+            raise _storage(error, (*path, name)) from error
+        return st.st_ctime >= since
 
     # -- entries ----------------------------------------------------------------
     def make_directory(self, path: RelPath, xattrs: Sequence[tuple[str, bytes]] = ()) -> None:

@@ -50,7 +50,9 @@ class SpecialOp:
 
 
 class LinkStage:
-    keep_temps = False  # leave other processes' temp names alone when pruning (shards)
+    # Temp names changed since this time are left alone when pruning (shards: another
+    # process may be about to rename them); None: every temp name is pruned.
+    keep_temps_since: float | None = None
 
     def __init__(
         self,
@@ -73,7 +75,7 @@ class LinkStage:
         is refused as hostile before anything in the directory is touched.
         """
         refuse_duplicate_names(rel, keep)
-        removed = len(self.writer.prune(rel, keep, keep_temps=self.keep_temps))
+        removed = len(self.writer.prune(rel, keep, keep_temps_since=self.keep_temps_since))
         self._make_entries(ops)
         return removed
 

@@ -32,6 +32,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import signal
 import socket
@@ -57,6 +58,11 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 STATS_FILE_ENV = "SHRINKWRAP_ASYNC_STATS_FILE"  # --workers: where a shard reports progress
+# --workers: when the parent started its shards (seconds since the epoch)
+SHARDS_STARTED_ENV = "SHRINKWRAP_ASYNC_SHARDS_STARTED"
+# A temp name whose inode is older than the shards' start by this much is a killed run's
+# (file systems stamp inodes with a clock that may lag the process's by a tick).
+STALE_TEMP_MARGIN = 1.0
 STATS_PERIOD = 1.0
 PARENT_LOCK_ENV = "SHRINKWRAP_ASYNC_PARENT_LOCK"  # --workers: the parent holds the run lock
 # An export keeps two cores busy (its event loop, its object worker process), so --workers 0
@@ -146,11 +152,12 @@ class ShardDataStore(DataStore):
 class ShardLinkStage(LinkStage):
     """Writes only the directories this shard owns; creates the others' directories only."""
 
-    keep_temps = True  # another shard's marker or link may be about to be renamed
-
     def __init__(self, base: LinkStage, shard: Shard) -> None:
         super().__init__(base.writer, base.store, base.spool, base.shared_mtimes)
         self.shard = shard
+        # Another shard's marker or link may be about to be renamed: temp names are kept,
+        # except those older than the shards of this command (a killed run's).
+        self.keep_temps_since = shards_started_at() - STALE_TEMP_MARGIN
 
     def apply_listing(
         self, rel: RelPath, keep: list[str], ops: list[DirectoryOp | SymlinkOp | SpecialOp]
@@ -175,6 +182,15 @@ class ShardLinkStage(LinkStage):
 
     def finish_directories(self) -> int:
         return 0  # the final ordinary pass sets modes, owners and mtimes
+
+
+def shards_started_at() -> float:
+    """When the ``--workers`` parent started this command's shards; infinity for a shard
+    of ``--shard K/N`` started on its own (its siblings may have started at any time)."""
+    try:
+        return float(os.environ[SHARDS_STARTED_ENV])
+    except (KeyError, ValueError):
+        return math.inf
 
 
 def _is_race(error: StorageError) -> bool:

@@ -36,7 +36,12 @@ from typing import TYPE_CHECKING, Any
 from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError
 from shrinkwrap_async.pipeline.decompress_verify import WORKER_ENV
 from shrinkwrap_async.pipeline.progress import _size
-from shrinkwrap_async.pipeline.shard import CORES_PER_SHARD, STATS_FILE_ENV, root_for_forks
+from shrinkwrap_async.pipeline.shard import (
+    CORES_PER_SHARD,
+    SHARDS_STARTED_ENV,
+    STATS_FILE_ENV,
+    root_for_forks,
+)
 from shrinkwrap_async.pipeline.shard_process import ShardProcess, start_shard
 from shrinkwrap_async.pipeline.summary import ExportStats, Failure
 from shrinkwrap_async.runtime import cpu_count, run_async
@@ -300,7 +305,7 @@ def _run_shards(
         common = common_arguments(args, spec_file, workers)
         stats_files = [Path(scratch) / f"shard-{k}.json" for k in range(workers)]
         processes: list[ShardProcess] = []
-        shard_env = dict(os.environ)
+        shard_env = dict(os.environ, **{SHARDS_STARTED_ENV: repr(time.time())})
         if workers * CORES_PER_SHARD > cpu_count():  # the shards alone fill the cores
             shard_env.setdefault(WORKER_ENV, "0")  # commit in a thread, no extra process
         # What the shards run, imported once here before they are forked (the final pass

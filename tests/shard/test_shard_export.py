@@ -233,3 +233,27 @@ async def test_final_pass_after_a_missing_shard_checks_every_file(
     assert "shards ended complete" not in final.stderr
     assert listing.diff(snapshot(single, SYNTHETIC), snapshot(sharded, SYNTHETIC)) == []
     assert store_objects(sharded) == store_objects(single)
+
+
+async def test_shards_remove_temp_names_a_killed_run_left(
+    synthetic_server: StaticServer, synthetic_repository: Path, tmp_path: Path
+) -> None:
+    """Shards keep temp names another shard may be about to rename, and the step after
+    them lists no directory: a temp name older than the shards (a killed run's) is removed
+    by the shard that writes its directory."""
+    common = source_arguments(
+        tmp_path, synthetic_server.url, synthetic_repository / "keys", SYNTHETIC
+    )
+    argv = ["export", *common, "-x", str(tmp_path / "dest"), "--workers", "2", "--no-progress"]
+    argv.append("--json")
+    assert (await run_cli_process(*argv)).exit_code == 0
+    tree = tmp_path / "dest" / SYNTHETIC
+    directory = next(path for path in sorted(tree.rglob("*")) if path.is_dir())
+    stale = directory / ".shrinkwrap-async.0123456789abcdef0123456789abcdef.tmp"
+    stale.write_text("half")
+    (tmp_path / "dest" / ".provenance" / "state.db").unlink()  # a whole walk again, by shards
+    await asyncio.sleep(1.2)  # older than the shards by more than their margin
+    again = await run_cli_process(*argv)
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout)["workers"] == 2  # the walk was the shards'
+    assert not stale.exists()

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +45,24 @@ def test_directory_made_meanwhile_is_accepted(tmp_path: Path, monkeypatch) -> No
             writer.make_directory(("f",))  # a file in the way is not a race to accept
 
 
-def test_shard_prune_keeps_temp_names(tmp_path: Path) -> None:
+def test_shard_prune_keeps_temp_names_newer_than_the_shards(tmp_path: Path) -> None:
+    """A shard leaves temp names alone that another shard may be about to rename (changed
+    since the shards started), and removes older ones: a killed run's."""
     tree = tmp_path / "tree"
     with TreeWriter(tree, chown=False) as writer:
         writer.make_directory(("d",))
-        temp = tree_writer._temp_name()
+        old, temp = tree_writer._temp_name(), tree_writer._temp_name()
         assert is_temp_name(temp)
+        (tree / "d" / old).write_text("x")
+        time.sleep(0.1)  # far more than the tick an inode's clock may lag behind
+        started = time.time()
+        time.sleep(0.1)
         for name in (temp, "stale"):
             (tree / "d" / name).write_text("x")
-        assert writer.prune(("d",), [], keep_temps=True) == ["stale"]
+        os.utime(tree / "d" / temp, (0, 0))  # the mtime says nothing: a link keeps the object's
+        assert writer.prune(("d",), [], keep_temps_since=math.inf) == ["stale"]
+        assert sorted(os.listdir(tree / "d")) == sorted([old, temp])
+        assert writer.prune(("d",), [], keep_temps_since=started) == [old]
         assert os.listdir(tree / "d") == [temp]
         assert writer.prune(("d",), []) == [temp]
 
