@@ -78,6 +78,8 @@ class RefreshPlan:
     up_to_date: bool = False  # same root hash and spec as the last completed export
     spec_changed: bool = True  # no previous run, or a different spec: walk and prune all
     applied: dict[str, str] = field(default_factory=dict)  # mountpoint → catalog hash
+    # The last run did not finish: the directories it was changing may hold its temp names.
+    after_unfinished: bool = False
 
     def can_skip(self, mountpoint: str, digest_hex: str, tree_root: Path) -> bool:
         """Whether the catalog ``digest_hex`` at ``mountpoint`` is already in the tree."""
@@ -119,7 +121,11 @@ async def plan_refresh(
         log.info("the last run towards %s did not finish: walking the whole tree", latest.root_hash)
         await _forget_all(db, fqrn)
         return RefreshPlan(spec_changed=False)
-    return RefreshPlan(spec_changed=False, applied=await db.applied_catalogs(fqrn))
+    return RefreshPlan(
+        spec_changed=False,
+        applied=await db.applied_catalogs(fqrn),
+        after_unfinished=latest is not None and latest.status in UNFINISHED,
+    )
 
 
 async def _forget_all(db: StateDB, fqrn: str) -> None:

@@ -235,6 +235,9 @@ class Exporter:
         self.spool: DirectorySpool | None = None
         self.shared_mtimes: SharedMtimes | None = None
         self.shard = shard_run(options, self)  # --shard K/N: this process's part
+        # A diffed directory is listed for temp names only after a run that did not finish
+        # (on a parallel file system a listing costs), and never by a shard.
+        self._remove_temps = self.refresh.after_unfinished and self.shard is None
         # The pass after shards that all ended complete: every selected regular file is
         # linked already, so only the directories are walked (see ``state.shard_marks``).
         self.files_done = self.shard is None and files_done
@@ -516,7 +519,7 @@ class Exporter:
                     removed = await self._tree(self.link.apply_listing, job.rel, keep, ops)
                 else:
                     removed = await self._tree(
-                        partial(self.link.apply_changes, remove_temps=self.shard is None),
+                        partial(self.link.apply_changes, remove_temps=self._remove_temps),
                         job.rel,
                         listing.removed,
                         keep,

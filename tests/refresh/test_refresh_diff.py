@@ -18,7 +18,7 @@ from shrinkwrap_async.pipeline.refresh import plan_refresh
 from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
 from shrinkwrap_async.pipeline.summary import ExportStats
 from shrinkwrap_async.spec.tree import Spec
-from shrinkwrap_async.state.db import ABORTED, PARTIAL, StateDB
+from shrinkwrap_async.state.db import ABORTED, PARTIAL, StateDB, default_state_path
 from shrinkwrap_async.testing.servers import StaticServer
 from shrinkwrap_async.testing.source_trees import (
     CHANGED_MTIME,
@@ -83,9 +83,16 @@ async def test_diff_touches_only_what_changed(repo: Repo) -> None:
     second = repo.publish()
     changed = {m for m in second.catalogs if first.catalogs.get(m) != second.catalogs[m]}
     assert changed == {"", "/data", "/sw", "/new"}
-    # A killed run's temp name in a directory the diff changes: the diff does not list it.
+    # A run towards the new revision was killed (still "running") while it replaced an
+    # entry of a directory the diff changes: its temp name is not in the diff.
     stale = repo.base / "dest" / FQRN / "dups" / ".shrinkwrap-async.0123456789abcdef.tmp"
     stale.write_text("half")
+    async with await StateDB.open(default_state_path(repo.base / "dest")) as db:
+        last = await db.last_export(FQRN)
+        assert last is not None
+        await db.begin_export(
+            FQRN, root_hash=second.root_hash.hex, revision=2, spec_digest=last.spec_digest
+        )
     async with StaticServer(repo.base / "server") as server:
         refreshed = await repo.export(server, "dest", "cache")
         assert refreshed.failures == []
@@ -207,6 +214,7 @@ async def test_a_run_stopped_on_the_way_elsewhere_forgets_applied_catalogs(
         await db.begin_export(FQRN, root_hash="b" * 40, revision=2, spec_digest="s")
         resumed = await plan_refresh(db, FQRN, root_hash="b" * 40, spec_digest="s", tree_root=tree)
         assert resumed.applied == {"": "a" * 40, "/data": "d" * 40}
+        assert resumed.after_unfinished  # its temp names may be in the directories it changed
         assert resumed.previous("/data", "e" * 40) == "d" * 40
         elsewhere = await plan_refresh(
             db, FQRN, root_hash="c" * 40, spec_digest="s", tree_root=tree
