@@ -48,7 +48,7 @@ from shrinkwrap_async.pipeline.decompress_verify import (
 )
 from shrinkwrap_async.pipeline.summary import ExportStats, Failure
 from shrinkwrap_async.store.data_store import DataStore, ObjectMeta
-from shrinkwrap_async.store.errors import as_storage_error, storage_error
+from shrinkwrap_async.store.errors import as_storage_error
 
 log = logging.getLogger(__name__)
 
@@ -294,27 +294,23 @@ class ObjectFetchStage:
                 (c.digest, ObjectSuffix.PARTIAL, c.offset, c.size)
                 for c in chunk_layout(chunks, job.size)
             ]
-        fd, temp = self.store.new_temp()
+        fd, temp = self.store.new_object_file()
         committed = False
         try:
             await self._fetch_pieces(job, fd, pieces)
-            closing, fd = fd, -1
-            try:
-                assembled = os.fstat(closing).st_size
-            finally:
-                try:
-                    os.close(closing)
-                except OSError as error:  # a delayed write error (NFS, quotas)
-                    raise storage_error(error, f"cannot write object {job.name}") from error
+            assembled = os.fstat(fd).st_size
             if assembled != job.size:
                 raise ContentError(f"assembled {assembled} bytes, expected {job.size}")
+            closing, fd = fd, -1  # closed by the commit, whatever happens
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self.cpu_pool, self.store.commit, temp, job.name, job.meta)
+            await loop.run_in_executor(
+                self.cpu_pool, self.store.commit_object_file, closing, temp, job.name, job.meta
+            )
             committed = True
         finally:
             if fd >= 0:
                 os.close(fd)
-            if not committed:
+            if not committed and temp is not None:
                 self.store.discard(temp)
 
     async def _fetch_pieces(self, job: FileJob, fd: int, pieces: list[Piece]) -> None:

@@ -43,6 +43,10 @@ _UNNAMED_FLAGS = (
     if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
     else None
 )
+# a streamed object's file is read again should it have to be copied into a named temp
+_UNNAMED_RW_FLAGS = (
+    _UNNAMED_FLAGS & ~os.O_WRONLY | os.O_RDWR if _UNNAMED_FLAGS is not None else None
+)
 UNNAMED_ENV = "SHRINKWRAP_ASYNC_UNNAMED_TEMPS"  # "0": temp files with names only
 _LIST_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NO_UNNAMED_ERRNOS = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT)
@@ -332,6 +336,58 @@ class DataStore:
                 raise storage_error(error, "cannot create a temporary object") from error
             return fd, Path(path)
 
+    def new_object_file(self) -> tuple[int, Path | None]:
+        """An empty file to write a streamed or copied object into: ``(fd, temp)``.
+
+        Unnamed (``O_TMPFILE``, ``temp`` None) where the file system has them, so that a
+        killed run leaves nothing behind; else a named temp. Either way it is put in place
+        by :meth:`commit_object_file`.
+        """
+        if self._unnamed:
+            try:
+                fd = os.open(self._temp_at, _UNNAMED_RW_FLAGS, 0o600, dir_fd=self.root_fd)
+            except OSError as error:
+                if error.errno not in _NO_UNNAMED_ERRNOS:
+                    raise storage_error(error, "cannot create a temporary object") from error
+                self._unnamed = False
+            else:
+                return fd, None
+        return self.new_temp()
+
+    def commit_object_file(self, fd: int, temp: Path | None, name: str, meta: ObjectMeta) -> str:
+        """Give the file of :meth:`new_object_file` its metadata and the name ``name``;
+        ``fd`` is closed in every case. Returns the object's path."""
+        final = f"{self._root_prefix}{name}"
+        if temp is not None:
+            try:
+                os.close(fd)
+            except OSError as error:  # a delayed write error (NFS, quotas)
+                _unlink_quietly(str(temp))
+                raise storage_error(error, f"cannot write object {name}") from error
+            self.commit(temp, name, meta)
+            return final
+        try:
+            try:
+                self._set_metadata(fd, name, meta, created_mode=0o600)
+                self._link_unnamed(fd, name)
+                return final
+            except OSError as error:
+                if error.errno not in _NO_UNNAMED_LINK_ERRNOS:
+                    raise storage_error(error, f"cannot write object {name}") from error
+                log.debug("unnamed temp files not linkable here (%s): named ones", error)
+                self._unnamed = False
+            copy, copy_temp = self.new_temp()  # the bytes are only in the unnamed file
+            try:
+                clone_or_copy(fd, copy, os.fstat(fd).st_size)
+            except OSError as error:
+                os.close(copy)
+                _unlink_quietly(str(copy_temp))
+                raise storage_error(error, f"cannot write object {name}") from error
+            self.commit_fd(copy, str(copy_temp), name, meta, created_mode=0o600)
+            return final
+        finally:
+            os.close(fd)
+
     def commit(self, temp: Path, name: str, meta: ObjectMeta) -> Path:
         """Give ``temp`` its metadata and put it in place as ``name``. Returns the final path."""
         try:
@@ -533,16 +589,17 @@ class DataStore:
             st = os.fstat(source_fd)
             if not stat.S_ISREG(st.st_mode) or st.st_size != size:
                 return None
-            fd, temp = self.new_temp()
+            fd, temp = self.new_object_file()
             try:
                 clone_or_copy(source_fd, fd, size)
             except OSError as error:
                 os.close(fd)
-                self.discard(temp)
+                if temp is not None:
+                    self.discard(temp)
                 raise storage_error(error, f"cannot write object {name}") from error
         finally:
             os.close(source_fd)
-        return self.commit_fd(fd, str(temp), name, meta, created_mode=0o600)
+        return Path(self.commit_object_file(fd, temp, name, meta))
 
     def discard(self, temp: Path) -> None:
         temp.unlink(missing_ok=True)

@@ -369,3 +369,51 @@ def test_look_up_answers_alike_for_met_and_unmet_fan_out_directories(tmp_path: P
     assert reader.look_up(names) == expected
     assert reader.look_up(names) == expected  # now "ab/cd" is met: the stat path
     assert reader.same_content("ab/cd/ef.2") == "ab/cd/ef.0"
+
+
+@pytest.mark.parametrize("unnamed", ["1", "0"], ids=["unnamed-temp", "named-temp"])
+def test_streamed_objects_appear_complete_under_their_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: str
+) -> None:
+    """A large object is written piece by piece into a file of ``new_object_file`` (unnamed
+    where the file system has them: a killed run leaves nothing) and put in place whole."""
+    monkeypatch.setenv(data_store.UNNAMED_ENV, unnamed)
+    store = DataStore(tmp_path / ".data", chown=False)
+    store.prepare()
+    meta = ObjectMeta(0o755, os.getuid(), os.getgid(), 1_700_000_000)
+    fd, temp = store.new_object_file()
+    assert (temp is None) is (unnamed == "1" and data_store._UNNAMED_FLAGS is not None)
+    os.pwrite(fd, b"world", 5)
+    os.pwrite(fd, b"hello", 0)
+    assert not (tmp_path / ".data" / "ab").exists()  # nothing under its name yet
+    made = Path(store.commit_object_file(fd, temp, "ab/cd/ef.0", meta))
+    assert made.read_bytes() == b"helloworld"
+    st = os.stat(made)
+    assert stat.S_IMODE(st.st_mode) == 0o755 and st.st_mtime == 1_700_000_000
+    assert st.st_nlink == 1 and os.listdir(store.temp_dir) == []
+
+
+def test_a_streamed_object_that_cannot_be_linked_is_copied_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its bytes are only in the unnamed file: where that cannot be linked (EPERM), they
+    are copied into a named temp, which is committed; later objects use named temps."""
+    store = DataStore(tmp_path / ".data", chown=False)
+    store.prepare()
+    fd, temp = store.new_object_file()
+    if temp is not None:
+        pytest.skip("no O_TMPFILE here")
+    os.write(fd, b"payload")
+    real_link = os.link
+
+    def refuse_proc_links(src: object, dst: object, **kwargs: object) -> None:
+        if kwargs.get("src_dir_fd") is not None and str(src).isdigit():
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+        real_link(src, dst, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "link", refuse_proc_links)
+    meta = ObjectMeta(0o644, os.getuid(), os.getgid(), 1_700_000_000)
+    made = Path(store.commit_object_file(fd, temp, "ab/cd/ef.0", meta))
+    assert made.read_bytes() == b"payload" and not store._unnamed
+    assert os.listdir(store.temp_dir) == []
+    assert store.new_object_file()[1] is not None  # named from now on
