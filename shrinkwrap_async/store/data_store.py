@@ -369,24 +369,21 @@ class DataStore:
         try:
             try:
                 self._set_metadata(fd, name, meta, created_mode=0o600)
-                self._link_unnamed(fd, name)
-                return final
-            except OSError as error:
-                if error.errno not in _NO_UNNAMED_LINK_ERRNOS:
-                    raise storage_error(error, f"cannot write object {name}") from error
-                log.debug("unnamed temp files not linkable here (%s): named ones", error)
-                self._unnamed = False
-            copy, copy_temp = self.new_temp()  # the bytes are only in the unnamed file
-            try:
-                clone_or_copy(fd, copy, os.fstat(fd).st_size)
-            except OSError as error:
-                os.close(copy)
-                _unlink_quietly(str(copy_temp))
-                raise storage_error(error, f"cannot write object {name}") from error
-            self.commit_fd(copy, str(copy_temp), name, meta, created_mode=0o600)
-            return final
-        finally:
-            os.close(fd)
+                if self._linked_unnamed(fd, name):
+                    return final
+                copy, copy_temp = self.new_temp()  # the bytes are only in the unnamed file
+                try:
+                    clone_or_copy(fd, copy, os.fstat(fd).st_size)
+                except OSError:
+                    os.close(copy)
+                    _unlink_quietly(str(copy_temp))
+                    raise
+            finally:
+                os.close(fd)
+        except OSError as error:
+            raise storage_error(error, f"cannot write object {name}") from error
+        self.commit_fd(copy, str(copy_temp), name, meta, created_mode=0o600)
+        return final
 
     def commit(self, temp: Path, name: str, meta: ObjectMeta) -> Path:
         """Give ``temp`` its metadata and put it in place as ``name``. Returns the final path."""
@@ -546,16 +543,27 @@ class DataStore:
             try:
                 _write_all(fd, content)
                 self._set_metadata(fd, name, meta, created_mode=mode)
-                self._link_unnamed(fd, name)
+                if not self._linked_unnamed(fd, name):
+                    return None
             finally:
                 os.close(fd)
         except OSError as error:
-            if error.errno in _NO_UNNAMED_LINK_ERRNOS:  # e.g. protected_hardlinks, a FUSE fs
-                log.debug("unnamed temp files not linkable here (%s): named ones", error)
-                self._unnamed = False
-                return None
             raise storage_error(error, f"cannot write object {name}") from error
         return final
+
+    def _linked_unnamed(self, fd: int, name: str) -> bool:
+        """Link the unnamed file ``fd`` as ``name``; False where the file system refuses
+        such links (e.g. protected_hardlinks, a FUSE file system): then this store makes
+        named temps from now on."""
+        try:
+            self._link_unnamed(fd, name)
+        except OSError as error:
+            if error.errno not in _NO_UNNAMED_LINK_ERRNOS:
+                raise
+            log.debug("unnamed temp files not linkable here (%s): named ones", error)
+            self._unnamed = False
+            return False
+        return True
 
     def _link_unnamed(self, fd: int, name: str) -> None:
         """Give the unnamed file ``fd`` the name ``name``; an object already there (made
