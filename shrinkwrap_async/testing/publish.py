@@ -11,7 +11,8 @@ catalogs whose content did not change keep their hash. The publisher's own bookk
 a server with ``CVMFS_EXTERNAL_DATA`` and ``-Z none`` does: catalog flag 128, compression
 bits "none", hashes over the raw bytes (per chunk for a chunked file), no object in
 ``data/``. Their content is written by path below ``<out>/external/`` (the docroot of the
-external data server; the client's ``CVMFS_EXTERNAL_URL`` points at it).
+external data server; the client's ``CVMFS_EXTERNAL_URL`` points at it). With
+``compress_external`` the unchunked ones are zlib-compressed there and hashed so.
 
 Command line: ``python -m shrinkwrap_async.testing.publish --fqrn NAME --source DIR --out
 DIR`` (see ``--help``), or ``--profile NAME --seed N`` for a generated benchmark tree.
@@ -284,6 +285,9 @@ class PublishOptions:
     whitelist_days: int = 30
     workers: int | None = None  # None: one per core; 0/1: in this process
     external: frozenset[str] = frozenset()  # repository paths ("/a/b") published external
+    # External files zlib-compressed on the external server (a server without ``-Z none``);
+    # chunked ones stay raw, as each chunk is a byte range that must inflate on its own.
+    compress_external: bool = False
 
 
 @dataclass(frozen=True)
@@ -562,8 +566,13 @@ class Publisher:
             data = _read_content(node.content)
             target = self.external_dir / path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(target, data)
             pieces = chunk_boundaries(data, sizes) if sizes is not None else [(0, len(data))]
+            if len(pieces) == 1 and self.options.compress_external:
+                blob = zlib.compress(data, ZLIB_LEVEL)
+                _atomic_write(target, blob)
+                stored[key] = StoredContent(algorithm.hash(blob).raw)
+                continue
+            _atomic_write(target, data)
             if len(pieces) > 1:
                 chunks = tuple(
                     (offset, size, algorithm.hash(data[offset : offset + size]).raw)
@@ -675,7 +684,9 @@ class Publisher:
         row.xattr = encode_xattrs(node.xattrs)
         row.flags |= self.options.hash_algorithm.flag << HASH_ALGORITHM_SHIFT
         if path in self.options.external:
-            row.flags |= Flag.FILE_EXTERNAL | (1 << COMPRESSION_SHIFT)  # stored raw
+            row.flags |= Flag.FILE_EXTERNAL
+            if content.chunks or not self.options.compress_external:
+                row.flags |= 1 << COMPRESSION_SHIFT  # stored raw
         elif not self.options.compress:
             row.flags |= 1 << COMPRESSION_SHIFT
         if content.chunks:

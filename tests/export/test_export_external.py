@@ -69,9 +69,17 @@ def write_source(root: Path) -> Path:
     return root
 
 
-def publish(tmp_path: Path, *, compress: bool = True) -> PublishResult:
+def publish(
+    tmp_path: Path, *, compress: bool = True, compress_external: bool = False
+) -> PublishResult:
     source = write_source(tmp_path / "source")
-    options = PublishOptions(chunk_sizes=CHUNKS, workers=1, external=EXTERNAL, compress=compress)
+    options = PublishOptions(
+        chunk_sizes=CHUNKS,
+        workers=1,
+        external=EXTERNAL,
+        compress=compress,
+        compress_external=compress_external,
+    )
     return Publisher(tmp_path / "server", FQRN, options).publish(source)
 
 
@@ -191,6 +199,30 @@ async def test_external_files_are_exported_from_the_external_url(
     before = servers.external.total_requests
     assert await run_cli(*servers.argv(dest), "-q", "--no-progress") == 0
     assert servers.external.total_requests == before
+
+
+async def test_compressed_external_files_are_inflated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An external server without ``-Z none`` serves zlib bytes: the catalog's compression
+    bits say so, the hash is over the compressed bytes, the tree gets the inflated file
+    (a chunked external file stays raw: each range has to stand alone)."""
+    result = publish(tmp_path, compress_external=True)
+    assert result.external_dir is not None
+    root = catalog_rows(result, "")
+    assert root["small.txt"] == (4 | 128, 0)  # compression bits 0: zlib
+    assert root["big.bin"][0] == 4 | 128 | 64 | 1 << 11
+    served = (result.external_dir / SMALL.lstrip("/")).read_bytes()
+    assert zlib.decompress(served) == b"hello from the external data server\n"
+    async with (
+        StaticServer(result.repository_dir.parent.parent) as repository,
+        StaticServer(result.external_dir) as external,
+    ):
+        servers = Servers(result, repository, external, tmp_path)
+        dest = tmp_path / "dest"
+        assert await run_cli(*servers.argv(dest), "--json", "-q", "--no-progress") == 0
+    assert json.loads(capsys.readouterr().out)["failures"] == []
+    assert tree_files(dest / FQRN) == tree_files(tmp_path / "source")
 
 
 async def test_tampered_external_files_are_refused(
