@@ -181,10 +181,6 @@ def dest_cache(args: argparse.Namespace) -> Path | None:
     return Path(args.dest_cache).absolute() if args.dest_cache else None
 
 
-def store_root(args: argparse.Namespace, dest_base: Path) -> Path:
-    return dest_cache(args) or dest_base / ".data"
-
-
 _json_logs: set[str] = set()
 
 

@@ -429,11 +429,6 @@ class LeanPool:
             self._idle.pop().close()
 
 
-def request_head(target: str, host: str, headers: Mapping[str, str]) -> bytes:
-    """A GET request head for ``target`` (a path, or an absolute URL through a proxy)."""
-    return b"GET " + target.encode("latin-1") + request_head_suffix(host, headers)
-
-
 def request_head_suffix(host: str, headers: Mapping[str, str]) -> bytes:
     """What follows the request-target in a GET head (protocol, ``Host``, ``headers``):
     the same for every request to one endpoint, so made once per endpoint."""

@@ -243,12 +243,13 @@ def _run(
 
     state = run_async(destination_state(settings, spec, dest_base))
     if state.up_to_date is not None:
-        from shrinkwrap_async.pipeline.runner import log_up_to_date
+        from shrinkwrap_async.pipeline.runner import ExportOptions, log_up_to_date
 
         stats = state.up_to_date
         log_up_to_date(settings.fqrn, state.trusted.revision, state.trusted.root_catalog.hex)
         if args.gc:  # as the ordinary export does after any complete run
-            export.run_gc(dest_base, export.store_root(args, dest_base), args.quiet > 0)
+            options = ExportOptions(dest_base=dest_base, dest_cache=export.dest_cache(args))
+            export.run_gc(dest_base, options.store_root, args.quiet > 0)
         return stats, report_up_to_date(args, stats, workers)
     if state.alone:
         log.info(

@@ -38,14 +38,11 @@ FANOUT_MODE = 0o700
 FICLONE = 0x40049409  # ioctl: share the source's extents (btrfs, XFS, bcachefs)
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # A file without a name (Linux), linked into place through /proc/self/fd when complete.
+# read and write: an object file that cannot be linked is read back into a named temp
 _UNNAMED_FLAGS = (
-    os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC
+    os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC
     if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
     else None
-)
-# a streamed object's file is read again should it have to be copied into a named temp
-_UNNAMED_RW_FLAGS = (
-    _UNNAMED_FLAGS & ~os.O_WRONLY | os.O_RDWR if _UNNAMED_FLAGS is not None else None
 )
 UNNAMED_ENV = "SHRINKWRAP_ASYNC_UNNAMED_TEMPS"  # "0": temp files with names only
 _LIST_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -336,41 +333,44 @@ class DataStore:
                 raise storage_error(error, "cannot create a temporary object") from error
             return fd, Path(path)
 
-    def new_object_file(self) -> tuple[int, Path | None]:
-        """An empty file to write a streamed or copied object into: ``(fd, temp)``.
+    def new_object_file(self, mode: int = 0o600) -> tuple[int, Path | None]:
+        """An empty file to write an object into: ``(fd, temp)``.
 
-        Unnamed (``O_TMPFILE``, ``temp`` None) where the file system has them, so that a
-        killed run leaves nothing behind; else a named temp. Either way it is put in place
-        by :meth:`commit_object_file`.
+        Unnamed (``O_TMPFILE``, ``temp`` None) where the file system has them: the file
+        has no name until it is linked into place, complete, so there is no temp name to
+        enter in and remove from the temp directory, and a killed run leaves nothing
+        behind. Else a named temp. Either way :meth:`commit_object_file` puts it in place.
         """
         if self._unnamed:
             try:
-                fd = os.open(self._temp_at, _UNNAMED_RW_FLAGS, 0o600, dir_fd=self.root_fd)
+                fd = os.open(self._temp_at, _UNNAMED_FLAGS, mode, dir_fd=self.root_fd)
             except OSError as error:
                 if error.errno not in _NO_UNNAMED_ERRNOS:
                     raise storage_error(error, "cannot create a temporary object") from error
                 self._unnamed = False
             else:
                 return fd, None
-        return self.new_temp()
+        return self.new_temp(mode)
 
-    def commit_object_file(self, fd: int, temp: Path | None, name: str, meta: ObjectMeta) -> str:
-        """Give the file of :meth:`new_object_file` its metadata and the name ``name``;
-        ``fd`` is closed in every case. Returns the object's path."""
-        final = f"{self._root_prefix}{name}"
+    def commit_object_file(
+        self,
+        fd: int,
+        temp: Path | None,
+        name: str,
+        meta: ObjectMeta,
+        *,
+        created_mode: int = 0o600,
+    ) -> str:
+        """Give the file of :meth:`new_object_file` (made with ``created_mode``) its
+        metadata and the name ``name``; ``fd`` is closed in every case (a delayed write
+        error there fails the commit). Returns the object's path."""
         if temp is not None:
-            try:
-                os.close(fd)
-            except OSError as error:  # a delayed write error (NFS, quotas)
-                _unlink_quietly(str(temp))
-                raise storage_error(error, f"cannot write object {name}") from error
-            self.commit(temp, name, meta)
-            return final
+            return str(self.commit_fd(fd, str(temp), name, meta, created_mode=created_mode))
         try:
             try:
-                self._set_metadata(fd, name, meta, created_mode=0o600)
+                self._set_metadata(fd, name, meta, created_mode=created_mode)
                 if self._linked_unnamed(fd, name):
-                    return final
+                    return f"{self._root_prefix}{name}"
                 copy, copy_temp = self.new_temp()  # the bytes are only in the unnamed file
                 try:
                     clone_or_copy(fd, copy, os.fstat(fd).st_size)
@@ -382,16 +382,7 @@ class DataStore:
                 os.close(fd)
         except OSError as error:
             raise storage_error(error, f"cannot write object {name}") from error
-        self.commit_fd(copy, str(copy_temp), name, meta, created_mode=0o600)
-        return final
-
-    def commit(self, temp: Path, name: str, meta: ObjectMeta) -> Path:
-        """Give ``temp`` its metadata and put it in place as ``name``. Returns the final path."""
-        try:
-            fd = os.open(temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as error:
-            raise storage_error(error, f"cannot commit object {name}") from error
-        return self.commit_fd(fd, str(temp), name, meta, created_mode=-1)
+        return str(self.commit_fd(copy, str(copy_temp), name, meta, created_mode=0o600))
 
     def commit_fd(
         self, fd: int, temp: str, name: str, meta: ObjectMeta, *, created_mode: int
@@ -504,70 +495,28 @@ class DataStore:
             place()
 
     def write_object(self, name: str, content: bytes, meta: ObjectMeta) -> str:
-        """Write a small verified object in one go: create, write, metadata on the fd, rename.
+        """Write a small verified object in one go: create, write, metadata on the fd, link
+        into place (:meth:`new_object_file`, :meth:`commit_object_file`).
 
-        About six system calls: open, write, utime, close, rename (plus chown or chmod only
-        when the owner or the umask make them necessary). Where the file system has
-        ``O_TMPFILE`` the file has no name until it is linked into place, complete: no
-        temp name to enter in and remove from the temp directory, and nothing left behind
-        by a crash.
+        About five system calls: open, write, utime, link, close (plus chown or chmod only
+        when the owner or the umask make them necessary).
         """
         mode = meta.mode & 0o777
-        if self._unnamed:
-            written = self._write_unnamed(name, content, meta, mode)
-            if written is not None:
-                return written
-        fd, temp = self.new_temp(mode)
-        path = str(temp)
+        fd, temp = self.new_object_file(mode)
         try:
             _write_all(fd, content)
         except OSError as error:
             os.close(fd)
-            _unlink_quietly(path)
+            if temp is not None:
+                _unlink_quietly(str(temp))
             raise storage_error(error, f"cannot write object {name}") from error
-        return str(self.commit_fd(fd, path, name, meta, created_mode=mode))
-
-    def _write_unnamed(self, name: str, content: bytes, meta: ObjectMeta, mode: int) -> str | None:
-        """``write_object`` through an ``O_TMPFILE`` file; None where the file system
-        cannot make one, or cannot link one into place (then never tried again by this
-        store: the caller writes a named temp)."""
-        try:
-            fd = os.open(self._temp_at, _UNNAMED_FLAGS, mode, dir_fd=self.root_fd)
-        except OSError as error:
-            if error.errno in _NO_UNNAMED_ERRNOS:
-                self._unnamed = False
-                return None
-            raise storage_error(error, "cannot create a temporary object") from error
-        final = f"{self._root_prefix}{name}"
-        try:
-            try:
-                _write_all(fd, content)
-                self._set_metadata(fd, name, meta, created_mode=mode)
-                if not self._linked_unnamed(fd, name):
-                    return None
-            finally:
-                os.close(fd)
-        except OSError as error:
-            raise storage_error(error, f"cannot write object {name}") from error
-        return final
+        return self.commit_object_file(fd, temp, name, meta, created_mode=mode)
 
     def _linked_unnamed(self, fd: int, name: str) -> bool:
-        """Link the unnamed file ``fd`` as ``name``; False where the file system refuses
-        such links (e.g. protected_hardlinks, a FUSE file system): then this store makes
-        named temps from now on."""
-        try:
-            self._link_unnamed(fd, name)
-        except OSError as error:
-            if error.errno not in _NO_UNNAMED_LINK_ERRNOS:
-                raise
-            log.debug("unnamed temp files not linkable here (%s): named ones", error)
-            self._unnamed = False
-            return False
-        return True
-
-    def _link_unnamed(self, fd: int, name: str) -> None:
-        """Give the unnamed file ``fd`` the name ``name``; an object already there (made
-        meanwhile by another process) stays, as in :meth:`_publish`."""
+        """Link the unnamed file ``fd`` as ``name`` (an object already there, made meanwhile
+        by another process, stays, as in :meth:`_publish`). False where the file system
+        refuses such links (e.g. protected_hardlinks, a FUSE file system): this store then
+        makes named temps from now on."""
         fds, root = _proc_fd_dir(), self.root_fd
 
         def link() -> None:
@@ -576,7 +525,15 @@ class DataStore:
             with contextlib.suppress(FileExistsError):
                 os.link(str(fd), name, src_dir_fd=fds, dst_dir_fd=root, follow_symlinks=True)
 
-        self._in_fanout(name, link)
+        try:
+            self._in_fanout(name, link)
+        except OSError as error:
+            if error.errno not in _NO_UNNAMED_LINK_ERRNOS:
+                raise
+            log.debug("unnamed temp files not linkable here (%s): named ones", error)
+            self._unnamed = False
+            return False
+        return True
 
     def copy_object(self, source: str, name: str, meta: ObjectMeta, size: int) -> Path | None:
         """Make ``name`` from the committed object ``source`` (same content, other metadata).

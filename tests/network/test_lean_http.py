@@ -16,7 +16,7 @@ from shrinkwrap_async.network.lean_http import (
     LeanPool,
     LeanTimeout,
     LeanTooLarge,
-    request_head,
+    request_head_suffix,
 )
 from shrinkwrap_async.testing import nginx, squid
 
@@ -79,7 +79,8 @@ def ok(body: bytes, extra: str = "") -> bytes:
 
 
 def head_for(path: str, endpoint: str) -> bytes:
-    return request_head(path, endpoint.removeprefix("http://"), {"User-Agent": "t"})
+    suffix = request_head_suffix(endpoint.removeprefix("http://"), {"User-Agent": "t"})
+    return b"GET " + path.encode("latin-1") + suffix
 
 
 @pytest.fixture
