@@ -234,10 +234,21 @@ class CatalogDiff(SharedByJobs):
     parent). :meth:`children` then answers, per directory, from those tables alone.
     Shared by the directory jobs of one catalog: ``acquire``/``release``, closed with the
     last release. Queries run in a worker thread, one at a time.
+
+    A small difference (the usual refresh: a few hundred rows of a catalog) is read whole
+    when the diff opens, grouped by directory, if ``budget`` has room for its rows: a
+    directory's answer then costs no query and no trip to a thread. A large one is queried
+    directory by directory, so memory stays bounded by the budget, not by the change.
     """
 
     def __init__(
-        self, connection: sqlite3.Connection, mountpoint: str, spec: Spec, *, has_xattr: bool
+        self,
+        connection: sqlite3.Connection,
+        mountpoint: str,
+        spec: Spec,
+        *,
+        has_xattr: bool,
+        budget: RowBudget | None = None,
     ) -> None:
         self._db = connection
         self.mountpoint = mountpoint
@@ -245,6 +256,10 @@ class CatalogDiff(SharedByJobs):
         super().__init__(references=1)
         self.skipped: list[str] = []  # unchanged nested catalogs the diff does not visit
         self._lock = asyncio.Lock()
+        self._budget = budget
+        self._held_rows = 0  # rows of ``budget`` this diff holds while preloaded
+        # (parent_1, parent_2) -> (changed rows, removed rows), when read whole.
+        self._preloaded: dict[tuple[int, int], tuple[list[tuple], list[tuple]]] | None = None  # type: ignore[type-arg]
         columns = ", ".join(
             "NULL" if c == "xattr" and not has_xattr else f"n.{c}" for c in ENTRY_COLUMNS
         )
@@ -262,6 +277,20 @@ class CatalogDiff(SharedByJobs):
             " JOIN old.catalog o ON o.md5path_1 = c.m1 AND o.md5path_2 = c.m2"
             f" WHERE c.p1 = ? AND c.p2 = ? AND c.kind = {_REMOVED} ORDER BY o.name"
         )
+        # The same two queries for every directory at once, each row led by its parent.
+        self._sql_all_children = (
+            f"SELECT x.p1, x.p2, {columns}, max(x.dirty), o.flags FROM ("
+            f" SELECT p1, p2, m1, m2, 0 AS dirty FROM temp.changes WHERE kind != {_REMOVED}"
+            " UNION ALL SELECT p1, p2, m1, m2, 1 FROM temp.dirty) x"
+            " JOIN main.catalog n ON n.md5path_1 = x.m1 AND n.md5path_2 = x.m2"
+            " LEFT JOIN old.catalog o ON o.md5path_1 = x.m1 AND o.md5path_2 = x.m2"
+            " GROUP BY x.m1, x.m2 ORDER BY x.p1, x.p2, n.name"
+        )
+        self._sql_all_removed = (
+            "SELECT c.p1, c.p2, o.name, o.mode, o.flags FROM temp.changes c"
+            " JOIN old.catalog o ON o.md5path_1 = c.m1 AND o.md5path_2 = c.m2"
+            f" WHERE c.kind = {_REMOVED} ORDER BY c.p1, c.p2, o.name"
+        )
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -273,23 +302,25 @@ class CatalogDiff(SharedByJobs):
         spec: Spec,
         *,
         can_skip: Callable[[str, str], bool],
+        budget: RowBudget | None = None,
     ) -> CatalogDiff:
         """Compare the two versions; raises :class:`DiffUnavailable` when they cannot be.
 
         ``can_skip(mountpoint, digest_hex)`` tells whether a nested catalog of the new
         version is already in the tree: those are recorded in :attr:`skipped` (when the
-        spec reaches them) and not visited; the others are.
+        spec reaches them) and not visited; the others are. ``budget``: rows the diff may
+        read whole (none: it is queried directory by directory).
         """
         try:
             connection = await asyncio.to_thread(_connect, new_path, old_path, mountpoint)
         except (sqlite3.Error, OSError) as error:
             raise DiffUnavailable(str(error)) from error
         has_xattr = "xattr" in _columns(connection, "main", "catalog")
-        diff = cls(connection, mountpoint, spec, has_xattr=has_xattr)
+        diff = cls(connection, mountpoint, spec, has_xattr=has_xattr, budget=budget)
         try:
             new_nested, old_nested = await diff._run(_find_changes, connection)
             visit = diff._nested_to_visit(new_nested, old_nested, can_skip)
-            await diff._run(_mark_dirty, connection, visit)
+            await diff._run(diff._mark_and_preload, visit)
         except sqlite3.Error as error:
             await diff.close()
             raise DiffUnavailable(str(error)) from error
@@ -297,6 +328,11 @@ class CatalogDiff(SharedByJobs):
             await diff.close()
             raise
         return diff
+
+    @property
+    def read_whole(self) -> bool:
+        """Whether the difference was read whole when the diff opened."""
+        return self._preloaded is not None
 
     def _nested_to_visit(
         self,
@@ -336,11 +372,34 @@ class CatalogDiff(SharedByJobs):
                 raise RuntimeError("catalog diff used after close")
             return await asyncio.to_thread(fn, *args)
 
+    def _mark_and_preload(self, visit: list[str]) -> None:
+        """:func:`_mark_dirty`, then read the whole difference if the budget has room."""
+        _mark_dirty(self._db, visit)
+        if self._budget is None:
+            return
+        (rows,) = self._db.execute(
+            "SELECT (SELECT count(*) FROM temp.changes) + (SELECT count(*) FROM temp.dirty)"
+        ).fetchone()
+        if not self._budget.take(rows):
+            return
+        self._held_rows = rows
+        preloaded: dict[tuple[int, int], tuple[list[tuple], list[tuple]]] = {}  # type: ignore[type-arg]
+        for row in self._db.execute(self._sql_all_children):
+            preloaded.setdefault((row[0], row[1]), ([], []))[0].append(row[2:])
+        for row in self._db.execute(self._sql_all_removed):
+            preloaded.setdefault((row[0], row[1]), ([], []))[1].append(row[2:])
+        self._preloaded = preloaded
+
     async def children(self, directory: str) -> DiffListing:
         """What changed directly in ``directory`` (a directory of this catalog)."""
         key = md5path(directory)
         try:
-            rows, removed_rows = await self._run(self._query_children, key)
+            if self._preloaded is not None:
+                if self.closed:
+                    raise RuntimeError("catalog diff used after close")
+                rows, removed_rows = self._preloaded.get(key, ((), ()))
+            else:
+                rows, removed_rows = await self._run(self._query_children, key)
         except sqlite3.Error as error:
             raise CatalogError(
                 f"catalog of {self.mountpoint or '/'}: cannot compare versions: {error}"
@@ -380,6 +439,10 @@ class CatalogDiff(SharedByJobs):
         async with self._lock:
             if not self.closed:
                 self.closed = True
+                self._preloaded = None
+                if self._budget is not None:
+                    self._budget.give(self._held_rows)
+                    self._held_rows = 0
                 await asyncio.to_thread(self._db.close)
 
 
@@ -481,6 +544,28 @@ def _mark_dirty(db: sqlite3.Connection, visit: Iterable[str]) -> None:
     )
 
 
+class RowBudget:
+    """Rows of catalog differences that open diffs may hold in memory together."""
+
+    def __init__(self, rows: int) -> None:
+        self.available = rows
+
+    def take(self, rows: int) -> bool:
+        if rows > self.available:
+            return False
+        self.available -= rows
+        return True
+
+    def give(self, rows: int) -> None:
+        self.available += rows
+
+
+# Rows of differences read whole at once over all open diffs (a row is a few hundred bytes;
+# 50,000 are about 20 MB): a 1 % change of a million entries fits, a mass change is queried
+# per directory.
+PRELOAD_ROWS = 50_000
+
+
 class CatalogDiffer:
     """Opens a :class:`CatalogDiff` for each changed catalog whose applied version is in
     the catalog cache; closes whatever is still open at the end of the run."""
@@ -491,11 +576,14 @@ class CatalogDiffer:
         cached_path: Callable[[Digest], Path],
         spec: Spec,
         tree_root: Path,
+        *,
+        preload_rows: int | None = None,
     ) -> None:
         self.plan = plan
         self.cached_path = cached_path
         self.spec = spec
         self.tree_root = tree_root
+        self.budget = RowBudget(PRELOAD_ROWS if preload_rows is None else preload_rows)
         self.opened: list[CatalogDiff] = []
         self.diffed = 0  # changed catalogs applied as a diff
         self.fallbacks = 0  # changed catalogs walked in full for want of their old version
@@ -515,6 +603,7 @@ class CatalogDiffer:
                 mountpoint,
                 self.spec,
                 can_skip=lambda path, hex_: self.plan.can_skip(path, hex_, self.tree_root),
+                budget=self.budget,
             )
         except (DiffUnavailable, ValueError) as error:
             self.fallbacks += 1

@@ -14,7 +14,8 @@ import pytest
 from shrinkwrap_async.catalogs.cache import CatalogCache
 from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.hashing import Digest
-from shrinkwrap_async.pipeline.refresh import plan_refresh
+from shrinkwrap_async.pipeline import refresh
+from shrinkwrap_async.pipeline.refresh import CatalogDiff, DiffListing, RowBudget, plan_refresh
 from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
 from shrinkwrap_async.pipeline.summary import ExportStats
 from shrinkwrap_async.spec.tree import Spec
@@ -45,6 +46,17 @@ def repo(tmp_path: Path) -> Repo:
     return Repo(tmp_path)
 
 
+# Budgets of preloaded difference rows: the default (every diff read whole), none (every
+# directory queried), and one that some of a run's diffs fit and others do not.
+PRELOAD_BUDGETS = [None, 0, 12]
+
+
+@pytest.fixture(params=PRELOAD_BUDGETS, ids=["preloaded", "per-directory", "mixed"])
+def preload_budget(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.param is not None:
+        monkeypatch.setattr(refresh, "PRELOAD_ROWS", request.param)
+
+
 def linked(stats: ExportStats) -> int:
     """Files the run linked or found linked: one tree stat (at least) each."""
     return stats.linked + stats.unchanged
@@ -72,6 +84,7 @@ def cached_catalog(repo: Repo, server: StaticServer, cache: str, digest: Digest)
     return CatalogCache(settings.catalog_cache_dir() / "catalogs", None).path_for(digest)  # type: ignore[arg-type]
 
 
+@pytest.mark.usefixtures("preload_budget")
 async def test_diff_touches_only_what_changed(repo: Repo) -> None:
     first = repo.publish()
     async with StaticServer(repo.base / "server") as server:
@@ -119,6 +132,61 @@ async def test_diff_touches_only_what_changed(repo: Repo) -> None:
     assert linked(refreshed) == refreshed.files == 23
 
 
+async def _walk_diff(diff: CatalogDiff, directory: str) -> dict[str, DiffListing]:
+    """Every listing a refresh would ask ``diff`` for, from ``directory`` down."""
+    listing = await diff.children(directory)
+    listings = {directory: listing}
+    for name in sorted(listing.descend):
+        listings |= await _walk_diff(diff, f"{directory}/{name}")
+    return listings
+
+
+async def test_a_diff_read_whole_answers_as_its_queries_do(repo: Repo) -> None:
+    first = repo.publish()
+    async with StaticServer(repo.base / "server") as server:
+        await repo.export(server, "dest", "cache")
+        modify_for_next_revision(repo.source)
+        modify_more(repo.source)
+        second = repo.publish()
+        await repo.export(server, "dest", "cache")
+        paths = {
+            mountpoint: (
+                cached_catalog(repo, server, "cache", first.catalogs[mountpoint]),
+                cached_catalog(repo, server, "cache", digest),
+            )
+            for mountpoint, digest in second.catalogs.items()
+            if first.catalogs.get(mountpoint) not in (None, digest)
+        }
+    assert set(paths) == {"", "/data", "/sw"}
+    spec = Spec.parse("/*\n")
+    budget = RowBudget(10_000)
+    compared = 0
+    for mountpoint, (old, new) in paths.items():
+        whole = await CatalogDiff.open(
+            new, old, mountpoint, spec, can_skip=lambda *_: False, budget=budget
+        )
+        queried = await CatalogDiff.open(new, old, mountpoint, spec, can_skip=lambda *_: False)
+        assert whole.read_whole and not queried.read_whole
+        assert budget.available < 10_000
+        listings = await _walk_diff(whole, mountpoint)
+        assert listings == await _walk_diff(queried, mountpoint)
+        nothing = DiffListing([], set(), set(), [])
+        assert await whole.children(f"{mountpoint}/no-such-directory") == nothing
+        compared += sum(len(entry.entries) + len(entry.removed) for entry in listings.values())
+        await whole.close()
+        await queried.close()
+        assert budget.available == 10_000  # handed back on close
+    assert compared > 20
+    # A difference larger than what is left of the budget is queried directory by directory.
+    old, new = paths[""]
+    small = RowBudget(1)
+    diff = await CatalogDiff.open(new, old, "", spec, can_skip=lambda *_: False, budget=small)
+    assert not diff.read_whole and small.available == 1
+    assert (await diff.children("")).entries
+    await diff.close()
+    assert small.available == 1
+
+
 async def test_full_walk_when_the_applied_version_left_the_cache(repo: Repo) -> None:
     first = repo.publish()
     async with StaticServer(repo.base / "server") as server:
@@ -157,6 +225,7 @@ def restructure(root: Path) -> None:
     touch(root, CHANGED_MTIME + 1)
 
 
+@pytest.mark.usefixtures("preload_budget")
 async def test_diff_follows_catalogs_split_moved_and_merged(repo: Repo) -> None:
     repo.publish()
     modify_for_next_revision(repo.source)
