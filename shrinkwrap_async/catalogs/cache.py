@@ -19,11 +19,11 @@ import contextlib
 import fcntl
 import os
 import secrets
-import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
 
+from shrinkwrap_async import inflate
 from shrinkwrap_async.catalogs.entry import CatalogError
 from shrinkwrap_async.catalogs.reader import Catalog
 from shrinkwrap_async.exitcodes import StorageError
@@ -101,7 +101,7 @@ class InflatingCatalogSink:
         self._max_size = max_size
         self._temp = final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         self._hasher: Hasher = digest.algorithm.new()
-        self._inflater = zlib.decompressobj()
+        self._inflater = inflate.decompressobj()
         self._file: BinaryIO | None = None
         self._inflated = 0
         self._done = False
@@ -126,7 +126,7 @@ class InflatingCatalogSink:
                 raise CatalogError(f"catalog {self._digest.hex}: data after the zlib stream")
             try:
                 inflated = inflater.decompress(data, INFLATE_PIECE)
-            except zlib.error as error:
+            except inflate.INFLATE_ERRORS as error:
                 raise CatalogError(
                     f"catalog {self._digest.hex}: not a zlib stream: {error}"
                 ) from None
@@ -150,7 +150,7 @@ class InflatingCatalogSink:
         while not inflater.eof:
             try:
                 tail = inflater.decompress(inflater.unconsumed_tail, INFLATE_PIECE)
-            except zlib.error as error:
+            except inflate.INFLATE_ERRORS as error:
                 raise CatalogError(
                     f"catalog {self._digest.hex}: not a zlib stream: {error}"
                 ) from None

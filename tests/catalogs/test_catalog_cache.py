@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from catalog_testlib import root_digest
 
+from shrinkwrap_async import inflate
 from shrinkwrap_async.catalogs.cache import CatalogCache, ObjectSink
 from shrinkwrap_async.catalogs.entry import CatalogError
 from shrinkwrap_async.config.settings import ClientSettings
@@ -166,3 +167,43 @@ async def test_concurrent_caches_download_a_catalog_once(
     finally:
         for catalog in catalogs:
             await catalog.close()
+
+
+BACKENDS = inflate.available_backends()
+BAD_STREAMS = {
+    "truncated": (lambda good: good[:-20], "truncated zlib stream"),
+    "trailing bytes": (lambda good: good + b"extra", "data after the zlib stream"),
+    "not zlib": (lambda good: b"plain text, not zlib" * 50, "not a zlib stream"),
+}
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("case", [*BAD_STREAMS, "good"])
+async def test_catalog_streams_on_every_inflate_backend(
+    tmp_path: Path,
+    fixtures_dir: Path,
+    fixture_docroot: Path,
+    fixture_server: StaticServer,
+    monkeypatch: pytest.MonkeyPatch,
+    backend: str,
+    case: str,
+) -> None:
+    """The catalog cache inflates with the objects' backend; a stream whose hash is right
+    but which is not one whole zlib stream is refused on each, leaving nothing behind."""
+    monkeypatch.setattr(inflate, "decompressobj", BACKENDS[backend][0])
+    repository = fixture_docroot / "cvmfs" / FQRN
+    real = root_digest(fixtures_dir, FQRN, 2)
+    cache = CatalogCache(tmp_path / "cache", PlainHttpFetcher(fixture_server.repository_url(FQRN)))  # type: ignore[arg-type]
+    if case == "good":
+        async with await cache.open(real, "") as catalog:
+            assert catalog.revision == 2
+        return
+    damage, message = BAD_STREAMS[case]
+    data = damage((repository / real.object_path("C")).read_bytes())
+    digest = Digest.from_hex(hashlib.sha1(data).hexdigest())
+    target = repository / digest.object_path("C")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    with pytest.raises(CatalogError, match=message):
+        await cache.open(digest, "")
+    assert cache_files(tmp_path / "cache") == []
