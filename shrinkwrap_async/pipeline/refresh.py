@@ -491,12 +491,17 @@ def _find_changes(db: sqlite3.Connection) -> tuple[list[tuple[str, str]], set[st
         "CREATE TEMP TABLE dirty (m1 INTEGER, m2 INTEGER, p1 INTEGER, p2 INTEGER,"
         " PRIMARY KEY (m1, m2)) WITHOUT ROWID;"
     )
-    # Added or changed rows (a type change keeps the path, so it is a change).
+    # Added or changed rows (a type change keeps the path, so it is a change). A new
+    # version is the old catalog file changed in place, so an unchanged row mostly keeps
+    # its rowid: a row equal in every column to the old row of its rowid is unchanged
+    # (paths are unique), found by one rowid look-up. Only the others are looked up by path.
+    differs = " OR ".join(f"s.{c} IS NOT c.{c}" for c in columns)
     db.execute(
         f"INSERT INTO temp.changes SELECT n.md5path_1, n.md5path_2, n.parent_1, n.parent_2, "
-        f"CASE WHEN o.md5path_1 IS NULL THEN {_ADDED} ELSE {_CHANGED} END"
-        " FROM main.catalog n LEFT JOIN old.catalog o"
-        " ON o.md5path_1 = n.md5path_1 AND o.md5path_2 = n.md5path_2"
+        f"CASE WHEN o.md5path_1 IS NULL THEN {_ADDED} ELSE {_CHANGED} END FROM ("
+        " SELECT c.* FROM main.catalog c LEFT JOIN old.catalog s ON s.rowid = c.rowid"
+        f" WHERE s.rowid IS NULL OR {differs}) n"
+        " LEFT JOIN old.catalog o ON o.md5path_1 = n.md5path_1 AND o.md5path_2 = n.md5path_2"
         f" WHERE o.md5path_1 IS NULL OR {compared}"
     )
     # Removed rows, under their old parent. Paths are unique in a catalog, so the new rows

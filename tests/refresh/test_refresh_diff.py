@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import zlib
 from pathlib import Path
 
@@ -141,7 +142,9 @@ async def _walk_diff(diff: CatalogDiff, directory: str) -> dict[str, DiffListing
     return listings
 
 
-async def test_a_diff_read_whole_answers_as_its_queries_do(repo: Repo) -> None:
+async def changed_catalogs(repo: Repo) -> dict[str, tuple[Path, Path]]:
+    """Export a revision and the next (files changed, added and removed); the cached
+    (applied, new) catalog files of each mountpoint whose catalog changed."""
     first = repo.publish()
     async with StaticServer(repo.base / "server") as server:
         await repo.export(server, "dest", "cache")
@@ -158,6 +161,11 @@ async def test_a_diff_read_whole_answers_as_its_queries_do(repo: Repo) -> None:
             if first.catalogs.get(mountpoint) not in (None, digest)
         }
     assert set(paths) == {"", "/data", "/sw"}
+    return paths
+
+
+async def test_a_diff_read_whole_answers_as_its_queries_do(repo: Repo) -> None:
+    paths = await changed_catalogs(repo)
     spec = Spec.parse("/*\n")
     budget = RowBudget(10_000)
     compared = 0
@@ -185,6 +193,35 @@ async def test_a_diff_read_whole_answers_as_its_queries_do(repo: Repo) -> None:
     assert (await diff.children("")).entries
     await diff.close()
     assert small.available == 1
+
+
+def with_rows_reversed(catalog: Path, copy: Path) -> Path:
+    """A copy of ``catalog`` with the same rows under other rowids (the last row first)."""
+    shutil.copyfile(catalog, copy)
+    db = sqlite3.connect(copy)
+    with db:
+        db.executescript(
+            "CREATE TEMP TABLE reversed AS SELECT * FROM catalog ORDER BY rowid DESC;"
+            "DELETE FROM catalog; INSERT INTO catalog SELECT * FROM temp.reversed;"
+        )
+    db.close()
+    return copy
+
+
+async def test_a_diff_does_not_depend_on_rowids(repo: Repo) -> None:
+    """Rows that keep their rowid are compared by rowid first; a version whose rows all
+    moved (a rebuilt file) gives the same differences."""
+    paths = await changed_catalogs(repo)
+    spec = Spec.parse("/*\n")
+    for mountpoint, (old, new) in paths.items():
+        moved = with_rows_reversed(new, repo.base / f"moved{mountpoint.replace('/', '-')}")
+        in_place = await CatalogDiff.open(new, old, mountpoint, spec, can_skip=lambda *_: False)
+        rebuilt = await CatalogDiff.open(moved, old, mountpoint, spec, can_skip=lambda *_: False)
+        listings = await _walk_diff(in_place, mountpoint)
+        assert any(listing.entries or listing.removed for listing in listings.values())
+        assert await _walk_diff(rebuilt, mountpoint) == listings
+        await in_place.close()
+        await rebuilt.close()
 
 
 async def test_full_walk_when_the_applied_version_left_the_cache(repo: Repo) -> None:
