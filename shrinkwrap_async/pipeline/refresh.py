@@ -228,10 +228,10 @@ class CatalogDiff(SharedByJobs):
     """The rows that differ between catalog ``old_path`` (applied) and ``new_path``.
 
     One SQLite connection reads the new catalog with the old one attached (both read-only);
-    the differences go to temporary tables, never into Python memory: ``changes`` (rows
-    added or changed, rows removed, nested catalogs to visit, each with its parent) and
-    ``dirty`` (every directory of the new version with a change below it, with its
-    parent). :meth:`children` then answers, per directory, from those tables alone.
+    the differences go to temporary tables: ``changes`` (rows added or changed, rows
+    removed, nested catalogs to visit, each with its parent) and ``dirty`` (every directory
+    of the new version with a change below it, with its parent). :meth:`children` then
+    answers, per directory, from those tables alone.
     Shared by the directory jobs of one catalog: ``acquire``/``release``, closed with the
     last release. Queries run in a worker thread, one at a time.
 
@@ -320,7 +320,10 @@ class CatalogDiff(SharedByJobs):
         try:
             new_nested, old_nested = await diff._run(_find_changes, connection)
             visit = diff._nested_to_visit(new_nested, old_nested, can_skip)
-            await diff._run(diff._mark_and_preload, visit)
+            rows = await diff._run(_mark_dirty, connection, visit)
+            if budget is not None and budget.take(rows):  # on the loop: budgets are shared
+                diff._held_rows = rows
+                diff._preloaded = await diff._run(diff._read_whole)
         except sqlite3.Error as error:
             await diff.close()
             raise DiffUnavailable(str(error)) from error
@@ -372,23 +375,14 @@ class CatalogDiff(SharedByJobs):
                 raise RuntimeError("catalog diff used after close")
             return await asyncio.to_thread(fn, *args)
 
-    def _mark_and_preload(self, visit: list[str]) -> None:
-        """:func:`_mark_dirty`, then read the whole difference if the budget has room."""
-        _mark_dirty(self._db, visit)
-        if self._budget is None:
-            return
-        (rows,) = self._db.execute(
-            "SELECT (SELECT count(*) FROM temp.changes) + (SELECT count(*) FROM temp.dirty)"
-        ).fetchone()
-        if not self._budget.take(rows):
-            return
-        self._held_rows = rows
-        preloaded: dict[tuple[int, int], tuple[list[tuple], list[tuple]]] = {}  # type: ignore[type-arg]
+    def _read_whole(self) -> dict[tuple[int, int], tuple[list[tuple], list[tuple]]]:  # type: ignore[type-arg]
+        """The whole difference, by parent directory: (changed rows, removed rows)."""
+        by_parent: dict[tuple[int, int], tuple[list[tuple], list[tuple]]] = {}  # type: ignore[type-arg]
         for row in self._db.execute(self._sql_all_children):
-            preloaded.setdefault((row[0], row[1]), ([], []))[0].append(row[2:])
+            by_parent.setdefault((row[0], row[1]), ([], []))[0].append(row[2:])
         for row in self._db.execute(self._sql_all_removed):
-            preloaded.setdefault((row[0], row[1]), ([], []))[1].append(row[2:])
-        self._preloaded = preloaded
+            by_parent.setdefault((row[0], row[1]), ([], []))[1].append(row[2:])
+        return by_parent
 
     async def children(self, directory: str) -> DiffListing:
         """What changed directly in ``directory`` (a directory of this catalog)."""
@@ -536,8 +530,9 @@ def _find_changes(db: sqlite3.Connection) -> tuple[list[tuple[str, str]], set[st
     return new_nested, old_nested
 
 
-def _mark_dirty(db: sqlite3.Connection, visit: Iterable[str]) -> None:
-    """Nested catalogs to visit become changes; every ancestor of a change becomes dirty."""
+def _mark_dirty(db: sqlite3.Connection, visit: Iterable[str]) -> int:
+    """Nested catalogs to visit become changes; every ancestor of a change becomes dirty.
+    Returns the rows of both tables."""
     db.executemany(
         "INSERT OR IGNORE INTO temp.changes SELECT md5path_1, md5path_2, parent_1, parent_2, "
         f"{_NESTED} FROM main.catalog WHERE md5path_1 = ? AND md5path_2 = ?",
@@ -555,6 +550,10 @@ def _mark_dirty(db: sqlite3.Connection, visit: Iterable[str]) -> None:
         "CREATE INDEX temp.changes_by_parent ON changes (p1, p2);"
         "CREATE INDEX temp.dirty_by_parent ON dirty (p1, p2);"
     )
+    (rows,) = db.execute(
+        "SELECT (SELECT count(*) FROM temp.changes) + (SELECT count(*) FROM temp.dirty)"
+    ).fetchone()
+    return int(rows)
 
 
 class RowBudget:
@@ -573,9 +572,9 @@ class RowBudget:
         self.available += rows
 
 
-# Rows of differences read whole at once over all open diffs (a row is a few hundred bytes;
-# 50,000 are about 20 MB): a 1 % change of a million entries fits, a mass change is queried
-# per directory.
+# Rows of differences read whole at once over all open diffs (about 500 bytes a row in
+# memory; 50,000 are about 25 MB): a 1 % change of a million entries fits, a mass change is
+# queried per directory.
 PRELOAD_ROWS = 50_000
 
 
