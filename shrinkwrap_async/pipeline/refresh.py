@@ -80,6 +80,9 @@ class RefreshPlan:
     applied: dict[str, str] = field(default_factory=dict)  # mountpoint → catalog hash
     # The last run did not finish: the directories it was changing may hold its temp names.
     after_unfinished: bool = False
+    # No export of another root hash ever completed here: the catalogs recorded are those
+    # of runs towards this root (a resumed export), to skip; none has an older version.
+    resumes_root: bool = False
 
     def can_skip(self, mountpoint: str, digest_hex: str, tree_root: Path) -> bool:
         """Whether the catalog ``digest_hex`` at ``mountpoint`` is already in the tree."""
@@ -125,6 +128,7 @@ async def plan_refresh(
         spec_changed=False,
         applied=await db.applied_catalogs(fqrn),
         after_unfinished=latest is not None and latest.status in UNFINISHED,
+        resumes_root=last is None or last.root_hash == root_hash,
     )
 
 

@@ -709,8 +709,8 @@ async def export_repository(
         if use_state and not options.dry_run and "shard" not in options.extra:
             db = await StateDB.for_destination(options.dest_base)
         try:
-            if db is None:
-                plan = RefreshPlan()
+            if db is None:  # a dry run, or a shard: skips only what its parent says is done
+                plan = RefreshPlan(applied=dict(options.extra.get("skip_catalogs") or {}))
             elif plan is None:
                 plan = await plan_refresh(
                     db,

@@ -284,18 +284,22 @@ def under_workers_parent() -> bool:
 # The root a ``--workers`` parent verified, set while it forks its shards: a forked shard
 # exports exactly that revision (as does the parent's final pass), however often the
 # repository is published meanwhile. A shard started as a new program verifies its own.
+# With it, the catalogs the state database records as complete in the tree (mountpoint ->
+# hash), which the shards skip as the final pass does: a resumed export does only the rest.
 _root_for_forks: Any = None
+_done_for_forks: dict[str, str] = {}
 
 
 @contextlib.contextmanager
-def root_for_forks(trusted: Any) -> Iterator[None]:
-    """While the shards are forked: they inherit ``trusted`` (a ``TrustedRoot``)."""
-    global _root_for_forks
-    _root_for_forks = trusted
+def root_for_forks(trusted: Any, done: dict[str, str] | None = None) -> Iterator[None]:
+    """While the shards are forked: they inherit ``trusted`` (a ``TrustedRoot``) and the
+    catalogs ``done`` already (mountpoint -> hash)."""
+    global _root_for_forks, _done_for_forks
+    _root_for_forks, _done_for_forks = trusted, dict(done or {})
     try:
         yield
     finally:
-        _root_for_forks = None
+        _root_for_forks, _done_for_forks = None, {}
 
 
 def root_from_parent(fqrn: str) -> Any:
@@ -304,6 +308,12 @@ def root_from_parent(fqrn: str) -> Any:
     if root is not None and root.fqrn == fqrn and under_workers_parent():
         return root
     return None
+
+
+def done_by_parent(fqrn: str) -> dict[str, str]:
+    """The catalogs complete in the tree that this forked shard's parent passed on (none for
+    a shard started as a new program, which then walks them again)."""
+    return dict(_done_for_forks) if root_from_parent(fqrn) is not None else {}
 
 
 def stop_with_workers_parent() -> None:

@@ -128,14 +128,16 @@ class DestinationState:
 
     @property
     def incremental(self) -> bool:
-        """A refresh that can start from the catalogs recorded in the tree."""
-        return bool(self.plan.applied)
+        """A refresh that can diff catalogs recorded in the tree against their new versions
+        (not a resumed export of this revision, whose recorded catalogs are only skipped)."""
+        return bool(self.plan.applied) and not self.plan.resumes_root
 
     @property
     def alone(self) -> bool:
         """Whether this run is best done in one process: a refresh walks only what changed
         between the catalogs (shards walk whole catalogs), and the step after ``--shard``
-        runs (a job array) has no data left to fetch."""
+        runs (a job array) has no data left to fetch. A resumed export of this revision
+        uses shards: they skip the catalogs recorded complete, as the final pass does."""
         return self.incremental or self.after_shards
 
 
@@ -314,7 +316,8 @@ def _run_shards(
         import shrinkwrap_async.pipeline.runner  # noqa: F401
 
         try:
-            with root_for_forks(state.trusted):  # every shard exports the parent's revision
+            # Every shard exports the parent's revision, and skips the catalogs it records.
+            with root_for_forks(state.trusted, state.plan.applied):
                 for index in range(workers):
                     env = dict(shard_env, **{STATS_FILE_ENV: str(stats_files[index])})
                     shard_argv = [*common, "--shard", f"{index}/{workers}", "--workers", "1"]

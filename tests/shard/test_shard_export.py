@@ -6,6 +6,8 @@ import asyncio
 import collections
 import json
 import os
+import shutil
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 from shrinkwrap_async.exitcodes import UsageError
 from shrinkwrap_async.hashing import Algorithm
 from shrinkwrap_async.pipeline.shard import Shard
+from shrinkwrap_async.state.db import StateDB, default_state_path
 from shrinkwrap_async.state.shard_marks import ShardMarks
 from shrinkwrap_async.testing.command_line import run_cli, run_cli_process, source_arguments
 from shrinkwrap_async.testing.publish import Publisher, PublishOptions
@@ -257,3 +260,60 @@ async def test_shards_remove_temp_names_a_killed_run_left(
     assert again.exit_code == 0, again.stderr
     assert json.loads(again.stdout)["workers"] == 2  # the walk was the shards'
     assert not stale.exists()
+
+
+async def test_workers_resume_a_first_export_in_shards_that_skip_recorded_catalogs(
+    synthetic_server: StaticServer, synthetic_repository: Path, tmp_path: Path
+) -> None:
+    """A first export stopped half-way (no export completed here, one nested catalog
+    recorded complete) resumes with shards, not in one process; they skip the recorded
+    catalog, as the final pass does, and complete the rest."""
+    common = source_arguments(
+        tmp_path, synthetic_server.url, synthetic_repository / "keys", SYNTHETIC
+    )
+    single, resumed = tmp_path / "single", tmp_path / "resumed"
+    assert await export_cli(*common, "-x", str(single)) == 0
+    assert await export_cli(*common, "-x", str(resumed)) == 0
+    db = await StateDB.for_destination(resumed)
+    try:
+        last = await db.last_export(SYNTHETIC)
+        assert last is not None
+        nested = sorted(m for m in await db.applied_catalogs(SYNTHETIC) if m)
+        assert len(nested) >= 2
+        kept, redone = nested[0], nested[1:]
+        await db.forget_catalogs(SYNTHETIC, ["", *redone])
+        await db.begin_export(
+            SYNTHETIC,
+            root_hash=last.root_hash,
+            revision=last.revision,
+            spec_digest=last.spec_digest,
+        )
+    finally:
+        await db.close()
+    with sqlite3.connect(default_state_path(resumed)) as state:  # never completed here
+        state.execute("DELETE FROM exports")
+    tree = resumed / SYNTHETIC
+    for mountpoint in redone:  # the part the stopped run had not done
+        shutil.rmtree(tree / mountpoint.lstrip("/"))
+    sentinel = tree / kept.lstrip("/") / "not-from-the-repository.txt"
+    mtime = sentinel.parent.stat().st_mtime_ns
+    sentinel.write_text("a walk of this catalog would prune it\n")
+    os.utime(sentinel.parent, ns=(mtime, mtime))
+
+    result = await run_cli_process(
+        "export", *common, "-x", str(resumed), "--workers", "2", "--json", "--no-progress"
+    )
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["workers"] == 2 and len(summary["shards"]) == 2
+    assert sentinel.is_file()  # the recorded catalog was skipped by shards and final pass
+    sentinel.unlink()
+    os.utime(sentinel.parent, ns=(mtime, mtime))
+    assert listing.diff(snapshot(single, SYNTHETIC), snapshot(resumed, SYNTHETIC)) == []
+    db = await StateDB.for_destination(resumed)
+    try:
+        done = await db.last_export(SYNTHETIC)
+        assert done is not None and done.root_hash == last.root_hash
+        assert set(await db.applied_catalogs(SYNTHETIC)) == {"", *nested}
+    finally:
+        await db.close()
