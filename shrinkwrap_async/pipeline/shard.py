@@ -204,7 +204,8 @@ class ShardRun:
     def __init__(self, shard: Shard, exporter: Exporter) -> None:
         self.shard = shard
         self.exporter = exporter
-        # Incremental-refresh state is not used by shards (it describes whole catalogs).
+        # Shards diff no catalog (a diff describes whole catalogs); they only skip those
+        # their parent records complete (a resumed export).
         exporter.store = ShardDataStore(exporter.options.store_root)
         self._reporter: threading.Thread | None = None
         stats_file = os.environ.get(STATS_FILE_ENV)
