@@ -361,9 +361,38 @@ class Fetcher:
                 raise_for_status=False,
                 trust_env=False,
                 skip_auto_headers=("Accept-Encoding",),
+                trace_configs=[self._reconnect_counter()],
             )
             self._sessions[name] = session
         return session
+
+    def _reconnect_counter(self) -> aiohttp.TraceConfig:
+        """Counts the attempts aiohttp makes on its own: a GET whose kept-alive connection
+        turns out to be closed is sent again on a new connection (RFC 9112 9.3.1.1) without
+        the caller seeing a failure (see :meth:`_count_resent`; the lean client reports
+        its own). ``trace_request_ctx``: the route."""
+        trace = _aiohttp().TraceConfig()
+
+        async def started(_session: object, context: Any, _params: object) -> None:
+            context.connections = context.redirects = 0
+
+        async def connected(_session: object, context: Any, _params: object) -> None:
+            context.connections += 1
+
+        async def redirected(_session: object, context: Any, _params: object) -> None:
+            context.redirects += 1
+
+        async def ended(_session: object, context: Any, _params: object) -> None:
+            for _ in range(context.connections - 1 - context.redirects):
+                self._count_resent(context.trace_request_ctx)
+
+        trace.on_request_start.append(started)
+        trace.on_connection_create_end.append(connected)
+        trace.on_connection_reuseconn.append(connected)
+        trace.on_request_redirect.append(redirected)
+        trace.on_request_end.append(ended)
+        trace.on_request_exception.append(ended)
+        return trace
 
     def _timeout_for(self, route: Route) -> float:
         if route.external:
@@ -622,6 +651,7 @@ class Fetcher:
                         limit=self.connections_per_endpoint,
                         connect_timeout=timeout,
                         read_timeout=timeout,
+                        on_resend=lambda route=route: self._count_resent(route),
                     )
                 target = route.host if route.proxy is not None else host.path
                 suffixes = (
@@ -811,6 +841,17 @@ class Fetcher:
                     continue
                 raise
 
+    def _count_resent(self, route: Route | None) -> None:
+        """A GET sent again on a new connection by the HTTP client itself (a kept-alive
+        connection closed before answering): one more request, a failed attempt, a retry."""
+        self.stats.requests += 1
+        self.stats.retries += 1
+        self.stats.failures += 1
+        self.stats.failure_kinds[TRANSFER] += 1
+        if route is not None:
+            self.stats.endpoint(route.endpoint).requests += 1
+            self.stats.endpoint(route.endpoint).failures += 1
+
     def _count_failure(self, route: Route, kind: str) -> None:
         self.stats.failures += 1
         self.stats.failure_kinds[kind] += 1
@@ -868,7 +909,10 @@ class Fetcher:
         self.stats.requests += 1
         try:
             async with session.get(
-                URL(url, encoded=True), proxy=proxy, headers=request_headers(no_cache=False)
+                URL(url, encoded=True),
+                proxy=proxy,
+                headers=request_headers(no_cache=False),
+                trace_request_ctx=route,
             ) as response:
                 if response.status != 200:
                     return None
@@ -916,7 +960,9 @@ class _Request:
         if self.headers:
             headers = {**headers, **self.headers}
         try:
-            self._context = session.get(url, proxy=route.proxy, headers=headers)
+            self._context = session.get(
+                url, proxy=route.proxy, headers=headers, trace_request_ctx=route
+            )
             response = await self._context.__aenter__()
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             self._context = None

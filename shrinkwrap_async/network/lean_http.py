@@ -359,7 +359,10 @@ class LeanPool:
         limit: int,
         connect_timeout: float | None,
         read_timeout: float | None,
+        on_resend: Callable[[], None] | None = None,
     ) -> None:
+        """``on_resend``: called for each request sent again on another connection because
+        a kept-alive one closed before it answered (the caller counts the attempt)."""
         parts = urlsplit(endpoint)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"lean HTTP needs an http:// endpoint, not {endpoint!r}")
@@ -370,6 +373,7 @@ class LeanPool:
         self._slots = asyncio.Semaphore(limit)
         self._idle: deque[_Connection] = deque()
         self._closed = False
+        self._on_resend = on_resend
 
     async def get(
         self, head: bytes, max_size: int | None, on_piece: OnPiece | None = None
@@ -389,8 +393,10 @@ class LeanPool:
                     raise
                 except LeanHTTPError:
                     connection.close()
-                    if not connection.answered:
-                        continue  # closed while idle (keep-alive timeout): try another
+                    if not connection.answered:  # closed while idle (keep-alive timeout)
+                        if self._on_resend is not None:
+                            self._on_resend()
+                        continue  # try another
                     raise
                 except BaseException:
                     connection.close()
