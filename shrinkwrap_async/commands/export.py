@@ -116,7 +116,8 @@ def export_loaded(
     extra: dict[str, Any] = {"shard": shard.Shard.parse(args.shard)} if args.shard else {}
     if args.shard and trusted is None:
         trusted = shard.root_from_parent(settings.fqrn)  # a forked shard of --workers
-        extra["skip_catalogs"] = shard.done_by_parent(settings.fqrn)
+    if args.shard:
+        extra["skip_catalogs"] = shard.done_by_parent(settings.fqrn)  # a resumed export
     if final_pass:
         extra["files_done"] = files_done
     options = ExportOptions(

@@ -65,6 +65,8 @@ SHARDS_STARTED_ENV = "SHRINKWRAP_ASYNC_SHARDS_STARTED"
 STALE_TEMP_MARGIN = 1.0
 STATS_PERIOD = 1.0
 PARENT_LOCK_ENV = "SHRINKWRAP_ASYNC_PARENT_LOCK"  # --workers: the parent holds the run lock
+# --workers: a JSON file of the catalogs complete in the tree, for the shards to skip
+DONE_CATALOGS_ENV = "SHRINKWRAP_ASYNC_DONE_CATALOGS"
 # An export keeps two cores busy (its event loop, its object worker process), so --workers 0
 # starts one shard per two usable cores; but on two or three cores it starts two, each
 # committing in a thread, which measured faster there than one export with its worker
@@ -285,22 +287,18 @@ def under_workers_parent() -> bool:
 # The root a ``--workers`` parent verified, set while it forks its shards: a forked shard
 # exports exactly that revision (as does the parent's final pass), however often the
 # repository is published meanwhile. A shard started as a new program verifies its own.
-# With it, the catalogs the state database records as complete in the tree (mountpoint ->
-# hash), which the shards skip as the final pass does: a resumed export does only the rest.
 _root_for_forks: Any = None
-_done_for_forks: dict[str, str] = {}
 
 
 @contextlib.contextmanager
-def root_for_forks(trusted: Any, done: dict[str, str] | None = None) -> Iterator[None]:
-    """While the shards are forked: they inherit ``trusted`` (a ``TrustedRoot``) and the
-    catalogs ``done`` already (mountpoint -> hash)."""
-    global _root_for_forks, _done_for_forks
-    _root_for_forks, _done_for_forks = trusted, dict(done or {})
+def root_for_forks(trusted: Any) -> Iterator[None]:
+    """While the shards are forked: they inherit ``trusted`` (a ``TrustedRoot``)."""
+    global _root_for_forks
+    _root_for_forks = trusted
     try:
         yield
     finally:
-        _root_for_forks, _done_for_forks = None, {}
+        _root_for_forks = None
 
 
 def root_from_parent(fqrn: str) -> Any:
@@ -311,10 +309,27 @@ def root_from_parent(fqrn: str) -> Any:
     return None
 
 
+def write_done_catalogs(path: Path, fqrn: str, catalogs: dict[str, str]) -> None:
+    """For the shards of a resumed export: the catalogs the state database records as
+    complete in the tree (mountpoint -> hash), which they skip as the final pass does."""
+    path.write_text(json.dumps({"fqrn": fqrn, "catalogs": catalogs}), encoding="utf-8")
+
+
 def done_by_parent(fqrn: str) -> dict[str, str]:
-    """The catalogs complete in the tree that this forked shard's parent passed on (none for
-    a shard started as a new program, which then walks them again)."""
-    return dict(_done_for_forks) if root_from_parent(fqrn) is not None else {}
+    """The catalogs complete in the tree that this shard's ``--workers`` parent passed on
+    (:func:`write_done_catalogs`); none otherwise, or if they cannot be read: the shard then
+    walks them again, which is slower, never wrong. A shard that verified another root
+    than its parent's may skip them too: a catalog is skipped only where its hash is the
+    one recorded, and the same hash means the same subtree."""
+    path = os.environ.get(DONE_CATALOGS_ENV)
+    if not path or not under_workers_parent():
+        return {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        catalogs = data["catalogs"] if data["fqrn"] == fqrn else {}
+        return {str(mountpoint): str(digest) for mountpoint, digest in catalogs.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def stop_with_workers_parent() -> None:

@@ -38,9 +38,11 @@ from shrinkwrap_async.pipeline.decompress_verify import WORKER_ENV
 from shrinkwrap_async.pipeline.progress import _size
 from shrinkwrap_async.pipeline.shard import (
     CORES_PER_SHARD,
+    DONE_CATALOGS_ENV,
     SHARDS_STARTED_ENV,
     STATS_FILE_ENV,
     root_for_forks,
+    write_done_catalogs,
 )
 from shrinkwrap_async.pipeline.shard_process import ShardProcess, start_shard
 from shrinkwrap_async.pipeline.summary import ExportStats, Failure
@@ -309,6 +311,10 @@ def _run_shards(
         stats_files = [Path(scratch) / f"shard-{k}.json" for k in range(workers)]
         processes: list[ShardProcess] = []
         shard_env = dict(os.environ, **{SHARDS_STARTED_ENV: repr(time.time())})
+        if state.plan.applied:  # a resumed export: the shards skip what is complete
+            done = Path(scratch) / "done-catalogs.json"
+            write_done_catalogs(done, settings.fqrn, state.plan.applied)
+            shard_env[DONE_CATALOGS_ENV] = str(done)
         if workers * CORES_PER_SHARD > cpu_count():  # the shards alone fill the cores
             shard_env.setdefault(WORKER_ENV, "0")  # commit in a thread, no extra process
         # What the shards run, imported once here before they are forked (the final pass
@@ -316,8 +322,7 @@ def _run_shards(
         import shrinkwrap_async.pipeline.runner  # noqa: F401
 
         try:
-            # Every shard exports the parent's revision, and skips the catalogs it records.
-            with root_for_forks(state.trusted, state.plan.applied):
+            with root_for_forks(state.trusted):  # every shard exports the parent's revision
                 for index in range(workers):
                     env = dict(shard_env, **{STATS_FILE_ENV: str(stats_files[index])})
                     shard_argv = [*common, "--shard", f"{index}/{workers}", "--workers", "1"]

@@ -16,6 +16,7 @@ import pytest
 from shrinkwrap_async.exitcodes import UsageError
 from shrinkwrap_async.hashing import Algorithm
 from shrinkwrap_async.pipeline.shard import Shard
+from shrinkwrap_async.pipeline.shard_process import SPAWN_ENV
 from shrinkwrap_async.state.db import StateDB, default_state_path
 from shrinkwrap_async.state.shard_marks import ShardMarks
 from shrinkwrap_async.testing.command_line import run_cli, run_cli_process, source_arguments
@@ -262,12 +263,19 @@ async def test_shards_remove_temp_names_a_killed_run_left(
     assert not stale.exists()
 
 
+@pytest.mark.parametrize("started", ["forked", "spawned"])
 async def test_workers_resume_a_first_export_in_shards_that_skip_recorded_catalogs(
-    synthetic_server: StaticServer, synthetic_repository: Path, tmp_path: Path
+    synthetic_server: StaticServer,
+    synthetic_repository: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    started: str,
 ) -> None:
     """A first export stopped half-way (no export completed here, one nested catalog
     recorded complete) resumes with shards, not in one process; they skip the recorded
-    catalog, as the final pass does, and complete the rest."""
+    catalog, as the final pass does, and complete the rest: forked shards and shards
+    started as new programs alike."""
+    monkeypatch.setenv(SPAWN_ENV, "1" if started == "spawned" else "0")
     common = source_arguments(
         tmp_path, synthetic_server.url, synthetic_repository / "keys", SYNTHETIC
     )
