@@ -677,8 +677,7 @@ class Fetcher:
         aiohttp's would be. A 200's body comes whole (over ``max_size``: bad data, or with
         ``refuse_large`` :class:`_TooLargeForLean`, and the caller streams it), or is
         handed to ``on_piece`` as it arrives."""
-        self.stats.requests += 1
-        self.stats.endpoint(route.endpoint).requests += 1
+        self._count_request(route)
         try:
             response = await lean.pool.get(lean.head(path, no_cache), max_size, on_piece)
         except LeanTooLarge as error:
@@ -841,16 +840,16 @@ class Fetcher:
                     continue
                 raise
 
-    def _count_resent(self, route: Route | None) -> None:
+    def _count_request(self, route: Route) -> None:
+        self.stats.requests += 1
+        self.stats.endpoint(route.endpoint).requests += 1
+
+    def _count_resent(self, route: Route) -> None:
         """A GET sent again on a new connection by the HTTP client itself (a kept-alive
         connection closed before answering): one more request, a failed attempt, a retry."""
-        self.stats.requests += 1
+        self._count_request(route)
+        self._count_failure(route, TRANSFER)
         self.stats.retries += 1
-        self.stats.failures += 1
-        self.stats.failure_kinds[TRANSFER] += 1
-        if route is not None:
-            self.stats.endpoint(route.endpoint).requests += 1
-            self.stats.endpoint(route.endpoint).failures += 1
 
     def _count_failure(self, route: Route, kind: str) -> None:
         self.stats.failures += 1
@@ -952,8 +951,7 @@ class _Request:
 
         aiohttp = _aiohttp()
         fetcher, route = self.fetcher, self.route
-        fetcher.stats.requests += 1
-        fetcher.stats.endpoint(route.endpoint).requests += 1
+        fetcher._count_request(route)
         url = URL(f"{route.host}/{escape_path(self.path)}", encoded=True)
         session = fetcher._session(route)
         headers = request_headers(no_cache=self.no_cache)

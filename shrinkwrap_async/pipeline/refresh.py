@@ -67,6 +67,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DirMeta = tuple[tuple[str, ...], int, int, int, int]  # rel, mode, uid, gid, mtime
+# A difference by parent directory (md5path key): (changed rows, removed rows)
+DiffRows = dict[tuple[int, int], tuple[list[tuple], list[tuple]]]  # type: ignore[type-arg]
 
 UNFINISHED = (RUNNING, ABORTED)  # a run in this state may have left any part half-done
 
@@ -263,38 +265,14 @@ class CatalogDiff(SharedByJobs):
         self._budget = budget
         self._held_rows = 0  # rows of ``budget`` this diff holds while preloaded
         # (parent_1, parent_2) -> (changed rows, removed rows), when read whole.
-        self._preloaded: dict[tuple[int, int], tuple[list[tuple], list[tuple]]] | None = None  # type: ignore[type-arg]
+        self._preloaded: DiffRows | None = None
         columns = ", ".join(
             "NULL" if c == "xattr" and not has_xattr else f"n.{c}" for c in ENTRY_COLUMNS
         )
-        self._sql_children = (
-            f"SELECT {columns}, max(x.dirty), o.flags FROM ("
-            f" SELECT m1, m2, 0 AS dirty FROM temp.changes"
-            f"  WHERE p1 = ?1 AND p2 = ?2 AND kind != {_REMOVED}"
-            " UNION ALL SELECT m1, m2, 1 FROM temp.dirty WHERE p1 = ?1 AND p2 = ?2) x"
-            " JOIN main.catalog n ON n.md5path_1 = x.m1 AND n.md5path_2 = x.m2"
-            " LEFT JOIN old.catalog o ON o.md5path_1 = x.m1 AND o.md5path_2 = x.m2"
-            " GROUP BY x.m1, x.m2 ORDER BY n.name"
-        )
-        self._sql_removed = (
-            "SELECT o.name, o.mode, o.flags FROM temp.changes c"
-            " JOIN old.catalog o ON o.md5path_1 = c.m1 AND o.md5path_2 = c.m2"
-            f" WHERE c.p1 = ? AND c.p2 = ? AND c.kind = {_REMOVED} ORDER BY o.name"
-        )
-        # The same two queries for every directory at once, each row led by its parent.
-        self._sql_all_children = (
-            f"SELECT x.p1, x.p2, {columns}, max(x.dirty), o.flags FROM ("
-            f" SELECT p1, p2, m1, m2, 0 AS dirty FROM temp.changes WHERE kind != {_REMOVED}"
-            " UNION ALL SELECT p1, p2, m1, m2, 1 FROM temp.dirty) x"
-            " JOIN main.catalog n ON n.md5path_1 = x.m1 AND n.md5path_2 = x.m2"
-            " LEFT JOIN old.catalog o ON o.md5path_1 = x.m1 AND o.md5path_2 = x.m2"
-            " GROUP BY x.m1, x.m2 ORDER BY x.p1, x.p2, n.name"
-        )
-        self._sql_all_removed = (
-            "SELECT c.p1, c.p2, o.name, o.mode, o.flags FROM temp.changes c"
-            " JOIN old.catalog o ON o.md5path_1 = c.m1 AND o.md5path_2 = c.m2"
-            f" WHERE c.kind = {_REMOVED} ORDER BY c.p1, c.p2, o.name"
-        )
+        # The changed and removed rows of the difference, each led by its parent's key, in
+        # name order per parent: of one directory (``?1``, ``?2``), or of all of them.
+        self._sql_changed, self._sql_removed = _difference_queries(columns, _ONE_PARENT)
+        self._sql_all_changed, self._sql_all_removed = _difference_queries(columns, "")
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -327,7 +305,7 @@ class CatalogDiff(SharedByJobs):
             rows = await diff._run(_mark_dirty, connection, visit)
             if budget is not None and budget.take(rows):  # on the loop: budgets are shared
                 diff._held_rows = rows
-                diff._preloaded = await diff._run(diff._read_whole)
+                diff._preloaded = await diff._run(diff._read, None)
         except sqlite3.Error as error:
             await diff.close()
             raise DiffUnavailable(str(error)) from error
@@ -379,13 +357,17 @@ class CatalogDiff(SharedByJobs):
                 raise RuntimeError("catalog diff used after close")
             return await asyncio.to_thread(fn, *args)
 
-    def _read_whole(self) -> dict[tuple[int, int], tuple[list[tuple], list[tuple]]]:  # type: ignore[type-arg]
-        """The whole difference, by parent directory: (changed rows, removed rows)."""
-        by_parent: dict[tuple[int, int], tuple[list[tuple], list[tuple]]] = {}  # type: ignore[type-arg]
-        for row in self._db.execute(self._sql_all_children):
-            by_parent.setdefault((row[0], row[1]), ([], []))[0].append(row[2:])
-        for row in self._db.execute(self._sql_all_removed):
-            by_parent.setdefault((row[0], row[1]), ([], []))[1].append(row[2:])
+    def _read(self, parent: tuple[int, int] | None) -> DiffRows:
+        """The difference in directory ``parent`` (its key), or in all of them (None), by
+        parent directory: (changed rows, removed rows)."""
+        if parent is None:
+            queries = ((self._sql_all_changed, ()), (self._sql_all_removed, ()))
+        else:
+            queries = ((self._sql_changed, parent), (self._sql_removed, parent))
+        by_parent: DiffRows = {}
+        for index, (sql, parameters) in enumerate(queries):
+            for row in self._db.execute(sql, parameters):
+                by_parent.setdefault((row[0], row[1]), ([], []))[index].append(row[2:])
         return by_parent
 
     async def children(self, directory: str) -> DiffListing:
@@ -395,9 +377,10 @@ class CatalogDiff(SharedByJobs):
             if self._preloaded is not None:
                 if self.closed:
                     raise RuntimeError("catalog diff used after close")
-                rows, removed_rows = self._preloaded.get(key, ((), ()))
+                read = self._preloaded
             else:
-                rows, removed_rows = await self._run(self._query_children, key)
+                read = await self._run(self._read, key)
+            rows, removed_rows = read.get(key, ((), ()))
         except sqlite3.Error as error:
             raise CatalogError(
                 f"catalog of {self.mountpoint or '/'}: cannot compare versions: {error}"
@@ -427,11 +410,6 @@ class CatalogDiff(SharedByJobs):
                 removed.append(name)
         return DiffListing(entries, descend, rewalk, removed)
 
-    def _query_children(self, key: tuple[int, int]) -> tuple[list[tuple], list[tuple]]:  # type: ignore[type-arg]
-        rows = self._db.execute(self._sql_children, key).fetchall()
-        removed = self._db.execute(self._sql_removed, key).fetchall()
-        return rows, removed
-
     # -- lifetime --------------------------------------------------------------------------
     async def close(self) -> None:
         async with self._lock:
@@ -442,6 +420,29 @@ class CatalogDiff(SharedByJobs):
                     self._budget.give(self._held_rows)
                     self._held_rows = 0
                 await asyncio.to_thread(self._db.close)
+
+
+_ONE_PARENT = " AND p1 = ?1 AND p2 = ?2"
+
+
+def _difference_queries(columns: str, parent: str) -> tuple[str, str]:
+    """The queries of the changed rows (with whether a change lies below, and the flags
+    the row had) and of the removed rows (name, mode, flags), each row led by its parent's
+    key; ``parent`` narrows both to one directory (:data:`_ONE_PARENT`) or is empty."""
+    changed = (
+        f"SELECT x.p1, x.p2, {columns}, max(x.dirty), o.flags FROM ("
+        f" SELECT p1, p2, m1, m2, 0 AS dirty FROM temp.changes WHERE kind != {_REMOVED}{parent}"
+        f" UNION ALL SELECT p1, p2, m1, m2, 1 FROM temp.dirty WHERE 1{parent}) x"
+        " JOIN main.catalog n ON n.md5path_1 = x.m1 AND n.md5path_2 = x.m2"
+        " LEFT JOIN old.catalog o ON o.md5path_1 = x.m1 AND o.md5path_2 = x.m2"
+        " GROUP BY x.m1, x.m2 ORDER BY x.p1, x.p2, n.name"
+    )
+    removed = (
+        "SELECT c.p1, c.p2, o.name, o.mode, o.flags FROM temp.changes c"
+        " JOIN old.catalog o ON o.md5path_1 = c.m1 AND o.md5path_2 = c.m2"
+        f" WHERE c.kind = {_REMOVED}{parent} ORDER BY c.p1, c.p2, o.name"
+    )
+    return changed, removed
 
 
 def _as_name(value: object) -> str:
