@@ -214,8 +214,7 @@ class _Connection(asyncio.Protocol):
                 if self._eof:
                     raise LeanHTTPError(f"short transfer: {len(buffer)} of {length} bytes")
                 await self._more(timeout)
-            body = bytes(buffer[:length])
-            del buffer[:length]
+            body = _cut(buffer, length)
         else:  # until the server closes the connection
             keep_alive = False
             received = 0
@@ -245,8 +244,7 @@ class _Connection(asyncio.Protocol):
     def _take(self, size: int) -> bytes:
         """The first ``size`` buffered bytes, removed (reading resumes once drained)."""
         buffer = self._buffer
-        piece = bytes(buffer[:size])
-        del buffer[:size]
+        piece = _cut(buffer, size)
         if self._paused and len(buffer) <= PAUSE_ABOVE // 2 and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
@@ -302,6 +300,19 @@ class _Connection(asyncio.Protocol):
                 await self._more(timeout)
             pieces.append(bytes(buffer[:size]))
             del buffer[: size + 2]
+
+
+def _cut(buffer: bytearray, size: int) -> bytes:
+    """The first ``size`` bytes of ``buffer``, removed from it, copied once (a slice of a
+    bytearray is a copy of its own)."""
+    if size == len(buffer):
+        piece = bytes(buffer)
+        buffer.clear()
+        return piece
+    with memoryview(buffer) as view:
+        piece = bytes(view[:size])
+    del buffer[:size]
+    return piece
 
 
 _HEADER_NAME_LENGTHS = frozenset(map(len, ("content-length", "transfer-encoding", "connection")))

@@ -116,6 +116,18 @@ async def test_framings_and_keep_alive(pool_for: Callable[..., LeanPool]) -> Non
         assert response.body == b"until close" and response.content_length is None
 
 
+async def test_bytes_after_a_body_are_not_part_of_it(pool_for: Callable[..., LeanPool]) -> None:
+    """A response followed at once by bytes nobody asked for: the body ends at its length
+    and the connection, whose next answer cannot be trusted, is not used again."""
+    body = bytes(range(256)) * 40
+    async with ScriptedServer(lambda head: ok(body) + b"HTTP/1.1 200 OK\r\n") as server:
+        pool = pool_for(server.endpoint)
+        for _ in range(2):
+            response = await pool.get(head_for("/", server.endpoint), None)
+            assert response.body == body and isinstance(response.body, bytes)
+        assert server.connections == 2
+
+
 class SlowConsumer:
     """Takes streamed pieces, sleeping now and then, and watches the client's buffer."""
 
