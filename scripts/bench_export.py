@@ -805,6 +805,31 @@ class BenchConfig:
     profile: str | None = None  # "pyinstrument" or "py-spy": one extra profiled export
     settle: float = 60.0  # seconds to wait after deleting destinations in the middle of a run
     dest_base: Path | None = None  # where destinations go (default: the cache's file system)
+    drop_caches: bool = False  # free the kernel's unused dentries and inodes first (root)
+
+
+def dentry_state() -> dict[str, int] | None:
+    """The kernel's dentry count and how many of them are unused (Linux), else None.
+
+    Millions of dentries left by earlier exports (a tmpfs keeps one per file it holds)
+    lengthen the kernel's path look-ups: the reference export took 1.93 s against 1.82 s
+    (medians of 8) after they were freed. The figures carry the count they were made at.
+    """
+    try:
+        fields = Path("/proc/sys/fs/dentry-state").read_text().split()
+    except OSError:
+        return None
+    return {"dentries": int(fields[0]), "unused": int(fields[1])}
+
+
+def drop_kernel_caches() -> None:
+    """Free unused dentries and inodes (``vm.drop_caches = 2``; needs root). Files whose
+    inodes go lose their cached pages too: the ceilings' first curl pass reads them again."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("2\n")
+    except OSError as error:
+        raise SystemExit(f"scripts/bench: --drop-caches: {error.strerror} (needs root)") from None
 
 
 def measure_ceilings(
@@ -872,12 +897,20 @@ def run_benchmark(config: BenchConfig, log: Any = print) -> dict[str, Any]:
     # ru_maxrss (see ``export_once``), and a million paths would be hundreds of MB.
     object_count, stored_bytes = count_objects(repo.data_dir("base"))
     label = config.name or (config.scale if isinstance(config.scale, str) else "custom")
+    if config.drop_caches:
+        log("dropping the kernel's unused dentries and inodes ...")
+        drop_kernel_caches()
     results: dict[str, Any] = {
         "scale": label,
         "seed": config.seed,
         "squid": config.squid,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "host": {"cpus": os.cpu_count(), "load_avg_at_start": list(os.getloadavg())},
+        "host": {
+            "cpus": os.cpu_count(),
+            "load_avg_at_start": list(os.getloadavg()),
+            "dentries_at_start": dentry_state(),
+            "caches_dropped": config.drop_caches,
+        },
         "repository": {
             "fqrn": repo.fqrn,
             "content_objects": object_count,
@@ -945,6 +978,7 @@ def run_benchmark(config: BenchConfig, log: Any = print) -> dict[str, Any]:
             log("deleting the destinations of this run ...")
             destinations.delete_all()
     results["host"]["load_avg_at_end"] = list(os.getloadavg())
+    results["host"]["dentries_at_end"] = dentry_state()
     if label == "reference":
         results["real_cvmfs_shrinkwrap"] = REAL_SHRINKWRAP
     config.results.mkdir(parents=True, exist_ok=True)
@@ -963,6 +997,18 @@ def _fmt(value: Any, spec: str = "") -> str:
     if value is None:
         return "-"
     return format(value, spec)
+
+
+def dentries_line(host: dict[str, Any]) -> str:
+    """The kernel's dentry counts the run started and ended with (older JSON has none)."""
+    start, end = host.get("dentries_at_start"), host.get("dentries_at_end")
+    if not start:
+        return "kernel dentries: not recorded"
+    dropped = " (unused ones freed first: --drop-caches)" if host.get("caches_dropped") else ""
+    text = f"kernel dentries at start {start['dentries']:,} ({start['unused']:,} unused){dropped}"
+    if end:
+        text += f", at end {end['dentries']:,}"
+    return text
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -987,6 +1033,7 @@ def format_table(results: dict[str, Any]) -> str:
             results["host"].get("load_avg_at_end", [0.0])[0],
             results["host"]["cpus"],
         ),
+        dentries_line(results["host"]),
         *(f"note: {note}" for note in results.get("notes", [])),
         "",
         "| case | -j | --workers | wall s | files/s | MB/s logical | MB/s transferred "
@@ -1118,6 +1165,12 @@ def main(argv: list[str] | None = None) -> int:
         help="where the exports are written (default: beside the cache; e.g. /dev/shm "
         "to measure the exporter without the disk)",
     )
+    parser.add_argument(
+        "--drop-caches",
+        action="store_true",
+        help="free the kernel's unused dentries and inodes before the run (root; see "
+        "docs/performance.md: what earlier runs leave there slows path look-ups)",
+    )
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     args = parser.parse_args(argv)
@@ -1140,6 +1193,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=args.profile,
         settle=args.settle,
         dest_base=args.dest_base.absolute() if args.dest_base else None,
+        drop_caches=args.drop_caches,
     )
     results = run_benchmark(config, log=lambda text: print(text, file=sys.stderr, flush=True))
     print(format_table(results))

@@ -78,6 +78,11 @@ def test_harness_produces_well_formed_results(tmp_path: Path) -> None:
     shown = f"default ({bench.auto_workers()})"  # type: ignore[attr-defined]
     assert f"| full export | 4 | {shown} |" in table and "no-change refresh" in table
     assert "curl(client fetch)+start" in table
+    # The kernel's dentry counts the figures were made at (they slow path look-ups).
+    host = written["host"]
+    assert host["caches_dropped"] is False
+    assert host["dentries_at_start"]["dentries"] >= host["dentries_at_start"]["unused"] >= 0
+    assert f"kernel dentries at start {host['dentries_at_start']['dentries']:,}" in table
     # Destinations are deleted after the run, and the deletion is recorded.
     assert not any((tmp_path / "cache").glob("bench-*"))
     assert (tmp_path / "cache" / bench.DELETION_MARKER).exists()  # type: ignore[attr-defined]
