@@ -83,6 +83,11 @@ def test_harness_produces_well_formed_results(tmp_path: Path) -> None:
     assert host["caches_dropped"] is False
     assert host["dentries_at_start"]["dentries"] >= host["dentries_at_start"]["unused"] >= 0
     assert f"kernel dentries at start {host['dentries_at_start']['dentries']:,}" in table
+    # What --drop-caches reads back afterwards: every file of the revision's store.
+    fqrn = written["repository"]["fqrn"]
+    data = tmp_path / "cache" / "tiny-seed1" / "base" / "cvmfs" / fqrn / "data"
+    stored = sum(path.stat().st_size for path in data.rglob("*") if path.is_file())
+    assert bench.read_objects(data) == stored > written["repository"]["stored_bytes"]  # type: ignore[attr-defined]
     # Destinations are deleted after the run, and the deletion is recorded.
     assert not any((tmp_path / "cache").glob("bench-*"))
     assert (tmp_path / "cache" / bench.DELETION_MARKER).exists()  # type: ignore[attr-defined]
