@@ -910,6 +910,7 @@ def run_benchmark(config: BenchConfig, log: Any = print) -> dict[str, Any]:
     # ru_maxrss (see ``export_once``), and a million paths would be hundreds of MB.
     object_count, stored_bytes = count_objects(repo.data_dir("base"))
     label = config.name or (config.scale if isinstance(config.scale, str) else "custom")
+    dentries_at_start = dentry_state()
     if config.drop_caches:
         log("dropping the kernel's unused dentries and inodes, reading the objects again ...")
         drop_kernel_caches()
@@ -923,8 +924,10 @@ def run_benchmark(config: BenchConfig, log: Any = print) -> dict[str, Any]:
         "host": {
             "cpus": os.cpu_count(),
             "load_avg_at_start": list(os.getloadavg()),
-            "dentries_at_start": dentry_state(),
+            "dentries_at_start": dentries_at_start,
             "caches_dropped": config.drop_caches,
+            # what the measurements started from (after --drop-caches and the read-back)
+            "dentries_measured_from": dentry_state(),
         },
         "repository": {
             "fqrn": repo.fqrn,
@@ -1019,10 +1022,14 @@ def dentries_line(host: dict[str, Any]) -> str:
     start, end = host.get("dentries_at_start"), host.get("dentries_at_end")
     if not start:
         return "kernel dentries: not recorded"
-    dropped = " (unused ones freed first: --drop-caches)" if host.get("caches_dropped") else ""
-    text = f"kernel dentries at start {start['dentries']:,} ({start['unused']:,} unused){dropped}"
+    text = f"kernel dentries at start {start['dentries']:,} ({start['unused']:,} unused)"
+    measured_from = host.get("dentries_measured_from")
+    if host.get("caches_dropped") and measured_from:
+        text += (
+            f"; after --drop-caches and reading the repository back {measured_from['dentries']:,}"
+        )
     if end:
-        text += f", at end {end['dentries']:,}"
+        text += f"; at end {end['dentries']:,}"
     return text
 
 
