@@ -55,7 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         type=int,
         default=None,
         metavar="N",
-        help="directories scanned in parallel (default: 4 x cores, at most 32)",
+        help="threads scanning directories in parallel where the file system answers "
+        "slowly, as network and parallel ones do (default: 4 x cores, at most 32); on a "
+        "local file system one thread is faster and scans alone",
     )
     add_lock_options(parser)
     add_log_options(parser)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import errno
 import os
 import shutil
 import stat
@@ -59,6 +60,9 @@ _HEX = frozenset("0123456789abcdef")
 # "object" or "temp", path relative to the data directory, size in bytes.
 RemovalCallback = Callable[[str, str, int], None]
 
+SLOW_ENTRY = 20e-6  # seconds per entry: a local file system takes 2-4 µs
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
 
 @dataclasses.dataclass(slots=True)
 class GcResult:
@@ -75,6 +79,7 @@ class GcResult:
     errors: int = 0
     first_error: str | None = None
     seconds: float = 0.0
+    entries: int = 0  # directories listed and files examined (not reported)
 
     def add(self, other: GcResult) -> None:
         for field in (
@@ -86,6 +91,7 @@ class GcResult:
             "temp_bytes_removed",
             "dirs_removed",
             "errors",
+            "entries",
         ):
             setattr(self, field, getattr(self, field) + getattr(other, field))
         if self.first_error is None:
@@ -119,7 +125,9 @@ class GcResult:
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
+        summary = dataclasses.asdict(self)
+        del summary["entries"]
+        return summary
 
 
 def collect_garbage(
@@ -134,8 +142,11 @@ def collect_garbage(
     """Sweep unreferenced objects and stale temporary files from the store (blocking).
 
     ``data_dir`` defaults to ``<dest-base>/.data``. The caller should hold the run lock.
-    ``workers`` threads walk the 256 top-level fan-out directories in parallel (helps on
-    network and parallel file systems, where each stat is a round trip). With ``dry_run``
+    Where the file system answers slowly (more than ``SLOW_ENTRY`` per entry in the first
+    top-level fan-out directory: a network or parallel file system, where each stat is a
+    round trip), ``workers`` threads walk the other 255 in parallel. On a local one a
+    single thread is faster: threads would wait for each other's GIL at every system call
+    (a million objects on tmpfs: 3.6 s in one thread, 6.1 s in two). With ``dry_run``
     nothing is removed and ``on_remove`` hears what would be.
     """
     data = Path(data_dir) if data_dir is not None else Path(dest_base) / DATA_DIR_NAME
@@ -147,9 +158,19 @@ def collect_garbage(
     result = GcResult(dry_run=dry_run)
     result.add(sweep.temp_area())
     top_dirs = list(_fanout_dirs(data))
-    with concurrent.futures.ThreadPoolExecutor(max(1, workers), "shrinkwrap-gc") as pool:
-        for partial in pool.map(sweep.top_dir, top_dirs):
-            result.add(partial)
+    if top_dirs:
+        # The first directory, alone, tells how fast the file system answers.
+        begun = time.perf_counter()
+        first = sweep.top_dir(top_dirs[0])
+        per_entry = (time.perf_counter() - begun) / max(1, first.entries)
+        result.add(first)
+        if workers > 1 and per_entry > SLOW_ENTRY:
+            with concurrent.futures.ThreadPoolExecutor(workers, "shrinkwrap-gc") as pool:
+                for partial in pool.map(sweep.top_dir, top_dirs[1:]):
+                    result.add(partial)
+        else:
+            for top in top_dirs[1:]:
+                result.add(sweep.top_dir(top))
     result.seconds = time.time() - started
     return result
 
@@ -261,59 +282,95 @@ class _Sweep:
             self._report("temp", entry.path, size)
 
     def top_dir(self, top: str) -> GcResult:
-        """One ``XX`` directory: its ``YY`` subdirectories, then itself if pruning."""
+        """One ``XX`` directory: its ``YY`` subdirectories, then itself if pruning.
+
+        Directories are read through descriptors and their entries looked at relative to
+        them: one path component per stat instead of the whole path (a third less system
+        time on tmpfs).
+        """
         result = GcResult(dry_run=self.dry_run)
         try:
-            subdirs = [entry.path for entry in os.scandir(top) if _is_fanout(entry.name)]
+            top_fd = os.open(top, _DIR_FLAGS)
         except OSError as error:
             result._error(f"cannot read {top}: {error.strerror}")
             return result
-        for subdir in subdirs:
-            self._leaf_dir(subdir, result)
+        try:
+            try:
+                names = [name for name in os.listdir(top_fd) if _is_fanout(name)]
+            except OSError as error:
+                result._error(f"cannot read {top}: {error.strerror}")
+                return result
+            result.entries += 1
+            for name in names:
+                self._leaf_dir(top_fd, top, name, result)
+        finally:
+            os.close(top_fd)
         if self.prune_empty_dirs:
             self._prune(top, result)
         return result
 
-    def _leaf_dir(self, directory: str, result: GcResult) -> None:
+    def _leaf_dir(self, top_fd: int, top: str, name: str, result: GcResult) -> None:
+        directory = f"{top}/{name}"
         try:
-            entries = os.scandir(directory)
-        except NotADirectoryError:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=top_fd)
+        except (NotADirectoryError, FileNotFoundError):
             return
         except OSError as error:
+            if error.errno == errno.ELOOP:  # a symbolic link: not ours
+                return
             result._error(f"cannot read {directory}: {error.strerror}")
             return
-        with entries:
-            for entry in entries:
-                self._object(entry, result)
+        try:
+            result.entries += 1
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    self._object(fd, directory, entry, result)
+        except OSError as error:
+            result._error(f"cannot read {directory}: {error.strerror}")
+        finally:
+            os.close(fd)
         if self.prune_empty_dirs:
             self._prune(directory, result)
 
-    def _object(self, entry: os.DirEntry[str], result: GcResult) -> None:
+    def _object(self, fd: int, directory: str, entry: os.DirEntry[str], result: GcResult) -> None:
+        result.entries += 1
         try:
-            info = entry.stat(follow_symlinks=False)
+            info = entry.stat(follow_symlinks=False)  # relative to ``fd``
         except FileNotFoundError:
             return
         except OSError as error:
-            result._error(f"cannot stat {entry.path}: {error.strerror}")
+            result._error(f"cannot stat {directory}/{entry.name}: {error.strerror}")
             return
         if not stat.S_ISREG(info.st_mode):
             return  # not ours: leave it alone
         if _is_temp_name(entry.name):
-            if self._remove_file(entry.path, result):
+            if self._remove_entry(fd, directory, entry.name, result):
                 result.temps_removed += 1
                 result.temp_bytes_removed += info.st_size
-                self._report("temp", entry.path, info.st_size)
+                self._report("temp", f"{directory}/{entry.name}", info.st_size)
             return
         result.objects_seen += 1
         if info.st_nlink > 1 or info.st_ctime_ns >= self.started_ns:
             result.objects_kept += 1
             return
-        if self._remove_file(entry.path, result):
+        if self._remove_entry(fd, directory, entry.name, result):
             result.objects_removed += 1
             result.bytes_removed += info.st_size
-            self._report("object", entry.path, info.st_size)
+            self._report("object", f"{directory}/{entry.name}", info.st_size)
         else:
             result.objects_kept += 1
+
+    def _remove_entry(self, fd: int, directory: str, name: str, result: GcResult) -> bool:
+        if self.dry_run:
+            return True
+        try:
+            os.unlink(name, dir_fd=fd)
+        except FileNotFoundError:
+            return False
+        except OSError as error:
+            result._error(f"cannot remove {directory}/{name}: {error.strerror}")
+            return False
+        return True
 
     def _prune(self, directory: str, result: GcResult) -> None:
         """Remove ``directory`` if it is empty (never in a dry run)."""

@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from shrinkwrap_async.cli import main
 from shrinkwrap_async.exitcodes import StorageError
+from shrinkwrap_async.state import gc
 from shrinkwrap_async.state.gc import collect_garbage
 from shrinkwrap_async.state.lock import RunLock
 
@@ -65,10 +67,24 @@ def make_export(dest: Path) -> dict[str, set[Path]]:
     return {"linked": linked, "orphans": orphans, "temps": temps}
 
 
-def test_removes_exactly_the_orphans_and_stale_temps(tmp_path: Path) -> None:
+@pytest.fixture(params=["one thread", "threads"])
+def answers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The file system as the sweep judges it: local and quick (one thread), or slow to
+    answer like a network file system (the fan-out directories swept by threads)."""
+    monkeypatch.setattr(gc, "SLOW_ENTRY", 0.0 if request.param == "threads" else 1.0)
+    return str(request.param)
+
+
+def test_removes_exactly_the_orphans_and_stale_temps(tmp_path: Path, answers: str) -> None:
     sets = make_export(tmp_path)
     removed: list[tuple[str, str, int]] = []
-    result = collect_garbage(tmp_path, on_remove=lambda *row: removed.append(row))
+    sweepers: set[str] = set()
+
+    def on_remove(*row: object) -> None:
+        removed.append(row)  # type: ignore[arg-type]
+        sweepers.add(threading.current_thread().name)
+
+    result = collect_garbage(tmp_path, workers=4, on_remove=on_remove)
     for path in sets["linked"]:
         assert path.exists(), path
     for path in sets["orphans"] | sets["temps"]:
@@ -82,6 +98,9 @@ def test_removes_exactly_the_orphans_and_stale_temps(tmp_path: Path) -> None:
     )
     assert result.temps_removed == 3
     assert result.errors == 0
+    # The first fan-out directory is swept alone; the others by threads only if it was slow.
+    in_threads = {name for name in sweepers if name.startswith("shrinkwrap-gc")}
+    assert bool(in_threads) == (answers == "threads"), sweepers
     assert {name for kind, name, _ in removed if kind == "object"} == {
         str(p.relative_to(tmp_path / ".data")) for p in sets["orphans"]
     }
@@ -111,6 +130,18 @@ def test_object_linked_while_sweeping_is_kept(tmp_path: Path) -> None:
     os.link(target, tmp_path / "t" / "f")
     result = collect_garbage(tmp_path)
     assert target.exists() and result.objects_removed == 0 and result.objects_kept == 1
+
+
+def test_a_symlinked_fanout_directory_is_not_followed(tmp_path: Path) -> None:
+    """Whatever a symbolic link in the store points at is not the store's to remove."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / f"{'99' * 18}.{META}").write_bytes(b"someone else's file")
+    (tmp_path / ".data" / "99").mkdir(parents=True)
+    (tmp_path / ".data" / "99" / "99").symlink_to(elsewhere)
+    result = collect_garbage(tmp_path)
+    assert (elsewhere / f"{'99' * 18}.{META}").exists()
+    assert (result.objects_seen, result.objects_removed, result.errors) == (0, 0, 0)
 
 
 def test_prune_empty_dirs(tmp_path: Path) -> None:
