@@ -219,6 +219,7 @@ class ObjectFetchStage:
                 self.stats.objects_needed += 1
             return
         self.in_flight[job.name] = [job]
+        self.store.note_pending(job.name)
         try:
             if await self._copy_same_content(job):
                 await self.completed(job.name, job.size, copied=True)

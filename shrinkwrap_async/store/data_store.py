@@ -149,6 +149,14 @@ class DataStore:
         # names. One it has not met yet is made before the first object goes into it, so
         # a fresh store costs one mkdir per directory, not a failed link, a stat and a mkdir.
         self._fanouts: set[str] = set()
+        # A store without objects when this run prepared it (a first export) can only hold
+        # what this process made or sets out to make: shards split objects by content, so
+        # another writer of one of ours is not expected (and would only cost a second
+        # fetch). Look-ups in any other fan-out directory are answered without a call (on
+        # a parallel file system each is a round trip: 16,000 failed opens for the
+        # reference export).
+        self._empty_at_start = False
+        self._pending_fanouts: set[str] = set()
         # The store's root, opened once: the calls of every object name paths relative to
         # it, so the kernel does not walk the whole destination path for each of them.
         self._root_fd: int | None = None
@@ -193,6 +201,9 @@ class DataStore:
         """Create the store and this run's temp dir; sweep temps of dead runs. Returns count."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            self._empty_at_start = not any(
+                len(name) == 2 and not name.startswith(".") for name in os.listdir(self.root)
+            )
             (self.root / TEMP_DIR).mkdir(mode=FANOUT_MODE, exist_ok=True)
             swept = self.sweep_stale_temps()
             self.temp_dir.mkdir(mode=FANOUT_MODE, exist_ok=True)
@@ -271,6 +282,13 @@ class DataStore:
         root = self.root_fd
         for name in names:
             fanout, _, base = name.rpartition("/")
+            if (
+                self._empty_at_start
+                and fanout not in self._pending_fanouts
+                and fanout not in self._fanouts
+            ):
+                found.append("")  # nothing of this content made since the store was empty
+                continue
             try:
                 if fanout in self._fanouts:
                     try:
@@ -289,6 +307,12 @@ class DataStore:
             else:
                 found.append(_same_content_in(fanout, base, listing) or "")
         return found
+
+    def note_pending(self, name: str) -> None:
+        """This process sets out to make object ``name`` (fetch, stream or copy): look-ups
+        in its fan-out directory ask the file system from now on."""
+        if self._empty_at_start:
+            self._pending_fanouts.add(name.rpartition("/")[0])
 
     def same_content(self, name: str) -> str | None:
         """A committed object with the content of ``name`` under other metadata, if any.

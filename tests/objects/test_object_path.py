@@ -371,6 +371,27 @@ def test_look_up_answers_alike_for_met_and_unmet_fan_out_directories(tmp_path: P
     assert reader.same_content("ab/cd/ef.2") == "ab/cd/ef.0"
 
 
+def test_a_store_empty_at_the_start_answers_for_its_own_objects_only(tmp_path: Path) -> None:
+    """A first export's store holds only what its process made or set out to make: other
+    fan-out directories are not asked (an object put there behind its back is not seen);
+    one that was noted pending, or that it made itself, is asked as usual."""
+    meta = ObjectMeta(0o644, os.getuid(), os.getgid(), 1_700_000_000)
+    store = DataStore(tmp_path / ".data", chown=False)
+    store.prepare()
+    behind_its_back = DataStore(tmp_path / ".data", chown=False)
+    behind_its_back.write_object("ab/cd/ef.0", b"x", meta)
+    behind_its_back.write_object("12/34/56.0", b"y", meta)
+    assert store.look_up(["ab/cd/ef.0", "ab/cd/ef.1", "12/34/56.0"]) == ["", "", ""]
+    store.note_pending("ab/cd/ef.1")  # being fetched: its directory is asked from now on
+    assert store.look_up(["ab/cd/ef.0", "ab/cd/ef.1"]) == ["ab/cd/ef.0", "ab/cd/ef.0"]
+    store.write_object("77/88/99.0", b"z", meta)
+    assert store.look_up(["77/88/99.0", "12/34/56.0"]) == ["77/88/99.0", ""]
+    # A store that held objects when prepared is asked for every name.
+    again = DataStore(tmp_path / ".data", chown=False)
+    again.prepare()
+    assert again.look_up(["12/34/56.0", "ab/cd/ef.0"]) == ["12/34/56.0", "ab/cd/ef.0"]
+
+
 @pytest.mark.parametrize("unnamed", ["1", "0"], ids=["unnamed-temp", "named-temp"])
 def test_streamed_objects_appear_complete_under_their_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: str
