@@ -160,15 +160,61 @@ async def test_fix3_special_files_exported_not_aborting(
     assert allowed_problems(expected, rest) == []
 
 
+def _unmount(mountpoint: Path) -> None:
+    for _ in range(50):  # the daemon may still hold a file the test just closed
+        for command in (["fusermount3", "-u"], ["fusermount", "-u"], ["umount"]):
+            if shutil.which(command[0]) is None:
+                continue
+            if subprocess.run([*command, str(mountpoint)], capture_output=True).returncode == 0:
+                return
+        time.sleep(0.1)
+    subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
+
+
+@pytest.fixture(params=["local", "fuse"])
+def destination(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """Where the export goes: a local directory, or one of a FUSE file system (bindfs; no
+    ``O_TMPFILE``, no ``RENAME_NOREPLACE``, every metadata call a round trip to a daemon,
+    as on the user-space file systems some sites mount; skipped where FUSE is missing)."""
+    if request.param == "local":
+        yield tmp_path / "dest"
+        return
+    if shutil.which("bindfs") is None or not Path("/dev/fuse").exists():
+        pytest.skip("bindfs or /dev/fuse is not available")
+    backing, mountpoint = tmp_path / "backing", tmp_path / "fuse"
+    backing.mkdir()
+    mountpoint.mkdir()
+    mounted = subprocess.run(
+        ["bindfs", "--no-allow-other", str(backing), str(mountpoint)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount bindfs here: {mounted.stderr.strip()[:200]}")
+    try:
+        yield mountpoint / "dest"
+    finally:
+        _unmount(mountpoint)
+
+
 @needs_root
 async def test_incremental_a_to_b_gives_the_b_tree(
-    fixture_server: StaticServer, fixture_docroot: Path, fixtures_dir: Path, tmp_path: Path
+    fixture_server: StaticServer,
+    fixture_docroot: Path,
+    fixtures_dir: Path,
+    tmp_path: Path,
+    destination: Path,
 ) -> None:
+    """Revision A, then B over it: the real tool's trees of both; then the gc collects
+    only what A alone used."""
     fqrn = "fix1.test.local"
-    dest = tmp_path / "dest"
-    await export_revision(
+    dest = destination
+    stats = await export_revision(
         fixture_server, fixture_docroot, fixtures_dir, tmp_path, fqrn, 2, "/*\n", dest
     )
+    assert stats.failures == [] and stats.data_files > 0
+    expected = json.loads((fixtures_dir / "expected" / fqrn / "all_A.json").read_text())
+    assert allowed_problems(expected, listing.dump(str(dest), fqrn)) == []
     stats = await export_revision(
         fixture_server, fixture_docroot, fixtures_dir, tmp_path, fqrn, 3, "/*\n", dest
     )
@@ -178,6 +224,12 @@ async def test_incremental_a_to_b_gives_the_b_tree(
     assert dump_xattrs(dest / fqrn) == json.loads(
         (fixtures_dir / "expected" / fqrn / "inc_A_to_B.xattrs.json").read_text()
     )
+    assert not any((dest / ".data" / ".tmp").iterdir())
+
+    result = collect_garbage(dest)
+    assert result.errors == 0 and result.objects_removed > 0
+    assert all(p.stat().st_nlink > 1 for p in (dest / ".data").glob("??/??/*"))
+    assert allowed_problems(expected, listing.dump(str(dest), fqrn)) == []
 
 
 async def test_corrupt_object_never_reaches_the_tree(
@@ -210,75 +262,3 @@ async def test_hostile_name_refused(tmp_path: Path) -> None:
         with pytest.raises(UnsafePathError):
             list(select_children(Spec.everything(), [entry]))
     assert issubclass(UnsafePathError, ShrinkwrapError)
-
-
-# -- onto a FUSE file system (bindfs): no O_TMPFILE, no RENAME_NOREPLACE, every metadata
-# call a round trip to a daemon, as on the user-space file systems some sites mount.
-
-
-def _unmount(mountpoint: Path) -> None:
-    for _ in range(50):  # the daemon may still hold a file the test just closed
-        for command in (["fusermount3", "-u"], ["fusermount", "-u"], ["umount"]):
-            if shutil.which(command[0]) is None:
-                continue
-            if subprocess.run([*command, str(mountpoint)], capture_output=True).returncode == 0:
-                return
-        time.sleep(0.1)
-    subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
-
-
-@pytest.fixture
-def fuse_dir(tmp_path: Path) -> Iterator[Path]:
-    """A directory mounted with bindfs over another one (skipped where FUSE is missing)."""
-    if shutil.which("bindfs") is None or not Path("/dev/fuse").exists():
-        pytest.skip("bindfs or /dev/fuse is not available")
-    backing, mountpoint = tmp_path / "backing", tmp_path / "fuse"
-    backing.mkdir()
-    mountpoint.mkdir()
-    mounted = subprocess.run(
-        ["bindfs", "--no-allow-other", str(backing), str(mountpoint)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount bindfs here: {mounted.stderr.strip()[:200]}")
-    try:
-        yield mountpoint
-    finally:
-        _unmount(mountpoint)
-
-
-@needs_root
-async def test_export_refresh_and_gc_on_fuse(
-    fixture_server: StaticServer,
-    fixture_docroot: Path,
-    fixtures_dir: Path,
-    tmp_path: Path,
-    fuse_dir: Path,
-) -> None:
-    fqrn = "fix1.test.local"
-    dest = fuse_dir / "dest"
-    stats = await export_revision(
-        fixture_server, fixture_docroot, fixtures_dir, tmp_path, fqrn, 2, "/*\n", dest
-    )
-    assert stats.failures == [] and stats.data_files > 0
-    expected = json.loads((fixtures_dir / "expected" / fqrn / "all_A.json").read_text())
-    assert allowed_problems(expected, listing.dump(str(dest), fqrn)) == []
-    assert not any((dest / ".data" / ".tmp").iterdir())
-
-    # The next revision over the same destination: the real tool's tree of revision B.
-    stats = await export_revision(
-        fixture_server, fixture_docroot, fixtures_dir, tmp_path, fqrn, 3, "/*\n", dest
-    )
-    assert stats.failures == [] and stats.removed > 0
-    expected = json.loads((fixtures_dir / "expected" / fqrn / "all_B.json").read_text())
-    assert allowed_problems(expected, listing.dump(str(dest), fqrn)) == []
-    assert dump_xattrs(dest / fqrn) == json.loads(
-        (fixtures_dir / "expected" / fqrn / "inc_A_to_B.xattrs.json").read_text()
-    )
-
-    # Objects only revision A used are garbage now; what B's tree links stays.
-    result = collect_garbage(dest)
-    assert result.errors == 0 and result.objects_removed > 0
-    assert all(p.stat().st_nlink > 1 for p in (dest / ".data").glob("??/??/*"))
-    assert allowed_problems(expected, listing.dump(str(dest), fqrn)) == []
