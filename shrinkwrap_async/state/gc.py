@@ -213,11 +213,12 @@ class _Sweep:
             with self._callback_lock:
                 self.on_remove(kind, os.path.relpath(path, self.data), size)
 
-    def _remove_file(self, path: str, result: GcResult) -> bool:
+    def _remove_file(self, path: str, result: GcResult, *, dir_fd: int | None = None) -> bool:
+        """Unlink ``path`` (relative to ``dir_fd`` if given); errors are counted."""
         if self.dry_run:
             return True
         try:
-            os.unlink(path)
+            os.unlink(os.path.basename(path) if dir_fd is not None else path, dir_fd=dir_fd)
         except FileNotFoundError:
             return False
         except OSError as error:
@@ -343,34 +344,23 @@ class _Sweep:
             return
         if not stat.S_ISREG(info.st_mode):
             return  # not ours: leave it alone
+        path = f"{directory}/{entry.name}"
         if _is_temp_name(entry.name):
-            if self._remove_entry(fd, directory, entry.name, result):
+            if self._remove_file(path, result, dir_fd=fd):
                 result.temps_removed += 1
                 result.temp_bytes_removed += info.st_size
-                self._report("temp", f"{directory}/{entry.name}", info.st_size)
+                self._report("temp", path, info.st_size)
             return
         result.objects_seen += 1
         if info.st_nlink > 1 or info.st_ctime_ns >= self.started_ns:
             result.objects_kept += 1
             return
-        if self._remove_entry(fd, directory, entry.name, result):
+        if self._remove_file(path, result, dir_fd=fd):
             result.objects_removed += 1
             result.bytes_removed += info.st_size
-            self._report("object", f"{directory}/{entry.name}", info.st_size)
+            self._report("object", path, info.st_size)
         else:
             result.objects_kept += 1
-
-    def _remove_entry(self, fd: int, directory: str, name: str, result: GcResult) -> bool:
-        if self.dry_run:
-            return True
-        try:
-            os.unlink(name, dir_fd=fd)
-        except FileNotFoundError:
-            return False
-        except OSError as error:
-            result._error(f"cannot remove {directory}/{name}: {error.strerror}")
-            return False
-        return True
 
     def _prune(self, directory: str, result: GcResult) -> None:
         """Remove ``directory`` if it is empty (never in a dry run)."""
