@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from shrinkwrap_async.cli import add_verbosity_options, repository_name, requests_in_flight
 from shrinkwrap_async.commands._running import load_source_arguments, run_stoppable
 from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError
-from shrinkwrap_async.pipeline import shard
+from shrinkwrap_async.pipeline import catalog_shards, shard
 from shrinkwrap_async.runtime import run_async
 from shrinkwrap_async.state.eventlog import add_log_options, install_json_log, log_event
 from shrinkwrap_async.state.lock import RunLock, add_lock_options
@@ -118,6 +118,9 @@ def export_loaded(
         trusted = shard.root_from_parent(settings.fqrn)  # a forked shard of --workers
     if args.shard:
         extra["skip_catalogs"] = shard.done_by_parent(settings.fqrn)  # a resumed export
+        split = catalog_shards.split_from_parent(settings.fqrn)  # a refresh split by catalog
+        if split is not None:
+            extra["catalog_split"] = split
     if final_pass:
         extra["files_done"] = files_done
     options = ExportOptions(

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,7 +27,7 @@ from shrinkwrap_async.catalogs.entry import DirEntry
 from shrinkwrap_async.catalogs.reader import ChildCounts
 from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.config.variant_symlinks import expand_variant_symlink
-from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError, TrustError
+from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError, StorageError, TrustError
 from shrinkwrap_async.link.directory_spool import DirectorySpool
 from shrinkwrap_async.link.shared_mtimes import SharedMtimes
 from shrinkwrap_async.link.tree_writer import TreeWriter
@@ -39,6 +39,7 @@ from shrinkwrap_async.network.errors import (
 )
 from shrinkwrap_async.pipeline.blocking_calls import BlockingCalls
 from shrinkwrap_async.pipeline.catalog_fetch import CatalogHandle, CatalogOpener
+from shrinkwrap_async.pipeline.catalog_shards import CatalogShardRun
 from shrinkwrap_async.pipeline.decompress_verify import SmallObjectCommitter
 from shrinkwrap_async.pipeline.link_stage import DirectoryOp, LinkStage, SpecialOp, SymlinkOp
 from shrinkwrap_async.pipeline.object_fetch import FileJob, ObjectFetchStage, most_serious
@@ -51,7 +52,7 @@ from shrinkwrap_async.pipeline.refresh import (
     RefreshPlan,
     plan_refresh,
 )
-from shrinkwrap_async.pipeline.shard import PARTITION, shard_run
+from shrinkwrap_async.pipeline.shard import PARTITION, is_race, shard_run
 from shrinkwrap_async.pipeline.spec_filter import select_children
 from shrinkwrap_async.pipeline.summary import ExportStats, Failure
 from shrinkwrap_async.runtime import cpu_count
@@ -386,6 +387,8 @@ class Exporter:
         if progress.failed:
             self.failed_mountpoints.append(progress.mountpoint)
             return
+        if self.passes_through(progress.mountpoint):
+            return  # a catalog shard passed through it: the final pass applies it
         if progress.mountpoint == "":
             self.root_applied = progress.digest_hex  # recorded after the final directory pass
             return
@@ -474,6 +477,8 @@ class Exporter:
                 share = self.shard.listing_share(job.rel) if self.shard is not None else None
                 listed = handle.catalog.list_directory(job.path, content_share=share)
                 entries = [e async for e in listed]
+            catalog = job.progress.mountpoint if job.progress is not None else None
+            passing = catalog is not None and self.passes_through(catalog)
             keep: list[str] = []
             ops: list[DirectoryOp | SymlinkOp | SpecialOp] = []
             subdirs: list[tuple[DirEntry, tuple[str, ...]]] = []
@@ -482,6 +487,11 @@ class Exporter:
             for entry, selection in select_children(self.spec, entries):
                 rel = (*job.rel, entry.name)
                 keep.append(entry.name)
+                if passing:  # only the way to this shard's catalogs
+                    if entry.is_directory and selection.descend:
+                        ops.append(DirectoryOp(rel, entry.mode, 0, 0, entry.mtime, entry.xattrs))
+                        subdirs.append((entry, rel))
+                    continue
                 if entry.is_directory:
                     self.stats.dirs += 1
                     uid, gid = self.owner(entry.uid, entry.gid)
@@ -511,7 +521,11 @@ class Exporter:
                 self.stats.bytes += others.file_bytes
                 self.stats.symlinks += others.symlinks
                 self.stats.specials += others.specials
-            if not self.options.dry_run:
+            if passing:
+                assert self.link is not None
+                writer = self.link.writer
+                await self._tree(_make_directories, writer, [op for op in ops if op.rel])
+            elif not self.options.dry_run:
                 assert self.link is not None
                 if others is not None:  # ``keep`` names the directories only: nothing removed
                     removed = await self._tree(self.link.apply_changes, job.rel, (), keep, ops)
@@ -531,6 +545,12 @@ class Exporter:
             if self.shard is not None:  # shards start in different subdirectories
                 subdirs = self.shard.shard.walk_order(subdirs)
             for entry, rel in subdirs:
+                if (
+                    entry.is_nested_mountpoint
+                    and catalog is not None
+                    and self._leaves_to_another(entry, catalog)
+                ):
+                    continue
                 if entry.is_nested_mountpoint:
                     ref = await handle.catalog.nested_catalog(entry.path)
                     if ref is not None and self.refresh.can_skip(
@@ -583,6 +603,20 @@ class Exporter:
             await handle.release()
             if diff is not None:
                 await diff.release()
+
+    def passes_through(self, mountpoint: str) -> bool:
+        """Whether this run only walks through the catalog at ``mountpoint``, applying
+        nothing of it: the root catalog, for a shard of a refresh split by catalog."""
+        return mountpoint == "" and isinstance(self.shard, CatalogShardRun)
+
+    def _leaves_to_another(self, entry: DirEntry, catalog: str) -> bool:
+        """Whether the nested catalog at ``entry`` is another shard's to refresh (one right
+        below the root catalog, of a refresh split by catalog)."""
+        return (
+            isinstance(self.shard, CatalogShardRun)
+            and catalog == ""
+            and not self.shard.owns_catalog(entry.path)
+        )
 
     def _skip_catalog(self, mountpoint: str) -> None:
         if mountpoint not in self.skipped_mountpoints:
@@ -659,6 +693,19 @@ class Exporter:
                 await progress.done()
 
 
+def _make_directories(writer: TreeWriter, ops: list[DirectoryOp]) -> None:
+    """The directories on a catalog shard's way to its catalogs, made where missing (their
+    metadata is the final pass's); another shard may be making the same ones."""
+    for op in ops:
+        for attempt in (1, 2):
+            try:
+                writer.make_directory(op.rel, op.xattrs)
+                break
+            except StorageError as error:
+                if attempt == 2 or not is_race(error):
+                    raise
+
+
 def first_shrinkwrap_error(group: BaseExceptionGroup[Any]) -> BaseException:
     """The error that ends the run, from a (nested) exception group: see ``most_serious``
     (a local storage failure that escaped as an OSError comes back as a StorageError)."""
@@ -709,7 +756,10 @@ async def export_repository(
         if use_state and not options.dry_run and "shard" not in options.extra:
             db = await StateDB.for_destination(options.dest_base)
         try:
-            if db is None:  # a dry run, or a shard: skips only what its parent says is done
+            split = options.extra.get("catalog_split")
+            if split is not None:  # a shard of a refresh split by catalog: diffs as its parent
+                plan = RefreshPlan(spec_changed=False, applied=dict(split.applied))
+            elif db is None:  # a dry run, or a shard: skips only what its parent says is done
                 plan = RefreshPlan(applied=dict(options.extra.get("skip_catalogs") or {}))
             elif plan is None:
                 plan = await plan_refresh(
@@ -807,6 +857,14 @@ async def _run_recorded(
             digest=digest_hex,
         )
 
+    reported: dict[str, str] = {}
+
+    async def report(mountpoint: str, digest_hex: str) -> None:
+        reported[mountpoint] = digest_hex  # a catalog shard: its parent records them
+
+    on_applied = applied if db is not None else None
+    if "catalog_split" in options.extra:
+        on_applied = report
     if db is not None:
         await db.begin_export(
             fqrn, root_hash=root_hex, revision=trusted.revision, spec_digest=spec.digest()
@@ -824,7 +882,7 @@ async def _run_recorded(
         fetcher,
         cache,
         refresh=plan,
-        on_catalog_applied=applied if db is not None else None,
+        on_catalog_applied=on_applied,
         files_done=files_done,
     )
     status, exit_code = ABORTED, int(ExitCode.PARTIAL)
@@ -839,6 +897,14 @@ async def _run_recorded(
         stats.exit_code = exit_code
         stats.catalogs_skipped = exporter.catalogs_skipped
         stats.catalogs_diffed = exporter.differ.diffed
+        stats.catalogs_applied = dict(reported)
+        split = options.extra.get("catalog_split")
+        if split is not None and exit_code == 0:  # gone from its catalogs: parent forgets
+            stats.catalogs_gone = [
+                mountpoint
+                for mountpoint in stale_catalogs(split.applied, exporter)
+                if split.owner_of(mountpoint) == options.extra["shard"].index
+            ]
         status = SUCCEEDED if exit_code == 0 else PARTIAL
         for failure in stats.failures:
             log_event(
@@ -933,7 +999,7 @@ def _update_shard_marks(
 ) -> None:
     """A complete shard leaves its mark; a complete ordinary export removes them all. A
     mark that cannot be written costs only speed (the final pass then checks every file)."""
-    if exit_code != 0:
+    if exit_code != 0 or "catalog_split" in options.extra:  # its parent records catalogs
         return
     shard = options.extra.get("shard")
     try:
@@ -948,9 +1014,16 @@ def _update_shard_marks(
 async def _forget_stale_catalogs(db: Any, fqrn: str, exporter: Exporter) -> None:
     """After a complete run, drop rows of catalogs the tree no longer holds (removed,
     merged or excluded), keeping those inside subtrees that were skipped unchanged."""
-    applied = await db.applied_catalogs(fqrn)
+    stale = stale_catalogs(await db.applied_catalogs(fqrn), exporter)
+    if stale:
+        await db.forget_catalogs(fqrn, stale)
+
+
+def stale_catalogs(applied: Iterable[str], exporter: Exporter) -> list[str]:
+    """Of the ``applied`` catalogs, those a complete run neither walked nor left in a
+    subtree skipped unchanged: the tree no longer holds them."""
     skipped = exporter.skipped_mountpoints
-    stale = [
+    return [
         mountpoint
         for mountpoint in applied
         if mountpoint
@@ -958,8 +1031,6 @@ async def _forget_stale_catalogs(db: Any, fqrn: str, exporter: Exporter) -> None
         and mountpoint not in skipped
         and not any(mountpoint.startswith(top + "/") for top in skipped)
     ]
-    if stale:
-        await db.forget_catalogs(fqrn, stale)
 
 
 async def _finish(

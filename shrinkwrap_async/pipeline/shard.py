@@ -172,13 +172,13 @@ class ShardLinkStage(LinkStage):
                         self.writer.make_directory(op.rel, op.xattrs)
                     return 0
                 except StorageError as error:
-                    if attempt == 2 or not _is_race(error):
+                    if attempt == 2 or not is_race(error):
                         raise
         for attempt in (1, 2):
             try:
                 return super().apply_listing(rel, keep, ops)
             except StorageError as error:  # another shard made a subdirectory meanwhile
-                if attempt == 2 or not _is_race(error):
+                if attempt == 2 or not is_race(error):
                     raise
         raise AssertionError("unreachable")
 
@@ -195,7 +195,7 @@ def shards_started_at() -> float:
         return math.inf
 
 
-def _is_race(error: StorageError) -> bool:
+def is_race(error: StorageError) -> bool:
     cause = error.__cause__
     return isinstance(cause, OSError) and cause.errno in RACE_ERRNOS
 
@@ -266,9 +266,17 @@ def write_stats_file(path: Path, stats: Any) -> None:
 
 
 def shard_run(options: ExportOptions, exporter: Exporter) -> ShardRun | None:
-    """The shard hooks for ``exporter`` when ``options.extra["shard"]`` is set."""
+    """The shard hooks for ``exporter`` when ``options.extra["shard"]`` is set: those of a
+    refresh split by catalog when its parent made such a split (``catalog_split``)."""
     shard = options.extra.get("shard")
-    return ShardRun(shard, exporter) if shard is not None else None
+    if shard is None:
+        return None
+    split = options.extra.get("catalog_split")
+    if split is not None:
+        from shrinkwrap_async.pipeline.catalog_shards import CatalogShardRun
+
+        return CatalogShardRun(shard, exporter, split)
+    return ShardRun(shard, exporter)
 
 
 class _NoLock:

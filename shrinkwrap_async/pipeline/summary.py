@@ -43,6 +43,9 @@ class ExportStats:
     up_to_date: bool = False  # same root hash and spec as the last export: nothing walked
     catalogs_skipped: int = 0  # unchanged nested catalogs whose subtree was left as it was
     catalogs_diffed: int = 0  # changed catalogs compared row by row with the applied version
+    # a shard of a refresh split by catalog: the catalogs it completed (mountpoint -> hash)
+    catalogs_applied: dict[str, str] = field(default_factory=dict)
+    catalogs_gone: list[str] = field(default_factory=list)  # and those its catalogs lost
     exit_code: int | None = None  # the run's outcome, once known (1 when files failed)
 
     ROWS = (
@@ -90,6 +93,9 @@ class ExportStats:
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)
+        for key in ("catalogs_applied", "catalogs_gone"):
+            if not data[key]:
+                del data[key]  # only a shard of a refresh split by catalog has them
         data["elapsed"] = round(self.elapsed, 3)
         data["files_per_second"] = round(self.files / self.elapsed, 1) if self.elapsed else 0.0
         return data

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError
+from shrinkwrap_async.pipeline.catalog_shards import CATALOG_SHARDS_ENV, CatalogSplit, plan_split
 from shrinkwrap_async.pipeline.decompress_verify import WORKER_ENV
 from shrinkwrap_async.pipeline.progress import _size
 from shrinkwrap_async.pipeline.shard import (
@@ -56,6 +57,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUMMED = ("data_files", "data_bytes", "requests", "retries", "bytes_received", "catalogs")
+# A refresh split by catalog: each entry is visited by one process only (the shards their
+# catalogs, the final pass the root catalog), so these add up as well.
+SPLIT_SUMMED = (
+    *SUMMED,
+    *("files", "dirs", "symlinks", "specials", "bytes", "removed", "unchanged"),
+    *("linked", "content_copies", "catalogs_diffed"),
+)
 JOIN_SECONDS = 1.0
 
 
@@ -177,6 +185,39 @@ async def destination_state(settings: Any, spec: Spec, dest_base: Path) -> Desti
         return state
 
 
+async def record_running(dest_base: Path, fqrn: str, spec: Spec, state: DestinationState) -> None:
+    """A run towards the new root, recorded as running before the shards of a split refresh
+    start: stopped anywhere (killed with the shards), it is resumed as an unfinished refresh
+    (catalogs diffed again, temp names left in the directories removed)."""
+    from shrinkwrap_async.state.db import StateDB
+
+    db = await StateDB.for_destination(dest_base)
+    try:
+        await db.begin_export(
+            fqrn,
+            root_hash=state.trusted.root_catalog.hex,
+            revision=state.trusted.revision,
+            spec_digest=spec.digest(),
+        )
+    finally:
+        await db.close()
+
+
+async def record_applied(
+    dest_base: Path, fqrn: str, catalogs: dict[str, str], gone: list[str]
+) -> None:
+    """Catalogs the shards of a split refresh completed, for the final pass to skip, and
+    those their catalogs no longer hold."""
+    from shrinkwrap_async.state.db import StateDB
+
+    db = await StateDB.for_destination(dest_base)
+    try:
+        await db.record_catalogs_applied(fqrn, catalogs)
+        await db.forget_catalogs(fqrn, gone)
+    finally:
+        await db.close()
+
+
 async def record_stopped_run(
     dest_base: Path, fqrn: str, spec: Spec, state: DestinationState, exit_code: int
 ) -> None:
@@ -255,7 +296,10 @@ def _run(
             options = ExportOptions(dest_base=dest_base, dest_cache=export.dest_cache(args))
             export.run_gc(dest_base, options.store_root, args.quiet > 0)
         return stats, report_up_to_date(args, stats, workers)
-    if state.alone:
+    split: CatalogSplit | None = None
+    if state.incremental and workers > 1:
+        split = run_async(plan_split(settings, state.trusted, state.plan, workers))
+    if state.alone and split is None:
         log.info(
             "refreshing from the catalogs' differences in one process, without shards"
             if state.incremental
@@ -277,7 +321,7 @@ def _run(
     handled = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _stop) if handled else None
     try:
-        return _run_shards(args, spec, workers, settings, dest_base, state)
+        return _run_shards(args, spec, workers, settings, dest_base, state, split)
     except Stopped as stop:
         name = signal.Signals(stop.signum).name
         print(f"shrinkwrap-async: stopped by {name}; a rerun resumes", file=sys.stderr)
@@ -298,7 +342,10 @@ def _run_shards(
     settings: Any,
     dest_base: Path,
     state: DestinationState,
+    split: CatalogSplit | None = None,
 ) -> tuple[ExportStats | None, int]:
+    """``split``: a refresh split by catalog (pipeline.catalog_shards), whose final pass is
+    the refresh resumed; else shards split files and the final pass walks directories."""
     started = time.monotonic()
     show = args.progress and args.quiet == 0
     live = sys.stderr.isatty()
@@ -311,7 +358,16 @@ def _run_shards(
         stats_files = [Path(scratch) / f"shard-{k}.json" for k in range(workers)]
         processes: list[ShardProcess] = []
         shard_env = dict(os.environ, **{SHARDS_STARTED_ENV: repr(time.time())})
-        if state.plan.applied:  # a resumed export: the shards skip what is complete
+        if split is not None:
+            log.info(
+                "refreshing %d catalogs in %d shards, split by catalog", len(split.owners), workers
+            )
+            assignment = Path(scratch) / "catalog-split.json"
+            split.write(assignment, settings.fqrn)
+            shard_env[CATALOG_SHARDS_ENV] = str(assignment)
+            # a run stopped anywhere from here on is resumed as any unfinished refresh
+            run_async(record_running(dest_base, settings.fqrn, spec, state))
+        elif state.plan.applied:  # a resumed export: the shards skip what is complete
             done = Path(scratch) / "done-catalogs.json"
             write_done_catalogs(done, settings.fqrn, state.plan.applied)
             shard_env[DONE_CATALOGS_ENV] = str(done)
@@ -351,18 +407,28 @@ def _run_shards(
     # shard started as a new program verified its own, which a publish may have moved on).
     root_hex = state.trusted.root_catalog.hex
     same_root = all(s.get("root_hash") == root_hex for s in shard_stats)
+    if split is not None:  # the catalogs the shards completed; the final pass does the rest
+        completed = {
+            str(mountpoint): str(digest)
+            for s in shard_stats
+            if s.get("root_hash") == root_hex
+            for mountpoint, digest in (s.get("catalogs_applied") or {}).items()
+        }
+        gone = [str(m) for s in shard_stats for m in (s.get("catalogs_gone") or ())]
+        run_async(record_applied(dest_base, settings.fqrn, completed, gone))
     stats, exit_code = export.export_loaded(
         args,
         settings,
         spec,
         dest_base,
         final_pass=True,
-        files_done=not any(codes) and same_root,
+        files_done=split is None and not any(codes) and same_root,
         trusted=state.trusted,
         report_finish=False,
     )
     stats.requests += state.requests
-    summary = merge_summaries(dict(stats.as_dict(), exit_code=exit_code), shard_stats)
+    summed = SUMMED if split is None else SPLIT_SUMMED
+    summary = merge_summaries(dict(stats.as_dict(), exit_code=exit_code), shard_stats, summed)
     summary.elapsed = time.monotonic() - started
     if args.json:
         data = summary.as_dict()
@@ -420,13 +486,17 @@ def _wait(
     return outputs
 
 
-def merge_summaries(final: dict[str, Any], shards: list[dict[str, Any]]) -> ExportStats:
-    """The final pass's counts, with objects, bytes and requests of every process summed."""
+def merge_summaries(
+    final: dict[str, Any], shards: list[dict[str, Any]], summed: tuple[str, ...] = SUMMED
+) -> ExportStats:
+    """The final pass's counts, with objects, bytes and requests (``summed``) of every
+    process summed."""
     fields = set(ExportStats.__dataclass_fields__)
     stats = ExportStats(**{k: v for k, v in final.items() if k in fields and k != "failures"})
     stats.failures = [Failure(**f) for f in final.get("failures", [])]
-    for key in SUMMED:
+    for key in summed:
         setattr(stats, key, getattr(stats, key) + sum(int(s.get(key, 0)) for s in shards))
-    stats.linked += sum(int(s.get("linked", 0)) for s in shards)
+    if "linked" not in summed:
+        stats.linked += sum(int(s.get("linked", 0)) for s in shards)
     stats.dedup_files = max(0, stats.files - stats.data_files)
     return stats

@@ -1,0 +1,126 @@
+"""A refresh split between shards by catalog: the same tree as a refresh in one process.
+
+Revision N is exported into two destinations; revision N+1 (files rewritten, removed and
+added, a nested catalog two levels down gone, a new one, changes in the root catalog and
+type changes) is refreshed into one of them by one process and into the other by two
+shards that each take some of the changed catalogs, then the final pass.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shrinkwrap_async.pipeline import catalog_shards
+from shrinkwrap_async.pipeline.catalog_shards import CatalogSplit, assign
+from shrinkwrap_async.state.db import StateDB
+from shrinkwrap_async.testing.command_line import run_cli, run_cli_process
+
+from .test_shard_export import export_cli, listing, snapshot
+from .test_shard_refresh import FQRN, two_revisions
+
+
+def test_assign_gives_the_largest_first_to_the_least_loaded() -> None:
+    sizes = {"/a": 50, "/b": 40, "/c": 30, "/d": 20, "/e": 10}
+    assert assign(sizes, 2) == {"/a": 0, "/b": 1, "/c": 1, "/d": 0, "/e": 0}
+    assert set(assign(sizes, 8).values()) == {0, 1, 2, 3, 4}
+    assert assign({"/x": 0, "/y": 0}, 2) == {"/x": 0, "/y": 1}
+
+
+async def applied_catalogs(dest: Path) -> dict[str, str]:
+    db = await StateDB.for_destination(dest)
+    try:
+        return await db.applied_catalogs(FQRN)
+    finally:
+        await db.close()
+
+
+async def test_a_refresh_split_by_catalog_equals_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(catalog_shards, "SPLIT_MIN_BYTES", 0)  # split even this small one
+    async with two_revisions(tmp_path) as revisions:
+        common = revisions.common
+        single, split = tmp_path / "single", tmp_path / "split"
+        for dest in (single, split):
+            assert await export_cli(*common, "-x", str(dest), "--workers", "1") == 0
+        expected, _ = await revisions.next_revision(tmp_path / "fresh")
+
+        assert await export_cli(*common, "-x", str(single), "--workers", "1") == 0
+        log = tmp_path / "split.log"
+        code = await run_cli(
+            "export", *common, "-x", str(split), "--workers", "2", "--no-progress", "-q",
+            "--log-json", str(log),
+        )  # fmt: skip
+        assert code == 0
+        messages = [json.loads(line).get("message", "") for line in log.read_text().splitlines()]
+        assert any("shards, split by catalog" in message for message in messages), messages
+
+        assert listing.diff(expected, snapshot(single, FQRN)) == []
+        assert listing.diff(expected, snapshot(split, FQRN)) == []  # directory metadata too
+        assert await applied_catalogs(split) == await applied_catalogs(single)
+        assert not any((split / ".data" / ".tmp").iterdir())
+        again = await run_cli_process("export", *common, "-x", str(split), "--json", "-q")
+        summary = json.loads(again.stdout)
+        assert again.exit_code == 0 and summary["up_to_date"] and summary["requests"] == 2
+
+
+async def test_what_a_shard_could_not_finish_is_done_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An object of the new revision is corrupt on the server: the split refresh ends
+    partial (exit 1) and records only what is complete; once the object is repaired, the
+    next run completes the tree."""
+    monkeypatch.setattr(catalog_shards, "SPLIT_MIN_BYTES", 0)
+    async with two_revisions(tmp_path) as revisions:
+        common = revisions.common
+        dest = tmp_path / "dest"
+        assert await export_cli(*common, "-x", str(dest), "--workers", "1") == 0
+        expected, new_objects = await revisions.next_revision(tmp_path / "fresh")
+        held = {  # the content hashes in the store of revision N: XX/YY/<rest>.<metadata>
+            "".join(path.relative_to(dest / ".data").parts[:2]) + path.name.split(".")[0]
+            for path in (dest / ".data").glob("??/??/*")
+        }
+        new = [p for p in sorted(new_objects) if "".join(p.split("/")[-2:]) not in held]
+        damaged = tmp_path / "server" / new[0].lstrip("/")
+        intact = damaged.read_bytes()
+        damaged.write_bytes(bytes([intact[0] ^ 0xFF]) + intact[1:])
+        argv = ("export", *common, "-x", str(dest), "--workers", "2", "--no-progress", "-q")
+        assert await run_cli(*argv) == 1
+        assert listing.diff(expected, snapshot(dest, FQRN)) != []
+        damaged.write_bytes(intact)
+        assert await run_cli(*argv) == 0
+        assert listing.diff(expected, snapshot(dest, FQRN)) == []
+
+
+async def test_a_small_refresh_stays_in_one_process(tmp_path: Path) -> None:
+    """Below the size that pays for starting shards the refresh is not split."""
+    async with two_revisions(tmp_path) as revisions:
+        common = revisions.common
+        dest = tmp_path / "dest"
+        assert await export_cli(*common, "-x", str(dest), "--workers", "1") == 0
+        expected, _ = await revisions.next_revision(tmp_path / "fresh")
+        log = tmp_path / "refresh.log"
+        code = await run_cli(
+            "export", *common, "-x", str(dest), "--workers", "2", "--no-progress", "-q",
+            "--log-json", str(log),
+        )  # fmt: skip
+        assert code == 0
+        assert "in one process, without shards" in log.read_text()
+        assert listing.diff(expected, snapshot(dest, FQRN)) == []
+
+
+def test_a_split_is_read_back_only_under_its_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "split.json"
+    CatalogSplit({"/a": 1}, {"/a": "ab" * 20}).write(path, FQRN)
+    monkeypatch.setenv(catalog_shards.CATALOG_SHARDS_ENV, str(path))
+    assert catalog_shards.split_from_parent(FQRN) is None  # not a shard of --workers
+    monkeypatch.setattr(catalog_shards, "under_workers_parent", lambda: True)
+    assert catalog_shards.split_from_parent(FQRN) == CatalogSplit({"/a": 1}, {"/a": "ab" * 20})
+    assert catalog_shards.split_from_parent("other.test.local") is None
+    path.write_text("{not json")
+    assert catalog_shards.split_from_parent(FQRN) is None
