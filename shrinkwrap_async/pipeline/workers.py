@@ -144,10 +144,11 @@ class DestinationState:
 
     @property
     def alone(self) -> bool:
-        """Whether this run is best done in one process: a refresh walks only what changed
-        between the catalogs (shards walk whole catalogs), and the step after ``--shard``
-        runs (a job array) has no data left to fetch. A resumed export of this revision
-        uses shards: they skip the catalogs recorded complete, as the final pass does."""
+        """Whether shards that split files would not help: a refresh walks only what changed
+        between the catalogs (such shards walk whole catalogs; a large refresh is split by
+        catalog instead), and the step after ``--shard`` runs (a job array) has no data
+        left to fetch. A resumed export of this revision uses shards: they skip the
+        catalogs recorded complete, as the final pass does."""
         return self.incremental or self.after_shards
 
 
@@ -258,10 +259,11 @@ def run_workers(
 ) -> int:
     """Run ``workers`` shards, then the final pass; print one summary; return the exit code.
 
-    An export that is up to date starts no shard, and neither does a refresh of a tree
-    whose catalogs are recorded: it only walks what changed between the catalogs, which a
-    shard could not split (shards walk whole catalogs), so it runs here, in one process.
-    Whatever happens, the command's metrics and finish event are written once, here.
+    An export that is up to date starts no shard. A refresh of a tree whose catalogs are
+    recorded walks only what changed between the catalogs: shards that split files would
+    each diff every catalog, so a large one is split by catalog instead
+    (``pipeline.catalog_shards``) and a small one runs here, in one process. Whatever
+    happens, the command's metrics and finish event are written once, here.
     """
     from shrinkwrap_async.commands import export
 
