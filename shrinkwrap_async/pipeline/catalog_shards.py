@@ -76,22 +76,21 @@ def assign(sizes: dict[str, int], shards: int) -> dict[str, int]:
 
 
 async def plan_split(
-    settings: Any, trusted: Any, plan: RefreshPlan, shards: int
+    fetcher: Any, cache_dir: Path, trusted: Any, plan: RefreshPlan, shards: int
 ) -> CatalogSplit | None:
     """The split of a refresh towards ``trusted``'s root, or None when it is better done
-    in one process (fewer than two changed catalogs below the root, or too little)."""
-    from shrinkwrap_async.catalogs.cache import CatalogCache, usable_catalog_cache_dir
-    from shrinkwrap_async.network.fetcher import Fetcher
+    in one process (fewer than two changed catalogs below the root, or too little). Opens
+    the root catalog (fetched once into the catalog cache, where the run finds it)."""
+    from shrinkwrap_async.catalogs.cache import CatalogCache
     from shrinkwrap_async.pipeline.catalog_fetch import CatalogOpener
 
-    async with Fetcher(settings, max_in_flight=2) as fetcher:
-        cache = CatalogCache(usable_catalog_cache_dir(settings) / "catalogs", fetcher)
-        opener = CatalogOpener(cache)
-        try:
-            root = await opener.open_root(trusted.root_catalog)
-            nested = await root.catalog.nested_catalogs()
-        finally:
-            await opener.close_all()
+    cache = CatalogCache(cache_dir / "catalogs", fetcher)
+    opener = CatalogOpener(cache)
+    try:
+        root = await opener.open_root(trusted.root_catalog)
+        nested = await root.catalog.nested_catalogs()
+    finally:
+        await opener.close_all()
     changed = {ref.path: ref.size for ref in nested if plan.applied.get(ref.path) != ref.digest.hex}
     if len(changed) < 2 or sum(changed.values()) < SPLIT_MIN_BYTES:
         return None

@@ -135,6 +135,7 @@ class DestinationState:
     requests: int  # what the check cost
     up_to_date: ExportStats | None = None  # the summary of a run with nothing to do
     after_shards: bool = False  # ``--shard K/N`` runs left marks: this is their final step
+    split: CatalogSplit | None = None  # a refresh to split between shards by catalog
 
     @property
     def incremental(self) -> bool:
@@ -152,10 +153,13 @@ class DestinationState:
         return self.incremental or self.after_shards
 
 
-async def destination_state(settings: Any, spec: Spec, dest_base: Path) -> DestinationState:
+async def destination_state(
+    settings: Any, spec: Spec, dest_base: Path, workers: int = 1
+) -> DestinationState:
     """Whether the tree holds this revision under this spec already (then the summary of
-    the run that does nothing), or an earlier one a refresh can diff against. Two
-    requests, as an ordinary run."""
+    the run that does nothing), or an earlier one a refresh can diff against, and then
+    whether ``workers`` shards should split it by catalog. Two requests, as an ordinary
+    run (and the root catalog of a refresh, which the run then finds cached)."""
     from shrinkwrap_async.catalogs.cache import usable_catalog_cache_dir
     from shrinkwrap_async.network.fetcher import Fetcher
     from shrinkwrap_async.pipeline.refresh import plan_refresh
@@ -178,11 +182,14 @@ async def destination_state(settings: Any, spec: Spec, dest_base: Path) -> Desti
             )
         finally:
             await db.close()
-        state = DestinationState(trusted, plan, fetcher.stats.requests)
+        state = DestinationState(trusted, plan, 0)
         if plan.up_to_date:
             state.up_to_date = up_to_date_stats(fetcher, trusted.revision, root_hex)
         else:
             state.after_shards = ShardMarks(dest_base, settings.fqrn).directory.is_dir()
+            if state.incremental and workers > 1:
+                state.split = await plan_split(fetcher, cache_dir, trusted, plan, workers)
+        state.requests = fetcher.stats.requests
         return state
 
 
@@ -288,7 +295,7 @@ def _run(
 
     from shrinkwrap_async.commands import export
 
-    state = run_async(destination_state(settings, spec, dest_base))
+    state = run_async(destination_state(settings, spec, dest_base, workers))
     if state.up_to_date is not None:
         from shrinkwrap_async.pipeline.runner import ExportOptions, log_up_to_date
 
@@ -298,9 +305,7 @@ def _run(
             options = ExportOptions(dest_base=dest_base, dest_cache=export.dest_cache(args))
             export.run_gc(dest_base, options.store_root, args.quiet > 0)
         return stats, report_up_to_date(args, stats, workers)
-    split: CatalogSplit | None = None
-    if state.incremental and workers > 1:
-        split = run_async(plan_split(settings, state.trusted, state.plan, workers))
+    split = state.split
     if state.alone and split is None:
         log.info(
             "refreshing from the catalogs' differences in one process, without shards"
