@@ -40,6 +40,7 @@ CATALOG_SHARDS_ENV = "SHRINKWRAP_ASYNC_CATALOG_SHARDS"
 # catalogs (20,000 files) 0.18-0.19 s in one process, 0.20-0.21 s split; 17 MB (100,000
 # files) 0.30-0.31 s, 0.26-0.28 s split.
 SPLIT_MIN_BYTES = 8 * 1024 * 1024
+SPLIT_MIN_BYTES_ENV = "SHRINKWRAP_ASYNC_SPLIT_MIN_BYTES"  # another bound (comparisons, tests)
 
 
 @dataclass(frozen=True)
@@ -92,9 +93,17 @@ async def plan_split(
     finally:
         await opener.close_all()
     changed = {ref.path: ref.size for ref in nested if plan.applied.get(ref.path) != ref.digest.hex}
-    if len(changed) < 2 or sum(changed.values()) < SPLIT_MIN_BYTES:
+    if len(changed) < 2 or sum(changed.values()) < split_min_bytes():
         return None
     return CatalogSplit(assign(changed, shards), dict(plan.applied))
+
+
+def split_min_bytes() -> int:
+    """:data:`SPLIT_MIN_BYTES`, or the bound ``SHRINKWRAP_ASYNC_SPLIT_MIN_BYTES`` names."""
+    try:
+        return int(os.environ.get(SPLIT_MIN_BYTES_ENV, SPLIT_MIN_BYTES))
+    except ValueError:
+        return SPLIT_MIN_BYTES
 
 
 def split_from_parent(fqrn: str) -> CatalogSplit | None:

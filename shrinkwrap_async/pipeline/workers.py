@@ -211,17 +211,19 @@ async def record_running(dest_base: Path, fqrn: str, spec: Spec, state: Destinat
         await db.close()
 
 
-async def record_applied(
+async def record_shards_done(
     dest_base: Path, fqrn: str, catalogs: dict[str, str], gone: list[str]
 ) -> None:
-    """Catalogs the shards of a split refresh completed, for the final pass to skip, and
-    those their catalogs no longer hold."""
+    """The shards of a split refresh have ended: the catalogs they completed, for the final
+    pass to skip, and those their catalogs no longer hold; the running record of
+    :func:`record_running` gives way to the final pass's own."""
     from shrinkwrap_async.state.db import StateDB
 
     db = await StateDB.for_destination(dest_base)
     try:
         await db.record_catalogs_applied(fqrn, catalogs)
         await db.forget_catalogs(fqrn, gone)
+        await db.discard_running(fqrn)
     finally:
         await db.close()
 
@@ -422,7 +424,7 @@ def _run_shards(
             for mountpoint, digest in (s.get("catalogs_applied") or {}).items()
         }
         gone = [str(m) for s in shard_stats for m in (s.get("catalogs_gone") or ())]
-        run_async(record_applied(dest_base, settings.fqrn, completed, gone))
+        run_async(record_shards_done(dest_base, settings.fqrn, completed, gone))
     stats, exit_code = export.export_loaded(
         args,
         settings,

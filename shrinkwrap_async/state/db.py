@@ -310,6 +310,13 @@ class StateDB:
         await self.flush()
         return run_id
 
+    async def discard_running(self, fqrn: str) -> None:
+        """Drop the record of a run of ``fqrn`` still marked running, whose work the next
+        run takes over: the final pass after the shards of a refresh split by catalog
+        (otherwise its start would mark it aborted)."""
+        await self._db.execute("DELETE FROM runs WHERE fqrn = ? AND status = ?", (fqrn, RUNNING))
+        await self.flush()
+
     async def unfinished_run(self, fqrn: str) -> RunRecord | None:
         """The newest run of ``fqrn`` if it did not complete successfully, else None.
 

@@ -8,15 +8,20 @@ shards that each take some of the changed catalogs, then the final pass.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
+import signal
 from pathlib import Path
 
 import pytest
 
+from shrinkwrap_async.link.tree_writer import is_temp_name
 from shrinkwrap_async.pipeline import catalog_shards
 from shrinkwrap_async.pipeline.catalog_shards import CatalogSplit, assign
 from shrinkwrap_async.state.db import StateDB
-from shrinkwrap_async.testing.command_line import run_cli, run_cli_process
+from shrinkwrap_async.testing.command_line import run_cli, run_cli_process, start_cli_process
+from shrinkwrap_async.testing.faultproxy import FaultProxy
 
 from .test_shard_export import export_cli, listing, snapshot
 from .test_shard_refresh import FQRN, two_revisions
@@ -33,6 +38,15 @@ async def applied_catalogs(dest: Path) -> dict[str, str]:
     db = await StateDB.for_destination(dest)
     try:
         return await db.applied_catalogs(FQRN)
+    finally:
+        await db.close()
+
+
+async def run_statuses(dest: Path) -> list[str]:
+    db = await StateDB.for_destination(dest)
+    try:
+        async with db._db.execute("SELECT status FROM runs ORDER BY id") as cursor:
+            return [row[0] for row in await cursor.fetchall()]
     finally:
         await db.close()
 
@@ -61,6 +75,7 @@ async def test_a_refresh_split_by_catalog_equals_one_process(
         assert listing.diff(expected, snapshot(single, FQRN)) == []
         assert listing.diff(expected, snapshot(split, FQRN)) == []  # directory metadata too
         assert await applied_catalogs(split) == await applied_catalogs(single)
+        assert await run_statuses(split) == await run_statuses(single)  # no stray record
         assert not any((split / ".data" / ".tmp").iterdir())
         again = await run_cli_process("export", *common, "-x", str(split), "--json", "-q")
         summary = json.loads(again.stdout)
@@ -93,6 +108,56 @@ async def test_what_a_shard_could_not_finish_is_done_by_the_next_run(
         damaged.write_bytes(intact)
         assert await run_cli(*argv) == 0
         assert listing.diff(expected, snapshot(dest, FQRN)) == []
+
+
+async def test_a_split_refresh_killed_along_the_way_is_completed_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL to the command at random moments of split refreshes (its shards then get
+    SIGTERM from the kernel): the next run completes the tree, temp names and all."""
+    monkeypatch.setenv(catalog_shards.SPLIT_MIN_BYTES_ENV, "0")  # the command's own
+    rng = random.Random(7)
+    async with two_revisions(tmp_path) as revisions:
+        common = revisions.common
+        dest = tmp_path / "dest"
+        assert await export_cli(*common, "-x", str(dest), "--workers", "1") == 0
+        expected, _ = await revisions.next_revision(tmp_path / "fresh")
+        # Through a proxy, one request in flight per shard: a run of about 0.4 s to kill.
+        direct = Path(common[common.index("-f") + 1])
+        slow = direct.with_name("slow.conf")
+        async with FaultProxy() as proxy:
+            text = direct.read_text().replace(
+                "CVMFS_HTTP_PROXY=DIRECT", f"CVMFS_HTTP_PROXY={proxy.url}"
+            )
+            slow.write_text(text)
+            argv = (
+                "export", "-r", FQRN, "-f", str(slow), "-t", common[common.index("-t") + 1],
+                "-x", str(dest), "--workers", "2", "-j", "2", "--no-progress", "-q",
+            )  # fmt: skip
+            killed = await kill_runs(argv, rng, times=3)
+        assert killed > 0
+        rerun = ("export", *common, "-x", str(dest), "--workers", "2", "--no-progress", "-q")
+        assert (await run_cli_process(*rerun)).exit_code == 0
+        assert listing.diff(expected, snapshot(dest, FQRN)) == []
+        assert not [p for p in (dest / FQRN).rglob("*") if is_temp_name(p.name)]
+
+
+async def kill_runs(argv: tuple[str, ...], rng: random.Random, *, times: int) -> int:
+    """Start ``argv`` and SIGKILL it at a random moment, up to ``times`` times (until a
+    run ends on its own first); how many were killed."""
+    killed = 0
+    for _ in range(times):
+        process = await start_cli_process(*argv)
+        await asyncio.sleep(rng.uniform(0.08, 0.3))
+        if process.returncode is None:
+            process.kill()
+        code = await process.wait()
+        await process.communicate()
+        if code != -signal.SIGKILL:
+            assert code == 0  # it ended before its kill: nothing left to interrupt
+            break
+        killed += 1
+    return killed
 
 
 async def test_a_small_refresh_stays_in_one_process(tmp_path: Path) -> None:
