@@ -56,13 +56,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SUMMED = ("data_files", "data_bytes", "requests", "retries", "bytes_received", "catalogs")
+# What every process of a --workers run counts for itself, summed in the summary.
+SUMMED = ("data_files", "data_bytes", "requests", "retries", "bytes_received", "catalogs", "linked")
 # A refresh split by catalog: each entry is visited by one process only (the shards their
 # catalogs, the final pass the root catalog), so these add up as well.
 SPLIT_SUMMED = (
     *SUMMED,
     *("files", "dirs", "symlinks", "specials", "bytes", "removed", "unchanged"),
-    *("linked", "content_copies", "catalogs_diffed"),
+    *("content_copies", "catalogs_diffed"),
 )
 JOIN_SECONDS = 1.0
 
@@ -442,7 +443,7 @@ def _run_shards(
     if args.json:
         data = summary.as_dict()
         data["workers"] = workers
-        data["shards"] = [{k: s.get(k, 0) for k in (*SUMMED, "linked")} for s in shard_stats]
+        data["shards"] = [{k: s.get(k, 0) for k in SUMMED} for s in shard_stats]
         print(json.dumps(data, indent=1, sort_keys=True))
     elif args.quiet == 0:
         print(summary.table())
@@ -505,7 +506,5 @@ def merge_summaries(
     stats.failures = [Failure(**f) for f in final.get("failures", [])]
     for key in summed:
         setattr(stats, key, getattr(stats, key) + sum(int(s.get(key, 0)) for s in shards))
-    if "linked" not in summed:
-        stats.linked += sum(int(s.get("linked", 0)) for s in shards)
     stats.dedup_files = max(0, stats.files - stats.data_files)
     return stats
