@@ -202,14 +202,18 @@ async def record_running(dest_base: Path, fqrn: str, spec: Spec, state: Destinat
 
     db = await StateDB.for_destination(dest_base)
     try:
-        await db.begin_export(
-            fqrn,
-            root_hash=state.trusted.root_catalog.hex,
-            revision=state.trusted.revision,
-            spec_digest=spec.digest(),
-        )
+        await _begin_run(db, fqrn, spec, state)
     finally:
         await db.close()
+
+
+async def _begin_run(db: Any, fqrn: str, spec: Spec, state: DestinationState) -> None:
+    await db.begin_export(
+        fqrn,
+        root_hash=state.trusted.root_catalog.hex,
+        revision=state.trusted.revision,
+        spec_digest=spec.digest(),
+    )
 
 
 async def record_shards_done(
@@ -238,12 +242,7 @@ async def record_stopped_run(
 
     db = await StateDB.for_destination(dest_base)
     try:
-        await db.begin_export(
-            fqrn,
-            root_hash=state.trusted.root_catalog.hex,
-            revision=state.trusted.revision,
-            spec_digest=spec.digest(),
-        )
+        await _begin_run(db, fqrn, spec, state)
         await db.finish_export(fqrn, status=ABORTED, exit_code=exit_code)
     finally:
         await db.close()
