@@ -66,7 +66,8 @@ class CatalogSplit:
 
 def assign(sizes: dict[str, int], shards: int) -> dict[str, int]:
     """Catalogs (mountpoint -> inflated size) to ``shards`` shards: the largest first, each
-    to the shard with the fewest bytes so far."""
+    to the shard with the fewest bytes so far (the lowest index among equals, so that with
+    fewer catalogs than shards, shards 0 to n-1 get them)."""
     load = [0] * shards
     owners: dict[str, int] = {}
     for mountpoint, size in sorted(sizes.items(), key=lambda item: (-item[1], item[0])):

@@ -308,6 +308,8 @@ def _run(
             export.run_gc(dest_base, options.store_root, args.quiet > 0)
         return stats, report_up_to_date(args, stats, workers)
     split = state.split
+    if split is not None:  # no more shards than catalogs to give them
+        workers = max(split.owners.values()) + 1
     if state.alone and split is None:
         log.info(
             "refreshing from the catalogs' differences in one process, without shards"

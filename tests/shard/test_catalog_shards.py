@@ -32,6 +32,7 @@ def test_assign_gives_the_largest_first_to_the_least_loaded() -> None:
     assert assign(sizes, 2) == {"/a": 0, "/b": 1, "/c": 1, "/d": 0, "/e": 0}
     assert set(assign(sizes, 8).values()) == {0, 1, 2, 3, 4}
     assert assign({"/x": 0, "/y": 0}, 2) == {"/x": 0, "/y": 1}
+    assert assign({"/x": 5, "/y": 9, "/z": 1}, 8) == {"/y": 0, "/x": 1, "/z": 2}
 
 
 async def applied_catalogs(dest: Path) -> dict[str, str]:
@@ -163,6 +164,22 @@ async def kill_runs(argv: tuple[str, ...], rng: random.Random, *, times: int) ->
             break
         killed += 1
     return killed
+
+
+async def test_no_more_shards_start_than_there_are_catalogs_to_give(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(catalog_shards.SPLIT_MIN_BYTES_ENV, "0")
+    async with two_revisions(tmp_path) as revisions:
+        common = revisions.common
+        dest = tmp_path / "dest"
+        assert await export_cli(*common, "-x", str(dest), "--workers", "1") == 0
+        expected, _ = await revisions.next_revision(tmp_path / "fresh")
+        run = await run_cli_process("export", *common, "-x", str(dest), "--workers", "8", "--json")
+        summary = json.loads(run.stdout)
+        # /sw (with /sw/v1, and /sw/v2/... gone), /data and /new changed; /empty_catalog not
+        assert run.exit_code == 0 and summary["workers"] == len(summary["shards"]) == 3
+        assert listing.diff(expected, snapshot(dest, FQRN)) == []
 
 
 async def test_a_small_refresh_stays_in_one_process(tmp_path: Path) -> None:
