@@ -99,6 +99,28 @@ async def plan_split(
     return CatalogSplit(assign(changed, shards), dict(plan.applied))
 
 
+def shards_outcome(
+    split: CatalogSplit, shard_stats: list[dict[str, Any]], root_hex: str
+) -> tuple[dict[str, str], list[str]]:
+    """What the parent records once the shards (``shard_stats``, by index) have ended: the
+    catalogs to record applied, and those to forget. Forgotten are the catalogs the shards'
+    catalogs lost, and every catalog of a shard that refreshed another root than
+    ``root_hex`` (one started as a new program after a publish, or that reported nothing):
+    the final pass then walks those whole rather than diff from a version the tree no
+    longer holds."""
+    completed: dict[str, str] = {}
+    forget: list[str] = []
+    for index, stats in enumerate(shard_stats):
+        if stats.get("root_hash") == root_hex:
+            for mountpoint, digest in (stats.get("catalogs_applied") or {}).items():
+                completed[str(mountpoint)] = str(digest)
+            forget.extend(str(mountpoint) for mountpoint in stats.get("catalogs_gone") or ())
+        else:
+            theirs = {*split.applied, *split.owners}
+            forget.extend(sorted(m for m in theirs if split.owner_of(m) == index))
+    return completed, forget
+
+
 def split_min_bytes() -> int:
     """:data:`SPLIT_MIN_BYTES`, or the bound ``SHRINKWRAP_ASYNC_SPLIT_MIN_BYTES`` names."""
     try:

@@ -34,7 +34,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError
-from shrinkwrap_async.pipeline.catalog_shards import CATALOG_SHARDS_ENV, CatalogSplit, plan_split
+from shrinkwrap_async.pipeline.catalog_shards import (
+    CATALOG_SHARDS_ENV,
+    CatalogSplit,
+    plan_split,
+    shards_outcome,
+)
 from shrinkwrap_async.pipeline.decompress_verify import WORKER_ENV
 from shrinkwrap_async.pipeline.progress import _size
 from shrinkwrap_async.pipeline.shard import (
@@ -217,17 +222,17 @@ async def _begin_run(db: Any, fqrn: str, spec: Spec, state: DestinationState) ->
 
 
 async def record_shards_done(
-    dest_base: Path, fqrn: str, catalogs: dict[str, str], gone: list[str]
+    dest_base: Path, fqrn: str, catalogs: dict[str, str], forget: list[str]
 ) -> None:
     """The shards of a split refresh have ended: the catalogs they completed, for the final
-    pass to skip, and those their catalogs no longer hold; the running record of
-    :func:`record_running` gives way to the final pass's own."""
+    pass to skip, and those to forget (see ``catalog_shards.shards_outcome``); the running
+    record of :func:`record_running` gives way to the final pass's own."""
     from shrinkwrap_async.state.db import StateDB
 
     db = await StateDB.for_destination(dest_base)
     try:
         await db.record_catalogs_applied(fqrn, catalogs)
-        await db.forget_catalogs(fqrn, gone)
+        await db.forget_catalogs(fqrn, forget)
         await db.discard_running(fqrn)
     finally:
         await db.close()
@@ -419,14 +424,8 @@ def _run_shards(
     root_hex = state.trusted.root_catalog.hex
     same_root = all(s.get("root_hash") == root_hex for s in shard_stats)
     if split is not None:  # the catalogs the shards completed; the final pass does the rest
-        completed = {
-            str(mountpoint): str(digest)
-            for s in shard_stats
-            if s.get("root_hash") == root_hex
-            for mountpoint, digest in (s.get("catalogs_applied") or {}).items()
-        }
-        gone = [str(m) for s in shard_stats for m in (s.get("catalogs_gone") or ())]
-        run_async(record_shards_done(dest_base, settings.fqrn, completed, gone))
+        completed, forget = shards_outcome(split, shard_stats, root_hex)
+        run_async(record_shards_done(dest_base, settings.fqrn, completed, forget))
     stats, exit_code = export.export_loaded(
         args,
         settings,

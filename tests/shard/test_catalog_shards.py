@@ -194,6 +194,26 @@ async def test_a_small_refresh_stays_in_one_process(tmp_path: Path) -> None:
         assert listing.diff(expected, snapshot(dest, FQRN)) == []
 
 
+def test_what_the_parent_records_after_the_shards() -> None:
+    """Completed catalogs of shards on the parent's root are recorded and the ones their
+    catalogs lost forgotten; everything of a shard on another root (or silent) is forgotten,
+    so that the final pass walks it whole."""
+    old, new = "aa" * 20, "bb" * 20
+    split = CatalogSplit(
+        {"/a": 0, "/b": 1, "/c": 1},
+        {"": old, "/a": old, "/a/x": old, "/b": old, "/b/y": old, "/d": old},
+    )
+    on_root = {"root_hash": new, "catalogs_applied": {"/a": new}, "catalogs_gone": ["/a/x"]}
+    elsewhere = {"root_hash": "cc" * 20, "catalogs_applied": {"/b": "dd" * 20}}
+    assert catalog_shards.shards_outcome(split, [on_root, elsewhere], new) == (
+        {"/a": new},
+        ["/a/x", "/b", "/b/y", "/c"],
+    )
+    assert catalog_shards.shards_outcome(split, [on_root, {}], new)[1] == [
+        "/a/x", "/b", "/b/y", "/c",
+    ]  # fmt: skip
+
+
 def test_a_split_is_read_back_only_under_its_parent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
