@@ -159,6 +159,12 @@ class CatalogShardRun(ShardRun):
         below the root; those deeper go with their parent)."""
         return self.split.owners.get(mountpoint) == self.shard.index
 
+    def passes_through(self, catalog: str) -> bool:
+        return catalog == ""  # the root catalog: the final pass applies it
+
+    def leaves_to_another(self, catalog: str, nested: str) -> bool:
+        return catalog == "" and not self.owns_catalog(nested)
+
     def link_stage(self, base: LinkStage) -> LinkStage:
         return base  # the directories of its catalogs are this shard's alone
 

@@ -27,7 +27,7 @@ from shrinkwrap_async.catalogs.entry import DirEntry
 from shrinkwrap_async.catalogs.reader import ChildCounts
 from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.config.variant_symlinks import expand_variant_symlink
-from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError, StorageError, TrustError
+from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError, TrustError
 from shrinkwrap_async.link.directory_spool import DirectorySpool
 from shrinkwrap_async.link.shared_mtimes import SharedMtimes
 from shrinkwrap_async.link.tree_writer import TreeWriter
@@ -39,7 +39,6 @@ from shrinkwrap_async.network.errors import (
 )
 from shrinkwrap_async.pipeline.blocking_calls import BlockingCalls
 from shrinkwrap_async.pipeline.catalog_fetch import CatalogHandle, CatalogOpener
-from shrinkwrap_async.pipeline.catalog_shards import CatalogShardRun
 from shrinkwrap_async.pipeline.decompress_verify import SmallObjectCommitter
 from shrinkwrap_async.pipeline.link_stage import DirectoryOp, LinkStage, SpecialOp, SymlinkOp
 from shrinkwrap_async.pipeline.object_fetch import FileJob, ObjectFetchStage, most_serious
@@ -52,7 +51,7 @@ from shrinkwrap_async.pipeline.refresh import (
     RefreshPlan,
     plan_refresh,
 )
-from shrinkwrap_async.pipeline.shard import PARTITION, is_race, shard_run
+from shrinkwrap_async.pipeline.shard import PARTITION, make_directories, shard_run
 from shrinkwrap_async.pipeline.spec_filter import select_children
 from shrinkwrap_async.pipeline.summary import ExportStats, Failure
 from shrinkwrap_async.runtime import cpu_count
@@ -523,8 +522,7 @@ class Exporter:
                 self.stats.specials += others.specials
             if passing:
                 assert self.link is not None
-                writer = self.link.writer
-                await self._tree(_make_directories, writer, [op for op in ops if op.rel])
+                await self._tree(make_directories, self.link.writer, ops)
             elif not self.options.dry_run:
                 assert self.link is not None
                 if others is not None:  # ``keep`` names the directories only: nothing removed
@@ -547,8 +545,9 @@ class Exporter:
             for entry, rel in subdirs:
                 if (
                     entry.is_nested_mountpoint
+                    and self.shard is not None
                     and catalog is not None
-                    and self._leaves_to_another(entry, catalog)
+                    and self.shard.leaves_to_another(catalog, entry.path)
                 ):
                     continue
                 if entry.is_nested_mountpoint:
@@ -606,17 +605,8 @@ class Exporter:
 
     def passes_through(self, mountpoint: str) -> bool:
         """Whether this run only walks through the catalog at ``mountpoint``, applying
-        nothing of it: the root catalog, for a shard of a refresh split by catalog."""
-        return mountpoint == "" and isinstance(self.shard, CatalogShardRun)
-
-    def _leaves_to_another(self, entry: DirEntry, catalog: str) -> bool:
-        """Whether the nested catalog at ``entry`` is another shard's to refresh (one right
-        below the root catalog, of a refresh split by catalog)."""
-        return (
-            isinstance(self.shard, CatalogShardRun)
-            and catalog == ""
-            and not self.shard.owns_catalog(entry.path)
-        )
+        nothing of it (the root catalog, for a shard of a refresh split by catalog)."""
+        return self.shard is not None and self.shard.passes_through(mountpoint)
 
     def _skip_catalog(self, mountpoint: str) -> None:
         if mountpoint not in self.skipped_mountpoints:
@@ -691,19 +681,6 @@ class Exporter:
             progress = self._file_progress.pop(id(job), None)
             if progress is not None:
                 await progress.done()
-
-
-def _make_directories(writer: TreeWriter, ops: list[DirectoryOp]) -> None:
-    """The directories on a catalog shard's way to its catalogs, made where missing (their
-    metadata is the final pass's); another shard may be making the same ones."""
-    for op in ops:
-        for attempt in (1, 2):
-            try:
-                writer.make_directory(op.rel, op.xattrs)
-                break
-            except StorageError as error:
-                if attempt == 2 or not is_race(error):
-                    raise
 
 
 def first_shrinkwrap_error(group: BaseExceptionGroup[Any]) -> BaseException:

@@ -37,7 +37,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from shrinkwrap_async.catalogs.reader import content_share_of
 from shrinkwrap_async.exitcodes import StorageError, UsageError
 from shrinkwrap_async.hashing import Digest
-from shrinkwrap_async.link.tree_writer import RelPath
+from shrinkwrap_async.link.tree_writer import RelPath, TreeWriter
 from shrinkwrap_async.pipeline.link_stage import DirectoryOp, LinkStage, SpecialOp, SymlinkOp
 from shrinkwrap_async.state.lock import RunLock
 from shrinkwrap_async.store.data_store import DataStore
@@ -165,15 +165,8 @@ class ShardLinkStage(LinkStage):
         self, rel: RelPath, keep: list[str], ops: list[DirectoryOp | SymlinkOp | SpecialOp]
     ) -> int:
         if not self.shard.owns_directory(rel):
-            ops = [op for op in ops if isinstance(op, DirectoryOp)]
-            for attempt in (1, 2):
-                try:
-                    for op in ops:
-                        self.writer.make_directory(op.rel, op.xattrs)
-                    return 0
-                except StorageError as error:
-                    if attempt == 2 or not is_race(error):
-                        raise
+            make_directories(self.writer, ops)
+            return 0
         for attempt in (1, 2):
             try:
                 return super().apply_listing(rel, keep, ops)
@@ -200,6 +193,23 @@ def is_race(error: StorageError) -> bool:
     return isinstance(cause, OSError) and cause.errno in RACE_ERRNOS
 
 
+def make_directories(
+    writer: TreeWriter, ops: Sequence[DirectoryOp | SymlinkOp | SpecialOp]
+) -> None:
+    """The directories among ``ops``, made where missing, nothing else of them (their
+    metadata is the final pass's); another shard may be making the same ones."""
+    for op in ops:
+        if not isinstance(op, DirectoryOp):
+            continue
+        for attempt in (1, 2):
+            try:
+                writer.make_directory(op.rel, op.xattrs)
+                break
+            except StorageError as error:
+                if attempt == 2 or not is_race(error):
+                    raise
+
+
 class ShardRun:
     """The runner's view of a shard: which entries and file jobs it takes."""
 
@@ -216,6 +226,16 @@ class ShardRun:
 
     def link_stage(self, base: LinkStage) -> LinkStage:
         return ShardLinkStage(base, self.shard)
+
+    def passes_through(self, catalog: str) -> bool:
+        """Whether this shard only walks through the catalog at ``catalog`` (mountpoint),
+        applying nothing of it: never for shards that split files."""
+        return False
+
+    def leaves_to_another(self, catalog: str, nested: str) -> bool:
+        """Whether the catalog at ``nested``, nested in ``catalog``, is another process's to
+        export: never for shards that split files (they walk every catalog)."""
+        return False
 
     def listing_share(self, rel: RelPath) -> tuple[int, int] | None:
         """What to list of directory ``rel``: all of it where this shard writes it (its

@@ -50,11 +50,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from shrinkwrap_async.exitcodes import StorageError
-from shrinkwrap_async.store.data_store import process_alive
+from shrinkwrap_async.store.data_store import is_fanout_name, process_alive
 
 DATA_DIR_NAME = ".data"
 TEMP_DIR_NAME = ".tmp"  # the store's per-process temp area (store/data_store.py)
-_HEX = frozenset("0123456789abcdef")
 
 # Called once per file removed (or, with dry_run, that would be removed): kind is
 # "object" or "temp", path relative to the data directory, size in bytes.
@@ -184,10 +183,6 @@ async def collect_garbage_async(
     return await asyncio.to_thread(collect_garbage, dest_base, data_dir, **options)  # type: ignore[arg-type]
 
 
-def _is_fanout(name: str) -> bool:
-    return len(name) == 2 and set(name) <= _HEX
-
-
 def _is_temp_name(name: str) -> bool:
     return name.startswith(".tmp") or name.endswith(".tmp")
 
@@ -195,7 +190,7 @@ def _is_temp_name(name: str) -> bool:
 def _fanout_dirs(directory: Path) -> Iterator[str]:
     with os.scandir(directory) as entries:
         for entry in entries:
-            if _is_fanout(entry.name) and entry.is_dir(follow_symlinks=False):
+            if is_fanout_name(entry.name) and entry.is_dir(follow_symlinks=False):
                 yield entry.path
 
 
@@ -297,7 +292,7 @@ class _Sweep:
             return result
         try:
             try:
-                names = [name for name in os.listdir(top_fd) if _is_fanout(name)]
+                names = [name for name in os.listdir(top_fd) if is_fanout_name(name)]
             except OSError as error:
                 result._error(f"cannot read {top}: {error.strerror}")
                 return result

@@ -201,9 +201,7 @@ class DataStore:
         """Create the store and this run's temp dir; sweep temps of dead runs. Returns count."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            self._empty_at_start = not any(
-                len(name) == 2 and not name.startswith(".") for name in os.listdir(self.root)
-            )
+            self._empty_at_start = not any(map(is_fanout_name, os.listdir(self.root)))
             (self.root / TEMP_DIR).mkdir(mode=FANOUT_MODE, exist_ok=True)
             swept = self.sweep_stale_temps()
             self.temp_dir.mkdir(mode=FANOUT_MODE, exist_ok=True)
@@ -671,6 +669,14 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def is_fanout_name(name: str) -> bool:
+    """Whether ``name`` is that of a fan-out directory of the store (``XX`` or ``YY``)."""
+    return len(name) == 2 and set(name) <= _HEX_DIGITS
 
 
 def _same_content_in(fanout: str, base: str, listing: Iterable[str]) -> str | None:
