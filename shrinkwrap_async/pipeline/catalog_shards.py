@@ -4,15 +4,19 @@ A refresh that can diff catalogs visits only what changed; shards that split fil
 each diff every changed catalog. So a large refresh is split by catalog instead:
 
 * the parent opens the new root catalog and gives each changed catalog below it (with
-  every catalog nested in it) to one shard, the largest first to the least loaded;
+  every catalog nested in it) to one shard, the largest first to the least loaded; where
+  only one catalog below it changed (a release added under ``/sw`` of a repository whose
+  root holds little else), it looks into that one instead, and so on down, and the
+  shards pass through the catalogs it looked into as they do through the root's;
 * it records a running export towards the new root before the shards start, so that a
   run stopped anywhere is resumed as any unfinished refresh is;
 * each shard refreshes its catalogs as an ordinary refresh would (diff, apply, finalise
   their directories) and reports each one complete; it passes through the root catalog's
-  directories on the way, creating any that are missing, applying nothing else there;
+  directories (and those of the catalogs the parent looked into) on the way, creating any
+  that are missing, applying nothing else there;
 * the parent records the reported catalogs applied, and its final pass is an ordinary
-  refresh resumed: it diffs the root catalog, skips the catalogs recorded with their new
-  hash, and does any a shard left unfinished.
+  refresh resumed: it diffs the root catalog (and those passed through), skips the
+  catalogs recorded with their new hash, and does any a shard left unfinished.
 
 Small refreshes stay in one process (:data:`SPLIT_MIN_BYTES`): starting shards costs more
 than it saves there.
@@ -41,26 +45,36 @@ CATALOG_SHARDS_ENV = "SHRINKWRAP_ASYNC_CATALOG_SHARDS"
 # files) 0.30-0.31 s, 0.26-0.28 s split.
 SPLIT_MIN_BYTES = 8 * 1024 * 1024
 SPLIT_MIN_BYTES_ENV = "SHRINKWRAP_ASYNC_SPLIT_MIN_BYTES"  # another bound (comparisons, tests)
+# How far down a chain of single changed catalogs the parent looks for catalogs to split
+# (software.eessi.io: /versions/<v>/software/linux/<arch>/<vendor>/<cpu>/...).
+MAX_DESCENT = 8
 
 
 @dataclass(frozen=True)
 class CatalogSplit:
-    """Which shard refreshes each changed catalog below the root, and the versions the
-    tree holds (mountpoint -> hash), which the shards diff against."""
+    """Which shard refreshes each changed catalog given out, the versions the tree holds
+    (mountpoint -> hash), which the shards diff against, and the catalogs the shards pass
+    through on the way to theirs (the root, and those the parent looked into)."""
 
     owners: dict[str, int]
     applied: dict[str, str]
+    passed: frozenset[str] = frozenset({""})
 
     def owner_of(self, mountpoint: str) -> int | None:
-        """The shard refreshing the catalog at ``mountpoint``: that of the changed catalog
-        right below the root holding it; None for the root and unchanged subtrees."""
+        """The shard refreshing the catalog at ``mountpoint``: that of the catalog given
+        out that holds it; None for the catalogs passed through and unchanged subtrees."""
         for top, index in self.owners.items():
             if mountpoint == top or mountpoint.startswith(top + "/"):
                 return index
         return None
 
     def write(self, path: Path, fqrn: str) -> None:
-        data = {"fqrn": fqrn, "owners": self.owners, "applied": self.applied}
+        data = {
+            "fqrn": fqrn,
+            "owners": self.owners,
+            "applied": self.applied,
+            "passed": sorted(self.passed),
+        }
         path.write_text(json.dumps(data), encoding="utf-8")
 
 
@@ -81,22 +95,40 @@ async def plan_split(
     fetcher: Any, cache_dir: Path, trusted: Any, plan: RefreshPlan, shards: int
 ) -> CatalogSplit | None:
     """The split of a refresh towards ``trusted``'s root, or None when it is better done
-    in one process (fewer than two changed catalogs below the root, or too little). Opens
-    the root catalog (fetched once into the catalog cache, where the run finds it)."""
+    in one process (fewer than two changed catalogs to give out, or too little). Opens the
+    root catalog, and the single changed catalog below it while there is only one (fetched
+    once into the catalog cache, where the run finds them)."""
     from shrinkwrap_async.catalogs.cache import CatalogCache
     from shrinkwrap_async.pipeline.catalog_fetch import CatalogOpener
 
     cache = CatalogCache(cache_dir / "catalogs", fetcher)
     opener = CatalogOpener(cache)
+    passed = [""]
     try:
-        root = await opener.open_root(trusted.root_catalog)
-        nested = await root.catalog.nested_catalogs()
+        catalog = (await opener.open_root(trusted.root_catalog)).catalog
+        changed = await _changed_below(catalog, plan)
+        for _ in range(MAX_DESCENT):
+            if len(changed) != 1:
+                break
+            (mountpoint,) = changed
+            child = (await opener.open_nested(catalog, mountpoint)).catalog
+            below = await _changed_below(child, plan)
+            if not below:  # the changes are that catalog's own
+                break
+            passed.append(mountpoint)
+            catalog, changed = child, below
     finally:
         await opener.close_all()
-    changed = {ref.path: ref.size for ref in nested if plan.applied.get(ref.path) != ref.digest.hex}
     if len(changed) < 2 or sum(changed.values()) < split_min_bytes():
         return None
-    return CatalogSplit(assign(changed, shards), dict(plan.applied))
+    return CatalogSplit(assign(changed, shards), dict(plan.applied), frozenset(passed))
+
+
+async def _changed_below(catalog: Any, plan: RefreshPlan) -> dict[str, int]:
+    """The catalogs right below ``catalog`` whose hash is not the one the tree holds:
+    mountpoint -> inflated size."""
+    nested = await catalog.nested_catalogs()
+    return {ref.path: ref.size for ref in nested if plan.applied.get(ref.path) != ref.digest.hex}
 
 
 def shards_outcome(
@@ -141,29 +173,35 @@ def split_from_parent(fqrn: str) -> CatalogSplit | None:
             return None
         owners = {str(k): int(v) for k, v in data["owners"].items()}
         applied = {str(k): str(v) for k, v in data["applied"].items()}
+        passed = frozenset(str(m) for m in data["passed"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return CatalogSplit(owners, applied)
+    return CatalogSplit(owners, applied, passed)
 
 
 class CatalogShardRun(ShardRun):
     """The runner's view of a shard of a split refresh: every entry of the catalogs it
-    owns, nothing of the others; the root catalog's directories passed through."""
+    owns, nothing of the others; the directories of the catalogs above them passed
+    through."""
 
     def __init__(self, shard: Shard, exporter: Any, split: CatalogSplit) -> None:
         super().__init__(shard, exporter)
         self.split = split
 
     def owns_catalog(self, mountpoint: str) -> bool:
-        """Whether this shard refreshes the catalog at ``mountpoint`` (a catalog right
-        below the root; those deeper go with their parent)."""
+        """Whether this shard refreshes the catalog at ``mountpoint`` (a catalog given
+        out; those nested in it go with it)."""
         return self.split.owners.get(mountpoint) == self.shard.index
 
     def passes_through(self, catalog: str) -> bool:
-        return catalog == ""  # the root catalog: the final pass applies it
+        return catalog in self.split.passed  # the final pass applies it
 
     def leaves_to_another(self, catalog: str, nested: str) -> bool:
-        return catalog == "" and not self.owns_catalog(nested)
+        return (
+            catalog in self.split.passed
+            and nested not in self.split.passed
+            and not self.owns_catalog(nested)
+        )
 
     def link_stage(self, base: LinkStage) -> LinkStage:
         return base  # the directories of its catalogs are this shard's alone

@@ -375,8 +375,10 @@ def _run_shards(
         processes: list[ShardProcess] = []
         shard_env = dict(os.environ, **{SHARDS_STARTED_ENV: repr(time.time())})
         if split is not None:
+            below = max(split.passed, key=len) or "/"
             log.info(
-                "refreshing %d catalogs in %d shards, split by catalog", len(split.owners), workers
+                "refreshing %d catalogs below %s in %d shards, split by catalog",
+                *(len(split.owners), below, workers),
             )
             assignment = Path(scratch) / "catalog-split.json"
             split.write(assignment, settings.fqrn)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import signal
 from pathlib import Path
@@ -22,6 +23,9 @@ from shrinkwrap_async.pipeline.catalog_shards import CatalogSplit, assign
 from shrinkwrap_async.state.db import StateDB
 from shrinkwrap_async.testing.command_line import run_cli, run_cli_process, start_cli_process
 from shrinkwrap_async.testing.faultproxy import FaultProxy
+from shrinkwrap_async.testing.publish import Publisher, PublishOptions
+from shrinkwrap_async.testing.servers import StaticServer
+from shrinkwrap_async.testing.shared import write_client_config
 
 from .test_shard_export import export_cli, listing, snapshot
 from .test_shard_refresh import FQRN, two_revisions
@@ -226,3 +230,78 @@ def test_a_split_is_read_back_only_under_its_parent(
     assert catalog_shards.split_from_parent("other.test.local") is None
     path.write_text("{not json")
     assert catalog_shards.split_from_parent(FQRN) is None
+
+
+def write_deep_release_tree(root: Path, revision: int) -> None:
+    """A repository whose root holds little besides ``/sw``: every change lies below
+    ``/sw/arch`` (``/sw`` and ``/sw/arch`` a chain of single catalogs), in package catalogs
+    that each change (or come or go) with the revision, and in ``/sw`` and ``/sw/arch``
+    themselves. ``/other`` never changes."""
+    import shutil
+
+    def write(relative: str, text: str) -> None:
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    if root.exists():
+        shutil.rmtree(root)
+    write("README.txt", f"revision {revision}\n")
+    write("other/.cvmfscatalog", "")
+    write("other/keep.txt", "never changes\n")
+    write("sw/.cvmfscatalog", "")
+    write("sw/README", f"software area, revision {revision}\n")
+    write("sw/arch/.cvmfscatalog", "")
+    write("sw/arch/own.txt", f"arch {revision}\n")
+    packages = ("pkg0", "pkg1", "pkg2", "pkg3") if revision == 1 else ("pkg0", "pkg1", "pkg3")
+    for name in (*packages, *(("pkg4",) if revision == 2 else ())):
+        changes = name != "pkg3"  # pkg3's catalog stays the same
+        write(f"sw/arch/{name}/.cvmfscatalog", "")
+        for index in range(6):
+            text = f"{name} file {index}" + (f" of revision {revision}" if changes else "")
+            write(f"sw/arch/{name}/lib/f{index}.txt", text + "\n")
+        write(f"sw/arch/{name}/deeper/.cvmfscatalog", "")
+        write(f"sw/arch/{name}/deeper/leaf.txt", f"{name} leaf {revision if changes else 0}\n")
+    for directory, names, files in os.walk(root, topdown=False):
+        for name in [*names, *files]:
+            os.utime(os.path.join(directory, name), (1_700_000_000,) * 2)  # content differs
+
+
+async def test_a_split_looks_down_a_chain_of_single_changed_catalogs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every change lies below ``/sw/arch``: the parent looks through ``/sw`` and
+    ``/sw/arch``, gives out the package catalogs, and the tree (directory metadata, the
+    catalogs recorded, the run records) equals that of a refresh in one process."""
+    monkeypatch.setattr(catalog_shards, "SPLIT_MIN_BYTES", 0)
+    source = tmp_path / "source"
+    write_deep_release_tree(source, 1)
+    publisher = Publisher(tmp_path / "server", FQRN, PublishOptions(workers=1))
+    publisher.publish(source)
+    async with StaticServer(tmp_path / "server") as server:
+        config = write_client_config(tmp_path / "client", server.url, publisher.keys_dir)
+        spec = tmp_path / "all.spec"
+        spec.write_text("/*\n")
+        common = ["-r", FQRN, "-f", str(config), "-t", str(spec)]
+        single, split = tmp_path / "single", tmp_path / "split"
+        for dest in (single, split):
+            assert await export_cli(*common, "-x", str(dest), "--workers", "1") == 0
+        write_deep_release_tree(source, 2)
+        publisher.publish(source)
+        fresh = tmp_path / "fresh"
+        assert await export_cli(*common, "-x", str(fresh), "--workers", "1") == 0
+        expected = snapshot(fresh, FQRN)
+
+        assert await export_cli(*common, "-x", str(single), "--workers", "1") == 0
+        messages = await refresh_in_two_workers(common, split, tmp_path / "split.log")
+        wanted = "refreshing 3 catalogs below /sw/arch in 2 shards, split by catalog"
+        assert wanted in messages, messages  # pkg0, pkg1 and pkg4; pkg3 is unchanged
+
+        assert listing.diff(expected, snapshot(single, FQRN)) == []
+        assert listing.diff(expected, snapshot(split, FQRN)) == []
+        applied = await applied_catalogs(split)
+        assert applied == await applied_catalogs(single)
+        assert "/sw/arch/pkg2" not in applied and "/sw/arch/pkg4/deeper" in applied
+        assert await run_statuses(split) == await run_statuses(single)
+        again = await run_cli_process("export", *common, "-x", str(split), "--json", "-q")
+        assert again.exit_code == 0 and json.loads(again.stdout)["requests"] == 2
