@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """End-to-end export benchmark: full export, refreshes and the machine's ceilings.
 
-    scripts/bench [--scale reference|small|medium|large|large-small] [-j 16,64,256]
+    scripts/bench [--scale reference|small|medium|large|large-small[-deep]] [-j 16,64]
                   [--workers 1,2] [--squid]
 
 Generates the synthetic repository of the scale once (cached under ``.bench-cache/``, with
@@ -56,7 +56,7 @@ from shrinkwrap_async.pipeline.shard_process import SHARD_NAME_PREFIX
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = REPO_ROOT / ".bench-cache"
 DEFAULT_RESULTS = REPO_ROOT / "bench-results"
-SCALES = ("reference", "small", "medium", "large", "large-small")
+SCALES = ("reference", "small", "medium", "large", "large-small", "large-small-deep")
 CHANGE_FRACTION = 0.01
 CHANGED_MTIME_OFFSET = 86_400
 EXPORT_TIMEOUT = 3600.0  # seconds; a bound, not an expectation
@@ -1198,7 +1198,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scale == "large":
         print("large scale: 1M files; generation takes a long time and tens of GB", flush=True)
-    elif args.scale == "large-small":
+    elif args.scale.startswith("large-small"):
         print("large-small scale: 1M small files; generation takes minutes, a few GB", flush=True)
     config = BenchConfig(
         scale=args.scale,

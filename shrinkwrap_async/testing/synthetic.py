@@ -9,6 +9,9 @@ same shape with a mean near 64 KiB, plus symlinks, a hard-link group and a few c
 files of tens of MiB. ``large-small`` is ``large``'s tree (1M files, same directories,
 extras and chunked files) with small files (median 1 KiB, mean 2 KiB), so that the 1M-file
 case fits in a few GB of disk: the memory and per-file costs at 1M files, not the bytes.
+``large-small-deep`` is ``large-small`` with the releases in one nested catalog, ``/sw``, as
+the releases of sft.cern.ch lie below ``/lcg/releases``: every change lies below one
+catalog right under the root.
 
 Content is produced on demand by picklable :class:`GeneratedContent` objects, so the
 publisher's worker processes generate and compress it in parallel.
@@ -86,6 +89,7 @@ class Profile:
     duplicate_fraction: float = 0.10
     big_files: int = 0  # extra files of tens of MiB (chunked)
     extras: bool = False  # symlinks and a hard-link group per release
+    under: str = ""  # a directory, a nested catalog, holding the releases ("": the root)
 
 
 PROFILES: dict[str, Profile] = {
@@ -94,6 +98,9 @@ PROFILES: dict[str, Profile] = {
     "medium": Profile(100_000, 20, 20, 5, 16384, 65536, big_files=4, extras=True),
     "large": Profile(1_000_000, 50, 40, 10, 16384, 65536, big_files=8, extras=True),
     "large-small": Profile(1_000_000, 50, 40, 10, 1024, 2048, big_files=8, extras=True),
+    "large-small-deep": Profile(
+        1_000_000, 50, 40, 10, 1024, 2048, big_files=8, extras=True, under="sw"
+    ),
 }
 
 
@@ -200,6 +207,10 @@ def build_tree(profile: Profile, seed: int) -> SourceNode:
         size = rng.randrange(20 << 20, 60 << 20)
         big = _file(f"big{number}.bin", GeneratedContent(seed, 10_000_000 + number, size, "random"))
         root.children[number % profile.releases].children.append(big)  # type: ignore[union-attr]
+    if profile.under:
+        holder = _directory(profile.under, root.children)
+        holder.children.append(_file(".cvmfscatalog", GeneratedContent(seed, -1, 0, "words")))  # type: ignore[union-attr]
+        root = _directory("", [holder])
     return root
 
 

@@ -92,6 +92,27 @@ def test_generated_profile_is_deterministic_and_publishes(tmp_path: Path):
     )
 
 
+def test_a_profile_can_hold_its_releases_in_one_catalog_below_the_root(tmp_path: Path):
+    deep = Profile(60, 3, 2, 2, 2048, 8192, extras=True, under="sw")
+    flat = Profile(60, 3, 2, 2, 2048, 8192, extras=True)
+    published = {
+        name: Publisher(tmp_path / name, FQRN, PublishOptions(workers=1)).publish(
+            build_tree(profile, 7)
+        )
+        for name, profile in (("deep", deep), ("flat", flat))
+    }
+    assert set(published["deep"].catalogs) == {"", "/sw", "/sw/release-00", "/sw/release-01",
+                                               "/sw/release-02"}  # fmt: skip
+    rows = {
+        name: {path: row["hash"] for path, row in all_rows(read_tree(p.repository_dir)).items()}
+        for name, p in published.items()
+    }
+    below = {path for path in rows["deep"] if path.startswith("/sw/")} - {"/sw/.cvmfscatalog"}
+    assert {path: rows["deep"][path] for path in below} == {
+        "/sw" + path: digest for path, digest in rows["flat"].items() if path
+    }
+
+
 def test_command_line_publishes_and_republishes(tmp_path: Path):
     source = tmp_path / "src"
     (source / "dir").mkdir(parents=True)
