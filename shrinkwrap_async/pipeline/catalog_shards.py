@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from shrinkwrap_async.link.tree_writer import RelPath
     from shrinkwrap_async.pipeline.link_stage import LinkStage
     from shrinkwrap_async.pipeline.refresh import RefreshPlan
+    from shrinkwrap_async.spec.tree import Spec
 
 # --workers: a JSON file of the catalog split (which shard refreshes which catalog)
 CATALOG_SHARDS_ENV = "SHRINKWRAP_ASYNC_CATALOG_SHARDS"
@@ -92,12 +93,12 @@ def assign(sizes: dict[str, int], shards: int) -> dict[str, int]:
 
 
 async def plan_split(
-    fetcher: Any, cache_dir: Path, trusted: Any, plan: RefreshPlan, shards: int
+    fetcher: Any, cache_dir: Path, trusted: Any, plan: RefreshPlan, spec: Spec, shards: int
 ) -> CatalogSplit | None:
     """The split of a refresh towards ``trusted``'s root, or None when it is better done
-    in one process (fewer than two changed catalogs to give out, or too little). Opens the
-    root catalog, and the single changed catalog below it while there is only one (fetched
-    once into the catalog cache, where the run finds them)."""
+    in one process (fewer than two changed catalogs the spec reaches to give out, or too
+    little). Opens the root catalog, and the single changed catalog below it while there is
+    only one (fetched once into the catalog cache, where the run finds them)."""
     from shrinkwrap_async.catalogs.cache import CatalogCache
     from shrinkwrap_async.pipeline.catalog_fetch import CatalogOpener
 
@@ -106,13 +107,13 @@ async def plan_split(
     passed = [""]
     try:
         catalog = (await opener.open_root(trusted.root_catalog)).catalog
-        changed = await _changed_below(catalog, plan)
+        changed = await _changed_below(catalog, plan, spec)
         for _ in range(MAX_DESCENT):
             if len(changed) != 1:
                 break
             (mountpoint,) = changed
             child = (await opener.open_nested(catalog, mountpoint)).catalog
-            below = await _changed_below(child, plan)
+            below = await _changed_below(child, plan, spec)
             if not below:  # the changes are that catalog's own
                 break
             passed.append(mountpoint)
@@ -124,11 +125,14 @@ async def plan_split(
     return CatalogSplit(assign(changed, shards), dict(plan.applied), frozenset(passed))
 
 
-async def _changed_below(catalog: Any, plan: RefreshPlan) -> dict[str, int]:
-    """The catalogs right below ``catalog`` whose hash is not the one the tree holds:
-    mountpoint -> inflated size."""
-    nested = await catalog.nested_catalogs()
-    return {ref.path: ref.size for ref in nested if plan.applied.get(ref.path) != ref.digest.hex}
+async def _changed_below(catalog: Any, plan: RefreshPlan, spec: Spec) -> dict[str, int]:
+    """The catalogs right below ``catalog`` whose hash is not the one the tree holds and
+    that the spec reaches: mountpoint -> inflated size."""
+    return {
+        ref.path: ref.size
+        for ref in await catalog.nested_catalogs()
+        if plan.applied.get(ref.path) != ref.digest.hex and spec.descends_into(ref.path)
+    }
 
 
 def shards_outcome(

@@ -194,7 +194,7 @@ async def destination_state(
         else:
             state.after_shards = ShardMarks(dest_base, settings.fqrn).directory.is_dir()
             if state.incremental and workers > 1:
-                state.split = await plan_split(fetcher, cache_dir, trusted, plan, workers)
+                state.split = await plan_split(fetcher, cache_dir, trusted, plan, spec, workers)
         state.requests = fetcher.stats.requests
         return state
 

@@ -325,6 +325,15 @@ class Spec:
             return NOTHING
         return Selection(True, is_directory and child.descend)
 
+    def descends_into(self, directory: str) -> bool:
+        """Whether an export lists ``directory`` (``""`` or ``"/a/b"``): it is selected with
+        something below it, and so is every directory on the way to it. Records no hit
+        (:meth:`warnings` is about what the walk itself met)."""
+        if self._select_all:
+            return True
+        state = self._state_for(directory)
+        return not state.excluded and state.descend
+
     def selects_whole_subtree(self, directory: str) -> bool:
         """Whether every entry below ``directory`` is selected and no rule names anything there.
 
