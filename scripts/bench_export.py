@@ -805,29 +805,35 @@ class BenchConfig:
     profile: str | None = None  # "pyinstrument" or "py-spy": one extra profiled export
     settle: float = 60.0  # seconds to wait after deleting destinations in the middle of a run
     dest_base: Path | None = None  # where destinations go (default: the cache's file system)
-    drop_caches: bool = False  # free the kernel's unused dentries and inodes first (root)
+    drop_caches: bool = False  # free the kernel's caches first (root)
 
 
 def dentry_state() -> dict[str, int] | None:
-    """The kernel's dentry count and how many of them are unused (Linux), else None.
+    """The kernel's dentry count, how many of them are unused, and its inode count (Linux),
+    else None.
 
-    Millions of dentries left by earlier exports (a tmpfs keeps one per file it holds)
-    lengthen the kernel's path look-ups: the reference export took 1.93 s against 1.82 s
-    (medians of 8) after they were freed. The figures carry the count they were made at.
+    Millions of dentries and inodes left by earlier runs lengthen the kernel's hash chains
+    (path look-ups, and ``insert_inode_locked`` for every file made): the reference export
+    took 1.93 s against 1.82 s (medians of 8) after unused dentries were freed, and 2.26-2.50
+    s against 1.91-2.13 s on ext4 once the inodes of other cached repositories went too. The
+    figures carry the counts they were made at.
     """
     try:
         fields = Path("/proc/sys/fs/dentry-state").read_text().split()
+        inodes = Path("/proc/sys/fs/inode-nr").read_text().split()
     except OSError:
         return None
-    return {"dentries": int(fields[0]), "unused": int(fields[1])}
+    return {"dentries": int(fields[0]), "unused": int(fields[1]), "inodes": int(inodes[0])}
 
 
 def drop_kernel_caches() -> None:
-    """Free unused dentries and inodes (``vm.drop_caches = 2``; needs root). Files whose
-    inodes go lose their cached pages too: see :func:`read_objects`."""
+    """Free the page cache and unused dentries and inodes (``vm.drop_caches = 3``; needs
+    root). The page cache goes too because a file's cached pages keep its inode: after
+    ``2`` alone, the two million inodes of the million-file repositories stayed. The
+    repository is read back afterwards (:func:`read_objects`)."""
     os.sync()
     try:
-        Path("/proc/sys/vm/drop_caches").write_text("2\n")
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
     except OSError as error:
         raise SystemExit(f"scripts/bench: --drop-caches: {error.strerror} (needs root)") from None
 
@@ -912,10 +918,11 @@ def run_benchmark(config: BenchConfig, log: Any = print) -> dict[str, Any]:
     label = config.name or (config.scale if isinstance(config.scale, str) else "custom")
     dentries_at_start = dentry_state()
     if config.drop_caches:
-        log("dropping the kernel's unused dentries and inodes, reading the objects again ...")
+        log("dropping the kernel's caches, reading the objects (and the exporter) again ...")
         drop_kernel_caches()
         for revision in ("base", "changed") if need_changed else ("base",):
             read_objects(repo.data_dir(revision))
+        python_start_seconds(1)  # the interpreter and the exporter's modules, read back
     results: dict[str, Any] = {
         "scale": label,
         "seed": config.seed,
@@ -1022,14 +1029,20 @@ def dentries_line(host: dict[str, Any]) -> str:
     start, end = host.get("dentries_at_start"), host.get("dentries_at_end")
     if not start:
         return "kernel dentries: not recorded"
+
+    def inodes(state: dict[str, int]) -> str:
+        return f", {state['inodes']:,} inodes" if "inodes" in state else ""  # older JSON
+
     text = f"kernel dentries at start {start['dentries']:,} ({start['unused']:,} unused)"
+    text += inodes(start)
     measured_from = host.get("dentries_measured_from")
     if host.get("caches_dropped") and measured_from:
         text += (
             f"; after --drop-caches and reading the repository back {measured_from['dentries']:,}"
+            + inodes(measured_from)
         )
     if end:
-        text += f"; at end {end['dentries']:,}"
+        text += f"; at end {end['dentries']:,}" + inodes(end)
     return text
 
 
@@ -1190,8 +1203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--drop-caches",
         action="store_true",
-        help="free the kernel's unused dentries and inodes before the run (root; see "
-        "docs/performance.md: what earlier runs leave there slows path look-ups)",
+        help="free the kernel's page cache and unused dentries and inodes before the run, "
+        "then read the repository back (root; see docs/performance.md: what earlier runs "
+        "leave there slows path look-ups and inode creation)",
     )
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)

@@ -82,6 +82,7 @@ def test_harness_produces_well_formed_results(tmp_path: Path) -> None:
     host = written["host"]
     assert host["caches_dropped"] is False
     assert host["dentries_at_start"]["dentries"] >= host["dentries_at_start"]["unused"] >= 0
+    assert host["dentries_at_start"]["inodes"] > 0
     assert f"kernel dentries at start {host['dentries_at_start']['dentries']:,}" in table
     # What --drop-caches reads back afterwards: every file of the revision's store.
     fqrn = written["repository"]["fqrn"]
