@@ -9,10 +9,13 @@ shards that each take some of the changed catalogs, then the final pass.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -126,30 +129,32 @@ async def test_a_split_refresh_killed_along_the_way_is_completed_by_the_next_run
     """SIGKILL to the command at random moments of split refreshes (its shards then get
     SIGTERM from the kernel): the next run completes the tree, temp names and all."""
     monkeypatch.setenv(catalog_shards.SPLIT_MIN_BYTES_ENV, "0")  # the command's own
-    rng = random.Random(7)
     async with two_revisions(tmp_path) as revisions:
         common = revisions.common
         dest = tmp_path / "dest"
         assert await export_cli(*common, "-x", str(dest), "--workers", "1") == 0
         expected, _ = await revisions.next_revision(tmp_path / "fresh")
-        # Through a proxy, one request in flight per shard: a run of about 0.4 s to kill.
-        direct = Path(common[common.index("-f") + 1])
-        slow = direct.with_name("slow.conf")
-        async with FaultProxy() as proxy:
-            text = direct.read_text().replace(
-                "CVMFS_HTTP_PROXY=DIRECT", f"CVMFS_HTTP_PROXY={proxy.url}"
-            )
-            slow.write_text(text)
-            argv = (
-                "export", "-r", FQRN, "-f", str(slow), "-t", common[common.index("-t") + 1],
-                "-x", str(dest), "--workers", "2", "-j", "2", "--no-progress", "-q",
-            )  # fmt: skip
-            killed = await kill_runs(argv, rng, times=3)
-        assert killed > 0
+        assert await kill_split_refreshes(common, dest, random.Random(7)) > 0
         rerun = ("export", *common, "-x", str(dest), "--workers", "2", "--no-progress", "-q")
         assert (await run_cli_process(*rerun)).exit_code == 0
         assert listing.diff(expected, snapshot(dest, FQRN)) == []
         assert not [p for p in (dest / FQRN).rglob("*") if is_temp_name(p.name)]
+
+
+async def kill_split_refreshes(common: list[str], dest: Path, rng: random.Random) -> int:
+    """Refreshes of ``dest`` with two workers, through a proxy with one request in flight
+    per shard (a run of about 0.4 s to kill), SIGKILLed at random moments (see
+    :func:`kill_runs`); how many were killed."""
+    direct = Path(common[common.index("-f") + 1])
+    slow = direct.with_name("slow.conf")
+    async with FaultProxy() as proxy:
+        proxied = f"CVMFS_HTTP_PROXY={proxy.url}"
+        slow.write_text(direct.read_text().replace("CVMFS_HTTP_PROXY=DIRECT", proxied))
+        argv = (
+            "export", "-r", FQRN, "-f", str(slow), "-t", common[common.index("-t") + 1],
+            "-x", str(dest), "--workers", "2", "-j", "2", "--no-progress", "-q",
+        )  # fmt: skip
+        return await kill_runs(argv, rng, times=3)
 
 
 async def kill_runs(argv: tuple[str, ...], rng: random.Random, *, times: int) -> int:
@@ -267,6 +272,35 @@ def write_deep_release_tree(root: Path, revision: int) -> None:
             os.utime(os.path.join(directory, name), (1_700_000_000,) * 2)  # content differs
 
 
+@dataclass
+class DeepReleases:
+    """:func:`write_deep_release_tree`'s revision 1 published and served."""
+
+    source: Path
+    publisher: Publisher
+    common: list[str]  # -r, -f, -t
+
+    async def next_revision(self, fresh: Path) -> dict[str, object]:
+        """Publish revision 2 and export it into the new ``fresh``: its snapshot."""
+        write_deep_release_tree(self.source, 2)
+        self.publisher.publish(self.source)
+        assert await export_cli(*self.common, "-x", str(fresh), "--workers", "1") == 0
+        return snapshot(fresh, FQRN)
+
+
+@contextlib.asynccontextmanager
+async def deep_releases(tmp_path: Path, spec_text: str = "/*\n") -> AsyncIterator[DeepReleases]:
+    source = tmp_path / "source"
+    write_deep_release_tree(source, 1)
+    publisher = Publisher(tmp_path / "server", FQRN, PublishOptions(workers=1))
+    publisher.publish(source)
+    async with StaticServer(tmp_path / "server") as server:
+        config = write_client_config(tmp_path / "client", server.url, publisher.keys_dir)
+        spec = tmp_path / "partial.spec"
+        spec.write_text(spec_text)
+        yield DeepReleases(source, publisher, ["-r", FQRN, "-f", str(config), "-t", str(spec)])
+
+
 @pytest.mark.parametrize(
     ("spec_text", "message"),
     [
@@ -289,23 +323,12 @@ async def test_a_split_looks_down_a_chain_of_single_changed_catalogs(
     (directory metadata, the catalogs recorded, the run records) equals that of a refresh
     in one process."""
     monkeypatch.setattr(catalog_shards, "SPLIT_MIN_BYTES", 0)
-    source = tmp_path / "source"
-    write_deep_release_tree(source, 1)
-    publisher = Publisher(tmp_path / "server", FQRN, PublishOptions(workers=1))
-    publisher.publish(source)
-    async with StaticServer(tmp_path / "server") as server:
-        config = write_client_config(tmp_path / "client", server.url, publisher.keys_dir)
-        spec = tmp_path / "partial.spec"
-        spec.write_text(spec_text)
-        common = ["-r", FQRN, "-f", str(config), "-t", str(spec)]
+    async with deep_releases(tmp_path, spec_text) as releases:
+        common = releases.common
         single, split = tmp_path / "single", tmp_path / "split"
         for dest in (single, split):
             assert await export_cli(*common, "-x", str(dest), "--workers", "1") == 0
-        write_deep_release_tree(source, 2)
-        publisher.publish(source)
-        fresh = tmp_path / "fresh"
-        assert await export_cli(*common, "-x", str(fresh), "--workers", "1") == 0
-        expected = snapshot(fresh, FQRN)
+        expected = await releases.next_revision(tmp_path / "fresh")
 
         assert await export_cli(*common, "-x", str(single), "--workers", "1") == 0
         messages = await refresh_in_two_workers(common, split, tmp_path / "split.log")
@@ -319,3 +342,20 @@ async def test_a_split_looks_down_a_chain_of_single_changed_catalogs(
         assert await run_statuses(split) == await run_statuses(single)
         again = await run_cli_process("export", *common, "-x", str(split), "--json", "-q")
         assert again.exit_code == 0 and json.loads(again.stdout)["requests"] == 2
+
+
+async def test_a_split_below_the_root_killed_along_the_way_is_completed_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As for a split below the root catalog: SIGKILL at random moments, then one run
+    completes the tree (the catalogs passed through are diffed again by it)."""
+    monkeypatch.setenv(catalog_shards.SPLIT_MIN_BYTES_ENV, "0")
+    async with deep_releases(tmp_path) as releases:
+        dest = tmp_path / "dest"
+        assert await export_cli(*releases.common, "-x", str(dest), "--workers", "1") == 0
+        expected = await releases.next_revision(tmp_path / "fresh")
+        assert await kill_split_refreshes(releases.common, dest, random.Random(11)) > 0
+        rerun = ("export", *releases.common, "-x", str(dest), "--workers", "2", "-q")
+        assert (await run_cli_process(*rerun, "--no-progress")).exit_code == 0
+        assert listing.diff(expected, snapshot(dest, FQRN)) == []
+        assert not [p for p in (dest / FQRN).rglob("*") if is_temp_name(p.name)]
