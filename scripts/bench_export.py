@@ -15,8 +15,9 @@ a second revision in which 1 % of the files changed), serves it with nginx on 12
 2. no-change refresh (same destination, same revision): wall and requests;
 3. refresh after the 1 % change: wall, requests, bytes received;
 4. ceilings over the same objects: ``curl --parallel --parallel-max 64`` to /dev/null, and a
-   pure inflate+hash pass in one Python process; export throughput as a ratio of each. For
-   the 1 % change: curl of only the changed objects, curl of everything a client fetches
+   pure inflate+hash pass in one Python process; export throughput as a ratio of each;
+   and each export against a curl pass that opens its round of ``--repeat`` (the machine's
+   speed drifts within a run). For the 1 % change: curl of only the changed objects, curl of everything a client fetches
    for the change (root files, changed catalogs, changed objects), and a bare start of
    the command (``import shrinkwrap_async.cli``).
 
@@ -39,6 +40,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -663,6 +665,11 @@ def variant_outcome(setup: ExportSetup, variant: Variant, *, refresh: bool) -> d
     outcome: dict[str, Any] = {"jobs": variant.jobs, "workers": shown}
     outcome["full"] = min(variant.fulls, key=lambda run: (run["exit"] != 0, run["wall"]))
     outcome["full"]["walls"] = [run["wall"] for run in variant.fulls]
+    outcome["full"]["ratios_to_round_curl"] = [  # each export against its round's curl pass
+        round(run["curl_round_seconds"] / run["wall"], 3)
+        for run in variant.fulls
+        if run.get("curl_round_seconds") and run["wall"] and run["exit"] == 0
+    ]
     if refresh:
         assert variant.last_run is not None
         dest, cache = variant.last_run / "dest", variant.last_run / "cache"
@@ -728,12 +735,22 @@ def curl_ceiling(
     """Seconds for ``curl --parallel --parallel-max 64`` to fetch ``objects`` to /dev/null.
 
     Through ``proxy`` when it is not DIRECT, so that the ceiling takes the export's path.
+    The list of URLs stays in ``work`` (:func:`curl_listing`) for :func:`time_curl`.
     """
-    listing = work / f"curl-{label}-{len(objects)}.txt"
+    listing = curl_listing(work, label)
     with listing.open("w") as handle:
         for path in objects:
             relative = path.relative_to(docroot).as_posix()
             handle.write(f'url = "{http_base}/{relative}"\noutput = "/dev/null"\n')
+    return time_curl(listing, proxy)
+
+
+def curl_listing(work: Path, label: str) -> Path:
+    return work / f"curl-{label}.txt"
+
+
+def time_curl(listing: Path, proxy: str = "DIRECT") -> float:
+    """Seconds for curl to fetch the URLs of ``listing`` (a ``-K`` file) to /dev/null."""
     argv = ["curl", "--parallel", "--parallel-max", str(CURL_PARALLEL), "--no-progress-meter"]
     argv += ["--fail", "-K", str(listing)]
     if proxy != "DIRECT":
@@ -915,6 +932,9 @@ def add_ratios(outcome: dict[str, Any], ceilings: dict[str, Any]) -> None:
     if ceilings and wall:
         outcome["full"]["ratio_to_curl"] = round(ceilings["curl_seconds"] / wall, 3)
         outcome["full"]["ratio_to_inflate_hash"] = round(ceilings["inflate_hash_seconds"] / wall, 3)
+    paired = outcome["full"].get("ratios_to_round_curl")
+    if paired:
+        outcome["full"]["ratio_to_round_curl_median"] = round(statistics.median(paired), 3)
     change = outcome.get("change_1pct")
     if not change or not ceilings.get("curl_changed_seconds"):
         return
@@ -1007,10 +1027,19 @@ def run_benchmark(config: BenchConfig, log: Any = print) -> dict[str, Any]:
                 Variant(jobs, workers) for workers in config.workers for jobs in config.jobs
             ]
             for _ in range(max(1, config.repeat)):
+                # A curl pass of all objects opens each round: every export is compared
+                # with one made minutes, not a whole run, from it (see paired_ratio).
+                round_curl = None
+                if config.ceilings:
+                    log("curl pass of this round ...")
+                    round_curl = round(time_curl(curl_listing(work, "all"), proxy), 3)
+                    ceilings.setdefault("curl_round_seconds", []).append(round_curl)
                 for variant in variants:
                     shown = "" if variant.workers is None else f" --workers {variant.workers}"
                     log(f"export -j {variant.jobs}{shown} ...")
                     measure_full(setup, variant, destinations)
+                    if round_curl is not None:
+                        variant.fulls[-1]["curl_round_seconds"] = round_curl
             for variant in variants:
                 outcome = variant_outcome(setup, variant, refresh=config.refresh)
                 add_ratios(outcome, ceilings)
@@ -1132,6 +1161,12 @@ def format_table(results: dict[str, Any]) -> str:
         walls = outcome["full"].get("walls", [])
         if len(walls) > 1:
             lines.append(f"{where} full export walls (s): {walls}")
+        paired = outcome["full"].get("ratios_to_round_curl")
+        if paired:
+            lines.append(
+                f"{where} full export against the curl pass of its round: median "
+                f"{outcome['full']['ratio_to_round_curl_median']} ({min(paired)}-{max(paired)})"
+            )
         if "followed_deletion" in outcome["full"]:
             lines.append(f"note: {where} full export followed a deletion of destinations")
         for key in ("full", "no_change", "change_1pct"):

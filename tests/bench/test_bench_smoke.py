@@ -61,6 +61,12 @@ def test_harness_produces_well_formed_results(tmp_path: Path) -> None:
     assert written["ceilings"]["curl_seconds"] > 0
     assert written["ceilings"]["inflate_hash_seconds"] >= 0
     assert full["ratio_to_curl"] > 0
+    # Each round opens with a curl pass, and each export is compared with its round's.
+    assert len(written["ceilings"]["curl_round_seconds"]) == 1
+    assert full["ratios_to_round_curl"] == [
+        round(written["ceilings"]["curl_round_seconds"][0] / full["wall"], 3)
+    ]
+    assert full["ratio_to_round_curl_median"] == full["ratios_to_round_curl"][0]
     ceilings = written["ceilings"]
     assert ceilings["change_client_files"] >= 2 + ceilings["change_catalogs"] + 1
     assert ceilings["curl_change_client_seconds"] > 0 and ceilings["python_start_seconds"] > 0
@@ -84,6 +90,7 @@ def test_harness_produces_well_formed_results(tmp_path: Path) -> None:
     assert host["dentries_at_start"]["dentries"] >= host["dentries_at_start"]["unused"] >= 0
     assert host["dentries_at_start"]["inodes"] > 0
     assert f"kernel dentries at start {host['dentries_at_start']['dentries']:,}" in table
+    assert "full export against the curl pass of its round: median" in table
     # What --drop-caches reads back afterwards: every file of the revision's store.
     fqrn = written["repository"]["fqrn"]
     data = tmp_path / "cache" / "tiny-seed1" / "base" / "cvmfs" / fqrn / "data"
