@@ -1028,7 +1028,7 @@ def run_benchmark(config: BenchConfig, log: Any = print) -> dict[str, Any]:
             ]
             for _ in range(max(1, config.repeat)):
                 # A curl pass of all objects opens each round: every export is compared
-                # with one made minutes, not a whole run, from it (see paired_ratio).
+                # with one made minutes, not a whole run, away from it.
                 round_curl = None
                 if config.ceilings:
                     log("curl pass of this round ...")
