@@ -17,9 +17,9 @@ a second revision in which 1 % of the files changed), serves it with nginx on 12
 4. ceilings over the same objects: ``curl --parallel --parallel-max 64`` to /dev/null, and a
    pure inflate+hash pass in one Python process; export throughput as a ratio of each;
    and each export against a curl pass that opens its round of ``--repeat`` (the machine's
-   speed drifts within a run). For the 1 % change: curl of only the changed objects, curl of everything a client fetches
-   for the change (root files, changed catalogs, changed objects), and a bare start of
-   the command (``import shrinkwrap_async.cli``).
+   speed drifts within a run). For the 1 % change: curl of only the changed objects, curl
+   of everything a client fetches for the change (root files, changed catalogs, changed
+   objects), and a bare start of the command (``import shrinkwrap_async.cli``).
 
 Destinations are deleted after the last export of the run, never right before a timed
 export (ext4 without a journal creates files slowly for minutes after a mass deletion;
