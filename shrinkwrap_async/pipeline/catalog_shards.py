@@ -100,19 +100,29 @@ async def plan_split(
     little). Opens the root catalog, and the single changed catalog below it while there is
     only one (fetched once into the catalog cache, where the run finds them)."""
     from shrinkwrap_async.catalogs.cache import CatalogCache
+    from shrinkwrap_async.network.errors import FetchError, ObjectCorruptError
     from shrinkwrap_async.pipeline.catalog_fetch import CatalogOpener
+    from shrinkwrap_async.pipeline.runner import catalog_hash_error
 
     cache = CatalogCache(cache_dir / "catalogs", fetcher)
     opener = CatalogOpener(cache)
     passed = [""]
     try:
-        catalog = (await opener.open_root(trusted.root_catalog)).catalog
+        try:
+            catalog = (await opener.open_root(trusted.root_catalog)).catalog
+        except ObjectCorruptError as error:  # as the run itself would end: exit 3
+            raise catalog_hash_error("", error) from None
         changed = await _changed_below(catalog, plan, spec)
         for _ in range(MAX_DESCENT):
             if len(changed) != 1:
                 break
             (mountpoint,) = changed
-            child = (await opener.open_nested(catalog, mountpoint)).catalog
+            try:
+                child = (await opener.open_nested(catalog, mountpoint)).catalog
+            except ObjectCorruptError as error:
+                raise catalog_hash_error(mountpoint, error) from None
+            except FetchError:  # one process reports it as it would anyway (a partial run)
+                break
             below = await _changed_below(child, plan, spec)
             if not below:  # the changes are that catalog's own
                 break

@@ -359,3 +359,42 @@ async def test_a_split_below_the_root_killed_along_the_way_is_completed_by_the_n
         assert (await run_cli_process(*rerun, "--no-progress")).exit_code == 0
         assert listing.diff(expected, snapshot(dest, FQRN)) == []
         assert not [p for p in (dest / FQRN).rglob("*") if is_temp_name(p.name)]
+
+
+@pytest.mark.parametrize(("damage", "exit_code"), [("corrupt", 3), ("missing", 1)])
+async def test_a_catalog_the_split_cannot_open_ends_the_run_as_in_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str, exit_code: int
+) -> None:
+    """The parent looks into ``/sw`` of revision 2, which is corrupt (the run ends with
+    exit 3, a trust failure) or missing on the server (the refresh goes on without it and
+    ends partial, exit 1): the same exit and error as a refresh in one process; once the
+    catalog is back, the next run completes the tree."""
+    monkeypatch.setenv(catalog_shards.SPLIT_MIN_BYTES_ENV, "0")
+    async with deep_releases(tmp_path) as releases:
+        common = releases.common
+        single, split = tmp_path / "single", tmp_path / "split"
+        for dest in (single, split):
+            assert await export_cli(*common, "-x", str(dest), "--workers", "1") == 0
+        expected = await releases.next_revision(tmp_path / "fresh")
+        digest = (await applied_catalogs(tmp_path / "fresh"))["/sw"]
+        name = digest[2:] + "C"
+        stored = tmp_path / "server" / "cvmfs" / FQRN / "data" / digest[:2] / name
+        intact = stored.read_bytes()
+        for cached in [p for p in tmp_path.rglob(name) if p != stored]:
+            cached.unlink()  # the fresh export's copy in the shared catalog cache
+        if damage == "corrupt":
+            stored.write_bytes(intact[:-8] + bytes(8))
+        else:
+            stored.unlink()
+
+        outcomes = []
+        for dest, workers in ((single, "1"), (split, "2")):
+            run = await run_cli_process(
+                "export", *common, "-x", str(dest), "--workers", workers, "--no-progress"
+            )
+            errors = [line for line in run.stderr.splitlines() if "/sw" in line]
+            outcomes.append((run.exit_code, errors[-1:]))
+        assert outcomes[0] == outcomes[1] and outcomes[0][0] == exit_code, outcomes
+        stored.write_bytes(intact)
+        assert await export_cli(*common, "-x", str(split), "--workers", "2") == 0
+        assert listing.diff(expected, snapshot(split, FQRN)) == []
