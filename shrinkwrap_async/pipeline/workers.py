@@ -378,7 +378,9 @@ def _run_shards(
             below = max(split.passed, key=len) or "/"
             log.info(
                 "refreshing %d catalogs below %s in %d shards, split by catalog",
-                *(len(split.owners), below, workers),
+                len(split.owners),
+                below,
+                workers,
             )
             assignment = Path(scratch) / "catalog-split.json"
             split.write(assignment, settings.fqrn)

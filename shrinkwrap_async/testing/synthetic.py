@@ -160,6 +160,11 @@ def _file(name: str, content: GeneratedContent, mode: int = 0o100644) -> SourceN
     )
 
 
+def _catalog_marker(seed: int) -> SourceNode:
+    """The empty ``.cvmfscatalog`` that makes its directory a nested catalog."""
+    return _file(".cvmfscatalog", GeneratedContent(seed, -1, 0, "words"))
+
+
 def build_profile(name: str, seed: int = 1) -> SourceNode:
     """The tree of profile ``name`` (``KeyError`` with a message for unknown names)."""
     try:
@@ -186,7 +191,7 @@ def build_tree(profile: Profile, seed: int) -> SourceNode:
     index = 0
     for release_number in range(profile.releases):
         release = _directory(f"release-{release_number:02d}")
-        release.children.append(_file(".cvmfscatalog", GeneratedContent(seed, -1, 0, "words")))  # type: ignore[union-attr]
+        release.children.append(_catalog_marker(seed))  # type: ignore[union-attr]
         root.children.append(release)  # type: ignore[union-attr]
         for package_number in range(profile.packages):
             package = _directory(f"pkg{package_number:02d}")
@@ -209,7 +214,7 @@ def build_tree(profile: Profile, seed: int) -> SourceNode:
         root.children[number % profile.releases].children.append(big)  # type: ignore[union-attr]
     if profile.under:
         holder = _directory(profile.under, root.children)
-        holder.children.append(_file(".cvmfscatalog", GeneratedContent(seed, -1, 0, "words")))  # type: ignore[union-attr]
+        holder.children.append(_catalog_marker(seed))  # type: ignore[union-attr]
         root = _directory("", [holder])
     return root
 

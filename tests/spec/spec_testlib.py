@@ -29,15 +29,21 @@ def full_tree(names: str = "abc", depth: int = 3) -> dict[str, bool]:
 
 def walk(spec: Spec, tree: dict[str, bool]) -> set[str]:
     """What an export creates: list only the directories select() descends into."""
+    return walk_listing(spec, tree)[0]
+
+
+def walk_listing(spec: Spec, tree: dict[str, bool]) -> tuple[set[str], set[str]]:
+    """The export's walk: what it creates, and the directories it lists."""
     children: dict[str, list[str]] = {}
     for path in tree:
         if path:
             children.setdefault(path.rpartition("/")[0], []).append(path)
     root = spec.select("", is_directory=True)
     if not root.include:
-        return set()
+        return set(), set()
     selected = {""}
-    pending = [""] if root.descend else []
+    listed = {""} if root.descend else set()
+    pending = sorted(listed)
     while pending:
         directory = pending.pop()
         for path in sorted(children.get(directory, [])):
@@ -46,8 +52,9 @@ def walk(spec: Spec, tree: dict[str, bool]) -> set[str]:
             if choice.include:
                 selected.add(path)
             if choice.descend:
+                listed.add(path)
                 pending.append(path)
-    return selected
+    return selected, listed
 
 
 def selected_by(text: str, tree: dict[str, bool]) -> set[str]:

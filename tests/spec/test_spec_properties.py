@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from spec_testlib import full_tree, walk
+from spec_testlib import full_tree, walk, walk_listing
 
 from shrinkwrap_async.spec.merge import covers, format_rules, merge_specs, minimize
 from shrinkwrap_async.spec.tree import Rule, RuleKind, Spec
@@ -146,25 +146,10 @@ def test_merge_keeps_an_exclusion_nobody_else_reaches() -> None:
     assert len(notes) == 1 and "'!/a/b' dropped" in notes[0]
 
 
-def listed_directories(spec: Spec, tree: dict[str, bool]) -> set[str]:
-    """The directories an export's walk lists: those select() descends into."""
-    root = spec.select("", is_directory=True)
-    listed = {""} if root.descend else set()
-    pending = sorted(listed)
-    while pending:
-        directory = pending.pop()
-        for path, is_dir in tree.items():
-            inside = path and path.rpartition("/")[0] == directory
-            if inside and spec.select(path, is_directory=is_dir).descend:
-                listed.add(path)
-                pending.append(path)
-    return listed
-
-
 @settings(max_examples=150, deadline=None)
 @given(rule_lists)
 def test_descends_into_names_the_directories_the_walk_lists(rules: list[Rule]) -> None:
     spec = spec_of(rules)
     answered = {path for path, is_dir in TREE.items() if is_dir and spec.descends_into(path)}
-    assert answered == listed_directories(spec_of(rules), TREE)
+    assert answered == walk_listing(spec_of(rules), TREE)[1]
     assert spec.warnings() == spec_of(rules).warnings()  # it recorded no hit
