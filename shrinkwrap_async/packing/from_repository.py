@@ -32,7 +32,7 @@ import logging
 import os
 import stat
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,7 +45,6 @@ from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.config.variant_symlinks import expand_variant_symlink
 from shrinkwrap_async.exitcodes import PartialExportError, UnsafePathError
 from shrinkwrap_async.hashing import Digest, ObjectSuffix, stored_size_limit
-from shrinkwrap_async.network.errors import ObjectCorruptError
 from shrinkwrap_async.packing.entries import (
     DEFAULT_XATTR_PREFIXES,
     MARKER_NAME,
@@ -61,7 +60,7 @@ from shrinkwrap_async.pipeline.decompress_verify import (
 )
 from shrinkwrap_async.pipeline.link_stage import refuse_duplicate_names
 from shrinkwrap_async.pipeline.object_fetch import chunk_layout
-from shrinkwrap_async.pipeline.runner import Ownership, catalog_hash_error, first_shrinkwrap_error
+from shrinkwrap_async.pipeline.runner import Ownership, first_shrinkwrap_error
 from shrinkwrap_async.pipeline.spec_filter import select_children
 from shrinkwrap_async.runtime import cpu_count
 from shrinkwrap_async.spec.tree import Selection, Spec
@@ -499,7 +498,7 @@ class StreamedEntries:
         source = self.source
         stack: list[_Frame] = []
         try:
-            root = await self._open(self._opener.open_root(source.trusted.root_catalog), "")
+            root = await self._opener.open_root(source.trusted.root_catalog)
             root_entry = await root.catalog.lookup("")
             yield _Walked(self._root_entry(root_entry))
             children: list[Any] = []
@@ -527,12 +526,6 @@ class StreamedEntries:
                 with contextlib.suppress(Exception):
                     await self._close_frame(stack.pop())
             await self._opener.close_all()
-
-    async def _open(self, opening: Awaitable[CatalogHandle], mountpoint: str) -> CatalogHandle:
-        try:
-            return await opening
-        except ObjectCorruptError as error:
-            raise catalog_hash_error(mountpoint, error) from None
 
     async def _listing(self, handle: CatalogHandle, path: str) -> list[Any]:
         """The selected children of ``path``, as the export selects them, in name byte order."""
@@ -580,7 +573,7 @@ class StreamedEntries:
 
     async def _open_nested(self, parent: CatalogHandle, path: str) -> CatalogHandle:
         try:
-            return await self._open(self._opener.open_nested(parent.catalog, path), path)
+            return await self._opener.open_nested(parent.catalog, path)
         finally:
             await parent.release()
 

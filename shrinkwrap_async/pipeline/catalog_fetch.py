@@ -17,6 +17,8 @@ import weakref
 from typing import TYPE_CHECKING, Self
 
 from shrinkwrap_async.catalogs.entry import CatalogError
+from shrinkwrap_async.exitcodes import TrustError
+from shrinkwrap_async.network.errors import ObjectCorruptError
 
 if TYPE_CHECKING:  # annotations only: pipeline.refresh imports this module on a fast path
     from shrinkwrap_async.catalogs.cache import CatalogCache
@@ -105,10 +107,22 @@ class CatalogOpener:
             self.opening -= 1
 
     async def _open(self, digest: Digest, mountpoint: str) -> CatalogHandle:
+        """Raises :class:`TrustError` (exit 3) for a catalog that never matched its hash:
+        a trust failure, not a missing catalog, whoever opens it."""
         async with self._limit:
-            catalog = await self.cache.open(digest, mountpoint)
+            try:
+                catalog = await self.cache.open(digest, mountpoint)
+            except ObjectCorruptError as error:
+                raise catalog_hash_error(mountpoint, error) from None
         self.opened += 1
         self.open_now += 1
         handle = CatalogHandle(catalog, self)
         self._handles.add(handle)
         return handle
+
+
+def catalog_hash_error(mountpoint: str, error: ObjectCorruptError) -> TrustError:
+    """A catalog that never matched the hash its parent (or the manifest) gives: exit 3."""
+    return TrustError(
+        f"catalog of {mountpoint or '/'} ({error.path}) does not match its hash on any server"
+    )

@@ -24,13 +24,12 @@ than it saves there.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shrinkwrap_async.pipeline.shard import Shard, ShardRun, under_workers_parent
+from shrinkwrap_async.pipeline.shard import Shard, ShardRun, read_from_parent, write_for_shards
 
 if TYPE_CHECKING:
     from shrinkwrap_async.link.tree_writer import RelPath
@@ -70,13 +69,8 @@ class CatalogSplit:
         return None
 
     def write(self, path: Path, fqrn: str) -> None:
-        data = {
-            "fqrn": fqrn,
-            "owners": self.owners,
-            "applied": self.applied,
-            "passed": sorted(self.passed),
-        }
-        path.write_text(json.dumps(data), encoding="utf-8")
+        data = {"owners": self.owners, "applied": self.applied, "passed": sorted(self.passed)}
+        write_for_shards(path, fqrn, data)
 
 
 def assign(sizes: dict[str, int], shards: int) -> dict[str, int]:
@@ -100,18 +94,15 @@ async def plan_split(
     little). Opens the root catalog, and the single changed catalog below it while there is
     only one (fetched once into the catalog cache, where the run finds them)."""
     from shrinkwrap_async.catalogs.cache import CatalogCache
-    from shrinkwrap_async.network.errors import FetchError, ObjectCorruptError
+    from shrinkwrap_async.network.errors import FetchError
     from shrinkwrap_async.pipeline.catalog_fetch import CatalogOpener
-    from shrinkwrap_async.pipeline.runner import catalog_hash_error
 
     cache = CatalogCache(cache_dir / "catalogs", fetcher)
     opener = CatalogOpener(cache)
     passed = [""]
     try:
-        try:
-            catalog = (await opener.open_root(trusted.root_catalog)).catalog
-        except ObjectCorruptError as error:  # as the run itself would end: exit 3
-            raise catalog_hash_error("", error) from None
+        # A corrupt catalog raises TrustError (exit 3), as it would end the run itself.
+        catalog = (await opener.open_root(trusted.root_catalog)).catalog
         changed = await _changed_below(catalog, plan, spec)
         for _ in range(MAX_DESCENT):
             if len(changed) != 1:
@@ -119,9 +110,7 @@ async def plan_split(
             (mountpoint,) = changed
             try:
                 child = (await opener.open_nested(catalog, mountpoint)).catalog
-            except ObjectCorruptError as error:
-                raise catalog_hash_error(mountpoint, error) from None
-            except FetchError:  # one process reports it as it would anyway (a partial run)
+            except FetchError:  # missing: one process reports it as it would (partial)
                 break
             below = await _changed_below(child, plan, spec)
             if not below:  # the changes are that catalog's own
@@ -178,17 +167,14 @@ def split_min_bytes() -> int:
 def split_from_parent(fqrn: str) -> CatalogSplit | None:
     """The split this shard's ``--workers`` parent made, if it made one (and it can be
     read: otherwise the shard splits files, as for a first export)."""
-    path = os.environ.get(CATALOG_SHARDS_ENV)
-    if not path or not under_workers_parent():
+    data = read_from_parent(CATALOG_SHARDS_ENV, fqrn)
+    if data is None:
         return None
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        if data["fqrn"] != fqrn:
-            return None
         owners = {str(k): int(v) for k, v in data["owners"].items()}
         applied = {str(k): str(v) for k, v in data["applied"].items()}
         passed = frozenset(str(m) for m in data["passed"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
     return CatalogSplit(owners, applied, passed)
 

@@ -27,14 +27,13 @@ from shrinkwrap_async.catalogs.entry import DirEntry
 from shrinkwrap_async.catalogs.reader import ChildCounts
 from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.config.variant_symlinks import expand_variant_symlink
-from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError, TrustError
+from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError
 from shrinkwrap_async.link.directory_spool import DirectorySpool
 from shrinkwrap_async.link.shared_mtimes import SharedMtimes
 from shrinkwrap_async.link.tree_writer import TreeWriter
 from shrinkwrap_async.network.errors import (
     ExternalNotConfiguredError,
     FetchError,
-    ObjectCorruptError,
     TransferError,
 )
 from shrinkwrap_async.pipeline.blocking_calls import BlockingCalls
@@ -266,10 +265,7 @@ class Exporter:
         try:
             if not self.options.dry_run:
                 await self._tree_background(self._prepare, tree_root)  # the committer starts lazily
-            try:
-                root = await self.opener.open_root(root_catalog)
-            except ObjectCorruptError as error:
-                raise catalog_hash_error("", error) from None
+            root = await self.opener.open_root(root_catalog)  # corrupt: TrustError, exit 3
             self.stats.catalogs += 1
             await self._run_pipeline(root)
             if self.link is not None:
@@ -619,9 +615,7 @@ class Exporter:
     ) -> CatalogHandle | BaseException:
         try:
             return await self.opener.open_nested(parent.catalog, path, reserved=reserved)
-        except ObjectCorruptError as error:  # a trust failure, not a missing catalog
-            raise catalog_hash_error(path, error) from None
-        except FetchError as error:
+        except FetchError as error:  # missing: the rest goes on (corrupt: TrustError, exit 3)
             return error
         finally:
             await parent.release()
@@ -687,13 +681,6 @@ def first_shrinkwrap_error(group: BaseExceptionGroup[Any]) -> BaseException:
     """The error that ends the run, from a (nested) exception group: see ``most_serious``
     (a local storage failure that escaped as an OSError comes back as a StorageError)."""
     return most_serious(group)
-
-
-def catalog_hash_error(mountpoint: str, error: ObjectCorruptError) -> TrustError:
-    """A catalog that never matched the hash its parent (or the manifest) gives: exit 3."""
-    return TrustError(
-        f"catalog of {mountpoint or '/'} ({error.path}) does not match its hash on any server"
-    )
 
 
 async def export_repository(

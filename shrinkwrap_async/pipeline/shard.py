@@ -337,10 +337,30 @@ def root_from_parent(fqrn: str) -> Any:
     return None
 
 
+def write_for_shards(path: Path, fqrn: str, data: dict[str, Any]) -> None:
+    """What a ``--workers`` parent hands its shards, in a JSON file that an environment
+    variable names (forked and spawned shards alike read it: :func:`read_from_parent`)."""
+    path.write_text(json.dumps({"fqrn": fqrn, **data}), encoding="utf-8")
+
+
+def read_from_parent(env: str, fqrn: str) -> dict[str, Any] | None:
+    """What this shard's ``--workers`` parent wrote for it (:func:`write_for_shards`) in the
+    file ``env`` names; None for a shard of no such parent, another repository, or a file
+    that cannot be read."""
+    path = os.environ.get(env)
+    if not path or not under_workers_parent():
+        return None
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("fqrn") == fqrn else None
+
+
 def write_done_catalogs(path: Path, fqrn: str, catalogs: dict[str, str]) -> None:
     """For the shards of a resumed export: the catalogs the state database records as
     complete in the tree (mountpoint -> hash), which they skip as the final pass does."""
-    path.write_text(json.dumps({"fqrn": fqrn, "catalogs": catalogs}), encoding="utf-8")
+    write_for_shards(path, fqrn, {"catalogs": catalogs})
 
 
 def done_by_parent(fqrn: str) -> dict[str, str]:
@@ -349,14 +369,11 @@ def done_by_parent(fqrn: str) -> dict[str, str]:
     walks them again, which is slower, never wrong. A shard that verified another root
     than its parent's may skip them too: a catalog is skipped only where its hash is the
     one recorded, and the same hash means the same subtree."""
-    path = os.environ.get(DONE_CATALOGS_ENV)
-    if not path or not under_workers_parent():
-        return {}
+    data = read_from_parent(DONE_CATALOGS_ENV, fqrn)
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        catalogs = data["catalogs"] if data["fqrn"] == fqrn else {}
+        catalogs = data["catalogs"] if data is not None else {}
         return {str(mountpoint): str(digest) for mountpoint, digest in catalogs.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError):
         return {}
 
 

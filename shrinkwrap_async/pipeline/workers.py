@@ -205,11 +205,8 @@ async def record_running(dest_base: Path, fqrn: str, spec: Spec, state: Destinat
     (catalogs diffed again, temp names left in the directories removed)."""
     from shrinkwrap_async.state.db import StateDB
 
-    db = await StateDB.for_destination(dest_base)
-    try:
+    async with await StateDB.for_destination(dest_base) as db:
         await _begin_run(db, fqrn, spec, state)
-    finally:
-        await db.close()
 
 
 async def _begin_run(db: Any, fqrn: str, spec: Spec, state: DestinationState) -> None:
@@ -229,13 +226,10 @@ async def record_shards_done(
     record of :func:`record_running` gives way to the final pass's own."""
     from shrinkwrap_async.state.db import StateDB
 
-    db = await StateDB.for_destination(dest_base)
-    try:
+    async with await StateDB.for_destination(dest_base) as db:
         await db.record_catalogs_applied(fqrn, catalogs)
         await db.forget_catalogs(fqrn, forget)
         await db.discard_running(fqrn)
-    finally:
-        await db.close()
 
 
 async def record_stopped_run(
@@ -245,12 +239,9 @@ async def record_stopped_run(
     ordinary export records itself, so that the history and the next run see it."""
     from shrinkwrap_async.state.db import ABORTED, StateDB
 
-    db = await StateDB.for_destination(dest_base)
-    try:
+    async with await StateDB.for_destination(dest_base) as db:
         await _begin_run(db, fqrn, spec, state)
         await db.finish_export(fqrn, status=ABORTED, exit_code=exit_code)
-    finally:
-        await db.close()
 
 
 def report_up_to_date(args: argparse.Namespace, stats: ExportStats, workers: int) -> int:

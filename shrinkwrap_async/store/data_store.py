@@ -280,15 +280,12 @@ class DataStore:
         root = self.root_fd
         for name in names:
             fanout, _, base = name.rpartition("/")
-            if (
-                self._empty_at_start
-                and fanout not in self._pending_fanouts
-                and fanout not in self._fanouts
-            ):
+            known = fanout in self._fanouts
+            if not known and self._empty_at_start and fanout not in self._pending_fanouts:
                 found.append("")  # nothing of this content made since the store was empty
                 continue
             try:
-                if fanout in self._fanouts:
+                if known:
                     try:
                         if os.stat(name, dir_fd=root, follow_symlinks=False).st_nlink > 0:
                             found.append(name)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from shrinkwrap_async.link.tree_writer import is_temp_name
-from shrinkwrap_async.pipeline import catalog_shards
+from shrinkwrap_async.pipeline import catalog_shards, shard
 from shrinkwrap_async.pipeline.catalog_shards import CatalogSplit, assign
 from shrinkwrap_async.state.db import StateDB
 from shrinkwrap_async.testing.command_line import run_cli, run_cli_process, start_cli_process
@@ -230,7 +230,7 @@ def test_a_split_is_read_back_only_under_its_parent(
     CatalogSplit({"/a": 1}, {"/a": "ab" * 20}).write(path, FQRN)
     monkeypatch.setenv(catalog_shards.CATALOG_SHARDS_ENV, str(path))
     assert catalog_shards.split_from_parent(FQRN) is None  # not a shard of --workers
-    monkeypatch.setattr(catalog_shards, "under_workers_parent", lambda: True)
+    monkeypatch.setattr(shard, "under_workers_parent", lambda: True)  # read there
     assert catalog_shards.split_from_parent(FQRN) == CatalogSplit({"/a": 1}, {"/a": "ab" * 20})
     assert catalog_shards.split_from_parent("other.test.local") is None
     path.write_text("{not json")
