@@ -52,6 +52,7 @@ from shrinkwrap_async.catalogs.entry import (
     entry_from_row,
     md5path,
 )
+from shrinkwrap_async.catalogs.pages import rows_to_compare
 from shrinkwrap_async.catalogs.schema import Flag
 from shrinkwrap_async.hashing import Digest
 from shrinkwrap_async.link.tree_writer import MARKER_NAME, validate_name
@@ -300,7 +301,7 @@ class CatalogDiff(SharedByJobs):
         has_xattr = "xattr" in _columns(connection, "main", "catalog")
         diff = cls(connection, mountpoint, spec, has_xattr=has_xattr, budget=budget)
         try:
-            new_nested, old_nested = await diff._run(_find_changes, connection)
+            new_nested, old_nested = await diff._run(_find_changes, connection, new_path, old_path)
             visit = diff._nested_to_visit(new_nested, old_nested, can_skip)
             rows = await diff._run(_mark_dirty, connection, visit)
             if budget is not None and budget.take(rows):  # on the loop: budgets are shared
@@ -480,8 +481,12 @@ def _connect(new_path: Path, old_path: Path, mountpoint: str) -> sqlite3.Connect
     return db
 
 
-def _find_changes(db: sqlite3.Connection) -> tuple[list[tuple[str, str]], set[str]]:
-    """Fill ``temp.changes``; returns the nested catalogs of the new and the old version."""
+def _find_changes(
+    db: sqlite3.Connection, new_path: Path | None = None, old_path: Path | None = None
+) -> tuple[list[tuple[str, str]], set[str]]:
+    """Fill ``temp.changes``; returns the nested catalogs of the new and the old version.
+    With the two files' paths, only the rows of the pages that differ are compared
+    (:func:`catalogs.pages.rows_to_compare`)."""
     columns = _columns(db, "main", "catalog")
     compared = " OR ".join(f"o.{c} IS NOT n.{c}" for c in columns if c not in _KEY)
     db.executescript(
@@ -494,11 +499,20 @@ def _find_changes(db: sqlite3.Connection) -> tuple[list[tuple[str, str]], set[st
     # version is the old catalog file changed in place, so an unchanged row mostly keeps
     # its rowid: a row equal in every column to the old row of its rowid is unchanged
     # (paths are unique), found by one rowid look-up. Only the others are looked up by path.
+    # Rows on pages equal in both files (see catalogs.pages) are not compared at all.
     differs = " OR ".join(f"s.{c} IS NOT c.{c}" for c in columns)
+    compare = None
+    if new_path is not None and old_path is not None:
+        compare = rows_to_compare(db, new_path, old_path)
+    rows = "main.catalog c"
+    if compare is not None:
+        db.execute("CREATE TEMP TABLE compared (first INTEGER, last INTEGER)")
+        db.executemany("INSERT INTO temp.compared VALUES (?, ?)", compare.ranges)
+        rows = "temp.compared r JOIN main.catalog c ON c.rowid BETWEEN r.first AND r.last"
     db.execute(
         f"INSERT INTO temp.changes SELECT n.md5path_1, n.md5path_2, n.parent_1, n.parent_2, "
         f"CASE WHEN o.md5path_1 IS NULL THEN {_ADDED} ELSE {_CHANGED} END FROM ("
-        " SELECT c.* FROM main.catalog c LEFT JOIN old.catalog s ON s.rowid = c.rowid"
+        f" SELECT c.* FROM {rows} LEFT JOIN old.catalog s ON s.rowid = c.rowid"
         f" WHERE s.rowid IS NULL OR {differs}) n"
         " LEFT JOIN old.catalog o ON o.md5path_1 = n.md5path_1 AND o.md5path_2 = n.md5path_2"
         f" WHERE o.md5path_1 IS NULL OR {compared}"
@@ -506,10 +520,14 @@ def _find_changes(db: sqlite3.Connection) -> tuple[list[tuple[str, str]], set[st
     # Removed rows, under their old parent. Paths are unique in a catalog, so the new rows
     # that are not additions match old rows one to one: when those are all the old rows,
     # nothing was removed and the old catalog need not be searched row by row.
-    (removed_rows,) = db.execute(
-        "SELECT (SELECT count(*) FROM old.catalog) - (SELECT count(*) FROM main.catalog)"
-        f" + (SELECT count(*) FROM temp.changes WHERE kind = {_ADDED})"
-    ).fetchone()
+    (added,) = db.execute(f"SELECT count(*) FROM temp.changes WHERE kind = {_ADDED}").fetchone()
+    if compare is not None:
+        removed_rows = compare.old_rows - compare.new_rows + added
+    else:
+        (removed_rows,) = db.execute(
+            "SELECT (SELECT count(*) FROM old.catalog) - (SELECT count(*) FROM main.catalog) + ?",
+            (added,),
+        ).fetchone()
     if removed_rows:
         db.execute(
             "INSERT INTO temp.changes SELECT o.md5path_1, o.md5path_2, o.parent_1, o.parent_2,"

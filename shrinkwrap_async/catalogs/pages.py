@@ -1,0 +1,220 @@
+"""Which rows of a catalog may differ from an older version, told from the files' pages.
+
+A repository's new catalog is the old catalog file changed in place, so most of its pages
+are byte for byte those of the old file. A page of the new ``catalog`` table's b-tree that
+equals the page of the same number in the old file, where that page is also a leaf of
+the old ``catalog`` table, holds rows that are in the old version unchanged, under the
+same rowids. Only the rows of the other leaves need to be compared row by row.
+
+Two things could make equal pages hide a change, and both are checked:
+
+* a page that is free in the old file keeps the content it had when it was in use; a
+  leaf must therefore be a leaf of the old table too (the table's b-tree is walked in
+  both files), not merely equal;
+* a row too large for its page continues on overflow pages, which are not b-tree pages.
+  A differing page that is neither on the new file's freelist nor a b-tree page makes
+  the answer "cannot tell". An overflow page starts with the number of the next one, so
+  its first byte is 0 in a file of fewer than 2**24 pages; a b-tree page starts with its
+  type (2, 5, 10 or 13).
+
+The file format is SQLite's (https://www.sqlite.org/fileformat.html): a 100-byte header,
+then pages of ``page_size``; table b-tree pages of type 5 (interior) and 13 (leaf).
+Anything unexpected (auto-vacuum, a file of 1 GiB or more, a page number out of range, a
+loop, leaves out of order) also gives "cannot tell", and the caller compares every row.
+"""
+
+from __future__ import annotations
+
+import mmap
+import sqlite3
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+_HEADER = b"SQLite format 3\x00"
+_TABLE_INTERIOR, _TABLE_LEAF = 5, 13
+_BTREE_KINDS = frozenset({2, 5, 10, 13})
+_U16, _U32 = struct.Struct(">H"), struct.Struct(">I")
+_MAX_DEPTH = 20  # b-trees of a few hundred million rows are far shallower
+
+
+class _CannotTell(Exception):
+    """The two files cannot be compared page by page."""
+
+
+class _File:
+    """One database file, mapped read-only."""
+
+    def __init__(self, data: mmap.mmap) -> None:
+        self.data = data
+        if len(data) < 100 or data[:16] != _HEADER:
+            raise _CannotTell
+        size = int.from_bytes(data[16:18], "big")
+        self.page_size = 65536 if size == 1 else size
+        self.pages = len(data) // self.page_size
+        # auto-vacuum files have pointer-map pages; files of 1 GiB and more a lock page
+        # (and overflow pages whose first byte is not 0, in files of 2**24 pages)
+        if int.from_bytes(data[52:56], "big") or len(data) >= 1 << 30:
+            raise _CannotTell
+
+    def _start(self, number: int) -> int:
+        """Where page ``number``'s b-tree header starts in the file."""
+        if not 1 <= number <= self.pages:
+            raise _CannotTell
+        return 100 if number == 1 else (number - 1) * self.page_size
+
+    def _u16(self, at: int) -> int:
+        return int.from_bytes(self.data[at : at + 2], "big")
+
+    def _u32(self, at: int) -> int:
+        return int.from_bytes(self.data[at : at + 4], "big")
+
+    def kind(self, number: int) -> int:
+        return self.data[self._start(number)]
+
+    def same_page(self, other: _File, number: int) -> bool:
+        start = (number - 1) * self.page_size
+        end = start + self.page_size
+        return self.data[start:end] == other.data[start:end]
+
+    def table_leaves(self, root: int) -> list[int]:
+        """The leaves of the table b-tree at ``root``, in rowid order."""
+        data = self.data
+        seen: set[int] = set()
+        level = [root]
+        for _ in range(_MAX_DEPTH):
+            kinds = {data[self._start(number)] for number in level}
+            if kinds == {_TABLE_LEAF}:
+                return level
+            if kinds != {_TABLE_INTERIOR}:
+                raise _CannotTell  # leaves all lie at one depth, below interior pages
+            below: list[int] = []
+            for number in level:
+                if number in seen:
+                    raise _CannotTell
+                seen.add(number)
+                h = self._start(number)
+                page = h - 100 if number == 1 else h
+                (cells,) = _U16.unpack_from(data, h + 3)
+                pointers = struct.unpack_from(f">{cells}H", data, h + 12)
+                below.extend(_U32.unpack_from(data, page + at)[0] for at in pointers)
+                below.append(_U32.unpack_from(data, h + 8)[0])
+            level = below
+        raise _CannotTell
+
+    def cells(self, leaves: list[int]) -> int:
+        data = self.data
+        return sum(_U16.unpack_from(data, self._start(number) + 3)[0] for number in leaves)
+
+    def freelist(self) -> set[int]:
+        pages: set[int] = set()
+        trunk = self._u32(32)
+        while trunk:
+            if trunk in pages or not 1 < trunk <= self.pages:
+                raise _CannotTell
+            pages.add(trunk)
+            start = (trunk - 1) * self.page_size
+            count = self._u32(start + 4)
+            if 8 + 4 * count > self.page_size:
+                raise _CannotTell
+            pages.update(self._u32(start + 8 + 4 * i) for i in range(count))
+            trunk = self._u32(start)
+        return pages
+
+    def leaf_rowids(self, number: int) -> tuple[int, int] | None:
+        """The first and last rowid on table leaf ``number`` (None when it is empty)."""
+        h = self._start(number)
+        page = h - 100 if number == 1 else h
+        cells = self._u16(h + 3)
+        if not cells:
+            return None
+        first = page + self._u16(h + 8)
+        last = page + self._u16(h + 6 + 2 * cells)
+        return self._cell_rowid(first), self._cell_rowid(last)
+
+    def _varint(self, at: int) -> tuple[int, int]:
+        data = self.data
+        value = 0
+        for i in range(8):
+            byte = data[at + i]
+            value = (value << 7) | (byte & 0x7F)
+            if byte < 0x80:
+                return value, at + i + 1
+        return (value << 8) | data[at + 8], at + 9
+
+    def _cell_rowid(self, at: int) -> int:
+        _, at = self._varint(at)  # the payload's size
+        rowid, _ = self._varint(at)
+        return rowid - (1 << 64) if rowid >= 1 << 63 else rowid
+
+
+def _table_root(db: sqlite3.Connection, schema: str, table: str) -> int | None:
+    rows = db.execute(
+        f"SELECT rootpage FROM {schema}.sqlite_master WHERE type = 'table' AND name = ?",
+        (table,),
+    ).fetchall()
+    return int(rows[0][0]) if len(rows) == 1 and rows[0][0] else None
+
+
+@contextmanager
+def _mapped(path: Path) -> Iterator[_File]:
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        yield _File(data)
+
+
+@dataclass(frozen=True)
+class RowsToCompare:
+    """Rowid ranges (first, last; ascending) of the table's rows in the new file that may
+    differ from the old file's; every other row of the new file is in the old one,
+    unchanged, under the same rowid. And how many rows each file's table has."""
+
+    ranges: list[tuple[int, int]]
+    new_rows: int
+    old_rows: int
+
+
+def rows_to_compare(
+    db: sqlite3.Connection, new_path: Path, old_path: Path, table: str = "catalog"
+) -> RowsToCompare | None:
+    """Which rows of ``table`` to compare; None when the files cannot be compared page by
+    page. ``db`` has the new file as ``main`` and the old one as ``old``."""
+    try:
+        new_root, old_root = _table_root(db, "main", table), _table_root(db, "old", table)
+        if new_root is None or old_root is None:
+            return None
+        with _mapped(new_path) as new, _mapped(old_path) as old:
+            if new.page_size != old.page_size or new.data[20] != old.data[20]:
+                return None
+            leaves = new.table_leaves(new_root)
+            old_leaves = old.table_leaves(old_root)
+            free = new.freelist()
+            common = min(new.pages, old.pages)
+            differing = {n for n in range(2, common + 1) if not new.same_page(old, n)}
+            differing.update(range(common + 1, new.pages + 1))
+            for number in differing:  # page 1 is the schema table's root
+                if number not in free and new.kind(number) not in _BTREE_KINDS:
+                    return None  # an overflow page (or another) changed: compare every row
+            same = set(old_leaves).difference(differing)
+            ranges: list[tuple[int, int]] = []
+            last = None  # the last rowid of the leaves compared so far
+            extend = False  # whether the previous leaf is compared too: one range
+            for number in leaves:
+                if number in same:
+                    extend = False
+                    continue
+                bounds = new.leaf_rowids(number)
+                if bounds is None:
+                    continue
+                if last is not None and bounds[0] <= last:
+                    return None  # leaves out of order: not a b-tree as expected
+                last = bounds[1]
+                if extend:
+                    ranges[-1] = (ranges[-1][0], bounds[1])
+                else:
+                    ranges.append(bounds)
+                    extend = True
+            return RowsToCompare(ranges, new.cells(leaves), old.cells(old_leaves))
+    except (_CannotTell, OSError, ValueError, IndexError, sqlite3.Error):
+        return None
