@@ -291,6 +291,7 @@ class Fetcher:
             self.external_state = chain(settings.external_urls, settings.external_proxy_groups)
         self.stats = FetchStats()
         self._in_flight = asyncio.Semaphore(max_in_flight)
+        self.requests_in_flight = 0  # attempts holding a slot of ``max_in_flight`` now
         self._sessions: dict[str, aiohttp.ClientSession] = {}
         self._lean: dict[Route, _LeanRoute | None] = {}
         self._routes: dict[tuple[str, str | None, bool], Route] = {}
@@ -824,7 +825,11 @@ class Fetcher:
         while True:
             try:
                 async with self._in_flight:
-                    return await attempt(route, no_cache)
+                    self.requests_in_flight += 1
+                    try:
+                        return await attempt(route, no_cache)
+                    finally:
+                        self.requests_in_flight -= 1
             except _SinkFailed as failure:
                 raise failure.error from None
             except _AttemptFailed as failure:

@@ -6,7 +6,10 @@ from the busy event loop (tens of futex calls per file). On a parallel file syst
 metadata operation can take a millisecond by itself, and the loop must stay free to fetch
 meanwhile. So calls run inline until they turn out slow, and on the thread from then on:
 after a few calls slower than ``SLOW_CALL``, or once they have held the loop for more than
-``MAX_LOOP_SHARE`` of the time.
+``MAX_LOOP_SHARE`` of the time while it had requests in flight. A loop with nothing else to
+do (a refresh whose new objects are all at hand) is not held up by them: there the calls
+stay inline however much of the time they take (on the thread, every call would cost the
+hand-off and its GIL waits, and that run is made of such calls).
 """
 
 from __future__ import annotations
@@ -35,8 +38,12 @@ class BlockingCalls:
     one thread.
     """
 
-    def __init__(self, pool: Executor) -> None:
+    def __init__(self, pool: Executor, loop_needed: Callable[[], bool] | None = None) -> None:
+        """``loop_needed``: whether the loop has other work that an inline call delays
+        (requests in flight); only such calls count towards ``MAX_LOOP_SHARE``. None:
+        every call counts."""
         self._pool = pool
+        self._loop_needed = loop_needed
         self._pending = 0
         self._slow_calls = 0
         self._inline_seconds = 0.0
@@ -46,11 +53,12 @@ class BlockingCalls:
     async def run(self, fn: Callable[..., T], *args: Any, background: bool = False) -> T:
         if background or self.threaded or self._pending:
             return await self._on_pool(fn, *args)
+        holds_up = self._loop_needed is None or self._loop_needed()
         start = time.perf_counter()
         try:
             return fn(*args)
         finally:
-            self._account(start, time.perf_counter())
+            self._account(start, time.perf_counter(), holds_up)
 
     async def _on_pool(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn`` on the pool; it counts as pending until it has ended there, even if
@@ -69,11 +77,12 @@ class BlockingCalls:
     def _ended(self) -> None:
         self._pending -= 1
 
-    def _account(self, start: float, end: float) -> None:
+    def _account(self, start: float, end: float, holds_up: bool) -> None:
         if self._first_call is None:
             self._first_call = start
         took = end - start
-        self._inline_seconds += took
+        if holds_up:
+            self._inline_seconds += took
         if took > SLOW_CALL:
             self._slow_calls += 1
         observed = end - self._first_call

@@ -221,7 +221,7 @@ class Exporter:
         # one thread of ``cpu_pool`` streams large objects, copies, and looks up ``.data``.
         self.cpu_pool = ThreadPoolExecutor(1, thread_name_prefix="inflate")
         self.tree_pool = ThreadPoolExecutor(1, thread_name_prefix="tree")
-        self.tree_calls = BlockingCalls(self.tree_pool)
+        self.tree_calls = BlockingCalls(self.tree_pool, self._fetching)
         self.fetch_workers = max(1, options.max_in_flight)
         self.verify_workers = max(1, cpu_count())
         self.q_fetch: asyncio.Queue[Any] = asyncio.Queue(maxsize=4 * self.fetch_workers)
@@ -245,6 +245,10 @@ class Exporter:
         )
 
     # -- helpers -------------------------------------------------------------------------
+    def _fetching(self) -> bool:
+        """Whether requests are in flight (an inline tree call holds them up)."""
+        return bool(self.fetcher.requests_in_flight)
+
     async def _tree(self, fn: Callable[..., Any], *args: Any) -> Any:
         """A quick call on the tree (one directory, one batch of links): see ``blocking_calls``."""
         return await self.tree_calls.run(fn, *args)

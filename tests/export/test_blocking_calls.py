@@ -39,8 +39,9 @@ async def test_slow_calls_move_to_the_thread(monkeypatch: pytest.MonkeyPatch) ->
         assert await calls.run(where) != threading.get_ident()
 
 
+@pytest.mark.parametrize("requests", [None, 3], ids=["always counted", "requests in flight"])
 async def test_calls_holding_the_loop_too_long_move_to_the_thread(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, requests: int | None
 ) -> None:
     """Each call is quick, but together they would keep the loop busy most of the time."""
     monkeypatch.setattr(blocking_calls, "MIN_OBSERVED", 0.05)
@@ -49,7 +50,33 @@ async def test_calls_holding_the_loop_too_long_move_to_the_thread(
         time.sleep(0.004)
 
     with ThreadPoolExecutor(1) as pool:
-        calls = BlockingCalls(pool)
+        calls = BlockingCalls(pool, None if requests is None else lambda: requests > 0)
+        for _ in range(50):
+            await calls.run(busy)
+            await asyncio.sleep(0)
+            if calls.threaded:
+                break
+        assert calls.threaded
+
+
+async def test_calls_that_hold_up_nothing_stay_on_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same calls, with no request in flight (a refresh with its objects at hand): the
+    loop has nothing else to do, so they stay inline; once requests are in flight, the
+    calls made meanwhile count."""
+    monkeypatch.setattr(blocking_calls, "MIN_OBSERVED", 0.05)
+    in_flight = 0
+
+    def busy() -> int:
+        time.sleep(0.004)
+        return where()
+
+    with ThreadPoolExecutor(1) as pool:
+        calls = BlockingCalls(pool, lambda: in_flight > 0)
+        assert [await calls.run(busy) for _ in range(50)] == [threading.get_ident()] * 50
+        assert not calls.threaded
+        in_flight = 2
         for _ in range(50):
             await calls.run(busy)
             await asyncio.sleep(0)
