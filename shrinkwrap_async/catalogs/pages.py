@@ -80,22 +80,26 @@ class _File:
         return self.data[start:end] == other.data[start:end]
 
     def table_leaves(self, root: int) -> list[int]:
-        """The leaves of the table b-tree at ``root``, in rowid order."""
+        """The leaves of the table b-tree at ``root``, in rowid order. A b-tree's leaves
+        all lie at one depth, so one page per level tells whether it is the leaves' (each
+        leaf compared is checked again, :meth:`leaf_rowids`)."""
         data = self.data
         seen: set[int] = set()
         level = [root]
         for _ in range(_MAX_DEPTH):
-            kinds = {data[self._start(number)] for number in level}
-            if kinds == {_TABLE_LEAF}:
+            kind = data[self._start(level[0])]
+            if kind == _TABLE_LEAF:
                 return level
-            if kinds != {_TABLE_INTERIOR}:
-                raise _CannotTell  # leaves all lie at one depth, below interior pages
+            if kind != _TABLE_INTERIOR:
+                raise _CannotTell
             below: list[int] = []
             for number in level:
                 if number in seen:
                     raise _CannotTell
                 seen.add(number)
                 h = self._start(number)
+                if data[h] != _TABLE_INTERIOR:
+                    raise _CannotTell
                 page = h - 100 if number == 1 else h
                 (cells,) = _U16.unpack_from(data, h + 3)
                 pointers = struct.unpack_from(f">{cells}H", data, h + 12)
@@ -104,9 +108,16 @@ class _File:
             level = below
         raise _CannotTell
 
-    def cells(self, leaves: list[int]) -> int:
-        data = self.data
-        return sum(_U16.unpack_from(data, self._start(number) + 3)[0] for number in leaves)
+    def cells(self, number: int) -> int:
+        return _U16.unpack_from(self.data, self._start(number) + 3)[0]
+
+    def release(self, first: int, end: int) -> None:
+        """Unmap pages ``first`` to ``end - 1`` from this process (they stay in the page
+        cache), so that the pages touched stay few however large the file."""
+        start, stop = (first - 1) * self.page_size, min(len(self.data), (end - 1) * self.page_size)
+        start -= start % mmap.PAGESIZE
+        if stop > start:
+            self.data.madvise(mmap.MADV_DONTNEED, start, stop - start)
 
     def freelist(self) -> set[int]:
         pages: set[int] = set()
@@ -126,6 +137,8 @@ class _File:
     def leaf_rowids(self, number: int) -> tuple[int, int] | None:
         """The first and last rowid on table leaf ``number`` (None when it is empty)."""
         h = self._start(number)
+        if self.data[h] != _TABLE_LEAF:
+            raise _CannotTell
         page = h - 100 if number == 1 else h
         cells = self._u16(h + 3)
         if not cells:
@@ -188,33 +201,55 @@ def rows_to_compare(
             if new.page_size != old.page_size or new.data[20] != old.data[20]:
                 return None
             leaves = new.table_leaves(new_root)
-            old_leaves = old.table_leaves(old_root)
-            free = new.freelist()
-            common = min(new.pages, old.pages)
-            differing = {n for n in range(2, common + 1) if not new.same_page(old, n)}
-            differing.update(range(common + 1, new.pages + 1))
-            for number in differing:  # page 1 is the schema table's root
-                if number not in free and new.kind(number) not in _BTREE_KINDS:
-                    return None  # an overflow page (or another) changed: compare every row
-            same = set(old_leaves).difference(differing)
-            ranges: list[tuple[int, int]] = []
-            last = None  # the last rowid of the leaves compared so far
-            extend = False  # whether the previous leaf is compared too: one range
-            for number in leaves:
-                if number in same:
-                    extend = False
-                    continue
-                bounds = new.leaf_rowids(number)
-                if bounds is None:
-                    continue
-                if last is not None and bounds[0] <= last:
-                    return None  # leaves out of order: not a b-tree as expected
-                last = bounds[1]
-                if extend:
-                    ranges[-1] = (ranges[-1][0], bounds[1])
-                else:
-                    ranges.append(bounds)
-                    extend = True
-            return RowsToCompare(ranges, new.cells(leaves), old.cells(old_leaves))
+            old_leaves = set(old.table_leaves(old_root))
+            return _compare(new, old, leaves, old_leaves)
     except (_CannotTell, OSError, ValueError, IndexError, sqlite3.Error):
         return None
+
+
+WINDOW_PAGES = 256  # pages compared between two releases of the mapped pages
+
+
+def _compare(new: _File, old: _File, leaves: list[int], old_leaves: set[int]) -> RowsToCompare:
+    """One pass over both files, a window of pages at a time: the rows of the leaves to
+    compare, and the rows of each file."""
+    is_leaf = set(leaves)
+    free = new.freelist()
+    common = min(new.pages, old.pages)
+    bounds: dict[int, tuple[int, int] | None] = {}  # leaf to compare -> first, last rowid
+    new_rows = old_rows = 0
+    for first in range(1, max(new.pages, old.pages) + 1, WINDOW_PAGES):
+        end = first + WINDOW_PAGES
+        for number in range(first, min(end, new.pages + 1)):
+            differs = number > common or (number > 1 and not new.same_page(old, number))
+            # page 1 is the schema table's root
+            if differs and number not in free and new.kind(number) not in _BTREE_KINDS:
+                raise _CannotTell  # an overflow page (or another) changed: compare every row
+            if number in is_leaf:
+                new_rows += new.cells(number)
+                if differs or number not in old_leaves:
+                    bounds[number] = new.leaf_rowids(number)
+        for number in range(first, min(end, old.pages + 1)):
+            if number in old_leaves:
+                old_rows += old.cells(number)
+        new.release(first, end)
+        old.release(first, end)
+    ranges: list[tuple[int, int]] = []
+    last = None  # the last rowid of the leaves compared so far
+    extend = False  # whether the previous leaf is compared too: one range
+    for number in leaves:
+        if number not in bounds:
+            extend = False
+            continue
+        rowids = bounds[number]
+        if rowids is None:
+            continue
+        if last is not None and rowids[0] <= last:
+            raise _CannotTell  # leaves out of order: not a b-tree as expected
+        last = rowids[1]
+        if extend:
+            ranges[-1] = (ranges[-1][0], rowids[1])
+        else:
+            ranges.append(rowids)
+            extend = True
+    return RowsToCompare(ranges, new_rows, old_rows)
