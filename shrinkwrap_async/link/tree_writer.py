@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 import math
 import os
+import secrets
 import stat
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -453,8 +454,15 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(_TEMP_PREFIX) and name.endswith(".tmp")
 
 
+# A temp name is unique without a random number per file (a getrandom call each): the
+# process id, a random tag drawn once, a counter. Forked shards keep the tag and the
+# counter, not the process id.
+_TEMP_TAG = secrets.token_hex(4)
+_TEMP_COUNTER = itertools.count()
+
+
 def _temp_name() -> str:
-    return f"{_TEMP_PREFIX}{uuid.uuid4().hex}.tmp"
+    return f"{_TEMP_PREFIX}{os.getpid():x}.{_TEMP_TAG}.{next(_TEMP_COUNTER):x}.tmp"
 
 
 def _make_directory_at(parent: int, name: str) -> None:

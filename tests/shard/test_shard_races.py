@@ -45,6 +45,24 @@ def test_directory_made_meanwhile_is_accepted(tmp_path: Path, monkeypatch) -> No
             writer.make_directory(("f",))  # a file in the way is not a race to accept
 
 
+def test_temp_names_differ_between_calls_and_between_forked_processes() -> None:
+    """Forked shards inherit the random tag and the counter; their names still differ."""
+    names = [tree_writer._temp_name() for _ in range(1000)]
+    assert len(set(names)) == 1000 and all(is_temp_name(name) for name in names)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write_end, tree_writer._temp_name().encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end) as child:
+        from_child = child.read()
+    assert is_temp_name(from_child)
+    assert from_child != tree_writer._temp_name()
+    assert from_child not in names
+
+
 def test_shard_prune_keeps_temp_names_newer_than_the_shards(tmp_path: Path) -> None:
     """A shard leaves temp names alone that another shard may be about to rename (changed
     since the shards started), and removes older ones: a killed run's."""
