@@ -180,12 +180,15 @@ def _mapped(path: Path) -> Iterator[_File]:
 @dataclass(frozen=True)
 class RowsToCompare:
     """Rowid ranges (first, last; ascending) of the table's rows in the new file that may
-    differ from the old file's; every other row of the new file is in the old one,
-    unchanged, under the same rowid. And how many rows each file's table has."""
+    differ from the old file's: every other row of the new file is in the old one,
+    unchanged, under the same rowid. The same for the old file (``old_ranges``): every
+    other row of the old file is in the new one (removed rows are among those in range).
+    And how many rows each file's table has."""
 
     ranges: list[tuple[int, int]]
     new_rows: int
     old_rows: int
+    old_ranges: list[tuple[int, int]]
 
 
 def rows_to_compare(
@@ -200,9 +203,7 @@ def rows_to_compare(
         with _mapped(new_path) as new, _mapped(old_path) as old:
             if new.page_size != old.page_size or new.data[20] != old.data[20]:
                 return None
-            leaves = new.table_leaves(new_root)
-            old_leaves = set(old.table_leaves(old_root))
-            return _compare(new, old, leaves, old_leaves)
+            return _compare(new, old, new.table_leaves(new_root), old.table_leaves(old_root))
     except (_CannotTell, OSError, ValueError, IndexError, sqlite3.Error):
         return None
 
@@ -210,30 +211,40 @@ def rows_to_compare(
 WINDOW_PAGES = 256  # pages compared between two releases of the mapped pages
 
 
-def _compare(new: _File, old: _File, leaves: list[int], old_leaves: set[int]) -> RowsToCompare:
+def _compare(new: _File, old: _File, leaves: list[int], old_leaves: list[int]) -> RowsToCompare:
     """One pass over both files, a window of pages at a time: the rows of the leaves to
-    compare, and the rows of each file."""
-    is_leaf = set(leaves)
+    compare in each file, and the rows of each file."""
+    new_leaf, old_leaf = set(leaves), set(old_leaves)
     free = new.freelist()
     common = min(new.pages, old.pages)
-    bounds: dict[int, tuple[int, int] | None] = {}  # leaf to compare -> first, last rowid
+    new_bounds: dict[int, tuple[int, int] | None] = {}  # leaf to compare -> first, last rowid
+    old_bounds: dict[int, tuple[int, int] | None] = {}
     new_rows = old_rows = 0
     for first in range(1, max(new.pages, old.pages) + 1, WINDOW_PAGES):
         end = first + WINDOW_PAGES
-        for number in range(first, min(end, new.pages + 1)):
-            differs = number > common or (number > 1 and not new.same_page(old, number))
+        for number in range(first, min(end, max(new.pages, old.pages) + 1)):
             # page 1 is the schema table's root
-            if differs and number not in free and new.kind(number) not in _BTREE_KINDS:
-                raise _CannotTell  # an overflow page (or another) changed: compare every row
-            if number in is_leaf:
-                new_rows += new.cells(number)
-                if differs or number not in old_leaves:
-                    bounds[number] = new.leaf_rowids(number)
-        for number in range(first, min(end, old.pages + 1)):
-            if number in old_leaves:
+            differs = number > common or (number > 1 and not new.same_page(old, number))
+            if number <= new.pages:
+                if differs and number not in free and new.kind(number) not in _BTREE_KINDS:
+                    raise _CannotTell  # an overflow page (or another) changed: compare all
+                if number in new_leaf:
+                    new_rows += new.cells(number)
+                    if differs or number not in old_leaf:
+                        new_bounds[number] = new.leaf_rowids(number)
+            if number in old_leaf:
                 old_rows += old.cells(number)
+                if differs or number not in new_leaf:
+                    old_bounds[number] = old.leaf_rowids(number)
         new.release(first, end)
         old.release(first, end)
+    return RowsToCompare(
+        _ranges(leaves, new_bounds), new_rows, old_rows, _ranges(old_leaves, old_bounds)
+    )
+
+
+def _ranges(leaves: list[int], bounds: dict[int, tuple[int, int] | None]) -> list[tuple[int, int]]:
+    """The rowid ranges of the leaves in ``bounds``, one for each run of them in ``leaves``."""
     ranges: list[tuple[int, int]] = []
     last = None  # the last rowid of the leaves compared so far
     extend = False  # whether the previous leaf is compared too: one range
@@ -252,4 +263,4 @@ def _compare(new: _File, old: _File, leaves: list[int], old_leaves: set[int]) ->
         else:
             ranges.append(rowids)
             extend = True
-    return RowsToCompare(ranges, new_rows, old_rows)
+    return ranges

@@ -529,9 +529,16 @@ def _find_changes(
             (added,),
         ).fetchone()
     if removed_rows:
+        old_rows = "old.catalog o"
+        if compare is not None:  # only old rows of pages that differ can be gone
+            db.execute("CREATE TEMP TABLE old_compared (first INTEGER, last INTEGER)")
+            db.executemany("INSERT INTO temp.old_compared VALUES (?, ?)", compare.old_ranges)
+            old_rows = (
+                "temp.old_compared r JOIN old.catalog o ON o.rowid BETWEEN r.first AND r.last"
+            )
         db.execute(
             "INSERT INTO temp.changes SELECT o.md5path_1, o.md5path_2, o.parent_1, o.parent_2,"
-            f" {_REMOVED} FROM old.catalog o WHERE NOT EXISTS (SELECT 1 FROM main.catalog n"
+            f" {_REMOVED} FROM {old_rows} WHERE NOT EXISTS (SELECT 1 FROM main.catalog n"
             " WHERE n.md5path_1 = o.md5path_1 AND n.md5path_2 = o.md5path_2)"
         )
     # Chunked files whose rows are equal but whose chunk lists differ.

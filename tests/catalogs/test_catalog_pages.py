@@ -198,43 +198,66 @@ def test_a_changed_overflow_page_means_every_row_is_compared(tmp_path: Path) -> 
     assert rows is None
 
 
-def test_a_free_page_left_as_it_was_is_not_taken_for_the_same_page(tmp_path: Path) -> None:
-    """The old version lost the last rows, and their pages are free there; a free page
-    keeps what it held (SQLite built without secure delete does not clear it), here the
-    very leaf the new version has at that number. Its rows are additions, which equal
-    pages alone would hide."""
-    new = write_version(tmp_path / "new")
-    db = sqlite3.connect(new)
-    (top,) = db.execute("SELECT max(rowid) FROM catalog").fetchone()
-    (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'catalog'").fetchone()
-    db.close()
-    old = changed_in_place(
-        new,
-        tmp_path / "old",
-        lambda db: db.execute("DELETE FROM catalog WHERE rowid > ?", (top - 300,)),
-    )
-    data = bytearray(old.read_bytes())
+def free_leaf_pages(path: Path) -> set[int]:
+    """Pages on the file's freelist that are not trunk pages (their content is unused)."""
+    data = path.read_bytes()
     size = int.from_bytes(data[16:18], "big")
     trunks, trunk = set(), int.from_bytes(data[32:36], "big")
     while trunk:
         trunks.add(trunk)
         trunk = int.from_bytes(data[(trunk - 1) * size : (trunk - 1) * size + 4], "big")
-    with pages._mapped(new) as new_file, pages._mapped(old) as old_file:
-        free_leaves = old_file.freelist() - trunks
-        stale = [n for n in new_file.table_leaves(root) if n in free_leaves]
-    assert stale  # the case is real: leaves of the new table, free leaf pages of the old
-    new_bytes = new.read_bytes()
-    for number in stale:
+    with pages._mapped(path) as mapped:
+        return mapped.freelist() - trunks
+
+
+def copy_pages(source: Path, target: Path, numbers: list[int]) -> None:
+    """Pages of ``source`` written over the same pages of ``target``."""
+    data, copied = bytearray(target.read_bytes()), source.read_bytes()
+    size = int.from_bytes(data[16:18], "big")
+    for number in numbers:
         at = (number - 1) * size
-        data[at : at + size] = new_bytes[at : at + size]
-    old.write_bytes(data)
-    db = sqlite3.connect(old)
+        data[at : at + size] = copied[at : at + size]
+    target.write_bytes(data)
+    db = sqlite3.connect(target)
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     db.close()
+
+
+def table_leaves(path: Path) -> list[int]:
+    db = sqlite3.connect(path)
+    (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'catalog'").fetchone()
+    db.close()
+    with pages._mapped(path) as mapped:
+        return mapped.table_leaves(root)
+
+
+@pytest.mark.parametrize("free_in", ["old", "new"])
+def test_a_free_page_left_as_it_was_is_not_taken_for_the_same_page(
+    tmp_path: Path, free_in: str
+) -> None:
+    """One version lacks the last rows of the other, and their pages are free in it; a
+    free page keeps what it held (SQLite built without secure delete does not clear it),
+    here the very leaf the other version has at that number. Its rows were added (free in
+    the old version) or removed (free in the new one), which equal pages alone would hide."""
+    full = write_version(tmp_path / "full")
+    (top,) = sqlite3.connect(full).execute("SELECT max(rowid) FROM catalog").fetchone()
+    shorter = changed_in_place(
+        full,
+        tmp_path / "shorter",
+        lambda db: db.execute("DELETE FROM catalog WHERE rowid > ?", (top - 300,)),
+    )
+    stale = [n for n in table_leaves(full) if n in free_leaf_pages(shorter)]
+    assert stale  # the case is real: leaves of one version, free leaf pages of the other
+    copy_pages(full, shorter, stale)
+    new, old = (full, shorter) if free_in == "old" else (shorter, full)
     found, rows = compare(new, old)
     assert len(found) == 300
-    assert {kind for *_, kind in found} == {refresh._ADDED}
-    assert rows is not None and compared_rows(rows) >= 300
+    assert {kind for *_, kind in found} == {
+        refresh._ADDED if free_in == "old" else refresh._REMOVED
+    }
+    assert rows is not None
+    ranges = rows.ranges if free_in == "old" else rows.old_ranges
+    assert sum(last - first + 1 for first, last in ranges) >= 300
 
 
 def test_a_rewritten_file_gives_the_differences_of_every_row(tmp_path: Path) -> None:
