@@ -4,13 +4,15 @@ A repository's new catalog is the old catalog file changed in place, so most of 
 are byte for byte those of the old file. A page of the new ``catalog`` table's b-tree that
 equals the page of the same number in the old file, where that page is also a leaf of
 the old ``catalog`` table, holds rows that are in the old version unchanged, under the
-same rowids. Only the rows of the other leaves need to be compared row by row.
+same rowids. Only the rows of the other leaves need to be compared row by row. In the same
+way a row removed from the catalog lies on a leaf of the old table that differs from the new
+file's page or is not a leaf of the new table.
 
 Two things could make equal pages hide a change, and both are checked:
 
-* a page that is free in the old file keeps the content it had when it was in use; a
-  leaf must therefore be a leaf of the old table too (the table's b-tree is walked in
-  both files), not merely equal;
+* a page that is free in one file keeps the content it had when it was in use; a leaf
+  must therefore be a leaf of both tables (the table's b-tree is walked in both files),
+  not merely equal;
 * a row too large for its page continues on overflow pages, which are not b-tree pages.
   A differing page that is neither on the new file's freelist nor a b-tree page makes
   the answer "cannot tell". An overflow page starts with the number of the next one, so
@@ -37,6 +39,7 @@ _HEADER = b"SQLite format 3\x00"
 _TABLE_INTERIOR, _TABLE_LEAF = 5, 13
 _BTREE_KINDS = frozenset({2, 5, 10, 13})
 _U16, _U32 = struct.Struct(">H"), struct.Struct(">I")
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)  # where the platform has it
 _MAX_DEPTH = 20  # b-trees of a few hundred million rows are far shallower
 
 
@@ -116,8 +119,8 @@ class _File:
         cache), so that the pages touched stay few however large the file."""
         start, stop = (first - 1) * self.page_size, min(len(self.data), (end - 1) * self.page_size)
         start -= start % mmap.PAGESIZE
-        if stop > start:
-            self.data.madvise(mmap.MADV_DONTNEED, start, stop - start)
+        if stop > start and _DONTNEED is not None:
+            self.data.madvise(_DONTNEED, start, stop - start)
 
     def freelist(self) -> set[int]:
         pages: set[int] = set()

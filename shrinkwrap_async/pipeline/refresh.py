@@ -504,15 +504,15 @@ def _find_changes(
     compare = None
     if new_path is not None and old_path is not None:
         compare = rows_to_compare(db, new_path, old_path)
-    rows = "main.catalog c"
+    new_side = "main.catalog c"
     if compare is not None:
         db.execute("CREATE TEMP TABLE compared (first INTEGER, last INTEGER)")
         db.executemany("INSERT INTO temp.compared VALUES (?, ?)", compare.ranges)
-        rows = "temp.compared r JOIN main.catalog c ON c.rowid BETWEEN r.first AND r.last"
+        new_side = "temp.compared r JOIN main.catalog c ON c.rowid BETWEEN r.first AND r.last"
     db.execute(
         f"INSERT INTO temp.changes SELECT n.md5path_1, n.md5path_2, n.parent_1, n.parent_2, "
         f"CASE WHEN o.md5path_1 IS NULL THEN {_ADDED} ELSE {_CHANGED} END FROM ("
-        f" SELECT c.* FROM {rows} LEFT JOIN old.catalog s ON s.rowid = c.rowid"
+        f" SELECT c.* FROM {new_side} LEFT JOIN old.catalog s ON s.rowid = c.rowid"
         f" WHERE s.rowid IS NULL OR {differs}) n"
         " LEFT JOIN old.catalog o ON o.md5path_1 = n.md5path_1 AND o.md5path_2 = n.md5path_2"
         f" WHERE o.md5path_1 IS NULL OR {compared}"
@@ -529,16 +529,16 @@ def _find_changes(
             (added,),
         ).fetchone()
     if removed_rows:
-        old_rows = "old.catalog o"
+        old_side = "old.catalog o"
         if compare is not None:  # only old rows of pages that differ can be gone
             db.execute("CREATE TEMP TABLE old_compared (first INTEGER, last INTEGER)")
             db.executemany("INSERT INTO temp.old_compared VALUES (?, ?)", compare.old_ranges)
-            old_rows = (
+            old_side = (
                 "temp.old_compared r JOIN old.catalog o ON o.rowid BETWEEN r.first AND r.last"
             )
         db.execute(
             "INSERT INTO temp.changes SELECT o.md5path_1, o.md5path_2, o.parent_1, o.parent_2,"
-            f" {_REMOVED} FROM {old_rows} WHERE NOT EXISTS (SELECT 1 FROM main.catalog n"
+            f" {_REMOVED} FROM {old_side} WHERE NOT EXISTS (SELECT 1 FROM main.catalog n"
             " WHERE n.md5path_1 = o.md5path_1 AND n.md5path_2 = o.md5path_2)"
         )
     # Chunked files whose rows are equal but whose chunk lists differ.
