@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -51,12 +52,17 @@ async def test_calls_holding_the_loop_too_long_move_to_the_thread(
 
     with ThreadPoolExecutor(1) as pool:
         calls = BlockingCalls(pool, None if requests is None else lambda: requests > 0)
-        for _ in range(50):
-            await calls.run(busy)
-            await asyncio.sleep(0)
-            if calls.threaded:
-                break
+        await run_until_threaded(calls, busy)
         assert calls.threaded
+
+
+async def run_until_threaded(calls: BlockingCalls, busy: Callable[[], object]) -> None:
+    """At most 50 calls of ``busy``, each followed by a turn of the loop."""
+    for _ in range(50):
+        await calls.run(busy)
+        await asyncio.sleep(0)
+        if calls.threaded:
+            return
 
 
 async def test_calls_that_hold_up_nothing_stay_on_the_loop(
@@ -77,11 +83,7 @@ async def test_calls_that_hold_up_nothing_stay_on_the_loop(
         assert [await calls.run(busy) for _ in range(50)] == [threading.get_ident()] * 50
         assert not calls.threaded
         in_flight = 2
-        for _ in range(50):
-            await calls.run(busy)
-            await asyncio.sleep(0)
-            if calls.threaded:
-                break
+        await run_until_threaded(calls, busy)
         assert calls.threaded
 
 
