@@ -44,7 +44,7 @@ def file_row(directory: int, index: int, *, symlink_size: int = 0) -> cw.Catalog
 
 
 def write_version(path: Path, files: int = 3000, long_symlinks: int = 0) -> Path:
-    """A catalog of ``files`` files in 30 directories (a few leaves of pages each)."""
+    """A catalog of ``files`` files spread over 30 directories (3,000 files: about 75 leaves)."""
     rows = [cw.CatalogRow("", "", 0o40755, 4096, 1, 0, 0, int(Flag.DIR))]
     rows += [
         cw.CatalogRow(f"/d{d}", f"d{d}", 0o40755, 4096, 1, 0, 0, int(Flag.DIR)) for d in range(30)
