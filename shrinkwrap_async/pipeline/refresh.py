@@ -62,6 +62,7 @@ from shrinkwrap_async.state.db import ABORTED, RUNNING, StateDB
 
 if TYPE_CHECKING:
     from shrinkwrap_async.catalogs.reader import Catalog
+    from shrinkwrap_async.pipeline.blocking_calls import BlockingCalls
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,9 @@ class CatalogDiff(SharedByJobs):
     of the new version with a change below it, with its parent). :meth:`children` then
     answers, per directory, from those tables alone.
     Shared by the directory jobs of one catalog: ``acquire``/``release``, closed with the
-    last release. Queries run in a worker thread, one at a time.
+    last release. Queries run one at a time: through ``calls`` (inline on the loop while
+    quick, else on its thread: ``pipeline.blocking_calls``; a query on another thread
+    contends for the GIL with a busy loop at every row), or on a worker thread without it.
 
     A small difference (the usual refresh: a few hundred rows of a catalog) is read whole
     when the diff opens, grouped by directory, if ``budget`` has room for its rows: a
@@ -256,8 +259,10 @@ class CatalogDiff(SharedByJobs):
         *,
         has_xattr: bool,
         budget: RowBudget | None = None,
+        calls: BlockingCalls | None = None,
     ) -> None:
         self._db = connection
+        self._calls = calls
         self.mountpoint = mountpoint
         self.spec = spec
         super().__init__(references=1)
@@ -286,20 +291,22 @@ class CatalogDiff(SharedByJobs):
         *,
         can_skip: Callable[[str, str], bool],
         budget: RowBudget | None = None,
+        calls: BlockingCalls | None = None,
     ) -> CatalogDiff:
         """Compare the two versions; raises :class:`DiffUnavailable` when they cannot be.
 
         ``can_skip(mountpoint, digest_hex)`` tells whether a nested catalog of the new
         version is already in the tree: those are recorded in :attr:`skipped` (when the
         spec reaches them) and not visited; the others are. ``budget``: rows the diff may
-        read whole (none: it is queried directory by directory).
+        read whole (none: it is queried directory by directory). ``calls``: where the
+        queries run (see the class).
         """
         try:
-            connection = await asyncio.to_thread(_connect, new_path, old_path, mountpoint)
+            connection = await _call(calls, _connect, new_path, old_path, mountpoint)
         except (sqlite3.Error, OSError) as error:
             raise DiffUnavailable(str(error)) from error
         has_xattr = "xattr" in _columns(connection, "main", "catalog")
-        diff = cls(connection, mountpoint, spec, has_xattr=has_xattr, budget=budget)
+        diff = cls(connection, mountpoint, spec, has_xattr=has_xattr, budget=budget, calls=calls)
         try:
             new_nested, old_nested = await diff._run(_find_changes, connection, new_path, old_path)
             visit = diff._nested_to_visit(new_nested, old_nested, can_skip)
@@ -356,7 +363,7 @@ class CatalogDiff(SharedByJobs):
         async with self._lock:
             if self.closed:
                 raise RuntimeError("catalog diff used after close")
-            return await asyncio.to_thread(fn, *args)
+            return await _call(self._calls, fn, *args)
 
     def _read(self, parent: tuple[int, int] | None) -> DiffRows:
         """The difference in directory ``parent`` (its key), or in all of them (None), by
@@ -420,7 +427,13 @@ class CatalogDiff(SharedByJobs):
                 if self._budget is not None:
                     self._budget.give(self._held_rows)
                     self._held_rows = 0
-                await asyncio.to_thread(self._db.close)
+                await _call(self._calls, self._db.close)
+
+
+async def _call(calls: BlockingCalls | None, fn: Callable[..., T], *args: object) -> T:
+    if calls is None:
+        return await asyncio.to_thread(fn, *args)
+    return await calls.run(fn, *args)
 
 
 _ONE_PARENT = " AND p1 = ?1 AND p2 = ?2"
@@ -620,8 +633,10 @@ class CatalogDiffer:
         tree_root: Path,
         *,
         preload_rows: int | None = None,
+        calls: BlockingCalls | None = None,
     ) -> None:
         self.plan = plan
+        self.calls = calls  # where the diffs' queries run (see CatalogDiff)
         self.cached_path = cached_path
         self.spec = spec
         self.tree_root = tree_root
@@ -646,6 +661,7 @@ class CatalogDiffer:
                 self.spec,
                 can_skip=lambda path, hex_: self.plan.can_skip(path, hex_, self.tree_root),
                 budget=self.budget,
+                calls=self.calls,
             )
         except (DiffUnavailable, ValueError) as error:
             self.fallbacks += 1

@@ -205,9 +205,6 @@ class Exporter:
         self.walked_mountpoints: set[str] = set()  # catalogs opened by this run
         self.skipped_mountpoints: set[str] = set()  # unchanged subtrees left as they were
         self.failed_mountpoints: list[str] = []  # catalogs whose subtree did not complete
-        self.differ = CatalogDiffer(
-            self.refresh, catalog_cache.path_for, spec, options.dest_base / settings.fqrn
-        )
         self._root_hex = ""
         self.spec = spec
         self.options = options
@@ -222,6 +219,13 @@ class Exporter:
         self.cpu_pool = ThreadPoolExecutor(1, thread_name_prefix="inflate")
         self.tree_pool = ThreadPoolExecutor(1, thread_name_prefix="tree")
         self.tree_calls = BlockingCalls(self.tree_pool, self._fetching)
+        self.differ = CatalogDiffer(
+            self.refresh,
+            catalog_cache.path_for,
+            spec,
+            options.dest_base / settings.fqrn,
+            calls=BlockingCalls(self.tree_pool, self._fetching),
+        )
         self.fetch_workers = max(1, options.max_in_flight)
         self.verify_workers = max(1, cpu_count())
         self.q_fetch: asyncio.Queue[Any] = asyncio.Queue(maxsize=4 * self.fetch_workers)

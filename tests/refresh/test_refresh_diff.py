@@ -8,6 +8,7 @@ import os
 import shutil
 import sqlite3
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from shrinkwrap_async.catalogs.cache import CatalogCache
 from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.hashing import Digest
 from shrinkwrap_async.pipeline import refresh
+from shrinkwrap_async.pipeline.blocking_calls import BlockingCalls
 from shrinkwrap_async.pipeline.refresh import CatalogDiff, DiffListing, RowBudget, plan_refresh
 from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
 from shrinkwrap_async.pipeline.summary import ExportStats
@@ -193,6 +195,26 @@ async def test_a_diff_read_whole_answers_as_its_queries_do(repo: Repo) -> None:
     assert (await diff.children("")).entries
     await diff.close()
     assert small.available == 1
+
+
+async def test_a_diff_on_the_loop_answers_as_one_on_a_worker_thread(repo: Repo) -> None:
+    """The runner's diffs query through its blocking calls (inline while quick)."""
+    paths = await changed_catalogs(repo)
+    spec = Spec.parse("/*\n")
+    with ThreadPoolExecutor(1) as pool:
+        calls = BlockingCalls(pool, lambda: False)
+        for mountpoint, (old, new) in paths.items():
+            threaded = await CatalogDiff.open(new, old, mountpoint, spec, can_skip=lambda *_: False)
+            inline = await CatalogDiff.open(
+                new, old, mountpoint, spec, can_skip=lambda *_: False, calls=calls
+            )
+            listings = await _walk_diff(threaded, mountpoint)
+            assert any(listing.entries or listing.removed for listing in listings.values())
+            assert await _walk_diff(inline, mountpoint) == listings
+            await threaded.close()
+            await inline.close()
+            assert inline.closed
+        assert not calls.threaded  # every query ran on the loop
 
 
 def with_rows_reversed(catalog: Path, copy: Path) -> Path:
