@@ -69,10 +69,10 @@ class _File:
         return 100 if number == 1 else (number - 1) * self.page_size
 
     def _u16(self, at: int) -> int:
-        return int.from_bytes(self.data[at : at + 2], "big")
+        return _U16.unpack_from(self.data, at)[0]
 
     def _u32(self, at: int) -> int:
-        return int.from_bytes(self.data[at : at + 4], "big")
+        return _U32.unpack_from(self.data, at)[0]
 
     def kind(self, number: int) -> int:
         return self.data[self._start(number)]
@@ -86,33 +86,28 @@ class _File:
         """The leaves of the table b-tree at ``root``, in rowid order. A b-tree's leaves
         all lie at one depth, so one page per level tells whether it is the leaves' (each
         leaf compared is checked again, :meth:`leaf_rowids`)."""
-        data = self.data
         seen: set[int] = set()
         level = [root]
         for _ in range(_MAX_DEPTH):
-            kind = data[self._start(level[0])]
+            kind = self.kind(level[0])
             if kind == _TABLE_LEAF:
                 return level
             if kind != _TABLE_INTERIOR:
                 raise _CannotTell
             below: list[int] = []
             for number in level:
-                if number in seen:
+                if number in seen or self.kind(number) != _TABLE_INTERIOR:
                     raise _CannotTell
                 seen.add(number)
-                h = self._start(number)
-                if data[h] != _TABLE_INTERIOR:
-                    raise _CannotTell
-                page = h - 100 if number == 1 else h
-                (cells,) = _U16.unpack_from(data, h + 3)
-                pointers = struct.unpack_from(f">{cells}H", data, h + 12)
-                below.extend(_U32.unpack_from(data, page + at)[0] for at in pointers)
-                below.append(_U32.unpack_from(data, h + 8)[0])
+                h, page = self._start(number), (number - 1) * self.page_size
+                pointers = struct.unpack_from(f">{self._u16(h + 3)}H", self.data, h + 12)
+                below.extend(self._u32(page + at) for at in pointers)
+                below.append(self._u32(h + 8))
             level = below
         raise _CannotTell
 
     def cells(self, number: int) -> int:
-        return _U16.unpack_from(self.data, self._start(number) + 3)[0]
+        return self._u16(self._start(number) + 3)
 
     def release(self, first: int, end: int) -> None:
         """Unmap pages ``first`` to ``end - 1`` from this process (they stay in the page
@@ -139,10 +134,9 @@ class _File:
 
     def leaf_rowids(self, number: int) -> tuple[int, int] | None:
         """The first and last rowid on table leaf ``number`` (None when it is empty)."""
-        h = self._start(number)
-        if self.data[h] != _TABLE_LEAF:
+        if self.kind(number) != _TABLE_LEAF:
             raise _CannotTell
-        page = h - 100 if number == 1 else h
+        h, page = self._start(number), (number - 1) * self.page_size
         cells = self._u16(h + 3)
         if not cells:
             return None
@@ -207,7 +201,7 @@ def rows_to_compare(
             if new.page_size != old.page_size or new.data[20] != old.data[20]:
                 return None
             return _compare(new, old, new.table_leaves(new_root), old.table_leaves(old_root))
-    except (_CannotTell, OSError, ValueError, IndexError, sqlite3.Error):
+    except (_CannotTell, OSError, ValueError, IndexError, struct.error, sqlite3.Error):
         return None
 
 

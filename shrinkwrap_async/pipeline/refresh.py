@@ -519,9 +519,7 @@ def _find_changes(
         compare = rows_to_compare(db, new_path, old_path)
     new_side = "main.catalog c"
     if compare is not None:
-        db.execute("CREATE TEMP TABLE compared (first INTEGER, last INTEGER)")
-        db.executemany("INSERT INTO temp.compared VALUES (?, ?)", compare.ranges)
-        new_side = "temp.compared r JOIN main.catalog c ON c.rowid BETWEEN r.first AND r.last"
+        new_side = _rows_in_ranges(db, "compared", "main.catalog c", compare.ranges)
     db.execute(
         f"INSERT INTO temp.changes SELECT n.md5path_1, n.md5path_2, n.parent_1, n.parent_2, "
         f"CASE WHEN o.md5path_1 IS NULL THEN {_ADDED} ELSE {_CHANGED} END FROM ("
@@ -544,11 +542,7 @@ def _find_changes(
     if removed_rows:
         old_side = "old.catalog o"
         if compare is not None:  # only old rows of pages that differ can be gone
-            db.execute("CREATE TEMP TABLE old_compared (first INTEGER, last INTEGER)")
-            db.executemany("INSERT INTO temp.old_compared VALUES (?, ?)", compare.old_ranges)
-            old_side = (
-                "temp.old_compared r JOIN old.catalog o ON o.rowid BETWEEN r.first AND r.last"
-            )
+            old_side = _rows_in_ranges(db, "old_compared", "old.catalog o", compare.old_ranges)
         db.execute(
             "INSERT INTO temp.changes SELECT o.md5path_1, o.md5path_2, o.parent_1, o.parent_2,"
             f" {_REMOVED} FROM {old_side} WHERE NOT EXISTS (SELECT 1 FROM main.catalog n"
@@ -571,6 +565,17 @@ def _find_changes(
     ]
     old_nested = {_as_name(row[0]) for row in db.execute("SELECT path FROM old.nested_catalogs")}
     return new_nested, old_nested
+
+
+def _rows_in_ranges(
+    db: sqlite3.Connection, name: str, table: str, ranges: list[tuple[int, int]]
+) -> str:
+    """A FROM clause of the rows of ``table`` (``schema.table alias``) whose rowids lie in
+    ``ranges``, kept in the temporary table ``name``."""
+    db.execute(f"CREATE TEMP TABLE {name} (first INTEGER, last INTEGER)")
+    db.executemany(f"INSERT INTO temp.{name} VALUES (?, ?)", ranges)
+    alias = table.split()[-1]
+    return f"temp.{name} r JOIN {table} ON {alias}.rowid BETWEEN r.first AND r.last"
 
 
 def _mark_dirty(db: sqlite3.Connection, visit: Iterable[str]) -> int:
