@@ -124,9 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(run(args))
     except ShrinkwrapError as error:
         return report_error(error)
-    except (BaseExceptionGroup, OSError) as error:
+    except (BaseExceptionGroup, Exception) as error:
         # Last resort: commands convert these themselves; never show a traceback for a
-        # storage failure or a run-ending error wrapped in a task group.
+        # storage failure (an OSError or SQLite's) or a run-ending error in a task group;
+        # anything else is a bug and keeps its traceback.
         final = _run_ending_error(error)
         if final is None:
             raise

@@ -236,12 +236,23 @@ async def record_stopped_run(
     dest_base: Path, fqrn: str, spec: Spec, state: DestinationState, exit_code: int
 ) -> None:
     """A run whose shards were stopped (a signal) or failed: recorded as aborted, as an
-    ordinary export records itself, so that the history and the next run see it."""
-    from shrinkwrap_async.state.db import ABORTED, StateDB
+    ordinary export records itself, so that the history and the next run see it.
 
-    async with await StateDB.for_destination(dest_base) as db:
-        await _begin_run(db, fqrn, spec, state)
-        await db.finish_export(fqrn, status=ABORTED, exit_code=exit_code)
+    The record is best effort when the destination itself failed (full, read-only): the
+    shards' exit code and message say what happened, and a rerun resumes from the
+    ``.data`` store and the tree without it."""
+    from shrinkwrap_async.state.db import ABORTED, StateDB
+    from shrinkwrap_async.store.errors import as_storage_error
+
+    try:
+        async with await StateDB.for_destination(dest_base) as db:
+            await _begin_run(db, fqrn, spec, state)
+            await db.finish_export(fqrn, status=ABORTED, exit_code=exit_code)
+    except Exception as error:
+        failure = as_storage_error(error)
+        if failure is None:
+            raise
+        print(f"shrinkwrap-async: the stopped run is not recorded: {failure}", file=sys.stderr)
 
 
 def report_up_to_date(args: argparse.Namespace, stats: ExportStats, workers: int) -> int:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from shrinkwrap_async.cli import _run_ending_error
+from shrinkwrap_async.exitcodes import ExitCode
+from shrinkwrap_async.pipeline.workers import DestinationState, record_stopped_run
+from shrinkwrap_async.spec.tree import Spec
 from shrinkwrap_async.testing.faultproxy import Fault, FaultProxy
 from shrinkwrap_async.testing.nginx import NginxServer
 
@@ -52,6 +59,45 @@ def test_destination_full_exits_5_with_one_line(
     run = h.run_export(_command(fault_repo, ws, nginx.url))
     assert run.returncode == 5, run.describe()
     assert "Traceback" not in run.stderr, run.describe()
+
+
+def _fill(directory: Path) -> None:
+    """Write into ``directory`` until its file system is full."""
+    descriptor = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for _ in range(1024):  # 64 MiB at most: the tmpfs holds 1 MiB
+            os.write(descriptor, bytes(65536))
+    except OSError as error:
+        assert error.errno == errno.ENOSPC
+    else:
+        pytest.fail("the file system never filled up")
+    finally:
+        os.close(descriptor)
+
+
+def test_stopped_run_on_a_full_destination_keeps_the_shards_exit_code(
+    small_tmpfs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Shards that failed on a full destination leave the parent a state database it cannot
+    # write either: the run stays unrecorded, with one line, instead of ending in a traceback.
+    _fill(small_tmpfs)
+    root = SimpleNamespace(root_catalog=SimpleNamespace(hex="ab" * 20), revision=7)
+    state = DestinationState(trusted=root, plan=SimpleNamespace(), requests=2)
+    asyncio.run(record_stopped_run(small_tmpfs, "full.test", Spec.parse("/*\n"), state, 5))
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "the stopped run is not recorded" in lines[0], lines
+
+
+def test_a_full_sqlite_database_is_a_storage_error(small_tmpfs: Path) -> None:
+    _fill(small_tmpfs)
+    db = sqlite3.connect(small_tmpfs / "state.sqlite")
+    with pytest.raises(sqlite3.Error) as raised:
+        db.execute("CREATE TABLE t (x BLOB)")
+        db.execute("INSERT INTO t VALUES (zeroblob(1000000))")
+        db.commit()
+    db.close()
+    final = _run_ending_error(raised.value)
+    assert final is not None and final.exit_code == ExitCode.STORAGE, raised.value
 
 
 def test_destination_fills_up_nothing_partial_then_rerun(
