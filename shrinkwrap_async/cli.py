@@ -99,7 +99,9 @@ def report_error(error: ShrinkwrapError) -> int:
     return int(error.exit_code)
 
 
-def _run_ending_error(error: BaseException) -> ShrinkwrapError | None:
+def run_ending_error(error: BaseException) -> ShrinkwrapError | None:
+    """``error`` as the error the command reports (its exit code and one line), or None
+    for a bug, which keeps its traceback."""
     from shrinkwrap_async.pipeline.object_fetch import most_serious
     from shrinkwrap_async.store.errors import as_storage_error
 
@@ -128,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Last resort: commands convert these themselves; never show a traceback for a
         # storage failure (an OSError or SQLite's) or a run-ending error in a task group;
         # anything else is a bug and keeps its traceback.
-        final = _run_ending_error(error)
+        final = run_ending_error(error)
         if final is None:
             raise
         return report_error(final)

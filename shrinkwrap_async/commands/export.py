@@ -11,9 +11,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shrinkwrap_async.cli import add_verbosity_options, repository_name, requests_in_flight
+from shrinkwrap_async.cli import (
+    add_verbosity_options,
+    repository_name,
+    requests_in_flight,
+    run_ending_error,
+)
 from shrinkwrap_async.commands._running import load_source_arguments, run_stoppable
-from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError
+from shrinkwrap_async.exitcodes import ExitCode
 from shrinkwrap_async.pipeline import catalog_shards, shard
 from shrinkwrap_async.runtime import run_async
 from shrinkwrap_async.state.eventlog import add_log_options, install_json_log, log_event
@@ -164,8 +169,8 @@ def export_loaded(
             run_stoppable(locked_run(), outcome="a rerun resumes", log=log, extra=options.extra)
         )
         exit_code = stats.exit_code if stats.exit_code is not None else int(bool(stats.failures))
-    except ShrinkwrapError as error:
-        exit_code = int(error.exit_code)
+    except BaseException as error:
+        exit_code = ending_exit_code(error, exit_code)
         raise
     finally:
         if report_finish:
@@ -195,6 +200,13 @@ def ensure_json_log(args: argparse.Namespace) -> None:
     if args.log_json and args.log_json not in _json_logs:
         install_json_log(args.log_json)
         _json_logs.add(args.log_json)
+
+
+def ending_exit_code(error: BaseException, otherwise: int) -> int:
+    """The exit code the command line gives for ``error`` (see ``cli.main``), so that the
+    metrics and the finish event say what the caller sees; ``otherwise`` for a bug."""
+    final = run_ending_error(error)
+    return int(final.exit_code) if final is not None else otherwise
 
 
 def finish_run(

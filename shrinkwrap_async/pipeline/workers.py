@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError
+from shrinkwrap_async.exitcodes import ExitCode
 from shrinkwrap_async.pipeline.catalog_shards import (
     CATALOG_SHARDS_ENV,
     CatalogSplit,
@@ -289,8 +289,8 @@ def run_workers(
     exit_code = int(ExitCode.PARTIAL)
     try:
         stats, exit_code = _run(args, spec, workers, settings, dest_base)
-    except ShrinkwrapError as error:
-        exit_code = int(error.exit_code)
+    except BaseException as error:
+        exit_code = export.ending_exit_code(error, exit_code)
         raise
     finally:
         export.finish_run(args, stats, exit_code, started)

@@ -13,10 +13,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from shrinkwrap_async.cli import _run_ending_error
+from shrinkwrap_async.cli import run_ending_error
+from shrinkwrap_async.commands.export import ending_exit_code
 from shrinkwrap_async.exitcodes import ExitCode
 from shrinkwrap_async.pipeline.workers import DestinationState, record_stopped_run
 from shrinkwrap_async.spec.tree import Spec
+from shrinkwrap_async.state.metrics import read_samples
 from shrinkwrap_async.testing.faultproxy import Fault, FaultProxy
 from shrinkwrap_async.testing.nginx import NginxServer
 
@@ -56,9 +58,12 @@ def test_destination_full_exits_5_with_one_line(
     fault_repo: Repo, nginx: NginxServer, tmp_path: Path, small_tmpfs: Path
 ) -> None:
     ws = h.Workspace(tmp_path / "ws", fault_repo.keys_dir)
-    run = h.run_export(_command(fault_repo, ws, nginx.url))
+    metrics = tmp_path / "shrinkwrap.prom"  # beside the full file system
+    run = h.run_export([*_command(fault_repo, ws, nginx.url), "--metrics-file", str(metrics)])
     assert run.returncode == 5, run.describe()
     assert "Traceback" not in run.stderr, run.describe()
+    # Monitoring sees the exit code the caller saw.
+    assert read_samples(metrics)[fault_repo.fqrn]["shrinkwrap_exit_code"] == "5"
 
 
 def _fill(directory: Path) -> None:
@@ -96,8 +101,11 @@ def test_a_full_sqlite_database_is_a_storage_error(small_tmpfs: Path) -> None:
         db.execute("INSERT INTO t VALUES (zeroblob(1000000))")
         db.commit()
     db.close()
-    final = _run_ending_error(raised.value)
+    final = run_ending_error(raised.value)
     assert final is not None and final.exit_code == ExitCode.STORAGE, raised.value
+    # What the metrics and the finish event record when it ends a run.
+    assert ending_exit_code(raised.value, ExitCode.PARTIAL) == ExitCode.STORAGE
+    assert ending_exit_code(ValueError("a bug"), ExitCode.PARTIAL) == ExitCode.PARTIAL
 
 
 def test_destination_fills_up_nothing_partial_then_rerun(
