@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
 async def _serve_and_export(base: Path, public_key: Path):  # type: ignore[no-untyped-def]
     from shrinkwrap_async.config.settings import ClientSettings
-    from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
+    from shrinkwrap_async.pipeline.recorded_run import export_repository
+    from shrinkwrap_async.pipeline.runner import ExportOptions
     from shrinkwrap_async.spec.tree import Spec
     from shrinkwrap_async.testing.servers import StaticServer
 

@@ -116,7 +116,8 @@ def export_loaded(
     ``export_repository``);
     ``report_finish``: write the metrics and the finish event (see :func:`finish_run`).
     """
-    from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
+    from shrinkwrap_async.pipeline.recorded_run import export_repository
+    from shrinkwrap_async.pipeline.runner import ExportOptions
 
     extra: dict[str, Any] = {"shard": shard.Shard.parse(args.shard)} if args.shard else {}
     if args.shard and trusted is None:

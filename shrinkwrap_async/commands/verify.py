@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
 async def _repair(settings, dest: Path, store: Path, report, args) -> None:  # type: ignore[no-untyped-def]
     """Drop corrupt objects and the refresh state, then export again under the lock."""
-    from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
+    from shrinkwrap_async.pipeline.recorded_run import export_repository
+    from shrinkwrap_async.pipeline.runner import ExportOptions
     from shrinkwrap_async.spec.tree import Spec
     from shrinkwrap_async.state.db import StateDB
     from shrinkwrap_async.state.lock import RunLock

@@ -168,8 +168,8 @@ async def destination_state(
     run (and the root catalog of a refresh, which the run then finds cached)."""
     from shrinkwrap_async.catalogs.cache import usable_catalog_cache_dir
     from shrinkwrap_async.network.fetcher import Fetcher
+    from shrinkwrap_async.pipeline.recorded_run import up_to_date_stats
     from shrinkwrap_async.pipeline.refresh import plan_refresh
-    from shrinkwrap_async.pipeline.runner import up_to_date_stats
     from shrinkwrap_async.state.db import StateDB
     from shrinkwrap_async.trust.chain import establish_trust
 
@@ -306,7 +306,8 @@ def _run(
 
     state = run_async(destination_state(settings, spec, dest_base, workers))
     if state.up_to_date is not None:
-        from shrinkwrap_async.pipeline.runner import ExportOptions, log_up_to_date
+        from shrinkwrap_async.pipeline.recorded_run import log_up_to_date
+        from shrinkwrap_async.pipeline.runner import ExportOptions
 
         stats = state.up_to_date
         log_up_to_date(settings.fqrn, state.trusted.revision, state.trusted.root_catalog.hex)
@@ -397,7 +398,7 @@ def _run_shards(
             shard_env.setdefault(WORKER_ENV, "0")  # commit in a thread, no extra process
         # What the shards run, imported once here before they are forked (the final pass
         # needs it too).
-        import shrinkwrap_async.pipeline.runner  # noqa: F401
+        import shrinkwrap_async.pipeline.recorded_run  # noqa: F401
 
         try:
             with root_for_forks(state.trusted):  # every shard exports the parent's revision

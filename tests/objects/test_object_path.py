@@ -26,7 +26,8 @@ from shrinkwrap_async.network.fetcher import FetchStats
 from shrinkwrap_async.pipeline.decompress_verify import ContentError, InflatingFileSink
 from shrinkwrap_async.pipeline.link_stage import refuse_duplicate_names
 from shrinkwrap_async.pipeline.object_fetch import chunk_layout, most_serious
-from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
+from shrinkwrap_async.pipeline.recorded_run import export_repository
+from shrinkwrap_async.pipeline.runner import ExportOptions
 from shrinkwrap_async.pipeline.summary import ExportStats
 from shrinkwrap_async.spec.tree import Spec
 from shrinkwrap_async.store import data_store

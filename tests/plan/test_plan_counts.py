@@ -9,7 +9,8 @@ import pytest
 
 from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.pipeline.plan import Plan, make_plan
-from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
+from shrinkwrap_async.pipeline.recorded_run import export_repository
+from shrinkwrap_async.pipeline.runner import ExportOptions
 from shrinkwrap_async.pipeline.summary import ExportStats
 from shrinkwrap_async.spec.tree import Spec
 from shrinkwrap_async.testing.command_line import run_cli

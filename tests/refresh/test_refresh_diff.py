@@ -18,8 +18,9 @@ from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.hashing import Digest
 from shrinkwrap_async.pipeline import refresh
 from shrinkwrap_async.pipeline.blocking_calls import BlockingCalls
+from shrinkwrap_async.pipeline.recorded_run import export_repository
 from shrinkwrap_async.pipeline.refresh import CatalogDiff, DiffListing, RowBudget, plan_refresh
-from shrinkwrap_async.pipeline.runner import ExportOptions, export_repository
+from shrinkwrap_async.pipeline.runner import ExportOptions
 from shrinkwrap_async.pipeline.summary import ExportStats
 from shrinkwrap_async.spec.tree import Spec
 from shrinkwrap_async.state.db import ABORTED, PARTIAL, StateDB, default_state_path

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from shrinkwrap_async.config.idmap import IdMap
 from shrinkwrap_async.config.settings import ClientSettings
-from shrinkwrap_async.pipeline.runner import ExportOptions, shard_marks_key
+from shrinkwrap_async.pipeline.recorded_run import shard_marks_key
+from shrinkwrap_async.pipeline.runner import ExportOptions
 from shrinkwrap_async.spec.tree import Spec
 from shrinkwrap_async.state.shard_marks import ShardMarks
 
