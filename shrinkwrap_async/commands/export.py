@@ -88,8 +88,12 @@ def run(args: argparse.Namespace) -> int:
 def run_loaded(
     args: argparse.Namespace, settings: ClientSettings, spec: Spec, dest_base: Path
 ) -> int:
-    """The export in this process, with the configuration and spec already loaded."""
-    stats, exit_code = export_loaded(args, settings, spec, dest_base)
+    """The export in this process, with the configuration and spec already loaded.
+
+    A shard of a ``--workers`` parent leaves the finish event to the parent, which says it
+    once for the whole command (the shard's own error line says what went wrong)."""
+    report_finish = not shard.under_workers_parent()
+    stats, exit_code = export_loaded(args, settings, spec, dest_base, report_finish=report_finish)
     report(args, spec, stats, exit_code)
     return exit_code
 

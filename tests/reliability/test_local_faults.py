@@ -62,6 +62,8 @@ def test_destination_full_exits_5_with_one_line(
     run = h.run_export([*_command(fault_repo, ws, nginx.url), "--metrics-file", str(metrics)])
     assert run.returncode == 5, run.describe()
     assert "Traceback" not in run.stderr, run.describe()
+    # The shards say what failed; the command says once how it ended.
+    assert run.stderr.count("finished with exit code 5") == 1, run.describe()
     # Monitoring sees the exit code the caller saw.
     assert read_samples(metrics)[fault_repo.fqrn]["shrinkwrap_exit_code"] == "5"
 
