@@ -54,19 +54,23 @@ class _File:
         self.data = data
         if len(data) < 100 or data[:16] != _HEADER:
             raise _CannotTell
-        size = int.from_bytes(data[16:18], "big")
+        size = self._u16(16)
         self.page_size = 65536 if size == 1 else size
         self.pages = len(data) // self.page_size
         # auto-vacuum files have pointer-map pages; files of 1 GiB and more a lock page
         # (and overflow pages whose first byte is not 0, in files of 2**24 pages)
-        if int.from_bytes(data[52:56], "big") or len(data) >= 1 << 30:
+        if self._u32(52) or len(data) >= 1 << 30:
             raise _CannotTell
+
+    def _offset(self, number: int) -> int:
+        """Where page ``number`` starts in the file."""
+        return (number - 1) * self.page_size
 
     def _start(self, number: int) -> int:
         """Where page ``number``'s b-tree header starts in the file."""
         if not 1 <= number <= self.pages:
             raise _CannotTell
-        return 100 if number == 1 else (number - 1) * self.page_size
+        return 100 if number == 1 else self._offset(number)
 
     def _u16(self, at: int) -> int:
         return _U16.unpack_from(self.data, at)[0]
@@ -78,7 +82,7 @@ class _File:
         return self.data[self._start(number)]
 
     def same_page(self, other: _File, number: int) -> bool:
-        start = (number - 1) * self.page_size
+        start = self._offset(number)
         end = start + self.page_size
         return self.data[start:end] == other.data[start:end]
 
@@ -99,7 +103,7 @@ class _File:
                 if number in seen or self.kind(number) != _TABLE_INTERIOR:
                     raise _CannotTell
                 seen.add(number)
-                h, page = self._start(number), (number - 1) * self.page_size
+                h, page = self._start(number), self._offset(number)
                 pointers = struct.unpack_from(f">{self._u16(h + 3)}H", self.data, h + 12)
                 below.extend(self._u32(page + at) for at in pointers)
                 below.append(self._u32(h + 8))
@@ -112,7 +116,7 @@ class _File:
     def release(self, first: int, end: int) -> None:
         """Unmap pages ``first`` to ``end - 1`` from this process (they stay in the page
         cache), so that the pages touched stay few however large the file."""
-        start, stop = (first - 1) * self.page_size, min(len(self.data), (end - 1) * self.page_size)
+        start, stop = self._offset(first), min(len(self.data), self._offset(end))
         start -= start % mmap.PAGESIZE
         if stop > start and _DONTNEED is not None:
             self.data.madvise(_DONTNEED, start, stop - start)
@@ -124,7 +128,7 @@ class _File:
             if trunk in pages or not 1 < trunk <= self.pages:
                 raise _CannotTell
             pages.add(trunk)
-            start = (trunk - 1) * self.page_size
+            start = self._offset(trunk)
             count = self._u32(start + 4)
             if 8 + 4 * count > self.page_size:
                 raise _CannotTell
@@ -136,7 +140,7 @@ class _File:
         """The first and last rowid on table leaf ``number`` (None when it is empty)."""
         if self.kind(number) != _TABLE_LEAF:
             raise _CannotTell
-        h, page = self._start(number), (number - 1) * self.page_size
+        h, page = self._start(number), self._offset(number)
         cells = self._u16(h + 3)
         if not cells:
             return None
@@ -217,9 +221,10 @@ def _compare(new: _File, old: _File, leaves: list[int], old_leaves: list[int]) -
     new_bounds: dict[int, tuple[int, int] | None] = {}  # leaf to compare -> first, last rowid
     old_bounds: dict[int, tuple[int, int] | None] = {}
     new_rows = old_rows = 0
-    for first in range(1, max(new.pages, old.pages) + 1, WINDOW_PAGES):
+    last = max(new.pages, old.pages)
+    for first in range(1, last + 1, WINDOW_PAGES):
         end = first + WINDOW_PAGES
-        for number in range(first, min(end, max(new.pages, old.pages) + 1)):
+        for number in range(first, min(end, last + 1)):
             # page 1 is the schema table's root
             differs = number > common or (number > 1 and not new.same_page(old, number))
             if number <= new.pages:

@@ -300,6 +300,11 @@ class Fetcher:
         self._external_sorted: asyncio.Lock | None = None
         self._external_sort_done = False
 
+    def has_requests_in_flight(self) -> bool:
+        """Whether requests hold slots now: work that a call blocking the loop holds up
+        (see ``pipeline.blocking_calls``)."""
+        return self.requests_in_flight > 0
+
     # -- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> Fetcher:

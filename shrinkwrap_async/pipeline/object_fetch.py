@@ -168,10 +168,7 @@ class ObjectFetchStage:
         self.link_queue = link_queue
         self.dry_run = dry_run
         self.committer = committer  # where batches are committed (default: ``cpu_pool``)
-        self._look_ups = BlockingCalls(
-            cpu_pool,
-            lambda: bool(fetcher.requests_in_flight),  # type: ignore[attr-defined]
-        )
+        self._look_ups = BlockingCalls(cpu_pool, fetcher.has_requests_in_flight)  # type: ignore[attr-defined]
         self.budget = ByteBudget()  # bytes of small objects between fetch and commit
         self.in_flight: dict[str, list[FileJob]] = {}
         # dry run: the objects it would fetch (its 2 MiB bitmap only where it is used)

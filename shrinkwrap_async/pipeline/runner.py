@@ -213,13 +213,13 @@ class Exporter:
         # one thread of ``cpu_pool`` streams large objects, copies, and looks up ``.data``.
         self.cpu_pool = ThreadPoolExecutor(1, thread_name_prefix="inflate")
         self.tree_pool = ThreadPoolExecutor(1, thread_name_prefix="tree")
-        self.tree_calls = BlockingCalls(self.tree_pool, self._fetching)
+        self.tree_calls = BlockingCalls(self.tree_pool, fetcher.has_requests_in_flight)
         self.differ = CatalogDiffer(
             self.refresh,
             catalog_cache.path_for,
             spec,
             options.dest_base / settings.fqrn,
-            calls=BlockingCalls(self.tree_pool, self._fetching),
+            calls=BlockingCalls(self.tree_pool, fetcher.has_requests_in_flight),
         )
         self.fetch_workers = max(1, options.max_in_flight)
         self.verify_workers = max(1, cpu_count())
@@ -244,10 +244,6 @@ class Exporter:
         )
 
     # -- helpers -------------------------------------------------------------------------
-    def _fetching(self) -> bool:
-        """Whether requests are in flight (an inline tree call holds them up)."""
-        return bool(self.fetcher.requests_in_flight)
-
     async def _tree(self, fn: Callable[..., Any], *args: Any) -> Any:
         """A quick call on the tree (one directory, one batch of links): see ``blocking_calls``."""
         return await self.tree_calls.run(fn, *args)
