@@ -28,6 +28,7 @@ from shrinkwrap_async.catalogs.entry import CatalogError
 from shrinkwrap_async.catalogs.reader import Catalog
 from shrinkwrap_async.exitcodes import StorageError
 from shrinkwrap_async.hashing import Digest, Hasher, ObjectSuffix
+from shrinkwrap_async.network.sinks import ObjectSink
 
 if TYPE_CHECKING:
     from shrinkwrap_async.config.settings import ClientSettings
@@ -50,7 +51,6 @@ INFLATE_PIECE = 1 << 20
 TURN_POLL_SECONDS = 0.02
 """How often a process waiting for another's download of a catalog looks again."""
 
-T_co = TypeVar("T_co", covariant=True)
 T = TypeVar("T")
 
 
@@ -71,14 +71,6 @@ def usable_catalog_cache_dir(settings: ClientSettings, explicit: Path | None = N
             "point CVMFS_CACHE_BASE or -c at a writable directory"
         ) from None
     return path
-
-
-class ObjectSink(Protocol[T_co]):
-    """Receives one object's bytes as served; ``commit`` only after the hash matched."""
-
-    async def write(self, piece: bytes) -> None: ...
-    async def commit(self) -> T_co: ...
-    async def discard(self) -> None: ...
 
 
 class Fetcher(Protocol):

@@ -22,6 +22,11 @@ External files (catalog flag 128) are fetched by their repository path from the 
 host chain ``CVMFS_EXTERNAL_URL`` with its own proxies and timeouts
 (:meth:`Fetcher.stream_external`); the chunks of a chunked external file are byte ranges
 of that one URL. The same failover, retry and verification rules apply.
+
+One attempt's failure kinds and the checks of an answer are in ``network.attempts``, the
+sinks bodies go to in ``network.sinks``; a GET goes through the built-in client
+(``network.lean_http``) on plain ``http://``, else through aiohttp
+(``network.aiohttp_transport``).
 """
 
 from __future__ import annotations
@@ -29,16 +34,26 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from shrinkwrap_async.hashing import Digest, ObjectSuffix, stored_size_limit
 from shrinkwrap_async.network import geo
+from shrinkwrap_async.network.aiohttp_transport import AiohttpRequest, load_aiohttp, new_session
+from shrinkwrap_async.network.attempts import (
+    BAD_DATA,
+    HOST_ERROR,
+    MISSING,
+    TRANSFER,
+    AttemptFailed,
+    LowSpeedGuard,
+    check_length,
+    classify_status,
+)
 from shrinkwrap_async.network.endpoints import DIRECT, FailoverState, Route
 from shrinkwrap_async.network.errors import (
     ExternalNotConfiguredError,
@@ -57,6 +72,14 @@ from shrinkwrap_async.network.lean_http import (
     OnPiece,
     request_head_suffix,
 )
+from shrinkwrap_async.network.sinks import (
+    MemorySink,
+    ObjectSink,
+    SinkFailed,
+    discard_sink,
+    sink_commit,
+    sink_write,
+)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -64,13 +87,11 @@ if TYPE_CHECKING:
     from shrinkwrap_async.config.settings import ClientSettings
 
 T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
 
 MiB = 1024 * 1024
 PIECE_SIZE = 256 * 1024  # stream pieces handed to sinks (bounded memory per request)
 READ_WHOLE_LIMIT = MiB  # fetch_object reads bodies up to this size in one call
 DEFAULT_FILE_MAX = 16 * MiB
-READ_BUFFER = 256 * 1024  # aiohttp's default 64 KiB pauses the socket too often
 LEAN_HTTP_ENV = "SHRINKWRAP_ASYNC_LEAN_HTTP"  # "0": everything through aiohttp
 LEAN_BODY_LIMIT = 16 * MiB  # whole-body GETs with a known bound this size go lean
 # Catalogs stored in up to this many bytes (most: tens to hundreds of KiB) are fetched whole
@@ -81,59 +102,8 @@ LEAN_CATALOG_SIZE = 4 * MiB
 LEAN_OBJECT_SIZE = 1 * MiB
 
 
-def _aiohttp() -> ModuleType:
-    """aiohttp, imported on first use rather than with this module.
-
-    Importing it costs about 0.15 s of start-up (it builds two SSL contexts at import),
-    as much as the rest of a no-change refresh. The root files, the certificate and
-    small objects on plain ``http://`` go through the lean client, so a run that needs
-    nothing else (an unchanged repository) never imports it.
-    """
-    import aiohttp
-
-    return aiohttp
-
-
-class ObjectSink(Protocol[T_co]):
-    """Receives the pieces of one download attempt.
-
-    ``commit`` is called once, only after the hash of all pieces matched; ``discard`` when
-    the attempt failed (the retry gets a fresh sink from the factory).
-    """
-
-    async def write(self, piece: bytes) -> None: ...
-
-    async def commit(self) -> T_co: ...
-
-    async def discard(self) -> None: ...
-
-
-# -- failure kinds of one attempt ------------------------------------------------------
-
-TRANSFER = "transfer"  # retry on the same route, then fail over
-BAD_DATA = "bad data"  # repeat once with no-cache, then fail over
-MISSING = "missing"  # 404 from the host: ask the other hosts once
-HOST_ERROR = "host error"  # switch host, no retry
-PROXY_ERROR = "proxy error"  # switch proxy, no retry
-
-
-class _AttemptFailed(Exception):
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(detail)
-        self.kind = kind
-        self.detail = detail
-
-
 class _TooLargeForLean(Exception):
     """A lean GET was refused for its size; the object is to be streamed instead."""
-
-
-class _SinkFailed(Exception):
-    """Wraps an error raised by a sink, so it is never mistaken for a network error."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 @dataclass
@@ -200,7 +170,7 @@ class _Intake(Generic[T]):
     def __init__(self, fetcher: Fetcher, route: Route, digest: Digest, sink: ObjectSink[T]):
         self.stats = fetcher.stats
         self.endpoint = fetcher.stats.endpoint(route.endpoint)
-        self.guard = _LowSpeedGuard(fetcher.settings.low_speed_limit, fetcher._timeout_for(route))
+        self.guard = LowSpeedGuard(fetcher.settings.low_speed_limit, fetcher._timeout_for(route))
         self.hasher = digest.algorithm.new()
         self.sink = sink
 
@@ -210,7 +180,7 @@ class _Intake(Generic[T]):
         self.endpoint.bytes_received += size
         self.guard.update(size)
         self.hasher.update(piece)
-        await _sink_write(self.sink, piece)
+        await sink_write(self.sink, piece)
 
     async def commit(self, transfer: Coroutine[Any, Any, object], digest: Digest) -> T:
         """Run ``transfer`` (which feeds this intake); commit the sink if the hash matched,
@@ -218,36 +188,11 @@ class _Intake(Generic[T]):
         try:
             await transfer
             if self.hasher.digest() != digest.raw:
-                raise _AttemptFailed(BAD_DATA, "content hash mismatch")
+                raise AttemptFailed(BAD_DATA, "content hash mismatch")
         except BaseException as error:
-            await _discard(self.sink, error)
+            await discard_sink(self.sink, error)
             raise
-        return await _sink_commit(self.sink)
-
-
-class _LowSpeedGuard:
-    """Fails a transfer whose rate stays below ``limit`` bytes/s for ``window`` seconds."""
-
-    __slots__ = ("limit", "received", "start", "window")
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit = limit
-        self.window = window
-        self.start = time.monotonic()
-        self.received = 0
-
-    def update(self, count: int) -> None:
-        if self.limit <= 0:
-            return
-        self.received += count
-        elapsed = time.monotonic() - self.start
-        if elapsed >= self.window:
-            if self.received < self.limit * elapsed:
-                raise _AttemptFailed(
-                    TRANSFER, f"too slow ({self.received / elapsed:.0f} B/s < {self.limit})"
-                )
-            self.start += elapsed
-            self.received = 0
+        return await sink_commit(self.sink)
 
 
 class Fetcher:
@@ -349,56 +294,23 @@ class Fetcher:
         if session is None:
             if self._closed:
                 raise RuntimeError("Fetcher is closed")
-            aiohttp = _aiohttp()
-            timeout = self._timeout_for(route)
-            connector = aiohttp.TCPConnector(
-                limit=self.connections_per_endpoint,
-                limit_per_host=self.connections_per_endpoint,
-                ttl_dns_cache=300,
-                keepalive_timeout=30,
-            )
-            session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=timeout or None, sock_read=timeout or None
-                ),
-                auto_decompress=False,
-                read_bufsize=READ_BUFFER,
-                raise_for_status=False,
-                trust_env=False,
-                skip_auto_headers=("Accept-Encoding",),
-                trace_configs=[self._reconnect_counter()],
+            session = new_session(
+                self.connections_per_endpoint, self._timeout_for(route), self._count_resent
             )
             self._sessions[name] = session
         return session
 
-    def _reconnect_counter(self) -> aiohttp.TraceConfig:
-        """Counts the attempts aiohttp makes on its own: a GET whose kept-alive connection
-        turns out to be closed is sent again on a new connection (RFC 9112 9.3.1.1) without
-        the caller seeing a failure (see :meth:`_count_resent`; the lean client reports
-        its own). ``trace_request_ctx``: the route."""
-        trace = _aiohttp().TraceConfig()
-
-        async def started(_session: object, context: Any, _params: object) -> None:
-            context.connections = context.redirects = 0
-
-        async def connected(_session: object, context: Any, _params: object) -> None:
-            context.connections += 1
-
-        async def redirected(_session: object, context: Any, _params: object) -> None:
-            context.redirects += 1
-
-        async def ended(_session: object, context: Any, _params: object) -> None:
-            for _ in range(context.connections - 1 - context.redirects):
-                self._count_resent(context.trace_request_ctx)
-
-        trace.on_request_start.append(started)
-        trace.on_connection_create_end.append(connected)
-        trace.on_connection_reuseconn.append(connected)
-        trace.on_request_redirect.append(redirected)
-        trace.on_request_end.append(ended)
-        trace.on_request_exception.append(ended)
-        return trace
+    def _aiohttp_request(
+        self,
+        route: Route,
+        path: str,
+        no_cache: bool,
+        headers: Mapping[str, str] | None = None,
+        ranged: tuple[int, int] | None = None,
+    ) -> AiohttpRequest:
+        """One GET on ``route`` through aiohttp, counted as a request."""
+        self._count_request(route)
+        return AiohttpRequest(self._session(route), route, path, no_cache, headers, ranged)
 
     def _timeout_for(self, route: Route) -> float:
         if route.external:
@@ -475,7 +387,7 @@ class Fetcher:
         async def attempt(route: Route, no_cache: bool) -> bytes:
             body = await self._get_whole(route, path, no_cache, max_size)
             if not digest.matches(body):
-                raise _AttemptFailed(BAD_DATA, "content hash mismatch")
+                raise AttemptFailed(BAD_DATA, "content hash mismatch")
             return body
 
         return attempt
@@ -511,9 +423,8 @@ class Fetcher:
             nonlocal too_large_for_lean
             lean = self._lean_route(route)
             if lean is None:
-                return await self._stream_verified(
-                    route, _Request(self, route, path, no_cache), digest, sink_factory(), None
-                )
+                request = self._aiohttp_request(route, path, no_cache)
+                return await self._stream_verified(route, request, digest, sink_factory(), None)
             if lean_below is not None and not too_large_for_lean:
                 try:
                     response = await self._lean_request(
@@ -563,7 +474,7 @@ class Fetcher:
             max_size = size if max_size is None else min(max_size, size)
 
         async def attempt(route: Route, no_cache: bool) -> T:
-            request = _Request(self, route, relative, no_cache, headers, byte_range)
+            request = self._aiohttp_request(route, relative, no_cache, headers, byte_range)
             return await self._stream_verified(route, request, digest, sink_factory(), max_size)
 
         return await self._run(label, attempt, external=True)
@@ -579,13 +490,13 @@ class Fetcher:
         """The bytes of an external file (or of ``byte_range`` of it), verified against
         ``digest``; see :meth:`stream_external`."""
         return await self.stream_external(
-            path, digest, _MemorySink, byte_range=byte_range, max_size=max_size
+            path, digest, MemorySink, byte_range=byte_range, max_size=max_size
         )
 
     async def _stream_verified(
         self,
         route: Route,
-        request: _Request,
+        request: AiohttpRequest,
         digest: Digest,
         sink: ObjectSink[T],
         max_size: int | None,
@@ -598,16 +509,16 @@ class Fetcher:
             async with request as response:
                 length = response.content_length
                 if max_size is not None and length is not None and length > max_size:
-                    raise _AttemptFailed(
+                    raise AttemptFailed(
                         BAD_DATA, f"{length} bytes announced, at most {max_size} expected"
                     )
                 received = 0
                 while piece := await response.content.read(PIECE_SIZE):
                     received += len(piece)
                     if max_size is not None and received > max_size:
-                        raise _AttemptFailed(BAD_DATA, f"more than {max_size} bytes received")
+                        raise AttemptFailed(BAD_DATA, f"more than {max_size} bytes received")
                     await intake(piece)
-                _check_length(response, received)
+                check_length(response, received)
 
         return await intake.commit(transfer(), digest)
 
@@ -629,12 +540,12 @@ class Fetcher:
         """A whole verified-or-refused body through ``sink`` (see :meth:`stream_object`)."""
         try:
             if not digest.matches(body):
-                raise _AttemptFailed(BAD_DATA, "content hash mismatch")
-            await _sink_write(sink, body)
+                raise AttemptFailed(BAD_DATA, "content hash mismatch")
+            await sink_write(sink, body)
         except BaseException as error:
-            await _discard(sink, error)
+            await discard_sink(sink, error)
             raise
-        return await _sink_commit(sink)
+        return await sink_commit(sink)
 
     # -- one HTTP attempt ---------------------------------------------------------------
 
@@ -689,12 +600,12 @@ class Fetcher:
         except LeanTooLarge as error:
             if refuse_large:
                 raise _TooLargeForLean(str(error)) from None
-            raise _AttemptFailed(BAD_DATA, str(error)) from None
+            raise AttemptFailed(BAD_DATA, str(error)) from None
         except LeanTimeout:
-            raise _AttemptFailed(TRANSFER, "timed out") from None
+            raise AttemptFailed(TRANSFER, "timed out") from None
         except (LeanHTTPError, OSError) as error:
-            raise _AttemptFailed(TRANSFER, str(error) or type(error).__name__) from None
-        _classify_status(response, route)
+            raise AttemptFailed(TRANSFER, str(error) or type(error).__name__) from None
+        classify_status(response, route)
         if response.body:
             self.stats.bytes_received += len(response.body)
             self.stats.endpoint(route.endpoint).bytes_received += len(response.body)
@@ -709,7 +620,7 @@ class Fetcher:
             if lean is not None:
                 response = await self._lean_request(route, lean, path, no_cache, max_size)
                 return response.body
-        async with _Request(self, route, path, no_cache) as response:
+        async with self._aiohttp_request(route, path, no_cache) as response:
             return await self._read_body(route, response, max_size)
 
     async def _read_body(
@@ -717,7 +628,7 @@ class Fetcher:
     ) -> bytes:
         length = response.content_length
         if max_size is not None and length is not None and length > max_size:
-            raise _AttemptFailed(BAD_DATA, f"{length} bytes announced, at most {max_size} expected")
+            raise AttemptFailed(BAD_DATA, f"{length} bytes announced, at most {max_size} expected")
         if length is not None and length <= READ_WHOLE_LIMIT:
             body = await response.read()
             pieces = [body]
@@ -725,16 +636,16 @@ class Fetcher:
         else:
             pieces = []
             received = 0
-            guard = _LowSpeedGuard(self.settings.low_speed_limit, self._timeout_for(route))
+            guard = LowSpeedGuard(self.settings.low_speed_limit, self._timeout_for(route))
             while piece := await response.content.read(PIECE_SIZE):
                 pieces.append(piece)
                 received += len(piece)
                 guard.update(len(piece))
                 if max_size is not None and received > max_size:
-                    raise _AttemptFailed(BAD_DATA, f"more than {max_size} bytes received")
+                    raise AttemptFailed(BAD_DATA, f"more than {max_size} bytes received")
         self.stats.bytes_received += received
         self.stats.endpoint(route.endpoint).bytes_received += received
-        _check_length(response, received)
+        check_length(response, received)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     # -- failover -----------------------------------------------------------------------
@@ -779,7 +690,7 @@ class Fetcher:
                         no_cache_route = None  # only for the route's next attempt
                     try:
                         result = await self._try_route(route, path, attempt, no_cache=no_cache)
-                    except _AttemptFailed as failure:
+                    except AttemptFailed as failure:
                         outcomes.append((route, failure.kind, failure.detail))
                         self.stats.failovers += 1
                         if failure.kind == MISSING:
@@ -835,9 +746,9 @@ class Fetcher:
                         return await attempt(route, no_cache)
                     finally:
                         self.requests_in_flight -= 1
-            except _SinkFailed as failure:
+            except SinkFailed as failure:
                 raise failure.error from None
-            except _AttemptFailed as failure:
+            except AttemptFailed as failure:
                 self._count_failure(route, failure.kind)
                 if failure.kind == BAD_DATA and not no_cache:
                     no_cache = True
@@ -912,7 +823,7 @@ class Fetcher:
     async def _fetch_url_text(self, url: str, proxy: str | None) -> str | None:
         from yarl import URL
 
-        aiohttp = _aiohttp()
+        aiohttp = load_aiohttp()
         route = Route(url, proxy)
         session = self._session(route)
         self.stats.requests += 1
@@ -929,172 +840,6 @@ class Fetcher:
                 return body.decode("ascii", "replace")
         except (aiohttp.ClientError, TimeoutError, OSError):
             return None
-
-
-class _Request:
-    """``async with`` one GET on a route; status and transport errors become failures."""
-
-    __slots__ = (
-        "_context", "_response", "fetcher", "headers", "no_cache", "path", "ranged", "route",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        fetcher: Fetcher,
-        route: Route,
-        path: str,
-        no_cache: bool,
-        headers: Mapping[str, str] | None = None,
-        ranged: tuple[int, int] | None = None,
-    ) -> None:
-        self.fetcher = fetcher
-        self.route = route
-        self.path = path
-        self.no_cache = no_cache
-        self.headers = headers  # added to the client's usual headers
-        self.ranged = ranged  # (offset, size) asked with a Range header
-        self._context: Any = None
-        self._response: aiohttp.ClientResponse | None = None
-
-    async def __aenter__(self) -> aiohttp.ClientResponse:
-        from yarl import URL  # with aiohttp, which a _Request has needed anyway
-
-        aiohttp = _aiohttp()
-        fetcher, route = self.fetcher, self.route
-        fetcher._count_request(route)
-        url = URL(f"{route.host}/{escape_path(self.path)}", encoded=True)
-        session = fetcher._session(route)
-        headers = request_headers(no_cache=self.no_cache)
-        if self.headers:
-            headers = {**headers, **self.headers}
-        try:
-            self._context = session.get(
-                url, proxy=route.proxy, headers=headers, trace_request_ctx=route
-            )
-            response = await self._context.__aenter__()
-        except (aiohttp.ClientError, TimeoutError, OSError) as error:
-            self._context = None
-            raise _AttemptFailed(TRANSFER, _describe(error)) from None
-        try:
-            if self.ranged is None:
-                _classify_status(response, route)
-            else:
-                _check_range_answer(response, route, *self.ranged)
-        except BaseException:
-            response.close()
-            await self._context.__aexit__(None, None, None)
-            self._context = None
-            raise
-        self._response = response
-        return response
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        aiohttp = _aiohttp()
-        context, self._context = self._context, None
-        response, self._response = self._response, None
-        if context is not None:
-            if exc is not None and response is not None:
-                response.close()  # never hand a half-read connection back to the pool
-            await context.__aexit__(exc_type, exc, tb)
-        if isinstance(exc, aiohttp.ClientError | TimeoutError | OSError):
-            raise _AttemptFailed(TRANSFER, _describe(exc)) from None
-        return False
-
-
-def _classify_status(response: aiohttp.ClientResponse | LeanResponse, route: Route) -> None:
-    status = response.status
-    if status == 200:
-        return
-    from_proxy = route.proxy is not None and (
-        "X-Squid-Error" in response.headers or "error=" in response.headers.get("Proxy-Status", "")
-    )
-    detail = f"HTTP {status}"
-    if from_proxy:
-        raise _AttemptFailed(PROXY_ERROR, f"{detail} from the proxy")
-    if status == 404:
-        raise _AttemptFailed(MISSING, detail)
-    if status >= 500 or status == 429:
-        raise _AttemptFailed(TRANSFER, detail)
-    raise _AttemptFailed(PROXY_ERROR if route.proxy is not None else HOST_ERROR, detail)
-
-
-def _check_range_answer(
-    response: aiohttp.ClientResponse, route: Route, offset: int, size: int
-) -> None:
-    """The answer to ``Range: bytes=offset-(offset+size-1)`` must be exactly that range.
-
-    206 with the matching ``Content-Range``; a 200 (the whole file) only when the range
-    is the whole file. Anything else from a host that ignores ranges is a host (or proxy)
-    error: another route may serve them.
-    """
-    if response.status == 206:
-        wanted = f"bytes {offset}-{offset + size - 1}/"
-        answered = response.headers.get("Content-Range", "")
-        if not answered.startswith(wanted):
-            raise _AttemptFailed(BAD_DATA, f"asked for {wanted[:-1]}, got {answered!r}")
-        return
-    _classify_status(response, route)
-    if offset != 0 or response.content_length != size:
-        kind = PROXY_ERROR if route.proxy is not None else HOST_ERROR
-        raise _AttemptFailed(kind, "HTTP 200 to a Range request (byte ranges not served)")
-
-
-def _check_length(response: aiohttp.ClientResponse, received: int) -> None:
-    expected = response.content_length
-    if expected is not None and received != expected:
-        raise _AttemptFailed(TRANSFER, f"short transfer: {received} of {expected} bytes")
-
-
-async def _sink_write(sink: ObjectSink[Any], piece: bytes) -> None:
-    """``sink.write``; a local failure (disk full, ...) is not the server's fault."""
-    try:
-        await sink.write(piece)
-    except Exception as error:
-        raise _SinkFailed(error) from error
-
-
-async def _sink_commit(sink: ObjectSink[T]) -> T:
-    try:
-        return await sink.commit()
-    except Exception as error:
-        raise _SinkFailed(error) from error
-
-
-async def _discard(sink: ObjectSink[Any], error: BaseException) -> None:
-    try:
-        await sink.discard()
-    except Exception as discard_error:
-        if isinstance(error, _SinkFailed):
-            return
-        raise _SinkFailed(discard_error) from discard_error
-
-
-class _MemorySink:
-    """An ``ObjectSink`` collecting the pieces in memory; ``commit`` returns the bytes."""
-
-    def __init__(self) -> None:
-        self._pieces: list[bytes] = []
-
-    async def write(self, piece: bytes) -> None:
-        self._pieces.append(piece)
-
-    async def commit(self) -> bytes:
-        return b"".join(self._pieces)
-
-    async def discard(self) -> None:
-        self._pieces = []
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, TimeoutError):
-        return "timed out"
-    text = str(error) or type(error).__name__
-    return f"{type(error).__name__}: {text}" if str(error) else text
 
 
 def _plural(count: int) -> str:
