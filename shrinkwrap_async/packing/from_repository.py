@@ -70,7 +70,7 @@ from shrinkwrap_async.pipeline.runner import Ownership, first_shrinkwrap_error
 from shrinkwrap_async.pipeline.spec_filter import select_children
 from shrinkwrap_async.runtime import cpu_count
 from shrinkwrap_async.spec.tree import Selection, Spec
-from shrinkwrap_async.store.data_store import chunk_list_digest, meta_hash, object_name
+from shrinkwrap_async.store.object_names import chunk_list_digest, meta_hash, object_name
 from shrinkwrap_async.trust.chain import TrustedRoot
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,9 @@ from typing import Any
 from shrinkwrap_async import inflate
 from shrinkwrap_async.hashing import Digest
 from shrinkwrap_async.runtime import die_with_parent
-from shrinkwrap_async.store.data_store import DataStore, ObjectMeta
+from shrinkwrap_async.store.data_store import DataStore
 from shrinkwrap_async.store.errors import storage_error
+from shrinkwrap_async.store.object_names import ObjectMeta
 
 log = logging.getLogger(__name__)
 

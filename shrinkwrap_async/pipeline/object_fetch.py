@@ -47,8 +47,9 @@ from shrinkwrap_async.pipeline.decompress_verify import (
     commit_small_batch,
 )
 from shrinkwrap_async.pipeline.summary import ExportStats, Failure
-from shrinkwrap_async.store.data_store import DataStore, ObjectMeta
+from shrinkwrap_async.store.data_store import DataStore
 from shrinkwrap_async.store.errors import as_storage_error
+from shrinkwrap_async.store.object_names import ObjectMeta
 
 log = logging.getLogger(__name__)
 

@@ -30,12 +30,8 @@ from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.exitcodes import ExitCode
 from shrinkwrap_async.pipeline.spec_filter import select_children
 from shrinkwrap_async.spec.tree import Spec
-from shrinkwrap_async.store.data_store import (
-    DataStore,
-    chunk_list_digest,
-    meta_hash,
-    object_name,
-)
+from shrinkwrap_async.store.data_store import DataStore
+from shrinkwrap_async.store.object_names import chunk_list_digest, meta_hash, object_name
 
 CATALOG_CONCURRENCY = 8
 

@@ -53,7 +53,8 @@ from shrinkwrap_async.pipeline.spec_filter import select_children
 from shrinkwrap_async.pipeline.summary import ExportStats, Failure
 from shrinkwrap_async.runtime import cpu_count
 from shrinkwrap_async.spec.tree import Spec
-from shrinkwrap_async.store.data_store import DataStore, ObjectMeta, chunk_list_digest, object_name
+from shrinkwrap_async.store.data_store import DataStore
+from shrinkwrap_async.store.object_names import ObjectMeta, chunk_list_digest, object_name
 
 log = logging.getLogger(__name__)
 

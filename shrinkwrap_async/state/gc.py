@@ -50,7 +50,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from shrinkwrap_async.exitcodes import StorageError
-from shrinkwrap_async.store.data_store import is_fanout_name, process_alive
+from shrinkwrap_async.store.data_store import process_alive
+from shrinkwrap_async.store.object_names import is_fanout_name
 
 DATA_DIR_NAME = ".data"
 TEMP_DIR_NAME = ".tmp"  # the store's per-process temp area (store/data_store.py)

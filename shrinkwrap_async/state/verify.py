@@ -35,7 +35,7 @@ from shrinkwrap_async.network.errors import FetchError
 from shrinkwrap_async.pipeline.spec_filter import select_children
 from shrinkwrap_async.spec.tree import Spec
 from shrinkwrap_async.state.provenance import EXPORT_RECORD, PROVENANCE_DIR
-from shrinkwrap_async.store.data_store import ObjectMeta, chunk_list_digest, object_name
+from shrinkwrap_async.store.object_names import ObjectMeta, chunk_list_digest, object_name
 
 log = logging.getLogger(__name__)
 ZLIB_LEVEL = 6  # the server's deflate level (zlib's default)

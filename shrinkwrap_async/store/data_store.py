@@ -14,22 +14,19 @@ import contextlib
 import ctypes
 import errno
 import fcntl
-import hashlib
 import itertools
 import logging
 import os
 import shutil
 import stat
-import struct
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shrinkwrap_async.hashing import Digest
 from shrinkwrap_async.store.errors import storage_error
+from shrinkwrap_async.store.object_names import ObjectMeta, is_fanout_name
 
 log = logging.getLogger(__name__)
 
@@ -72,60 +69,6 @@ def _forget_proc_fd() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_proc_fd)
-
-
-Xattrs = Sequence[tuple[str, bytes]]
-
-
-def serialize_xattrs(xattrs: Xattrs) -> bytes:
-    """The catalog xattr blob (format §6.8): version 1, count, then sorted key/value pairs."""
-    items = sorted((k.encode() if isinstance(k, str) else k, v) for k, v in xattrs)
-    out = bytearray((1, len(items)))
-    for key, value in items:
-        out += bytes((len(key), len(value))) + key + value
-    return bytes(out)
-
-
-def meta_hash(mode: int, uid: int, gid: int, xattrs: Xattrs = ()) -> str:
-    """MD5 of mode&0777, uid, gid (little-endian 32 bit, each followed by a 0 byte) and xattrs.
-
-    Keys starting with ``security.selinux`` are left out, as cvmfs_shrinkwrap does.
-    """
-    kept = [(k, v) for k, v in xattrs if not k.lower().startswith("security.selinux")]
-    blob = struct.pack("<IxIxIx", mode & 0o777, uid, gid)
-    if kept:
-        blob += serialize_xattrs(kept)
-    return hashlib.md5(blob).hexdigest()
-
-
-def chunk_list_digest(chunk_digests: Iterable[Digest]) -> Digest:
-    """Whole-file identity of a chunked file: hash of its binary chunk digests in order (§7)."""
-    digests = list(chunk_digests)
-    if not digests:
-        raise ValueError("a chunked file needs at least one chunk")
-    algorithm = digests[0].algorithm
-    return algorithm.hash(b"".join(d.raw for d in digests))
-
-
-def object_name(content: Digest, meta: str) -> str:
-    """``XX/YY/<rest>.<meta>``, relative to the store root."""
-    text = content.hex
-    return f"{text[:2]}/{text[2:4]}/{text[4:]}.{meta}"
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectMeta:
-    """Metadata a committed object carries: that of the first entry that created it."""
-
-    mode: int
-    uid: int
-    gid: int
-    mtime: int
-    xattrs: tuple[tuple[str, bytes], ...] = ()
-
-    @property
-    def meta_hash(self) -> str:
-        return meta_hash(self.mode, self.uid, self.gid, self.xattrs)
 
 
 class DataStore:
@@ -666,14 +609,6 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-_HEX_DIGITS = frozenset("0123456789abcdef")
-
-
-def is_fanout_name(name: str) -> bool:
-    """Whether ``name`` is that of a fan-out directory of the store (``XX`` or ``YY``)."""
-    return len(name) == 2 and set(name) <= _HEX_DIGITS
 
 
 def _same_content_in(fanout: str, base: str, listing: Iterable[str]) -> str | None:

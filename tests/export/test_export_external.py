@@ -29,7 +29,7 @@ from shrinkwrap_async.network.errors import (
     ObjectMissingError,
 )
 from shrinkwrap_async.network.fetcher import Fetcher
-from shrinkwrap_async.store.data_store import meta_hash, object_name
+from shrinkwrap_async.store.object_names import meta_hash, object_name
 from shrinkwrap_async.testing.chunking import ChunkSizes
 from shrinkwrap_async.testing.command_line import run_cli
 from shrinkwrap_async.testing.faultproxy import Fault, FaultProxy

@@ -19,7 +19,8 @@ from shrinkwrap_async.pipeline.decompress_verify import (
     SmallObject,
     SmallObjectCommitter,
 )
-from shrinkwrap_async.store.data_store import DataStore, ObjectMeta, object_name
+from shrinkwrap_async.store.data_store import DataStore
+from shrinkwrap_async.store.object_names import ObjectMeta, object_name
 
 
 @pytest.fixture

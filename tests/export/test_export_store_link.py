@@ -12,8 +12,8 @@ from shrinkwrap_async.exitcodes import UnsafePathError
 from shrinkwrap_async.hashing import Algorithm, Digest
 from shrinkwrap_async.link.directory_spool import DirectorySpool
 from shrinkwrap_async.link.tree_writer import MARKER_NAME, TreeWriter, split_path, validate_name
-from shrinkwrap_async.store.data_store import (
-    DataStore,
+from shrinkwrap_async.store.data_store import DataStore
+from shrinkwrap_async.store.object_names import (
     ObjectMeta,
     chunk_list_digest,
     meta_hash,

@@ -31,7 +31,8 @@ from shrinkwrap_async.pipeline.runner import ExportOptions
 from shrinkwrap_async.pipeline.summary import ExportStats
 from shrinkwrap_async.spec.tree import Spec
 from shrinkwrap_async.store import data_store
-from shrinkwrap_async.store.data_store import DataStore, ObjectMeta
+from shrinkwrap_async.store.data_store import DataStore
+from shrinkwrap_async.store.object_names import ObjectMeta
 from shrinkwrap_async.testing.chunking import ChunkSizes
 from shrinkwrap_async.testing.publish import Publisher, PublishOptions
 from shrinkwrap_async.testing.servers import StaticServer
