@@ -22,7 +22,10 @@ from urllib.parse import urlsplit
 
 from multidict import CIMultiDict
 
-MAX_HEAD = 64 * 1024  # status line and headers
+MAX_HEAD = 64 * 1024  # status line and headers; the trailer of a chunked body
+MAX_CHUNK_LINE = 4096  # a chunk's size line, extensions included
+MAX_CHUNK_DIGITS = 15  # hex digits of a chunk's size (up to 1 PiB)
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 PAUSE_ABOVE = 256 * 1024  # a streamed body: bytes buffered before reading pauses
 
 OnPiece = Callable[[bytes], Awaitable[None]]
@@ -271,20 +274,13 @@ class _Connection(asyncio.Protocol):
         total = 0
         while True:
             while (end := buffer.find(b"\r\n")) < 0:
+                if len(buffer) > MAX_CHUNK_LINE:
+                    raise LeanHTTPError("chunk size line too long in chunked body")
                 await self._more(timeout)
-            size_text = bytes(buffer[:end]).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise LeanHTTPError("bad chunk size in chunked body") from None
+            size = _chunk_size(bytes(buffer[:end]))
             del buffer[: end + 2]
-            if size == 0:  # trailers until an empty line
-                while (end := buffer.find(b"\r\n")) != 0:
-                    if end > 0:
-                        del buffer[: end + 2]
-                        continue
-                    await self._more(timeout)
-                del buffer[:2]
+            if size == 0:
+                await self._skip_trailer(timeout)
                 return b"".join(pieces)
             total += size
             if max_size is not None and total > max_size:
@@ -292,14 +288,45 @@ class _Connection(asyncio.Protocol):
                 raise LeanTooLarge(f"more than {max_size} bytes received")
             if on_piece is not None:
                 await self._stream(size, timeout, on_piece)
-                while len(buffer) < 2:
+            else:
+                while len(buffer) < size:
                     await self._more(timeout)
-                del buffer[:2]
-                continue
-            while len(buffer) < size + 2:
+                pieces.append(_cut(buffer, size))
+            while len(buffer) < 2:
                 await self._more(timeout)
-            pieces.append(bytes(buffer[:size]))
-            del buffer[: size + 2]
+            if buffer[:2] != b"\r\n":
+                raise LeanHTTPError("chunk not followed by CRLF in chunked body")
+            del buffer[:2]
+
+    async def _skip_trailer(self, timeout: float | None) -> None:
+        """Read past the trailer fields after the last chunk, up to the empty line."""
+        buffer = self._buffer
+        skipped = 0
+        while (end := buffer.find(b"\r\n")) != 0:
+            if skipped + (end + 2 if end > 0 else len(buffer)) > MAX_HEAD:
+                raise LeanHTTPError("trailer too long in chunked body")
+            if end > 0:
+                skipped += end + 2
+                del buffer[: end + 2]
+                continue
+            await self._more(timeout)
+        del buffer[:2]
+
+
+def _is_decimal(text: str, max_digits: int) -> bool:
+    """ASCII digits only, at most ``max_digits`` of them (``str.isdigit`` also takes "²")."""
+    return 0 < len(text) <= max_digits and text.isascii() and text.isdigit()
+
+
+def _chunk_size(line: bytes) -> int:
+    """The size on a chunk's size line (extensions after ``;`` ignored): hex digits only.
+
+    ``int(..., 16)`` alone would also take a sign, ``0x``, underscores and spaces; a
+    negative size would make a streamed body's reader loop without end."""
+    digits = line.split(b";", 1)[0].strip(b" \t")
+    if not 0 < len(digits) <= MAX_CHUNK_DIGITS or not _HEX_DIGITS.issuperset(digits):
+        raise LeanHTTPError(f"bad chunk size {digits[:20]!r} in chunked body")
+    return int(digits, 16)
 
 
 def _cut(buffer: bytearray, size: int) -> bytes:
@@ -326,7 +353,7 @@ def _parse_head(head: bytes) -> tuple[int, list[str], int | None, bool, bool]:
     """
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not _is_decimal(parts[1], 3):
         raise LeanHTTPError(f"not an HTTP/1.x response: {lines[0][:80]!r}")
     status = int(parts[1])
     keep_alive = parts[0] != "HTTP/1.0"
@@ -342,7 +369,7 @@ def _parse_head(head: bytes) -> tuple[int, list[str], int | None, bool, bool]:
         key = line[:colon].lower()
         if key == "content-length":
             value = line[colon + 1 :].strip()
-            if not value.isdigit():
+            if not _is_decimal(value, 19):
                 raise LeanHTTPError(f"bad Content-Length {value[:40]!r}")
             length = int(value)
         elif key == "transfer-encoding":

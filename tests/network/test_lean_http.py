@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from shrinkwrap_async.hashing import Algorithm
+from shrinkwrap_async.network.errors import TransferError
 from shrinkwrap_async.network.fetcher import Fetcher
 from shrinkwrap_async.network.lean_http import (
     PAUSE_ABOVE,
@@ -20,7 +22,7 @@ from shrinkwrap_async.network.lean_http import (
 )
 from shrinkwrap_async.testing import nginx, squid
 
-from .conftest import FIX1, make_settings, stored_objects
+from .conftest import FIX1, MemorySink, make_settings, stored_objects
 
 # request head -> raw response (None: hang up, b"": stall)
 Responder = Callable[[bytes], bytes | None]
@@ -264,3 +266,56 @@ async def _access_log_with(proxy: squid.SquidProxy, marker: str, count: int) -> 
         await asyncio.sleep(0.1)
         log = proxy.access_log
     return log
+
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+GARBLED = {
+    "negative chunk size": (CHUNKED_HEAD + b"-5\r\nhello world\r\n0\r\n\r\n", "bad chunk size"),
+    "signed chunk size": (CHUNKED_HEAD + b"+5\r\nhello\r\n0\r\n\r\n", "bad chunk size"),
+    "0x chunk size": (CHUNKED_HEAD + b"0x5\r\nhello\r\n0\r\n\r\n", "bad chunk size"),
+    "huge chunk size": (CHUNKED_HEAD + b"1" * 20 + b"\r\nhello\r\n0\r\n\r\n", "bad chunk size"),
+    "chunk without CRLF": (CHUNKED_HEAD + b"5\r\nhelloXY0\r\n\r\n", "chunk not followed by CRLF"),
+    "endless size line": (CHUNKED_HEAD + b"a" * 10_000, "chunk size line too long"),
+    "endless trailer": (CHUNKED_HEAD + b"0\r\n" + b"X-Trailer: x\r\n" * 10_000, "trailer too long"),
+    "non-ASCII length": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\nab",
+        "bad Content-Length",
+    ),
+    "5000-digit length": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n",
+        "bad Content-Length",
+    ),
+    "non-ASCII status": (b"HTTP/1.1 \xb200 OK\r\nContent-Length: 2\r\n\r\nab", "not an HTTP"),
+}
+
+
+@pytest.mark.parametrize("case", GARBLED)
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+async def test_garbled_framing_fails_with_an_http_error(
+    pool_for: Callable[..., LeanPool], case: str, streamed: bool
+) -> None:
+    """A broken or hostile server (or anything between it and us: plain HTTP is not
+    authenticated) gets a transfer error, never a hang, a busy loop or another exception."""
+    answer, error = GARBLED[case]
+    async with ScriptedServer(lambda head: answer, close_after=1) as server:
+        consumer = SlowConsumer(pool_for(server.endpoint, read_timeout=5)) if streamed else None
+        pool = consumer.pool if consumer is not None else pool_for(server.endpoint, 5)
+        with pytest.raises(LeanHTTPError, match=error):
+            await asyncio.wait_for(pool.get(head_for("/", server.endpoint), None, consumer), 3)
+
+
+async def test_a_streamed_object_with_a_negative_chunk_size_is_a_transfer_error() -> None:
+    """Through the fetcher: every attempt fails at once as a transfer error (it used to hand
+    empty pieces to the sink in a busy loop), and the object ends as a TransferError."""
+    digest = Algorithm.SHA1.hash(b"hello world")
+    answer = CHUNKED_HEAD + b"-5\r\nhello world\r\n0\r\n\r\n"
+    async with ScriptedServer(lambda head: answer, close_after=1) as server:
+        settings = make_settings(f"{server.endpoint}/cvmfs/{FIX1}", max_retries=2)
+        log: list[str] = []
+        async with Fetcher(settings, max_in_flight=2, failover_rounds=1) as fetcher:
+            with pytest.raises(TransferError, match="bad chunk size"):
+                await asyncio.wait_for(
+                    fetcher.stream_object(digest, "", lambda: MemorySink(log), size_hint=2 << 20),
+                    10,
+                )
+    assert "commit" not in log and len(server.heads) == 3  # the first attempt and 2 retries
