@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from shrinkwrap_async.cli import repository_name, requests_in_flight
+from shrinkwrap_async.decimal_text import decimal_or_none
 from shrinkwrap_async.exitcodes import ExitCode, StorageError, UsageError
 from shrinkwrap_async.packing.compression import (
     COMPRESSIONS,
@@ -141,9 +142,10 @@ def _given_time(args: argparse.Namespace) -> int | None:
         return int(args.mtime)
     epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
     if epoch:
-        if not epoch.isdigit():
+        seconds = decimal_or_none(epoch)
+        if seconds is None:
             raise UsageError(f"SOURCE_DATE_EPOCH={epoch!r} is not a number of seconds")
-        return int(epoch)
+        return seconds
     return None
 
 

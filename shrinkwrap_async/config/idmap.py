@@ -11,16 +11,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shrinkwrap_async.decimal_text import decimal_or_none
 from shrinkwrap_async.exitcodes import ConfigError
 
 _MAX_ID = 2**32 - 1
 
 
 def _parse_id(text: str) -> int | None:
-    if not text.isdigit():
-        return None
-    number = int(text)
-    return number if number <= _MAX_ID else None
+    number = decimal_or_none(text)
+    return number if number is not None and number <= _MAX_ID else None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 from multidict import CIMultiDict
 
+from shrinkwrap_async.decimal_text import is_decimal
+
 MAX_HEAD = 64 * 1024  # status line and headers; the trailer of a chunked body
 MAX_CHUNK_LINE = 4096  # a chunk's size line, extensions included
 MAX_CHUNK_DIGITS = 15  # hex digits of a chunk's size (up to 1 PiB)
@@ -313,11 +315,6 @@ class _Connection(asyncio.Protocol):
         del buffer[:2]
 
 
-def _is_decimal(text: str, max_digits: int) -> bool:
-    """ASCII digits only, at most ``max_digits`` of them (``str.isdigit`` also takes "²")."""
-    return 0 < len(text) <= max_digits and text.isascii() and text.isdigit()
-
-
 def _chunk_size(line: bytes) -> int:
     """The size on a chunk's size line (extensions after ``;`` ignored): hex digits only.
 
@@ -353,7 +350,7 @@ def _parse_head(head: bytes) -> tuple[int, list[str], int | None, bool, bool]:
     """
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not _is_decimal(parts[1], 3):
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not is_decimal(parts[1], 3):
         raise LeanHTTPError(f"not an HTTP/1.x response: {lines[0][:80]!r}")
     status = int(parts[1])
     keep_alive = parts[0] != "HTTP/1.0"
@@ -369,7 +366,7 @@ def _parse_head(head: bytes) -> tuple[int, list[str], int | None, bool, bool]:
         key = line[:colon].lower()
         if key == "content-length":
             value = line[colon + 1 :].strip()
-            if not _is_decimal(value, 19):
+            if not is_decimal(value):
                 raise LeanHTTPError(f"bad Content-Length {value[:40]!r}")
             length = int(value)
         elif key == "transfer-encoding":

@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from shrinkwrap_async.decimal_text import is_decimal
 from shrinkwrap_async.exitcodes import StorageError, UsageError
 
 log = logging.getLogger(__name__)
@@ -215,7 +216,7 @@ def _parse_time(value: object) -> int | None:
         return int(value)
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
+        if is_decimal(text):
             return int(text)
         try:
             return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())

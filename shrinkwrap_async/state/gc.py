@@ -49,6 +49,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from shrinkwrap_async.decimal_text import decimal_or_none
 from shrinkwrap_async.exitcodes import StorageError
 from shrinkwrap_async.store.data_store import process_alive
 from shrinkwrap_async.store.object_names import is_fanout_name
@@ -234,8 +235,8 @@ class _Sweep:
             result._error(f"cannot read {base}: {error.strerror}")
             return result
         for child in children:
-            if child.name.isdigit() and child.is_dir(follow_symlinks=False):
-                pid = int(child.name)
+            pid = decimal_or_none(child.name)
+            if pid is not None and child.is_dir(follow_symlinks=False):
                 if pid != os.getpid() and process_alive(pid):
                     continue  # a live writer on this host that shares the store
                 self._sweep_temp_dir(child.path, result)

@@ -18,6 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
+from shrinkwrap_async.decimal_text import decimal_or_none
 from shrinkwrap_async.state.provenance import PROVENANCE_DIR
 
 MARKS_DIR = "shards"
@@ -53,8 +54,9 @@ class ShardMarks:
         done: dict[int, set[int]] = {}
         for name in names:
             index_text, sep, count_text = name.partition("-of-")
-            if sep and index_text.isdigit() and count_text.isdigit():
-                done.setdefault(int(count_text), set()).add(int(index_text))
+            index, count = decimal_or_none(index_text), decimal_or_none(count_text)
+            if sep and index is not None and count is not None:
+                done.setdefault(count, set()).add(index)
         for count, indices in sorted(done.items()):
             if count > 0 and indices.issuperset(range(count)):
                 return count

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from shrinkwrap_async.decimal_text import decimal_or_none
 from shrinkwrap_async.store.errors import storage_error
 from shrinkwrap_async.store.object_names import ObjectMeta, is_fanout_name
 
@@ -174,7 +175,7 @@ class DataStore:
         swept = 0
         base = self.root / TEMP_DIR
         for child in base.iterdir() if base.is_dir() else ():
-            pid = int(child.name) if child.name.isdigit() else None
+            pid = decimal_or_none(child.name)
             if pid is not None and pid != os.getpid() and process_alive(pid):
                 continue  # a concurrent run sharing this store
             swept += sum(1 for _ in child.iterdir()) if child.is_dir() else 1
@@ -587,7 +588,11 @@ def clone_or_copy(source_fd: int, target_fd: int, size: int) -> str:
 
 
 def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (one of ours or not: a temp dir is then left alone)."""
+    """Whether process ``pid`` exists (one of ours or not: a temp dir is then left alone).
+
+    A number that cannot be a process id (0, negative, beyond ``pid_t``) is none."""
+    if not 0 < pid < 2**31:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

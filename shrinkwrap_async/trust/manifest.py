@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shrinkwrap_async.decimal_text import decimal_or_none
 from shrinkwrap_async.exitcodes import TrustError
 from shrinkwrap_async.hashing import Algorithm, Digest
 from shrinkwrap_async.trust.signature import SignedFile
@@ -53,9 +54,10 @@ def _number(fields: dict[str, str], key: str, required: bool = False) -> int | N
         if required:
             raise TrustError(f"{WHAT} lacks the required '{key}' line")
         return None
-    if not value.isdigit():
+    number = decimal_or_none(value)
+    if number is None:
         raise TrustError(f"{WHAT} line '{key}' is not a number: {value[:40]!r}")
-    return int(value)
+    return number
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,11 @@ def test_id_map_rules_default_and_passthrough() -> None:
     assert IdMap().map(7) == 7 and not IdMap()
 
 
-@pytest.mark.parametrize("line", ["1000", "a 1", "1 b", "1 2 3", "* x", "-1 0", "1 99999999999"])
+MALFORMED = ["1000", "a 1", "1 b", "1 2 3", "* x", "-1 0", "1 99999999999"]
+MALFORMED += ["1 \u00b2", "1 " + "9" * 5000]  # str.isdigit says yes, int says no
+
+
+@pytest.mark.parametrize("line", MALFORMED, ids=lambda line: line[:16])
 def test_id_map_malformed_line_invalidates(line: str) -> None:
     with pytest.raises(ConfigError, match=r"^m:2: bad id map line"):
         IdMap.parse(f"* 0\n{line}\n", "m")

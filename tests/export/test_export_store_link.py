@@ -48,9 +48,14 @@ def test_store_commits_atomically_and_sweeps_stale_temps(tmp_path: Path) -> None
     stale = root / ".tmp" / "999999999"
     stale.mkdir(parents=True)
     (stale / "half-written").write_bytes(b"partial")
+    # Names no process has: beyond pid_t, not ASCII digits, 0 (os.kill(0, 0) would succeed)
+    odd = [root / ".tmp" / name for name in ("99999999999", "\u00b2", "0")]
+    for directory in odd:
+        directory.mkdir()
+        (directory / "temp").write_bytes(b"partial")
     store = DataStore(root, chown=os.geteuid() == 0)
-    assert store.prepare() == 1
-    assert not stale.exists()
+    assert store.prepare() == 4
+    assert not stale.exists() and not any(directory.exists() for directory in odd)
     assert not (root / "ab").exists()  # fan-out made lazily
     meta = ObjectMeta(0o640, os.geteuid(), os.getegid(), 1700000000, (("user.k", b"v"),))
     name = object_name(Algorithm.SHA1.hash(b"x"), meta.meta_hash)

@@ -194,3 +194,15 @@ def test_gc_command_in_a_subprocess(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
+
+
+def test_temp_dirs_named_like_no_process_are_swept(tmp_path: Path) -> None:
+    """``.tmp/<pid>`` names that no process can have (beyond pid_t, not ASCII digits, 0)
+    are swept like a dead run's; they used to raise from ``int`` or ``os.kill``."""
+    make_export(tmp_path)
+    odd = [tmp_path / ".data/.tmp" / name for name in ("99999999999", "\u00b2", "0")]
+    for directory in odd:
+        directory.mkdir(parents=True)
+        (directory / "temp").write_bytes(b"partial")
+    result = collect_garbage(tmp_path)
+    assert result.errors == 0 and not any(directory.exists() for directory in odd)

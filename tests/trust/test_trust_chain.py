@@ -388,6 +388,26 @@ async def test_manifest_missing_required_line(
     assert problem in message
 
 
+@pytest.mark.parametrize(
+    "revision",
+    [b"9" * 5000, "\u00b2".encode(), b"-1"],
+    ids=["5000 digits", "superscript", "negative"],
+)
+async def test_manifest_revision_not_a_number(
+    fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path, revision: bytes
+) -> None:
+    """A signed manifest whose revision is no plain number (5,000 digits, a superscript
+    digit) is a one-line trust error, not an exception from ``int``."""
+
+    def set_revision(letter: bytes) -> bytes:
+        lines = [b"S" + revision if line.startswith(b"S") else line for line in letter.split(b"\n")]
+        return b"\n".join(lines)
+
+    resign_manifest(fixture_docroot, fixtures_dir, set_revision)
+    message = await refused(fixture_server, fixtures_dir)
+    assert "line 'S' is not a number" in message
+
+
 async def test_manifest_wrong_root_path_hash(
     fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
 ) -> None:
