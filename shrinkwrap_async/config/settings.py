@@ -27,11 +27,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from shrinkwrap_async.config.idmap import IdMap
 from shrinkwrap_async.config.parser import ConfigValues, parse_config_files
@@ -107,7 +108,10 @@ class ClientSettings:
     ) -> ClientSettings:
         """Settings from already parsed values (used by :meth:`load`)."""
         reader = _Reader(values)
-        cache = values.get("CVMFS_CACHE_DIR") or values.get("CVMFS_CACHE_BASE")
+        cache_key = "CVMFS_CACHE_DIR" if values.get("CVMFS_CACHE_DIR") else "CVMFS_CACHE_BASE"
+        cache = values.get(cache_key)
+        if cache:
+            _check_path_text(values, cache_key, cache)
         proxy_groups, fallback_proxy_groups = _proxy_groups_from(values)
         return cls(
             fqrn=fqrn,
@@ -279,8 +283,11 @@ def parse_host_list(raw: str, where: str, key: str, example: str) -> tuple[str, 
         item = item.strip()
         if not item:
             continue
-        parts = urlsplit(item)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(item)
+        except ValueError:  # "Invalid IPv6 URL": an unbalanced "[" or "]"
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"{where}: {key} entry {item!r} is not an http(s) URL; {example}")
         try:
             parts.port  # noqa: B018  (validates the port)
@@ -313,20 +320,7 @@ def _normalise_proxy(member: str, where: str, key: str) -> str:
     if member.upper() == DIRECT:
         return DIRECT
     text = member if "://" in member else f"http://{member}"
-    parts = urlsplit(text)
-    problem = None
-    if parts.scheme not in ("http", "https"):
-        problem = f"scheme {parts.scheme!r} is not supported (only http proxies)"
-    elif not parts.hostname or parts.path not in ("", "/") or parts.query:
-        problem = "it is not host:port"
-    else:
-        try:
-            port = parts.port
-        except ValueError:
-            port = None
-            problem = "its port is not a number"
-        if problem is None and port is None:
-            problem = "it has no port"
+    parts, problem = _proxy_url(text)
     if problem:
         raise ConfigError(
             f"{where}: {key} member {member!r} does not parse ({problem}); write groups "
@@ -338,6 +332,23 @@ def _normalise_proxy(member: str, where: str, key: str) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"{parts.scheme}://{host}:{parts.port}"
+
+
+def _proxy_url(text: str) -> tuple[SplitResult, str | None]:
+    """``text`` split as a proxy URL, and what is wrong with it as one (None: nothing)."""
+    try:
+        parts = urlsplit(text)
+    except ValueError as error:  # "Invalid IPv6 URL": an unbalanced "[" or "]"
+        return urlsplit(""), str(error)
+    if parts.scheme not in ("http", "https"):
+        return parts, f"scheme {parts.scheme!r} is not supported (only http proxies)"
+    if not parts.hostname or parts.path not in ("", "/") or parts.query:
+        return parts, "it is not host:port"
+    try:
+        port = parts.port
+    except ValueError:
+        return parts, "its port is not a number"
+    return parts, None if port is not None else "it has no port"
 
 
 def parse_proxy_groups(
@@ -390,11 +401,28 @@ def _config_path(values: ConfigValues, key: str, text: str) -> Path:
     (An extension: the client would resolve it against its working directory. This lets
     the files in ``conf/`` name their keys relative to themselves.)
     """
+    _check_path_text(values, key, text)
     path = Path(text).expanduser()
     origin = values.origin(key)
     if not path.is_absolute() and origin is not None and origin[1] > 0:
         return origin[0].parent / path
     return path
+
+
+def _check_path_text(values: ConfigValues, key: str, text: str) -> None:
+    """A path with a NUL byte is no path (the OS calls would raise ValueError)."""
+    if "\0" in text:
+        raise ConfigError(f"{values.where(key)}: {key}={text!r} holds a NUL byte; write a path")
+
+
+def _file_type(path: Path) -> int | None:
+    """``path``'s file type (``stat.S_IFMT``, symlinks followed); None when it cannot be
+    looked at: missing, or any other OS error (a name too long, a loop, no permission),
+    where ``Path.is_file`` would raise for some of them."""
+    try:
+        return stat.S_IFMT(path.stat().st_mode)
+    except OSError:
+        return None
 
 
 def _config_paths(values: ConfigValues, key: str, text: str) -> tuple[Path, ...]:
@@ -413,7 +441,7 @@ def _public_keys_from(values: ConfigValues) -> tuple[Path, ...]:
         where = values.where("CVMFS_PUBLIC_KEY")
         keys = _config_paths(values, "CVMFS_PUBLIC_KEY", listed)
         for key in keys:
-            if not key.is_file() or not os.access(key, os.R_OK):
+            if _file_type(key) != stat.S_IFREG or not os.access(key, os.R_OK):
                 raise ConfigError(f"{where}: CVMFS_PUBLIC_KEY file {key} is not readable; {fix}")
         return keys
     directory_text = values.get("CVMFS_KEYS_DIR", "").strip()
@@ -446,13 +474,14 @@ def _trusted_certs_from(values: ConfigValues) -> tuple[Path, ...]:
     where = values.where("CVMFS_TRUSTED_CERTS")
     paths = _config_paths(values, "CVMFS_TRUSTED_CERTS", text)
     for path in paths:
-        if not path.exists():
+        kind = _file_type(path)
+        if kind is None:
             raise ConfigError(
                 f"{where}: CVMFS_TRUSTED_CERTS entry {path} does not exist; list ':'-separated "
                 f"directories or files of PEM CA certificates, e.g. "
                 f"CVMFS_TRUSTED_CERTS={DEFAULT_TRUSTED_CERTS}"
             )
-        if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
+        if not os.access(path, os.R_OK | (os.X_OK if kind == stat.S_IFDIR else 0)):
             raise ConfigError(
                 f"{where}: CVMFS_TRUSTED_CERTS entry {path} is not readable; "
                 "make it readable or list another CA directory"

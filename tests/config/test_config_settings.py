@@ -189,6 +189,7 @@ def test_missing_server_url(tmp_path: Path, keys_dir: Path) -> None:
         ("s0.example.org/cvmfs/@fqrn@", "not an http(s) URL"),
         ("http://x:port/cvmfs/@fqrn@", "bad port"),
         ("http://x/cvmfs/@repo@", "unknown @template@"),
+        ("http://[::1/cvmfs/@fqrn@", "not an http(s) URL"),  # urlsplit: "Invalid IPv6 URL"
     ],
 )
 def test_bad_server_url(tmp_path: Path, keys_dir: Path, value: str, problem: str) -> None:
@@ -204,6 +205,7 @@ def test_bad_server_url(tmp_path: Path, keys_dir: Path, value: str, problem: str
         ("squid:abc", "port is not a number"),
         ("socks5://squid:1080", "not supported"),
         ("http://squid:3128/path", "not host:port"),
+        ("http://[::1:3128", "Invalid IPv6 URL"),
     ],
 )
 def test_bad_proxy(tmp_path: Path, keys_dir: Path, value: str, problem: str) -> None:
@@ -235,6 +237,25 @@ def test_public_key_file_missing(tmp_path: Path, keys_dir: Path) -> None:
         tmp_path, base_config(keys_dir) + f"CVMFS_PUBLIC_KEY={tmp_path}/gone.pub\n"
     )
     assert "client.conf:3: CVMFS_PUBLIC_KEY file" in message and "gone.pub" in message
+
+
+@pytest.mark.parametrize(
+    "key", ["CVMFS_PUBLIC_KEY", "CVMFS_KEYS_DIR", "CVMFS_UID_MAP", "CVMFS_CACHE_BASE"]
+)
+def test_a_path_with_a_nul_byte(tmp_path: Path, keys_dir: Path, key: str) -> None:
+    """A one-line configuration error; the OS calls would raise ValueError."""
+    message = config_error(tmp_path, base_config(keys_dir) + f"{key}={tmp_path}/a\0b\n")
+    assert f"client.conf:3: {key}=" in message and "NUL byte" in message
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [("CVMFS_PUBLIC_KEY", "is not readable"), ("CVMFS_TRUSTED_CERTS", "does not exist")],
+)
+def test_a_path_name_too_long(tmp_path: Path, keys_dir: Path, key: str, problem: str) -> None:
+    """ENAMETOOLONG from stat: Path.is_file and Path.exists raise it rather than say no."""
+    message = config_error(tmp_path, base_config(keys_dir) + f"{key}={tmp_path}/{'k' * 300}\n")
+    assert f"client.conf:3: {key}" in message and problem in message
 
 
 def test_unreadable_id_map(tmp_path: Path, keys_dir: Path) -> None:
