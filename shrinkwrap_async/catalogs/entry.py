@@ -293,11 +293,25 @@ def entry_from_row(path: str, row: tuple) -> DirEntry:  # type: ignore[type-arg]
         name = _as_text(name)
     if type(symlink) is not str:
         symlink = _as_text(symlink)
-    if mode is None or flags is None:
-        raise CatalogError(f"catalog row for {path or '/'!r} has no mode or flags")
+    # SQLite keeps the type a value was written with, whatever the column's declared type
+    if type(mode) is not int or type(flags) is not int:
+        raise CatalogError(f"catalog row for {path or '/'!r} has no integer mode or flags")
+    if not (
+        (size is None or type(size) is int)
+        and (mtime is None or type(mtime) is int)
+        and (uid is None or type(uid) is int)
+        and (gid is None or type(gid) is int)
+        and (hardlinks is None or type(hardlinks) is int)
+    ):
+        raise CatalogError(
+            f"catalog row for {path or '/'!r} has a size, mtime, owner or hard-link field "
+            "that is not an integer"
+        )
+    if xattr and type(xattr) is not bytes:
+        raise CatalogError(f"catalog row for {path or '/'!r} has an xattr field that is no blob")
     if raw_hash:
         algorithm = _ALGORITHM_BY_BITS.get((flags & _HASH_ALGORITHM_MASK) >> HASH_ALGORITHM_SHIFT)
-        if algorithm is None or len(raw_hash) != DIGEST_SIZE:
+        if algorithm is None or type(raw_hash) is not bytes or len(raw_hash) != DIGEST_SIZE:
             raise CatalogError(
                 f"catalog row for {path or '/'!r} has an invalid content hash "
                 f"(flags {flags:#x}, {len(raw_hash)} bytes)"

@@ -378,16 +378,22 @@ class Catalog:
             raise CatalogError(
                 f"{self.path}: nested catalog {path!r} has an invalid hash {sha1!r}"
             ) from None
-        return NestedCatalogRef(_as_name(path), digest, int(size) if size else 0)
+        if size is not None and type(size) is not int:
+            raise CatalogError(
+                f"{self.path}: nested catalog {path!r} has a size that is not an integer"
+            )
+        return NestedCatalogRef(_as_name(path), digest, size or 0)
 
     async def statistics(self) -> dict[str, int]:
         """The ``statistics`` counters (``self_regular``, ``subtree_dir``, ...)."""
         if "statistics" not in self._tables:
             return {}
-        return {
-            str(counter): int(value or 0)
-            async for counter, value in self._rows("SELECT counter, value FROM statistics")
-        }
+        counters = {}
+        async for counter, value in self._rows("SELECT counter, value FROM statistics"):
+            if value is not None and type(value) is not int:
+                raise CatalogError(f"{self.path}: statistics counter {counter!r} is no integer")
+            counters[str(counter)] = value or 0
+        return counters
 
     async def iter_entries(self, *, include_hidden: bool = True) -> AsyncIterator[DirEntry]:
         """Every entry of this catalog reachable from its root, root first, depth first.
@@ -442,5 +448,5 @@ def _int_property(properties: Mapping[str, str], key: str, path: Path) -> int:
         return 0
     try:
         return int(float(value))
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number; inf
         raise CatalogError(f"{path}: property {key} is not a number: {value!r}") from None

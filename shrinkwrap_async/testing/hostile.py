@@ -16,7 +16,10 @@ refuse even from a repository it trusts. It uses the publisher's hooks
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
+import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,12 +96,15 @@ def bomb_blob(inflated: int = 1 << 30) -> bytes:
 
 
 class HostilePublisher(Publisher):
-    """A :class:`Publisher` that adds ``extra_rows`` (mountpoint → rows) to catalogs and
-    stores ``catalog_blobs`` (mountpoint → (stored bytes, inflated size)) in their place."""
+    """A :class:`Publisher` that adds ``extra_rows`` (mountpoint → rows) to catalogs, runs
+    ``catalog_sql`` (mountpoint → (statement, parameters) pairs) on the finished catalog
+    files (values of any SQLite type in any column), and stores ``catalog_blobs``
+    (mountpoint → (stored bytes, inflated size)) in their place."""
 
     def __init__(self, out: Path, fqrn: str, options: PublishOptions | None = None) -> None:
         super().__init__(out, fqrn, options)
         self.extra_rows: dict[str, list[cw.CatalogRow]] = {}
+        self.catalog_sql: dict[str, list[tuple[str, tuple[object, ...]]]] = {}
         self.catalog_blobs: dict[str, tuple[bytes, int]] = {}
 
     def store_content(self, data: bytes) -> Digest:
@@ -115,7 +121,25 @@ class HostilePublisher(Publisher):
         return [*rows, *self.extra_rows.get(mountpoint, ())]
 
     def catalog_blob(self, mountpoint: str, blob: bytes, size: int) -> tuple[bytes, int]:
+        statements = self.catalog_sql.get(mountpoint)
+        if statements:
+            blob, size = _edited_catalog(blob, statements)
         return self.catalog_blobs.get(mountpoint, (blob, size))
+
+
+def _edited_catalog(
+    blob: bytes, statements: list[tuple[str, tuple[object, ...]]]
+) -> tuple[bytes, int]:
+    """The compressed catalog ``blob`` with ``statements`` run on it."""
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "catalog.db"
+        path.write_bytes(zlib.decompress(blob))
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            for statement, parameters in statements:
+                db.execute(statement, parameters)
+            db.commit()
+        raw = path.read_bytes()
+    return zlib.compress(raw, 6), len(raw)
 
 
 def base_source(root: Path) -> Path:

@@ -296,3 +296,24 @@ async def test_hidden_children_are_neither_listed_nor_counted(tmp_path: Path) ->
         assert [e.name async for e in listed] == ["dir"]
         counts = await catalog.count_other_children("")
         assert (counts.files, counts.file_bytes, counts.symlinks) == (1, 5, 0)
+
+
+async def test_values_of_another_sqlite_type_are_catalog_errors(tmp_path: Path) -> None:
+    """SQLite keeps the type a value was written with, whatever the declared column type:
+    a nested catalog's size, a statistics counter or a numeric property that is no number
+    is a CatalogError, not a ValueError or OverflowError from ``int``."""
+    path = build_catalog(
+        tmp_path / "c.db",
+        [ROOT, {"path": "/nested", "flags": 3}],
+        nested=[("/nested", "2" * 40, "big")],  # type: ignore[list-item]
+    )
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO statistics VALUES ('self_regular', 'many')")
+    async with await Catalog.open(path) as catalog:
+        with pytest.raises(CatalogError, match="size that is not an integer"):
+            await catalog.nested_catalogs()
+        with pytest.raises(CatalogError, match="self_regular"):
+            await catalog.statistics()
+    infinite = build_catalog(tmp_path / "inf.db", [ROOT], properties={"revision": "1e999"})
+    with pytest.raises(CatalogError, match="property revision is not a number"):
+        await Catalog.open(infinite)

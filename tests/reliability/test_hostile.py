@@ -81,6 +81,19 @@ def catalog_bomb(pub: hp.HostilePublisher, ws: h.Workspace) -> None:
     pub.catalog_blobs["/n"] = (hp.bomb_blob(1 << 30), 40960)
 
 
+def column_of_another_type(column: str, value: object) -> Build:
+    """/d/odd with ``value`` in ``column``: SQLite keeps the type a value was written with
+    (TEXT or REAL in an INTEGER column, an INTEGER in a BLOB one), whatever the declared one."""
+
+    def build(pub: hp.HostilePublisher, ws: h.Workspace) -> None:
+        digest, size = _content(pub, "odd\n")
+        pub.extra_rows[""] = [hp.file_row("/d", "odd", digest, size)]
+        update = f"UPDATE catalog SET {column} = ? WHERE name = 'odd'"
+        pub.catalog_sql[""] = [(update, (value,))]
+
+    return build
+
+
 CASES: dict[str, tuple[Build, int, str]] = {
     # name: (builder, expected exit code, path that must not exist in the tree)
     "name with slash": (unsafe_name("a/b"), 3, "d/a"),
@@ -97,6 +110,14 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "decompression bomb (1 GiB, declared 100 B)": (decompression_bomb, 1, "d/bomb"),
     "nested catalog not SQLite": (catalog_not_sqlite, 3, "n/inner.txt"),
     "nested catalog bomb (1 GiB, declared 40 KiB)": (catalog_bomb, 3, "n/inner.txt"),
+    "mode as text": (column_of_another_type("mode", "rw-r--r--"), 3, "d/odd"),
+    "flags as text": (column_of_another_type("flags", "file"), 3, "d/odd"),
+    "size as text": (column_of_another_type("size", "big"), 3, "d/odd"),
+    "mtime as real": (column_of_another_type("mtime", 1.5), 3, "d/odd"),
+    "uid as text": (column_of_another_type("uid", "root"), 3, "d/odd"),
+    "hardlinks as text": (column_of_another_type("hardlinks", "two"), 3, "d/odd"),
+    "hash as text": (column_of_another_type("hash", "x" * 20), 3, "d/odd"),
+    "xattr as an integer": (column_of_another_type("xattr", 5), 3, "d/odd"),
 }
 
 
