@@ -164,7 +164,14 @@ class StateDB:
             await db._migrate()
         except sqlite3.DatabaseError as error:
             await connection.close()
-            raise StorageError(f"state database {path} is unusable: {error}") from error
+            hint = ""
+            if not isinstance(error, sqlite3.OperationalError):  # damaged, not busy or full
+                hint = (
+                    f"; move it aside with any {path.name}-wal and {path.name}-shm beside it "
+                    "and run again: the run rebuilds it, and objects already in .data are "
+                    "not downloaded again"
+                )
+            raise StorageError(f"state database {path} is unusable: {error}{hint}") from error
         except BaseException:
             await connection.close()
             raise

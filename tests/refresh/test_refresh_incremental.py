@@ -212,3 +212,23 @@ async def test_failed_objects_keep_their_catalog_unrecorded(repo: Repo) -> None:
         assert second.failures == [] and not second.up_to_date  # type: ignore[attr-defined]
         assert second.data_files == 1  # only the missing object is downloaded
     assert tree_problems(repo.base / "probe", repo.base / "dest") == []
+
+
+async def test_a_lost_state_database_is_rebuilt_without_downloading_objects(repo: Repo) -> None:
+    """What the error for a damaged state database advises: moved aside, the next run walks
+    the tree again, finds every object in .data and records the export anew."""
+    repo.publish()
+    async with StaticServer(repo.base / "server") as server:
+        await repo.export(server, "dest", "cache")
+        provenance = repo.base / "dest" / ".provenance"
+        for name in ("state.db", "state.db-wal", "state.db-shm"):
+            (provenance / name).unlink(missing_ok=True)
+        server.requests.clear()
+        again = await repo.export(server, "dest", "cache")
+        assert again.failures == [] and not again.up_to_date  # type: ignore[attr-defined]
+        assert again.data_files == 0
+        objects = [path for path in server.requests if "/data/" in path and path[-1] != "C"]
+        assert objects == []
+        server.requests.clear()
+        assert (await repo.export(server, "dest", "cache")).up_to_date  # type: ignore[attr-defined]
+        assert server.total_requests == 2

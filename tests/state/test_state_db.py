@@ -116,7 +116,7 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
 async def test_not_a_database_is_a_storage_error(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StorageError):
+    with pytest.raises(StorageError, match="unusable: file is not a database; move it aside"):
         await StateDB.open(path)
 
 
