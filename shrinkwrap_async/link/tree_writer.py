@@ -35,11 +35,35 @@ _TEMP_PREFIX = ".shrinkwrap-async."
 RelPath = tuple[str, ...]
 
 
+NAME_MAX = 255  # bytes of a name a Linux file system can hold
+SYMLINK_MAX = 4095  # bytes of a symlink target (PATH_MAX less its terminating NUL)
+
+
 def validate_name(name: str) -> str:
-    """Refuse names that could escape a directory: empty, ``.``, ``..``, ``/`` or NUL inside."""
+    """Refuse names that could escape a directory (empty, ``.``, ``..``, ``/`` or NUL
+    inside) and names too long for a file system."""
     if not name or name in (".", "..") or "/" in name or "\0" in name:
         raise UnsafePathError(f"refusing unsafe entry name {name!r}")
+    # a name of up to 63 characters has at most 252 bytes in UTF-8
+    if len(name) > NAME_MAX // 4 and len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        raise UnsafePathError(
+            f"refusing entry name of more than {NAME_MAX} bytes: {name[:40]!r}..."
+        )
     return name
+
+
+def validate_symlink_target(path: RelPath, target: str) -> str:
+    """Refuse symlink targets no file system holds: with a NUL, or too long."""
+    if "\0" in target or (
+        len(target) > SYMLINK_MAX // 4
+        and len(target.encode("utf-8", "surrogateescape")) > SYMLINK_MAX
+    ):
+        shown = "/".join(path)
+        raise UnsafePathError(
+            f"refusing symlink {shown!r}: its target has a NUL or more than {SYMLINK_MAX} "
+            f"bytes ({target[:40]!r}...)"
+        )
+    return target
 
 
 def split_path(path: str) -> RelPath:
@@ -346,6 +370,7 @@ class TreeWriter:
 
     def make_symlink(self, path: RelPath, target: str, mtime: int) -> None:
         """Symlink ``path`` → ``target`` (owner left as the running user, as the real tool)."""
+        validate_symlink_target(path, target)
         parent, name = self._parent(path)
         try:
             st = self._lstat(parent, name)

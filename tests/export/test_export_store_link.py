@@ -11,7 +11,13 @@ import pytest
 from shrinkwrap_async.exitcodes import UnsafePathError
 from shrinkwrap_async.hashing import Algorithm, Digest
 from shrinkwrap_async.link.directory_spool import DirectorySpool
-from shrinkwrap_async.link.tree_writer import MARKER_NAME, TreeWriter, split_path, validate_name
+from shrinkwrap_async.link.tree_writer import (
+    MARKER_NAME,
+    TreeWriter,
+    split_path,
+    validate_name,
+    validate_symlink_target,
+)
 from shrinkwrap_async.store.data_store import DataStore
 from shrinkwrap_async.store.object_names import (
     ObjectMeta,
@@ -75,6 +81,16 @@ def test_names_are_validated() -> None:
     assert split_path("/a/b c/ü") == ("a", "b c", "ü")
     with pytest.raises(UnsafePathError):
         split_path("/a/../../etc")
+    # what a Linux file system holds: names of 255 bytes, symlink targets of 4095
+    for fits in ("n" * 255, "\u00e9" * 127, "\udcff" * 255):  # 254 bytes; 255 raw bytes
+        assert validate_name(fits) == fits
+    for too_long in ("n" * 256, "\u00e9" * 128):
+        with pytest.raises(UnsafePathError, match="more than 255 bytes"):
+            validate_name(too_long)
+    assert validate_symlink_target(("l",), "t" * 4095) == "t" * 4095
+    for bad_target in ("t" * 4096, "\u00e9" * 2048, "a\0b"):
+        with pytest.raises(UnsafePathError, match="refusing symlink 'l'"):
+            validate_symlink_target(("l",), bad_target)
 
 
 def test_tree_writer_entries_and_type_changes(tmp_path: Path) -> None:

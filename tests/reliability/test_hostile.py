@@ -94,6 +94,13 @@ def column_of_another_type(column: str, value: object) -> Build:
     return build
 
 
+def symlink_to(target: str) -> Build:
+    def build(pub: hp.HostilePublisher, ws: h.Workspace) -> None:
+        pub.extra_rows[""] = [hp.symlink_row("/d", "link", target)]
+
+    return build
+
+
 CASES: dict[str, tuple[Build, int, str]] = {
     # name: (builder, expected exit code, path that must not exist in the tree)
     "name with slash": (unsafe_name("a/b"), 3, "d/a"),
@@ -110,6 +117,9 @@ CASES: dict[str, tuple[Build, int, str]] = {
     "decompression bomb (1 GiB, declared 100 B)": (decompression_bomb, 1, "d/bomb"),
     "nested catalog not SQLite": (catalog_not_sqlite, 3, "n/inner.txt"),
     "nested catalog bomb (1 GiB, declared 40 KiB)": (catalog_bomb, 3, "n/inner.txt"),
+    "name of 300 bytes": (unsafe_name("n" * 300), 3, ""),
+    "symlink target with NUL": (symlink_to("/etc\0passwd"), 3, "d/link"),
+    "symlink target of 5000 bytes": (symlink_to("t" * 5000), 3, "d/link"),
     "mode as text": (column_of_another_type("mode", "rw-r--r--"), 3, "d/odd"),
     "flags as text": (column_of_another_type("flags", "file"), 3, "d/odd"),
     "size as text": (column_of_another_type("size", "big"), 3, "d/odd"),
