@@ -119,14 +119,24 @@ class TreeWriter:
         self.close()
 
     def _dir_fd(self, path: RelPath) -> int:
-        """A descriptor of directory ``path``, opened component by component without following."""
+        """A descriptor of directory ``path``, opened component by component without following
+        (from the deepest one open already: a loop, as a tree may be thousands deep)."""
         if not path:
             return self._root_fd
         fd = self._fds.get(path)
         if fd is not None:
             self._fds.move_to_end(path)
             return fd
-        parent = self._dir_fd(path[:-1])
+        depth = len(path) - 1
+        while depth and path[:depth] not in self._fds:
+            depth -= 1
+        fd = self._dir_fd(path[:depth])  # open already, or the root
+        for end in range(depth + 1, len(path) + 1):
+            fd = self._open_below(fd, path[:end])
+        return fd
+
+    def _open_below(self, parent: int, path: RelPath) -> int:
+        """Open directory ``path`` in ``parent`` (its parent's descriptor) and keep it."""
         try:
             fd = os.open(validate_name(path[-1]), _DIR_FLAGS, dir_fd=parent)
         except OSError as error:
@@ -501,20 +511,70 @@ def _make_directory_at(parent: int, name: str) -> None:
 
 
 def _remove_at(parent: int, name: str, st: os.stat_result) -> None:
-    """Remove ``name`` in ``parent`` recursively, never following symlinks."""
+    """Remove ``name`` in ``parent``, a directory with everything below it, never following
+    symlinks. A loop rather than recursion, holding two descriptors at most whatever the
+    depth (a hostile repository can nest directories thousands of levels deep): it goes down
+    by name and back up through "..", checking that it comes back where it came from."""
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(name, dir_fd=parent)
         return
-    fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    fd = _open_to_clear(parent, name, st)
+    # per level entered: its name, the identity of the directory above it, and the
+    # subdirectories of that directory still to remove
+    above: list[tuple[str, tuple[int, int], list[str]]] = []
     try:
-        if stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
-            os.fchmod(fd, 0o700)
-        for child in os.listdir(fd):
-            child_st = os.stat(child, dir_fd=fd, follow_symlinks=False)
-            _remove_at(fd, child, child_st)
+        pending = _remove_files(fd)
+        while True:
+            if pending:
+                child = pending.pop()
+                child_st = os.stat(child, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISDIR(child_st.st_mode):
+                    os.unlink(child, dir_fd=fd)
+                    continue
+                child_fd = _open_to_clear(fd, child, child_st)
+                here = os.fstat(fd)
+                above.append((child, (here.st_dev, here.st_ino), pending))
+                os.close(fd)
+                fd = child_fd
+                pending = _remove_files(fd)
+                continue
+            if not above:
+                break
+            child, identity, pending = above.pop()
+            up = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = up
+            here = os.fstat(fd)
+            if (here.st_dev, here.st_ino) != identity:
+                raise OSError(errno.ESTALE, "the tree was moved while it was being removed")
+            os.rmdir(child, dir_fd=fd)
     finally:
         os.close(fd)
     os.rmdir(name, dir_fd=parent)
+
+
+def _open_to_clear(parent: int, name: str, st: os.stat_result) -> int:
+    """Open directory ``name`` to remove what it holds (made writable and searchable)."""
+    fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    if stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
+        try:
+            os.fchmod(fd, 0o700)
+        except OSError:
+            os.close(fd)
+            raise
+    return fd
+
+
+def _remove_files(fd: int) -> list[str]:
+    """Unlink everything in directory ``fd`` but its subdirectories; their names."""
+    directories = []
+    for child in os.listdir(fd):
+        child_st = os.stat(child, dir_fd=fd, follow_symlinks=False)
+        if stat.S_ISDIR(child_st.st_mode):
+            directories.append(child)
+        else:
+            os.unlink(child, dir_fd=fd)
+    return directories
 
 
 def _storage(error: OSError, path: RelPath) -> StorageError:

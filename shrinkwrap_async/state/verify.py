@@ -112,14 +112,43 @@ class TreeVerifier:
         report = VerifyReport(self.fqrn, root_hash)
         root = await self.cache.open(Digest.from_hex(root_hash), "")
         try:
-            await self._directory(root, "", report, spec)
+            await self._walk(root, report, spec)
         finally:
             await root.close()
         return report
 
+    async def _walk(self, root: Catalog, report: VerifyReport, spec: Spec) -> None:
+        """Every directory the spec selects, depth first: a loop with a stack rather than
+        recursion (a tree may be thousands of levels deep). A nested catalog is opened
+        when its directory's turn comes and closed once its subtree is done."""
+        # (catalog, directory) to check; (catalog, nested mountpoint entry) to open; or a
+        # catalog whose subtree is done, to close
+        stack: list[tuple[Catalog, str] | tuple[Catalog, DirEntry] | Catalog] = [(root, "")]
+        try:
+            while stack:
+                item = stack.pop()
+                if isinstance(item, Catalog):
+                    await item.close()
+                    continue
+                catalog, where = item
+                if isinstance(where, DirEntry):
+                    ref = await catalog.nested_catalog(where.path)
+                    if ref is not None:
+                        nested = await self.cache.open(ref.digest, where.path)
+                        stack += (nested, (nested, where.path))
+                    continue
+                subdirs = await self._directory(catalog, where, report, spec)
+                for entry in reversed(subdirs):
+                    stack.append((catalog, entry if entry.is_nested_mountpoint else entry.path))
+        finally:
+            for item in stack:
+                if isinstance(item, Catalog):
+                    await item.close()
+
     async def _directory(
         self, catalog: Catalog, path: str, report: VerifyReport, spec: Spec
-    ) -> None:
+    ) -> list[DirEntry]:
+        """Check the entries of directory ``path``; the subdirectories to check next."""
         entries = [e async for e in catalog.list_directory(path)]
         kept = {MARKER_NAME} if path == "" else set()
         subdirs: list[DirEntry] = []
@@ -134,18 +163,7 @@ class TreeVerifier:
             present = set()
         for name in sorted(present - kept):
             report.problems.append(Problem("extraneous", f"{path}/{name}", "not in the catalog"))
-        for entry in subdirs:
-            if entry.is_nested_mountpoint:
-                ref = await catalog.nested_catalog(entry.path)
-                if ref is None:
-                    continue
-                nested = await self.cache.open(ref.digest, entry.path)
-                try:
-                    await self._directory(nested, entry.path, report, spec)
-                finally:
-                    await nested.close()
-            else:
-                await self._directory(catalog, entry.path, report, spec)
+        return subdirs
 
     async def _entry(self, catalog: Catalog, entry: DirEntry, report: VerifyReport) -> bool:
         """Check one entry; returns whether it is a directory present in the tree."""

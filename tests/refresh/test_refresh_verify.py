@@ -30,6 +30,8 @@ async def test_verify_reports_and_repairs(tmp_path: Path) -> None:
         clean = await verify_destination(repo.settings(server, "cache"), dest)
         assert clean.ok, [p.line() for p in clean.problems]
         assert clean.objects_checked > 50
+        in_tree = sum(len(dirs) + len(files) for _, dirs, files in os.walk(dest / FQRN))
+        assert clean.entries_checked == in_tree - 1  # every entry but the marker file
 
         # Corrupt one object (same size, other bytes) and one chunked file; delete a file.
         readme = object_of(dest, "README.txt")

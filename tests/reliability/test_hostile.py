@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tarfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -196,3 +199,60 @@ def test_hard_link_group_spanning_catalogs(tmp_path: Path, nginx: NginxServer) -
     assert (tree / "d" / "h1").read_text() == "first member\n"
     assert (tree / "n" / "h2").read_text() == "second member, other content\n"
     assert os.stat(tree / "d" / "h1").st_ino != os.stat(tree / "n" / "h2").st_ino
+
+
+def test_a_chain_of_1500_directories_is_exported_and_pruned(
+    tmp_path: Path, nginx: NginxServer
+) -> None:
+    """/d/x/x/.../x/bottom.txt, 1,500 levels (a path of about 3,000 bytes, which the CVMFS
+    client serves): exported, verified, packed (from the tree and from the repository), then
+    removed by the next revision. Export, verify and removal walked the tree by recursion
+    before and ended in a RecursionError traceback."""
+    depth = 1500
+
+    def build(pub: hp.HostilePublisher, ws: h.Workspace) -> None:
+        digest, size = _content(pub, "bottom\n")
+        rows, parent = [], "/d"
+        for _ in range(depth):
+            rows.append(hp.dir_row(parent, "x"))
+            parent += "/x"
+        pub.extra_rows[""] = [*rows, hp.file_row(parent, "bottom.txt", digest, size)]
+
+    CASES["deep chain"] = (build, 0, "")
+    try:
+        run, ws, fqrn = run_case("deep chain", tmp_path, nginx)
+        assert run.returncode == 0, run.describe()
+        tree = ws.dest / fqrn
+        bottom = os.path.join("d", *["x"] * depth, "bottom.txt")
+        tree_fd = os.open(tree, os.O_RDONLY)
+        try:
+            with open(os.open(bottom, os.O_RDONLY, dir_fd=tree_fd)) as handle:
+                assert handle.read() == "bottom\n"
+        finally:
+            os.close(tree_fd)
+        config = ws.root / "client.conf"
+        verify = [sys.executable, "-m", "shrinkwrap_async", "verify", "-x", str(ws.dest)]
+        checked = h.run_export([*verify, "-r", fqrn, "-f", str(config)], timeout=120)
+        assert checked.returncode == 0, checked.describe()
+        spec = tmp_path / "all.spec"
+        spec.write_text("/*\n")
+        archive = tmp_path / "deep.tar"
+        pack = [sys.executable, "-m", "shrinkwrap_async", "pack", "-r", fqrn, "-o", str(archive)]
+        for source in (["-x", str(ws.dest)], ["-f", str(config), "-t", str(spec)]):
+            packed = h.run_export([*pack, *source], timeout=120)
+            assert packed.returncode == 0, packed.describe()
+            with tarfile.open(archive) as tar:
+                member = tar.getmember(f"{fqrn}/{bottom}")
+                extracted = tar.extractfile(member)
+                assert extracted is not None and extracted.read() == b"bottom\n"
+        # the next revision without the chain
+        publisher = hp.HostilePublisher(tmp_path / "out", fqrn)
+        publisher.publish(hp.base_source(tmp_path / "source"))
+        again = h.run_export(h.export_command(fqrn, config, ws.dest, jobs=8), timeout=120)
+        assert again.returncode == 0, again.describe()
+        assert not (tree / "d" / "x").exists() and (tree / "d" / "ok.txt").is_file()
+        assert outside_untouched(ws)
+    finally:
+        del CASES["deep chain"]
+        # shutil.rmtree (pytest's clean-up) recurses too: never leave the chain behind
+        subprocess.run(["rm", "-rf", str(tmp_path / "ws")], check=False)
