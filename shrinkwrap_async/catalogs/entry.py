@@ -307,6 +307,8 @@ def entry_from_row(path: str, row: tuple) -> DirEntry:  # type: ignore[type-arg]
             f"catalog row for {path or '/'!r} has a size, mtime, owner or hard-link field "
             "that is not an integer"
         )
+    if (uid and not 0 <= uid <= _LOW32) or (gid and not 0 <= gid <= _LOW32):
+        raise CatalogError(f"catalog row for {path or '/'!r} has an owner beyond 32 bits")
     if xattr and type(xattr) is not bytes:
         raise CatalogError(f"catalog row for {path or '/'!r} has an xattr field that is no blob")
     if raw_hash:
