@@ -26,6 +26,7 @@ from pathlib import Path
 
 from shrinkwrap_async.exitcodes import StorageError, UnsafePathError
 from shrinkwrap_async.store.data_store import clone_or_copy
+from shrinkwrap_async.store.object_names import applied_xattrs
 
 log = logging.getLogger(__name__)
 
@@ -468,7 +469,7 @@ class TreeWriter:
             raise _storage(error, (MARKER_NAME,)) from error
 
     def _set_xattrs(self, fd: int, xattrs: Sequence[tuple[str, bytes]], path: RelPath) -> None:
-        wanted = dict(xattrs)
+        wanted = dict(applied_xattrs(xattrs))
         try:
             present = os.listxattr(fd)
         except OSError:

@@ -70,7 +70,12 @@ from shrinkwrap_async.pipeline.runner import Ownership, first_shrinkwrap_error
 from shrinkwrap_async.pipeline.spec_filter import select_children
 from shrinkwrap_async.runtime import cpu_count
 from shrinkwrap_async.spec.tree import Selection, Spec
-from shrinkwrap_async.store.object_names import chunk_list_digest, meta_hash, object_name
+from shrinkwrap_async.store.object_names import (
+    applied_xattrs,
+    chunk_list_digest,
+    meta_hash,
+    object_name,
+)
 from shrinkwrap_async.trust.chain import TrustedRoot
 
 log = logging.getLogger(__name__)
@@ -433,10 +438,12 @@ class StreamedEntries:
 
     # -- entries -----------------------------------------------------------------------------
     def _xattrs(self, xattrs: tuple[tuple[str, bytes], ...]) -> tuple[tuple[str, bytes], ...]:
+        """Those an export would set (no ``security.*`` or ``trusted.*``) among the prefixes
+        asked for: the same members as packing an export."""
         prefixes = self.options.xattr_prefixes
         if not prefixes or not xattrs:
             return ()
-        return tuple(sorted((k, v) for k, v in xattrs if k.startswith(prefixes)))
+        return tuple(sorted((k, v) for k, v in applied_xattrs(xattrs) if k.startswith(prefixes)))
 
     def _fixed_mtime(self) -> int:
         if self.options.fixed_mtime is not None:

@@ -27,7 +27,7 @@ from typing import Any
 
 from shrinkwrap_async.decimal_text import decimal_or_none
 from shrinkwrap_async.store.errors import storage_error
-from shrinkwrap_async.store.object_names import ObjectMeta, is_fanout_name
+from shrinkwrap_async.store.object_names import ObjectMeta, applied_xattrs, is_fanout_name
 
 log = logging.getLogger(__name__)
 
@@ -374,7 +374,7 @@ class DataStore:
             os.fchown(fd, meta.uid, meta.gid)
         if created_mode < 0 or created_mode & ~self._umask != mode:
             os.fchmod(fd, mode)
-        for key, value in meta.xattrs:
+        for key, value in applied_xattrs(meta.xattrs):
             try:
                 os.setxattr(fd, key, value)
             except OSError as error:

@@ -75,3 +75,15 @@ _HEX_DIGITS = frozenset("0123456789abcdef")
 def is_fanout_name(name: str) -> bool:
     """Whether ``name`` is that of a fan-out directory of the store (``XX`` or ``YY``)."""
     return len(name) == 2 and set(name) <= _HEX_DIGITS
+
+
+# Attribute namespaces never set on exported files and directories, though an object's
+# name covers them (as cvmfs_shrinkwrap's does): ``security.*`` carries file capabilities
+# and security labels, ``trusted.*`` is the administrator's. A CVMFS mount (nosuid) gives
+# no file capabilities; an export run by root must not either.
+WITHHELD_XATTR_NAMESPACES = ("security.", "trusted.")
+
+
+def applied_xattrs(xattrs: Xattrs) -> list[tuple[str, bytes]]:
+    """The attributes of ``xattrs`` an export sets (see ``WITHHELD_XATTR_NAMESPACES``)."""
+    return [(k, v) for k, v in xattrs if not k.lower().startswith(WITHHELD_XATTR_NAMESPACES)]

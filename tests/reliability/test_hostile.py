@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from shrinkwrap_async.hashing import Digest
+from shrinkwrap_async.store.object_names import meta_hash, object_name, serialize_xattrs
 from shrinkwrap_async.testing import catalog_writer as cw
 from shrinkwrap_async.testing import hostile as hp
 from shrinkwrap_async.testing.nginx import NginxServer
@@ -260,3 +261,47 @@ def test_a_chain_of_1500_directories_is_exported_and_pruned(
         del CASES["deep chain"]
         # shutil.rmtree (pytest's clean-up) recurses too: never leave the chain behind
         subprocess.run(["rm", "-rf", str(tmp_path / "ws")], check=False)
+
+
+def test_privileged_xattr_namespaces_are_not_applied(tmp_path: Path, nginx: NginxServer) -> None:
+    """A file with ``security.capability`` (cap_setuid, effective), ``trusted.*`` and
+    ``user.*`` attributes, exported by root: only ``user.*`` is set. A CVMFS mount
+    (nosuid) never gives a file capabilities; an export must not either. The object's name
+    still covers every attribute, as cvmfs_shrinkwrap's does."""
+    capability = bytes.fromhex("0100000280000000800000000000000000000000")
+    xattrs = (("security.capability", capability), ("trusted.note", b"t"), ("user.ok", b"u"))
+    contents: list[Digest] = []
+
+    def build(pub: hp.HostilePublisher, ws: h.Workspace) -> None:
+        digest, size = _content(pub, "capped\n")
+        contents.append(digest)
+        row = hp.file_row("/d", "capped", digest, size)
+        row.xattr = serialize_xattrs(xattrs)
+        directory = hp.dir_row("/d", "labelled")
+        directory.xattr = serialize_xattrs((("trusted.dir", b"t"), ("user.dir", b"d")))
+        pub.extra_rows[""] = [row, directory]
+
+    CASES["xattr namespaces"] = (build, 0, "")
+    try:
+        run, ws, fqrn = run_case("xattr namespaces", tmp_path, nginx)
+    finally:
+        del CASES["xattr namespaces"]
+    assert run.returncode == 0, run.describe()
+    tree = ws.dest / fqrn / "d"
+    assert (tree / "capped").read_text() == "capped\n"
+    assert os.listxattr(tree / "capped") == ["user.ok"]
+    assert os.listxattr(tree / "labelled") == ["user.dir"]
+    name = object_name(contents[0], meta_hash(0o644, 0, 0, xattrs))
+    assert os.path.samefile(tree / "capped", ws.dest / ".data" / name)
+    # a tarball of every attribute (--xattrs all), from the export and from the repository
+    spec = tmp_path / "all.spec"
+    spec.write_text("/*\n")
+    config = ws.root / "client.conf"
+    for number, source in enumerate((["-x", str(ws.dest)], ["-f", str(config), "-t", str(spec)])):
+        archive = tmp_path / f"packed{number}.tar"
+        pack = [sys.executable, "-m", "shrinkwrap_async", "pack", "-r", fqrn, "--xattrs", "all"]
+        packed = h.run_export([*pack, "-o", str(archive), *source], timeout=120)
+        assert packed.returncode == 0, packed.describe()
+        with tarfile.open(archive) as tar:
+            headers = tar.getmember(f"{fqrn}/d/capped").pax_headers
+        assert {k for k in headers if k.startswith("SCHILY.xattr.")} == {"SCHILY.xattr.user.ok"}
