@@ -36,6 +36,11 @@ _TEMP_PREFIX = ".shrinkwrap-async."
 RelPath = tuple[str, ...]
 
 
+# Character devices made in the tree (major, minor): null, zero, full, random, urandom and
+# tty, which compat layers carry. Any other device node (/dev/mem's twin, a disk's), live on
+# a file system that honours device nodes where the nodev CVMFS mount keeps it inert, is
+# skipped with a warning.
+HARMLESS_DEVICES = frozenset({(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0)})
 NAME_MAX = 255  # bytes of a name a Linux file system can hold
 SYMLINK_MAX = 4095  # bytes of a symlink target (PATH_MAX less its terminating NUL)
 
@@ -402,7 +407,8 @@ class TreeWriter:
     def make_special(
         self, path: RelPath, mode: int, rdev: int, uid: int, gid: int, mtime: int
     ) -> bool:
-        """FIFOs always; device nodes and sockets only when privileged. Returns whether made."""
+        """FIFOs always; sockets and the harmless device nodes (:data:`HARMLESS_DEVICES`)
+        only when privileged. Returns whether made."""
         kind = stat.S_IFMT(mode)
         label = "/" + "/".join(path)
         if kind not in (stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFSOCK):
@@ -410,6 +416,16 @@ class TreeWriter:
         if kind != stat.S_IFIFO and not self.privileged:
             self.skipped_devices.append(label)
             self._warn(f"{label}: device node or socket skipped (needs root)")
+            return False
+        if kind in (stat.S_IFCHR, stat.S_IFBLK) and (
+            kind != stat.S_IFCHR or (os.major(rdev), os.minor(rdev)) not in HARMLESS_DEVICES
+        ):
+            letter = "c" if kind == stat.S_IFCHR else "b"
+            self.skipped_devices.append(label)
+            self._warn(
+                f"{label}: device node {letter} {os.major(rdev)},{os.minor(rdev)} skipped "
+                "(only null, zero, full, random, urandom and tty are made)"
+            )
             return False
         parent, name = self._parent(path)
         try:

@@ -513,5 +513,9 @@ def merge_summaries(
     stats.failures = [Failure(**f) for f in final.get("failures", [])]
     for key in summed:
         setattr(stats, key, getattr(stats, key) + sum(int(s.get(key, 0)) for s in shards))
+    # A special file is made by the shard owning its directory, or by the final pass when
+    # it walks everything again (after a failed shard): one count or the other.
+    shards_skipped = sum(int(s.get("skipped_devices", 0)) for s in shards)
+    stats.skipped_devices = max(stats.skipped_devices, shards_skipped)
     stats.dedup_files = max(0, stats.files - stats.data_files)
     return stats

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 import subprocess
 import sys
 import tarfile
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from shrinkwrap_async.catalogs.schema import Flag
 from shrinkwrap_async.hashing import Digest
 from shrinkwrap_async.store.object_names import meta_hash, object_name, serialize_xattrs
 from shrinkwrap_async.testing import catalog_writer as cw
@@ -305,3 +308,44 @@ def test_privileged_xattr_namespaces_are_not_applied(tmp_path: Path, nginx: Ngin
         with tarfile.open(archive) as tar:
             headers = tar.getmember(f"{fqrn}/d/capped").pax_headers
         assert {k for k in headers if k.startswith("SCHILY.xattr.")} == {"SCHILY.xattr.user.ok"}
+
+
+def test_only_harmless_device_nodes_are_made(tmp_path: Path, nginx: NginxServer) -> None:
+    """Exported by root: /dev/null's twin is made (compat layers carry one); /dev/mem's and
+    a disk's, mode 0666, are skipped with a warning, as a nodev CVMFS mount makes them inert
+    and an export onto a file system that honours device nodes would not."""
+    devices = {
+        "null": (stat.S_IFCHR, 1, 3),
+        "mem": (stat.S_IFCHR, 1, 1),
+        "disk": (stat.S_IFBLK, 8, 0),
+    }
+
+    def build(pub: hp.HostilePublisher, ws: h.Workspace) -> None:
+        pub.extra_rows[""] = [
+            hp.RawRow(
+                path=f"/d/{name}",
+                name=name,
+                mode=kind | 0o666,
+                size=os.makedev(major, minor),
+                mtime=hp.MTIME,
+                uid=0,
+                gid=0,
+                flags=int(Flag.FILE | Flag.FILE_SPECIAL),
+                parent="/d",
+            )
+            for name, (kind, major, minor) in devices.items()
+        ]
+
+    CASES["devices"] = (build, 0, "")
+    try:
+        run, ws, fqrn = run_case("devices", tmp_path, nginx)
+    finally:
+        del CASES["devices"]
+    assert run.returncode == 0, run.describe()
+    tree = ws.dest / fqrn / "d"
+    made = os.stat(tree / "null", follow_symlinks=False)
+    assert stat.S_ISCHR(made.st_mode) and made.st_rdev == os.makedev(1, 3)
+    assert not os.path.lexists(tree / "mem") and not os.path.lexists(tree / "disk")
+    assert "/d/mem: device node c 1,1 skipped" in run.stderr
+    assert "/d/disk: device node b 8,0 skipped" in run.stderr
+    assert json.loads(run.stdout)["skipped_devices"] == 2

@@ -17,6 +17,8 @@ from shrinkwrap_async.exitcodes import UsageError
 from shrinkwrap_async.hashing import Algorithm
 from shrinkwrap_async.pipeline.shard import Shard
 from shrinkwrap_async.pipeline.shard_process import SPAWN_ENV
+from shrinkwrap_async.pipeline.summary import ExportStats
+from shrinkwrap_async.pipeline.workers import merge_summaries
 from shrinkwrap_async.state.db import StateDB, default_state_path
 from shrinkwrap_async.state.shard_marks import ShardMarks
 from shrinkwrap_async.testing.command_line import run_cli, run_cli_process, source_arguments
@@ -92,6 +94,18 @@ def test_shard_parse_and_partition() -> None:
         assert sum(s.owns_directory(rel) for s in shards) == 1
     spread = [sum(s.owns_directory(("d", str(n))) for n in range(400)) for s in shards]
     assert min(spread) > 50
+
+
+def test_the_summary_adds_up_what_each_process_did() -> None:
+    """Objects and requests add up; a skipped device node is counted by the shard that owns
+    its directory, or again by a final pass that walked everything: never twice."""
+    final = ExportStats(files=10, data_files=1, requests=3, skipped_devices=0).as_dict()
+    shards = [{"data_files": 4, "requests": 5, "skipped_devices": 1}, {"data_files": 5}]
+    merged = merge_summaries(final, shards)
+    assert (merged.data_files, merged.requests, merged.skipped_devices) == (10, 8, 1)
+    assert merged.dedup_files == 0
+    walked_again = dict(final, skipped_devices=1)
+    assert merge_summaries(walked_again, shards).skipped_devices == 1
 
 
 def test_shards_start_their_walks_in_different_subdirectories() -> None:
