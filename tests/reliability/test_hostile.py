@@ -349,3 +349,14 @@ def test_only_harmless_device_nodes_are_made(tmp_path: Path, nginx: NginxServer)
     assert "/d/mem: device node c 1,1 skipped" in run.stderr
     assert "/d/disk: device node b 8,0 skipped" in run.stderr
     assert json.loads(run.stdout)["skipped_devices"] == 2
+    # a tarball straight from the repository holds what the export holds
+    spec = tmp_path / "all.spec"
+    spec.write_text("/*\n")
+    archive = tmp_path / "devices.tar"
+    pack = [sys.executable, "-m", "shrinkwrap_async", "pack", "-r", fqrn, "-o", str(archive)]
+    config = ws.root / "client.conf"
+    packed = h.run_export([*pack, "-f", str(config), "-t", str(spec)], timeout=120)
+    assert packed.returncode == 0, packed.describe()
+    with tarfile.open(archive) as tar:
+        devices_packed = {m.name.rsplit("/", 1)[1] for m in tar if m.isdev()}
+    assert devices_packed == {"null"}
