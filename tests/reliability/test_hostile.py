@@ -165,6 +165,17 @@ def run_case(name: str, tmp_path: Path, nginx: NginxServer) -> tuple[h.RunResult
     return run, ws, fqrn
 
 
+def run_one_test_case(
+    name: str, build: Build, tmp_path: Path, nginx: NginxServer
+) -> tuple[h.RunResult, h.Workspace, str]:
+    """:func:`run_case` for a case that one test builds (not one of ``CASES``)."""
+    CASES[name] = (build, 0, "")
+    try:
+        return run_case(name, tmp_path, nginx)
+    finally:
+        del CASES[name]
+
+
 def outside_untouched(ws: h.Workspace) -> bool:
     allowed = {"dest", "sentinel", "cache", "client.conf"}
     names = {n for n in os.listdir(ws.root) if not n.startswith(".spec-")}
@@ -196,11 +207,7 @@ def test_hard_link_group_spanning_catalogs(tmp_path: Path, nginx: NginxServer) -
         pub.extra_rows[""] = [hp.file_row("/d", "h1", one, size_one, hardlinks=packed)]
         pub.extra_rows["/n"] = [hp.file_row("/n", "h2", two, size_two, hardlinks=packed)]
 
-    CASES["hard-link group across catalogs"] = (build, 0, "")
-    try:
-        run, ws, fqrn = run_case("hard-link group across catalogs", tmp_path, nginx)
-    finally:
-        del CASES["hard-link group across catalogs"]
+    run, ws, fqrn = run_one_test_case("hard-link group across catalogs", build, tmp_path, nginx)
     assert outside_untouched(ws)
     assert run.returncode == 0, run.describe()
     tree = ws.dest / fqrn
@@ -226,9 +233,8 @@ def test_a_chain_of_1500_directories_is_exported_and_pruned(
             parent += "/x"
         pub.extra_rows[""] = [*rows, hp.file_row(parent, "bottom.txt", digest, size)]
 
-    CASES["deep chain"] = (build, 0, "")
     try:
-        run, ws, fqrn = run_case("deep chain", tmp_path, nginx)
+        run, ws, fqrn = run_one_test_case("deep chain", build, tmp_path, nginx)
         assert run.returncode == 0, run.describe()
         tree = ws.dest / fqrn
         bottom = os.path.join("d", *["x"] * depth, "bottom.txt")
@@ -261,7 +267,6 @@ def test_a_chain_of_1500_directories_is_exported_and_pruned(
         assert not (tree / "d" / "x").exists() and (tree / "d" / "ok.txt").is_file()
         assert outside_untouched(ws)
     finally:
-        del CASES["deep chain"]
         # shutil.rmtree (pytest's clean-up) recurses too: never leave the chain behind
         subprocess.run(["rm", "-rf", str(tmp_path / "ws")], check=False)
 
@@ -284,11 +289,7 @@ def test_privileged_xattr_namespaces_are_not_applied(tmp_path: Path, nginx: Ngin
         directory.xattr = serialize_xattrs((("trusted.dir", b"t"), ("user.dir", b"d")))
         pub.extra_rows[""] = [row, directory]
 
-    CASES["xattr namespaces"] = (build, 0, "")
-    try:
-        run, ws, fqrn = run_case("xattr namespaces", tmp_path, nginx)
-    finally:
-        del CASES["xattr namespaces"]
+    run, ws, fqrn = run_one_test_case("xattr namespaces", build, tmp_path, nginx)
     assert run.returncode == 0, run.describe()
     tree = ws.dest / fqrn / "d"
     assert (tree / "capped").read_text() == "capped\n"
@@ -336,11 +337,7 @@ def test_only_harmless_device_nodes_are_made(tmp_path: Path, nginx: NginxServer)
             for name, (kind, major, minor) in devices.items()
         ]
 
-    CASES["devices"] = (build, 0, "")
-    try:
-        run, ws, fqrn = run_case("devices", tmp_path, nginx)
-    finally:
-        del CASES["devices"]
+    run, ws, fqrn = run_one_test_case("devices", build, tmp_path, nginx)
     assert run.returncode == 0, run.describe()
     tree = ws.dest / fqrn / "d"
     made = os.stat(tree / "null", follow_symlinks=False)
