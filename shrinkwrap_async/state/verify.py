@@ -32,6 +32,7 @@ from shrinkwrap_async.exitcodes import UsageError
 from shrinkwrap_async.hashing import Digest, ObjectSuffix
 from shrinkwrap_async.link.tree_writer import MARKER_NAME
 from shrinkwrap_async.network.errors import FetchError
+from shrinkwrap_async.pipeline.decompress_verify import ContentError, inflate_whole
 from shrinkwrap_async.pipeline.spec_filter import select_children
 from shrinkwrap_async.spec.tree import Spec
 from shrinkwrap_async.state.provenance import EXPORT_RECORD, PROVENANCE_DIR
@@ -267,7 +268,10 @@ class TreeVerifier:
         except FetchError as error:
             log.warning("cannot fetch %s to compare: %s", digest.hex, error)
             return None
-        return zlib.decompress(stored) == data
+        try:  # bounded: a bomb or a stream of another length is no match
+            return inflate_whole(stored, len(data), compressed=True) == data
+        except ContentError:
+            return False
 
 
 async def verify_destination(

@@ -202,8 +202,16 @@ def load_certificate(stored: bytes, digest: Digest) -> tuple[bytes, ReleaseCerti
     """The certificate object as stored (zlib PEM), hash-checked -> (PEM, certificate)."""
     if not digest.matches(stored):
         raise TrustError(f"certificate object {digest.hex} does not match its hash")
+    inflater = zlib.decompressobj()
     try:
-        pem = zlib.decompress(stored)
+        pem = inflater.decompress(stored, CERTIFICATE_MAX_SIZE)
+        if inflater.unconsumed_tail:  # a certificate is a few KiB; this may be a bomb
+            raise TrustError(
+                f"certificate object {digest.hex} inflates to more than "
+                f"{CERTIFICATE_MAX_SIZE} bytes"
+            )
+        if not inflater.eof:
+            raise ValueError("truncated zlib stream")
         certificate = ReleaseCertificate.from_pem(pem)
     except (zlib.error, ValueError):
         raise TrustError(f"certificate object {digest.hex} is not a PEM certificate") from None
