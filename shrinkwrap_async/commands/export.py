@@ -18,7 +18,7 @@ from shrinkwrap_async.cli import (
     run_ending_error,
 )
 from shrinkwrap_async.commands._running import load_source_arguments, run_stoppable
-from shrinkwrap_async.exitcodes import ExitCode
+from shrinkwrap_async.exitcodes import ExitCode, UsageError
 from shrinkwrap_async.pipeline import catalog_shards, shard
 from shrinkwrap_async.runtime import run_async
 from shrinkwrap_async.state.eventlog import add_log_options, install_json_log, log_event
@@ -80,6 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def run(args: argparse.Namespace) -> int:
     settings, spec = load_source_arguments(args)  # once: a spec from stdin is read only here
     dest_base = Path(args.dest_base).absolute()
+    if dest_base.exists() and not dest_base.is_dir():
+        raise UsageError(f"destination {dest_base} is not a directory")
     if args.dry_run or args.workers != 1:  # the plan, or several shard processes
         return shard.run_elsewhere(args, settings, spec, dest_base)
     return run_loaded(args, settings, spec, dest_base)

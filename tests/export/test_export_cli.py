@@ -56,6 +56,9 @@ async def test_export_cli_and_exit_codes(
     (tmp_path / "excluding.spec").write_text("!/README.txt\n")
     assert await run_cli(*argv[:-2], "-x", str(dest), "-t", str(tmp_path / "excluding.spec")) == 2
     assert "selects nothing" in capsys.readouterr().err
+    not_a_directory = tmp_path / "excluding.spec"  # a destination that is a file
+    assert await run_cli(*argv[:-2], "-x", str(not_a_directory)) == 2
+    assert f"destination {not_a_directory} is not a directory" in capsys.readouterr().err
 
 
 def test_demo_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
