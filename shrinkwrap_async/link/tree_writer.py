@@ -41,6 +41,14 @@ RelPath = tuple[str, ...]
 # a file system that honours device nodes where the nodev CVMFS mount keeps it inert, is
 # skipped with a warning.
 HARMLESS_DEVICES = frozenset({(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0)})
+
+
+def harmless_device(kind: int, rdev: int) -> bool:
+    """Whether a device node of file type ``kind`` and number ``rdev`` is one of
+    :data:`HARMLESS_DEVICES` (the export makes those only; packing keeps those only)."""
+    return kind == stat.S_IFCHR and (os.major(rdev), os.minor(rdev)) in HARMLESS_DEVICES
+
+
 NAME_MAX = 255  # bytes of a name a Linux file system can hold
 SYMLINK_MAX = 4095  # bytes of a symlink target (PATH_MAX less its terminating NUL)
 
@@ -417,9 +425,7 @@ class TreeWriter:
             self.skipped_devices.append(label)
             self._warn(f"{label}: device node or socket skipped (needs root)")
             return False
-        if kind in (stat.S_IFCHR, stat.S_IFBLK) and (
-            kind != stat.S_IFCHR or (os.major(rdev), os.minor(rdev)) not in HARMLESS_DEVICES
-        ):
+        if kind in (stat.S_IFCHR, stat.S_IFBLK) and not harmless_device(kind, rdev):
             letter = "c" if kind == stat.S_IFCHR else "b"
             self.skipped_devices.append(label)
             self._warn(

@@ -45,7 +45,7 @@ from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.config.variant_symlinks import expand_variant_symlink
 from shrinkwrap_async.exitcodes import PartialExportError, UnsafePathError
 from shrinkwrap_async.hashing import ObjectSuffix, stored_size_limit
-from shrinkwrap_async.link.tree_writer import HARMLESS_DEVICES
+from shrinkwrap_async.link.tree_writer import harmless_device
 from shrinkwrap_async.packing.entries import (
     DEFAULT_XATTR_PREFIXES,
     MARKER_NAME,
@@ -508,7 +508,7 @@ class StreamedEntries:
         rdev = None
         if kind != stat.S_IFIFO:
             rdev = (os.major(entry.rdev), os.minor(entry.rdev))
-            if kind != stat.S_IFCHR or rdev not in HARMLESS_DEVICES:  # as the export
+            if not harmless_device(kind, entry.rdev):  # as the export
                 log.warning("skipping /%s: device node %d,%d is not packed", path, *rdev)
                 return None
         return _Walked(

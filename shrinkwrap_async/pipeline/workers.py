@@ -70,6 +70,9 @@ SPLIT_SUMMED = (
     *("files", "dirs", "symlinks", "specials", "bytes", "removed", "unchanged"),
     *("content_copies", "catalogs_diffed"),
 )
+# Counted by the shard owning an entry's directory, or again by a final pass that walks
+# everything (after a failed shard): one count or the other, never their sum.
+COUNTED_ONCE = ("skipped_devices",)
 JOIN_SECONDS = 1.0
 
 
@@ -513,9 +516,7 @@ def merge_summaries(
     stats.failures = [Failure(**f) for f in final.get("failures", [])]
     for key in summed:
         setattr(stats, key, getattr(stats, key) + sum(int(s.get(key, 0)) for s in shards))
-    # A special file is made by the shard owning its directory, or by the final pass when
-    # it walks everything again (after a failed shard): one count or the other.
-    shards_skipped = sum(int(s.get("skipped_devices", 0)) for s in shards)
-    stats.skipped_devices = max(stats.skipped_devices, shards_skipped)
+    for key in COUNTED_ONCE:
+        setattr(stats, key, max(getattr(stats, key), sum(int(s.get(key, 0)) for s in shards)))
     stats.dedup_files = max(0, stats.files - stats.data_files)
     return stats

@@ -84,6 +84,9 @@ def is_fanout_name(name: str) -> bool:
 WITHHELD_XATTR_NAMESPACES = ("security.", "trusted.")
 
 
-def applied_xattrs(xattrs: Xattrs) -> list[tuple[str, bytes]]:
-    """The attributes of ``xattrs`` an export sets (see ``WITHHELD_XATTR_NAMESPACES``)."""
+def applied_xattrs(xattrs: Xattrs) -> Xattrs:
+    """The attributes of ``xattrs`` an export sets (see ``WITHHELD_XATTR_NAMESPACES``).
+    Most objects have none: called for every object committed, that case costs nothing."""
+    if not xattrs:
+        return ()
     return [(k, v) for k, v in xattrs if not k.lower().startswith(WITHHELD_XATTR_NAMESPACES)]
