@@ -12,6 +12,7 @@ follows them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import stat
 import urllib.parse
@@ -254,7 +255,10 @@ class Catalog:
                         return  # a short batch is the last one
                     await asyncio.sleep(0)  # a long listing lets the other tasks run
             finally:
-                cursor.close()
+                # A consumer that stopped early (an invalid row) leaves this generator to be
+                # finalized by the event loop, possibly after the catalog was closed.
+                with contextlib.suppress(sqlite3.ProgrammingError):
+                    cursor.close()
         except sqlite3.Error as error:
             raise CatalogError(f"{self.path}: corrupt catalog: {error}") from error
 

@@ -45,7 +45,7 @@ from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.config.variant_symlinks import expand_variant_symlink
 from shrinkwrap_async.exitcodes import PartialExportError, UnsafePathError
 from shrinkwrap_async.hashing import ObjectSuffix, stored_size_limit
-from shrinkwrap_async.link.tree_writer import harmless_device
+from shrinkwrap_async.link.tree_writer import harmless_device, validate_symlink_target
 from shrinkwrap_async.packing.entries import (
     DEFAULT_XATTR_PREFIXES,
     MARKER_NAME,
@@ -483,6 +483,7 @@ class StreamedEntries:
             target = entry.symlink
             if not self.options.keep_variant_symlinks:
                 target = expand_variant_symlink(target, self._env)
+            validate_symlink_target(tuple(path.split("/")), target)  # as the export
             uid, gid = self._own_ids  # the export leaves symlinks to the running user
             return _Walked(
                 PackEntry(path, EntryKind.SYMLINK, SYMLINK_MODE, uid, gid, mtime,

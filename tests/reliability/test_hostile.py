@@ -197,6 +197,36 @@ def test_hostile_repository_refused(case: str, tmp_path: Path, nginx: NginxServe
     assert run.peak_rss_kib < 512 * 1024, f"peak RSS {run.peak_rss_kib} KiB"
 
 
+PACK_REFUSES = (
+    "name climbing out",
+    "name with NUL",
+    "two files of one name",
+    "symlink target with NUL",
+    "symlink target of 5000 bytes",
+    "uid 2**40",
+)
+
+
+@pytest.mark.parametrize("case", PACK_REFUSES)
+def test_packing_from_the_repository_refuses_as_the_export(
+    case: str, tmp_path: Path, nginx: NginxServer
+) -> None:
+    """A tarball streamed from the repository is refused for what the export refuses (a
+    member climbing out or one no file system holds), and no output is left behind."""
+    _, expected, _ = CASES[case]
+    _, ws, fqrn = run_case(case, tmp_path, nginx)
+    spec = tmp_path / "all.spec"
+    spec.write_text("/*\n")
+    archive = tmp_path / "packed.tar"
+    pack = [sys.executable, "-m", "shrinkwrap_async", "pack", "-r", fqrn, "-o", str(archive)]
+    packed = h.run_export([*pack, "-f", str(ws.root / "client.conf"), "-t", str(spec)], timeout=120)
+    assert packed.returncode == expected == 3, packed.describe()
+    assert "Traceback" not in packed.stderr, packed.describe()
+    assert "refusing" in packed.stderr or "owner beyond 32 bits" in packed.stderr
+    assert not archive.exists() and os.listdir(tmp_path).count("packed.tar") == 0
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".packed.tar")]
+
+
 def test_hard_link_group_spanning_catalogs(tmp_path: Path, nginx: NginxServer) -> None:
     """Group 1 in the root catalog and group 1 in /n: different files, never one inode."""
 
