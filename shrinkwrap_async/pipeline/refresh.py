@@ -54,6 +54,7 @@ from shrinkwrap_async.catalogs.entry import (
 )
 from shrinkwrap_async.catalogs.pages import rows_to_compare
 from shrinkwrap_async.catalogs.schema import Flag
+from shrinkwrap_async.exitcodes import UnsafePathError
 from shrinkwrap_async.hashing import Digest
 from shrinkwrap_async.link.tree_writer import MARKER_NAME, validate_name
 from shrinkwrap_async.pipeline.catalog_fetch import SharedByJobs
@@ -399,6 +400,13 @@ class CatalogDiff(SharedByJobs):
         rewalk: set[str] = set()
         for row in rows:
             entry = entry_from_row(prefix + _as_name(row[0]), row[:11])
+            if md5path(entry.path) != row[13:15]:
+                # A full listing refuses two entries of one name; a diff sees only the
+                # changed one, and a row keyed as another path is how a catalog holds both.
+                raise UnsafePathError(
+                    f"refusing {entry.path!r}: its catalog row is keyed as another path "
+                    "(a second entry of this name?)"
+                )
             entries.append(entry)
             dirty, old_flags = row[11], row[12]
             if not entry.is_directory or entry.is_nested_mountpoint:
@@ -440,11 +448,12 @@ _ONE_PARENT = " AND p1 = ?1 AND p2 = ?2"
 
 
 def _difference_queries(columns: str, parent: str) -> tuple[str, str]:
-    """The queries of the changed rows (with whether a change lies below, and the flags
-    the row had) and of the removed rows (name, mode, flags), each row led by its parent's
-    key; ``parent`` narrows both to one directory (:data:`_ONE_PARENT`) or is empty."""
+    """The queries of the changed rows (with whether a change lies below, the flags the
+    row had, and its path's key) and of the removed rows (name, mode, flags), each row led
+    by its parent's key; ``parent`` narrows both to one directory (:data:`_ONE_PARENT`) or
+    is empty."""
     changed = (
-        f"SELECT x.p1, x.p2, {columns}, max(x.dirty), o.flags FROM ("
+        f"SELECT x.p1, x.p2, {columns}, max(x.dirty), o.flags, x.m1, x.m2 FROM ("
         f" SELECT p1, p2, m1, m2, 0 AS dirty FROM temp.changes WHERE kind != {_REMOVED}{parent}"
         f" UNION ALL SELECT p1, p2, m1, m2, 1 FROM temp.dirty WHERE 1{parent}) x"
         " JOIN main.catalog n ON n.md5path_1 = x.m1 AND n.md5path_2 = x.m2"

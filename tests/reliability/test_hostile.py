@@ -227,6 +227,76 @@ def test_packing_from_the_repository_refuses_as_the_export(
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".packed.tar")]
 
 
+REFRESH_REFUSES = (
+    "two files of one name",
+    "name climbing out",
+    "symlink target with NUL",
+    "uid 2**40",
+)
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(root)): path.read_text() if path.is_file() else "/"
+        for path in root.rglob("*")
+    }
+
+
+@pytest.mark.parametrize("case", REFRESH_REFUSES)
+def test_a_hostile_revision_is_refused_by_a_refresh(
+    case: str, tmp_path: Path, nginx: NginxServer
+) -> None:
+    """Revision 1 exported, revision 2 (a new file in /d and in /n, and the hostile rows)
+    refreshed onto it by the catalog diff, which sees only the changed rows: refused as a
+    fresh export refuses it, the tree and its record left at revision 1; a good revision 3
+    then refreshes to the same tree as a fresh export of it, and verifies."""
+    build, expected, _ = CASES[case]
+    fqrn = f"refresh{REFRESH_REFUSES.index(case)}.hostile.local"
+    out = tmp_path / "out"
+    ws = h.Workspace(tmp_path / "ws", out / "keys")
+    publisher = hp.HostilePublisher(out, fqrn)
+    publisher.prepare_directories()
+    source = hp.base_source(tmp_path / "source")
+    publisher.publish(source)
+    (nginx.docroot / "cvmfs" / fqrn).symlink_to(out / "cvmfs" / fqrn)
+    config = h.write_config(
+        ws.root / "client.conf",
+        server_urls=[nginx.repository_url("@fqrn@")],
+        keys_dir=out / "keys",
+        cache=ws.cache,
+    )
+    export = h.export_command(fqrn, config, ws.dest, jobs=8)
+    first = h.run_export(export, timeout=120)
+    assert first.returncode == 0, first.describe()
+    tree = ws.dest / fqrn
+    record = ws.dest / ".provenance" / fqrn / "export.json"
+    tree_1, record_1 = _tree(tree), record.read_bytes()
+
+    (source / "d" / "new.txt").write_text("new in 2\n")
+    (source / "n" / "inner2.txt").write_text("inner 2\n")
+    build(publisher, ws)
+    publisher.publish(source)
+    refused = h.run_export(export, timeout=120)
+    assert refused.returncode == expected == 3, refused.describe()
+    assert "Traceback" not in refused.stderr, refused.describe()
+    assert outside_untouched(ws)
+    assert _tree(tree) == tree_1 and record.read_bytes() == record_1
+
+    publisher.extra_rows.clear()
+    publisher.catalog_sql.clear()
+    (source / "d" / "third.txt").write_text("3\n")
+    publisher.publish(source)
+    mended = h.run_export(export, timeout=120)
+    assert mended.returncode == 0, mended.describe()
+    fresh = h.run_export(h.export_command(fqrn, config, tmp_path / "fresh", jobs=8), timeout=120)
+    assert fresh.returncode == 0, fresh.describe()
+    assert _tree(tree) == _tree(tmp_path / "fresh" / fqrn)
+    assert _tree(tree)["d/ok.txt"] == "fine\n"
+    verify = [sys.executable, "-m", "shrinkwrap_async", "verify", "-r", fqrn, "-x", str(ws.dest)]
+    verified = h.run_export(verify, timeout=120)
+    assert verified.returncode == 0, verified.describe()
+
+
 def test_hard_link_group_spanning_catalogs(tmp_path: Path, nginx: NginxServer) -> None:
     """Group 1 in the root catalog and group 1 in /n: different files, never one inode."""
 
