@@ -17,6 +17,9 @@ regular proxies) and ``CVMFS_EXTERNAL_FALLBACK_PROXY``, with ``CVMFS_EXTERNAL_TI
 ``CVMFS_EXTERNAL_MAX_SERVERS`` (> 0) keeping only the first hosts, as the client does. Unset
 ``CVMFS_EXTERNAL_URL`` means external files cannot be exported.
 
+The blacklist (``CVMFS_BLACKLIST``, else ``/etc/cvmfs/blacklist`` when it exists) refuses
+listed certificate fingerprints and, in ``<fqrn N`` lines, revisions below ``N``.
+
 Trusted CAs (``CVMFS_TRUSTED_CERTS``, ``:``-separated directories or files of PEM CA
 certificates and CRLs) are only used by repositories whose whitelist asks for them
 (``Vpkcs7``, ``Wcachain``); unset, ``/etc/grid-security/certificates`` when it exists.
@@ -39,6 +42,7 @@ from shrinkwrap_async.config.parser import ConfigValues, parse_config_files
 from shrinkwrap_async.exitcodes import ConfigError
 
 DEFAULT_KEYS_DIR = Path("/etc/cvmfs/keys")
+DEFAULT_BLACKLIST = Path("/etc/cvmfs/blacklist")  # the client's, read when it exists
 DEFAULT_TRUSTED_CERTS = Path("/etc/grid-security/certificates")
 DIRECT = "DIRECT"
 
@@ -81,6 +85,7 @@ class ClientSettings:
     repository_tag: str | None = None
     repository_date: str | None = None
     trusted_certs: tuple[Path, ...] = field(default_factory=lambda: default_trusted_certs())
+    blacklist: Path = DEFAULT_BLACKLIST
     external_urls: tuple[str, ...] = ()
     external_proxy_groups: tuple[tuple[str, ...], ...] = ((DIRECT,),)
     external_timeout: float | None = None  # None: as ``timeout``
@@ -139,6 +144,7 @@ class ClientSettings:
             repository_tag=values.get("CVMFS_REPOSITORY_TAG") or None,
             repository_date=values.get("CVMFS_REPOSITORY_DATE") or None,
             trusted_certs=_trusted_certs_from(values),
+            blacklist=_blacklist_from(values),
             external_urls=_external_urls_from(values, reader),
             external_proxy_groups=_proxy_groups_from(
                 values, "CVMFS_EXTERNAL_HTTP_PROXY", "CVMFS_EXTERNAL_FALLBACK_PROXY"
@@ -459,6 +465,12 @@ def _public_keys_from(values: ConfigValues) -> tuple[Path, ...]:
         shown = f"{key_name}={directory}" if directory_text else f"default {directory}"
         raise ConfigError(f"{where}: no public key (*.pub) found in {shown}; {fix}")
     return keys
+
+
+def _blacklist_from(values: ConfigValues) -> Path:
+    """``CVMFS_BLACKLIST``: one file (fingerprints, ``<fqrn N`` revision floors)."""
+    text = values.get("CVMFS_BLACKLIST", "").strip()
+    return _config_path(values, "CVMFS_BLACKLIST", text) if text else DEFAULT_BLACKLIST
 
 
 def default_trusted_certs() -> tuple[Path, ...]:

@@ -1,7 +1,8 @@
 """Establish trust in a repository's current root catalog.
 
 Master key(s) -> signed whitelist (expiry, repository name, certificate fingerprints) ->
-certificate object -> signed manifest -> root catalog hash. Every later object is checked
+certificate object (not in the site's blacklist) -> signed manifest (a revision the
+blacklist lets through) -> root catalog hash. Every later object is checked
 against a hash that descends from that root, so nothing else needs a signature.
 
 A whitelist with ``Vpkcs7`` is not checked with the master key but, as the client does,
@@ -44,6 +45,7 @@ from shrinkwrap_async.network.errors import (
     ObjectMissingError,
     TransferError,
 )
+from shrinkwrap_async.trust.blacklist import Blacklist
 from shrinkwrap_async.trust.manifest import Manifest
 from shrinkwrap_async.trust.release_certificate import ReleaseCertificate
 from shrinkwrap_async.trust.signature import (
@@ -388,12 +390,13 @@ async def establish_trust(
             f"no master public key configured for {fqrn}; set CVMFS_PUBLIC_KEY or CVMFS_KEYS_DIR"
         )
     master_keys = load_master_keys(settings.public_keys)
+    blacklist = Blacklist.load([settings.blacklist])
     if now is None:
         now = datetime.now(UTC)
     for attempt in range(SIGNED_FILE_ATTEMPTS):
         try:
             return await _verified_chain(
-                fetcher, settings, master_keys, cache_dir, now, fresh=attempt > 0
+                fetcher, settings, master_keys, blacklist, cache_dir, now, fresh=attempt > 0
             )
         except TrustError:
             if attempt == SIGNED_FILE_ATTEMPTS - 1:
@@ -405,12 +408,14 @@ async def _verified_chain(
     fetcher: Fetcher,
     settings: ClientSettings,
     master_keys: list[rsa.RSAPublicKey],
+    blacklist: Blacklist,
     cache_dir: Path | None,
     now: datetime,
     *,
     fresh: bool,
 ) -> TrustedRoot:
-    """One pass over the chain; ``fresh`` asks proxies for new copies of the signed files."""
+    """One pass over the chain; ``fresh`` asks proxies for new copies of the signed files
+    (a blacklisted revision may be a proxy's stale copy, so it is asked for again too)."""
     fqrn = settings.fqrn
     whitelist_data, manifest_data = await asyncio.gather(
         _fetch_file(fetcher, WHITELIST_FILE, settings, fresh=fresh),
@@ -438,7 +443,9 @@ async def _verified_chain(
     manifest = verify_manifest_letter(manifest_data, fqrn)
     assert manifest.certificate is not None
     pem, certificate = await _certificate(fetcher, manifest.certificate, settings, cache_dir)
+    blacklist.check_certificate(fqrn, certificate.der)
     if whitelist.cachain and cas is None:
         cas = await load_trusted_cas(settings, "Wcachain")
     verify_manifest(manifest, whitelist, certificate, fqrn, cas=cas, now=now)
+    blacklist.check_revision(fqrn, manifest.revision)  # a revision it signed
     return TrustedRoot(fqrn, manifest, whitelist, pem)

@@ -240,7 +240,8 @@ def test_public_key_file_missing(tmp_path: Path, keys_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "key", ["CVMFS_PUBLIC_KEY", "CVMFS_KEYS_DIR", "CVMFS_UID_MAP", "CVMFS_CACHE_BASE"]
+    "key",
+    ["CVMFS_PUBLIC_KEY", "CVMFS_KEYS_DIR", "CVMFS_UID_MAP", "CVMFS_CACHE_BASE", "CVMFS_BLACKLIST"],
 )
 def test_a_path_with_a_nul_byte(tmp_path: Path, keys_dir: Path, key: str) -> None:
     """A one-line configuration error; the OS calls would raise ValueError."""
@@ -256,6 +257,14 @@ def test_a_path_name_too_long(tmp_path: Path, keys_dir: Path, key: str, problem:
     """ENAMETOOLONG from stat: Path.is_file and Path.exists raise it rather than say no."""
     message = config_error(tmp_path, base_config(keys_dir) + f"{key}={tmp_path}/{'k' * 300}\n")
     assert f"client.conf:3: {key}" in message and problem in message
+
+
+def test_blacklist_setting(tmp_path: Path, keys_dir: Path) -> None:
+    """The client's /etc/cvmfs/blacklist unless CVMFS_BLACKLIST names another file (relative
+    to the configuration file, as the other paths)."""
+    assert load(tmp_path, base_config(keys_dir)).blacklist == Path("/etc/cvmfs/blacklist")
+    chosen = load(tmp_path, base_config(keys_dir) + "CVMFS_BLACKLIST=site/blacklist\n")
+    assert chosen.blacklist == tmp_path / "site" / "blacklist"
 
 
 def test_unreadable_id_map(tmp_path: Path, keys_dir: Path) -> None:

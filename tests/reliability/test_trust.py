@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from shrinkwrap_async.testing.nginx import NginxServer
 
@@ -95,3 +98,32 @@ def test_nested_catalog_with_wrong_hash_exit_3(
     run = _export(fault_repo, ws, nginx)
     assert "Traceback" not in run.stderr, run.describe()
     assert run.returncode == 3, run.describe()
+
+
+@pytest.mark.parametrize("listed", ["revision", "certificate"])
+def test_blacklist_refuses_the_export_exit_3(
+    listed: str, fault_repo: Repo, nginx: NginxServer, tmp_path: Path
+) -> None:
+    """``CVMFS_BLACKLIST`` naming the repository's revision floor or its certificate: the
+    export is refused in one line, nothing is written into the tree."""
+    ws = h.Workspace(tmp_path / "ws", fault_repo.keys_dir)
+    blacklist = tmp_path / "blacklist"
+    if listed == "revision":
+        blacklist.write_text(f"<{fault_repo.fqrn} 1000\n")
+    else:
+        stored = next((fault_repo.repository_dir / "data").rglob("*X")).read_bytes()
+        pem = x509.load_pem_x509_certificate(zlib.decompress(stored))
+        der = pem.public_bytes(serialization.Encoding.DER)
+        blacklist.write_text(":".join(f"{b:02X}" for b in hashlib.sha1(der).digest()) + "\n")
+    config = h.write_config(
+        ws.root / "client.conf",
+        server_urls=[nginx.repository_url("@fqrn@")],
+        keys_dir=fault_repo.keys_dir,
+        cache=ws.cache,
+        extra={"CVMFS_BLACKLIST": str(blacklist)},
+    )
+    run = h.run_export(h.export_command(fault_repo.fqrn, config, ws.dest, jobs=8))
+    assert run.returncode == 3, run.describe()
+    errors = [line for line in run.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "blacklisted" in errors[0], run.describe()
+    assert _no_files(ws.dest / fault_repo.fqrn)

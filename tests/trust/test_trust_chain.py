@@ -91,6 +91,7 @@ def settings_for(
     fqrn: str,
     key_of: str | None = None,
     url_of: str | None = None,
+    blacklist: Path | None = None,
 ) -> ClientSettings:
     return ClientSettings.for_repository(
         fqrn,
@@ -99,6 +100,7 @@ def settings_for(
         max_retries=0,
         timeout=5,
         timeout_direct=5,
+        **({"blacklist": blacklist} if blacklist is not None else {}),
     )
 
 
@@ -111,8 +113,9 @@ async def trust(
     url_of: str | None = None,
     cache_dir: Path | None = None,
     now: datetime = NOW,
+    blacklist: Path | None = None,
 ) -> TrustedRoot:
-    settings = settings_for(server, fixtures, fqrn, key_of, url_of)
+    settings = settings_for(server, fixtures, fqrn, key_of, url_of, blacklist)
     async with Fetcher(settings) as fetcher:
         return await establish_trust(fetcher, settings, cache_dir=cache_dir, now=now)
 
@@ -297,6 +300,65 @@ async def test_certificate_not_on_whitelist(
     resign_whitelist(fixture_docroot, fixtures_dir, list_only_foreign)
     message = await refused(fixture_server, fixtures_dir)
     assert message.startswith("certificate not on whitelist")
+
+
+@pytest.mark.parametrize("fqrn", [FIX1, FIX2, FIX3])
+async def test_blacklisted_certificate_is_refused(
+    fixture_server: StaticServer, fixtures_dir: Path, fqrn: str, tmp_path: Path
+) -> None:
+    """A fingerprint in the site's blacklist (in the certificate's algorithm, with a comment)
+    refuses a certificate the whitelist lists; another certificate's fingerprint does not."""
+    own = (fixtures_dir / "keys/private" / f"{fqrn}.crt").read_bytes()
+    other = (fixtures_dir / "keys/private" / f"{FIX2 if fqrn == FIX1 else FIX1}.crt").read_bytes()
+    algorithm = ALGORITHMS[fqrn]
+    blacklist = tmp_path / "blacklist"
+    blacklist.write_bytes(b"# site blacklist\n" + fingerprint(other, algorithm) + b"\n")
+    root = await trust(fixture_server, fixtures_dir, fqrn, blacklist=blacklist)
+    assert root.root_catalog.hex == ROOTS[fqrn]
+    listed = fingerprint(own, algorithm)
+    blacklist.write_bytes(b"# site blacklist\n" + listed + b" # key leaked\n")
+    message = await refused(fixture_server, fixtures_dir, fqrn, blacklist=blacklist)
+    assert message.startswith(f"the certificate of {fqrn} is blacklisted in {blacklist}")
+
+
+@pytest.mark.parametrize(
+    ("lines", "accepted"),
+    [
+        ([f"<{FIX1} 4"], False),
+        ([f"<{FIX1}\t 9", f"<{FIX1} 2"], False),  # the highest floor counts
+        ([f"<{FIX1} 3"], True),  # only revisions below 3
+        ([f"<{FIX1} 4 "], True),  # something after the number: not a revision line
+        ([f"<{FIX1}4"], True),
+        ([f"<{FIX1}.other 9", "<fix2.test.local 9", f"{FIX1} 9"], True),
+    ],
+)
+async def test_blacklisted_revision_is_refused(
+    fixture_server: StaticServer,
+    fixtures_dir: Path,
+    tmp_path: Path,
+    lines: list[str],
+    accepted: bool,
+) -> None:
+    """``<fqrn N`` refuses the revisions of fqrn below N (fix1 serves revision 3), read as
+    the client reads it; after the signatures, so the revision is one the publisher signed."""
+    blacklist = tmp_path / "blacklist"
+    blacklist.write_text("\n".join(lines) + "\n")
+    if accepted:
+        root = await trust(fixture_server, fixtures_dir, FIX1, blacklist=blacklist)
+        assert root.revision == 3
+        return
+    message = await refused(fixture_server, fixtures_dir, FIX1, blacklist=blacklist)
+    assert message.startswith(f"revision 3 of {FIX1} is blacklisted: {blacklist} refuses")
+
+
+async def test_a_missing_blacklist_is_empty_an_unreadable_one_an_error(
+    fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-blacklist"
+    root = await trust(fixture_server, fixtures_dir, FIX1, blacklist=missing)
+    assert root.revision == 3
+    with pytest.raises(ConfigError, match="cannot read the blacklist"):
+        await trust(fixture_server, fixtures_dir, FIX1, blacklist=tmp_path)  # a directory
 
 
 async def test_wrong_master_key(fixture_server: StaticServer, fixtures_dir: Path) -> None:
