@@ -60,6 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("-p", "--stat-period", type=float, default=10.0, help="seconds")
     parser.add_argument("-g", "--gc", action="store_true", help="collect unused objects after")
     parser.add_argument("--dry-run", action="store_true", help="walk catalogs, write nothing")
+    parser.add_argument(
+        "--allow-older-revision",
+        action="store_true",
+        help="apply a revision older than the one exported (else it is kept, as the client "
+        "keeps its newer cached revision when a mirror or proxy serves an older one)",
+    )
     parser.add_argument("--json", action="store_true", help="summary as JSON on stdout")
     parser.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress"
@@ -142,6 +148,7 @@ def export_loaded(
         dry_run=args.dry_run,
         keep_raw_symlinks=args.keep_variant_symlinks,
         stat_period=args.stat_period,
+        allow_older_revision=args.allow_older_revision,
         progress=args.progress and args.quiet == 0 and not final_pass,
         live_progress=sys.stderr.isatty(),
         extra=extra,

@@ -74,12 +74,15 @@ async def export_repository(
                     db,
                     fqrn,
                     root_hash=root_hex,
+                    revision=trusted.revision,
                     spec_digest=spec_digest,
                     tree_root=options.dest_base / fqrn,
+                    allow_older=options.allow_older_revision,
                 )
             if plan.up_to_date:
-                log_up_to_date(fqrn, trusted.revision, root_hex)
-                return up_to_date_stats(fetcher, trusted.revision, root_hex)
+                stats = up_to_date_stats(fetcher, trusted, plan)
+                log_up_to_date(fqrn, stats)
+                return stats
             return await _run_recorded(
                 settings,
                 spec,
@@ -97,19 +100,44 @@ async def export_repository(
                 await db.close()
 
 
-def log_up_to_date(fqrn: str, revision: int, root_hex: str) -> None:
+def log_up_to_date(fqrn: str, stats: ExportStats) -> None:
+    """The line of a run with nothing to do: up to date, or a newer revision kept."""
+    if stats.offered_revision is not None:
+        log_event(
+            log,
+            "export.kept_newer",
+            f"kept {fqrn} revision {stats.revision}: the server offers revision "
+            f"{stats.offered_revision}, which is older (a stale mirror or proxy?); "
+            "--allow-older-revision applies it",
+            level=logging.WARNING,
+            fqrn=fqrn,
+            revision=stats.revision,
+            offered_revision=stats.offered_revision,
+        )
+        return
     log_event(
         log,
         "export.up_to_date",
-        f"{fqrn} revision {revision} is already exported with this spec",
+        f"{fqrn} revision {stats.revision} is already exported with this spec",
         fqrn=fqrn,
-        revision=revision,
-        root_hash=root_hex,
+        revision=stats.revision,
+        root_hash=stats.root_hash,
     )
 
 
-def up_to_date_stats(fetcher: Any, revision: int, root_hex: str) -> ExportStats:
-    stats = ExportStats(revision=revision, root_hash=root_hex, up_to_date=True, exit_code=0)
+def up_to_date_stats(fetcher: Any, trusted: Any, plan: RefreshPlan) -> ExportStats:
+    """The summary of a run with nothing to do (``plan.up_to_date``)."""
+    if plan.kept is not None:
+        stats = ExportStats(
+            revision=plan.kept.revision,
+            root_hash=plan.kept.root_hash,
+            up_to_date=True,
+            offered_revision=trusted.revision,
+            exit_code=0,
+        )
+    else:
+        revision, root_hex = trusted.revision, trusted.root_catalog.hex
+        stats = ExportStats(revision=revision, root_hash=root_hex, up_to_date=True, exit_code=0)
     stats.take_fetch_counters(getattr(fetcher, "stats", None))
     return stats
 

@@ -59,7 +59,7 @@ from shrinkwrap_async.hashing import Digest
 from shrinkwrap_async.link.tree_writer import MARKER_NAME, validate_name
 from shrinkwrap_async.pipeline.catalog_fetch import SharedByJobs
 from shrinkwrap_async.spec.tree import Spec
-from shrinkwrap_async.state.db import ABORTED, RUNNING, StateDB
+from shrinkwrap_async.state.db import ABORTED, RUNNING, ExportRecord, StateDB
 
 if TYPE_CHECKING:
     from shrinkwrap_async.catalogs.reader import Catalog
@@ -88,6 +88,9 @@ class RefreshPlan:
     # No export of another root hash ever completed here: the catalogs recorded are those
     # of runs towards this root (a resumed export), to skip; none has an older version.
     resumes_root: bool = False
+    # The destination holds a newer revision than the one offered (a stale mirror or proxy,
+    # or a replayed manifest): it is kept, as the client keeps its newer cached revision.
+    kept: ExportRecord | None = None
 
     def can_skip(self, mountpoint: str, digest_hex: str, tree_root: Path) -> bool:
         """Whether the catalog ``digest_hex`` at ``mountpoint`` is already in the tree."""
@@ -105,10 +108,19 @@ class RefreshPlan:
 
 
 async def plan_refresh(
-    db: StateDB, fqrn: str, *, root_hash: str, spec_digest: str, tree_root: Path
+    db: StateDB,
+    fqrn: str,
+    *,
+    root_hash: str,
+    revision: int,
+    spec_digest: str,
+    tree_root: Path,
+    allow_older: bool = False,
 ) -> RefreshPlan:
     """Read the state database; forget applied catalogs that cannot be trusted any more
-    (recorded under another spec, or a run towards another root hash stopped half-way)."""
+    (recorded under another spec, or a run towards another root hash stopped half-way).
+    A ``revision`` older than the last completed export's is not applied (``kept``)
+    unless ``allow_older``."""
     last = await db.last_export(fqrn)
     latest = await db.latest_run(fqrn)
     tree_present = tree_root.is_dir()
@@ -120,6 +132,8 @@ async def plan_refresh(
         and (latest is None or latest.status == "succeeded")
     ):
         return RefreshPlan(up_to_date=True, spec_changed=False)
+    if last is not None and tree_present and revision < last.revision and not allow_older:
+        return RefreshPlan(up_to_date=True, spec_changed=False, kept=last)
     previous_spec = latest.spec_digest if latest is not None else None
     if previous_spec != spec_digest or not tree_present:
         await _forget_all(db, fqrn)

@@ -74,6 +74,7 @@ class ExportOptions:
     progress: bool = False
     live_progress: bool = False
     warn: Callable[[str], None] | None = None
+    allow_older_revision: bool = False  # apply a revision older than the one exported
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

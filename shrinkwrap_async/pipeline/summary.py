@@ -41,6 +41,8 @@ class ExportStats:
     root_hash: str = ""
     failures: list[Failure] = field(default_factory=list)
     up_to_date: bool = False  # same root hash and spec as the last export: nothing walked
+    # the older revision the server offered while the destination kept its newer one
+    offered_revision: int | None = None
     catalogs_skipped: int = 0  # unchanged nested catalogs whose subtree was left as it was
     catalogs_diffed: int = 0  # changed catalogs compared row by row with the applied version
     # a shard of a refresh split by catalog: the catalogs it completed (mountpoint -> hash)

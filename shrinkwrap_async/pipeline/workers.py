@@ -163,7 +163,7 @@ class DestinationState:
 
 
 async def destination_state(
-    settings: Any, spec: Spec, dest_base: Path, workers: int = 1
+    settings: Any, spec: Spec, dest_base: Path, workers: int = 1, *, allow_older: bool = False
 ) -> DestinationState:
     """Whether the tree holds this revision under this spec already (then the summary of
     the run that does nothing), or an earlier one a refresh can diff against, and then
@@ -186,14 +186,16 @@ async def destination_state(
                 db,
                 settings.fqrn,
                 root_hash=root_hex,
+                revision=trusted.revision,
                 spec_digest=spec.digest(),
                 tree_root=dest_base / settings.fqrn,
+                allow_older=allow_older,
             )
         finally:
             await db.close()
         state = DestinationState(trusted, plan, 0)
         if plan.up_to_date:
-            state.up_to_date = up_to_date_stats(fetcher, trusted.revision, root_hex)
+            state.up_to_date = up_to_date_stats(fetcher, trusted, plan)
         else:
             state.after_shards = ShardMarks(dest_base, settings.fqrn).directory.is_dir()
             if state.incremental and workers > 1:
@@ -307,13 +309,16 @@ def _run(
 
     from shrinkwrap_async.commands import export
 
-    state = run_async(destination_state(settings, spec, dest_base, workers))
+    allow_older = args.allow_older_revision
+    state = run_async(
+        destination_state(settings, spec, dest_base, workers, allow_older=allow_older)
+    )
     if state.up_to_date is not None:
         from shrinkwrap_async.pipeline.recorded_run import log_up_to_date
         from shrinkwrap_async.pipeline.runner import ExportOptions
 
         stats = state.up_to_date
-        log_up_to_date(settings.fqrn, state.trusted.revision, state.trusted.root_catalog.hex)
+        log_up_to_date(settings.fqrn, stats)
         if args.gc:  # as the ordinary export does after any complete run
             options = ExportOptions(dest_base=dest_base, dest_cache=export.dest_cache(args))
             export.run_gc(dest_base, options.store_root, args.quiet > 0)

@@ -27,6 +27,7 @@ _FIELDS_ATTR = "shrinkwrap_fields"
 EVENTS: Mapping[str, str] = {
     "export.start": "an export run starts (fqrn, revision, root_hash, spec_digest)",
     "export.up_to_date": "the destination already holds this root hash and spec",
+    "export.kept_newer": "the destination holds a newer revision than the server offers: kept",
     "export.finish": "an export run ended (fqrn, revision, exit_code, files, bytes, seconds)",
     "catalog.applied": "a catalog is fully applied to the tree (fqrn, mountpoint, digest)",
     "object.failed": "an object could not be exported (fqrn, name, reason)",

@@ -10,7 +10,7 @@ import pytest
 from shrinkwrap_async import cli
 from shrinkwrap_async.testing.command_line import run_cli, run_cli_process, source_arguments
 from shrinkwrap_async.testing.servers import StaticServer
-from shrinkwrap_async.testing.shared import write_client_config
+from shrinkwrap_async.testing.shared import listing_tool, write_client_config
 
 FQRN = "fix1.test.local"
 
@@ -113,3 +113,42 @@ async def test_unusable_catalog_cache_is_one_line_before_any_request(
     assert "CVMFS_CACHE_BASE" in last and "Traceback" not in result.stderr
     assert sum(fixture_server.requests.values()) == 0  # a fresh server: nothing was asked
     assert not (tmp_path / "out.tar").exists()
+
+
+async def test_an_older_revision_is_kept_unless_allowed(
+    fixture_server: StaticServer,
+    fixture_docroot: Path,
+    fixtures_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A mirror or proxy serving an older revision than the one exported (fix1's revision 2
+    manifest after revision 3): the export is kept, with a warning and the offered revision
+    in the summary, in one process and with shards; ``--allow-older-revision`` applies it,
+    to the tree a fresh export of revision 2 makes."""
+    listing = listing_tool()
+    source = source_arguments(tmp_path, fixture_server.url, fixtures_dir / "keys", FQRN, "/*\n")
+    dest = tmp_path / "dest"
+    argv = ["export", *source, "-x", str(dest), "--json", "--no-progress"]
+    assert await run_cli(*argv) == 0
+    assert json.loads(capsys.readouterr().out)["revision"] == 3
+    newer = listing.dump(str(dest), FQRN)
+    manifest = fixture_docroot / "cvmfs" / FQRN / ".cvmfspublished"
+    older = fixtures_dir / "revisions" / FQRN / "2" / ".cvmfspublished"
+    manifest.write_bytes(older.read_bytes())
+    for workers in ("1", "2"):
+        caplog.clear()
+        assert await run_cli(*argv, "--workers", workers) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["up_to_date"] and summary["revision"] == 3
+        assert summary["offered_revision"] == 2
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert any(f"kept {FQRN} revision 3: the server offers revision 2" in m for m in warned)
+        assert listing.diff(newer, listing.dump(str(dest), FQRN)) == []
+    assert await run_cli(*argv, "--allow-older-revision") == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["revision"] == 2 and summary["offered_revision"] is None
+    fresh = tmp_path / "fresh"
+    assert await run_cli("export", *source, "-x", str(fresh), "--no-progress", "-q") == 0
+    assert listing.diff(listing.dump(str(fresh), FQRN), listing.dump(str(dest), FQRN)) == []

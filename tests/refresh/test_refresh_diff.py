@@ -341,12 +341,14 @@ async def test_a_run_stopped_on_the_way_elsewhere_forgets_applied_catalogs(
         await db.finish_export(FQRN)
         # A run towards b stopped half-way (SIGKILL: still "running").
         await db.begin_export(FQRN, root_hash="b" * 40, revision=2, spec_digest="s")
-        resumed = await plan_refresh(db, FQRN, root_hash="b" * 40, spec_digest="s", tree_root=tree)
+        resumed = await plan_refresh(
+            db, FQRN, root_hash="b" * 40, revision=2, spec_digest="s", tree_root=tree
+        )
         assert resumed.applied == {"": "a" * 40, "/data": "d" * 40}
         assert resumed.after_unfinished  # its temp names may be in the directories it changed
         assert resumed.previous("/data", "e" * 40) == "d" * 40
         elsewhere = await plan_refresh(
-            db, FQRN, root_hash="c" * 40, spec_digest="s", tree_root=tree
+            db, FQRN, root_hash="c" * 40, revision=3, spec_digest="s", tree_root=tree
         )
         assert elsewhere.applied == {} and not elsewhere.spec_changed
         assert await db.applied_catalogs(FQRN) == {}
@@ -356,7 +358,7 @@ async def test_a_run_stopped_on_the_way_elsewhere_forgets_applied_catalogs(
         await db.record_catalogs_applied(FQRN, {"/sw": "f" * 40})
         await db.finish_export(FQRN, status=PARTIAL, exit_code=1)
         after_partial = await plan_refresh(
-            db, FQRN, root_hash="e" * 40, spec_digest="s", tree_root=tree
+            db, FQRN, root_hash="e" * 40, revision=4, spec_digest="s", tree_root=tree
         )
         assert after_partial.applied == {"/sw": "f" * 40}
 
