@@ -276,9 +276,7 @@ def report(args: argparse.Namespace, spec: Spec, stats: ExportStats, exit_code: 
         print(json.dumps(document, indent=1, sort_keys=True))
     elif args.quiet == 0:
         if up_to_date:
-            print(
-                f"{args.repo} revision {stats.revision} is up to date ({stats.requests} requests)"
-            )
+            print(stats.up_to_date_line(args.repo))
         else:
             print(stats.table())
         if args.dry_run:

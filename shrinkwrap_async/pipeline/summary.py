@@ -105,6 +105,13 @@ class ExportStats:
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=1, sort_keys=True)
 
+    def up_to_date_line(self, fqrn: str) -> str:
+        """What a run with nothing to do prints (without ``--json``)."""
+        kept = ""
+        if self.offered_revision is not None:
+            kept = f"; kept, the server offers the older revision {self.offered_revision}"
+        return f"{fqrn} revision {self.revision} is up to date ({self.requests} requests{kept})"
+
     def table(self) -> str:
         lines = ["Name|Value|Description"]
         lines += [f"{name}|{getattr(self, name)}|{text}" for name, text in self.ROWS]

@@ -266,7 +266,7 @@ def report_up_to_date(args: argparse.Namespace, stats: ExportStats, workers: int
         data.update(up_to_date=True, workers=workers, shards=[])
         print(json.dumps(data, indent=1, sort_keys=True))
     elif args.quiet == 0:
-        print(f"{args.repo} revision {stats.revision} is up to date ({stats.requests} requests)")
+        print(stats.up_to_date_line(args.repo))
     return int(ExitCode.OK)
 
 

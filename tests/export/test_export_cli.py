@@ -146,6 +146,11 @@ async def test_an_older_revision_is_kept_unless_allowed(
         warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert any(f"kept {FQRN} revision 3: the server offers revision 2" in m for m in warned)
         assert listing.diff(newer, listing.dump(str(dest), FQRN)) == []
+    assert await run_cli(*argv[:-2], "--no-progress") == 0  # the line without --json
+    assert (
+        "revision 3 is up to date (2 requests; kept, the server offers the older revision 2)"
+        in (capsys.readouterr().out)
+    )
     assert await run_cli(*argv, "--allow-older-revision") == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["revision"] == 2 and summary["offered_revision"] is None
