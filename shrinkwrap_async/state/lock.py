@@ -178,6 +178,12 @@ class RunLock:
     def _open(self) -> int:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # the destination itself, usually: --lock-file would not help
+            raise StorageError(
+                f"cannot create the directory {self.path.parent} (for the lock file): "
+                f"{error.strerror}"
+            ) from error
+        try:
             # No O_TRUNC: the file may hold the current holder's line, which we must not erase.
             return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as error:

@@ -124,12 +124,20 @@ def test_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
 
 
 def test_unwritable_lock_location_is_a_storage_error(tmp_path: Path) -> None:
+    """A destination that cannot be made is named as such (another lock file would not
+    help); a lock file that cannot be opened suggests --lock-file."""
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     from shrinkwrap_async.exitcodes import StorageError
 
+    with pytest.raises(StorageError) as below_a_file:
+        RunLock.for_destination(blocker / "dest").try_acquire()
+    message = str(below_a_file.value)
+    assert message.startswith(f"cannot create the directory {blocker}/dest/.provenance")
+    assert "--lock-file" not in message
+    (tmp_path / "lock").mkdir()
     with pytest.raises(StorageError, match="--lock-file"):
-        RunLock(blocker / "lock").try_acquire()
+        RunLock(tmp_path / "lock").try_acquire()
 
 
 def test_file_system_refusing_flock_is_exit_5(
