@@ -82,6 +82,7 @@ class ClientSettings:
     proxy_reset_after: float = BUILTIN_PROXY_RESET_AFTER
     host_reset_after: float = BUILTIN_HOST_RESET_AFTER
     use_geoapi: bool = False
+    follow_redirects: bool = False  # CVMFS_FOLLOW_REDIRECTS: else a redirect is a host error
     repository_tag: str | None = None
     repository_date: str | None = None
     trusted_certs: tuple[Path, ...] = field(default_factory=lambda: default_trusted_certs())
@@ -141,6 +142,7 @@ class ClientSettings:
             proxy_reset_after=reader.seconds("CVMFS_PROXY_RESET_AFTER", BUILTIN_PROXY_RESET_AFTER),
             host_reset_after=reader.seconds("CVMFS_HOST_RESET_AFTER", BUILTIN_HOST_RESET_AFTER),
             use_geoapi=reader.boolean("CVMFS_USE_GEOAPI", False),
+            follow_redirects=reader.boolean("CVMFS_FOLLOW_REDIRECTS", False),
             repository_tag=values.get("CVMFS_REPOSITORY_TAG") or None,
             repository_date=values.get("CVMFS_REPOSITORY_DATE") or None,
             trusted_certs=_trusted_certs_from(values),

@@ -11,6 +11,7 @@ from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from shrinkwrap_async.network.attempts import (
+    HOST_ERROR,
     TRANSFER,
     AttemptFailed,
     check_range_answer,
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from shrinkwrap_async.network.endpoints import Route
 
 READ_BUFFER = 256 * 1024  # aiohttp's default 64 KiB pauses the socket too often
+MAX_REDIRECTS = 4  # with CVMFS_FOLLOW_REDIRECTS, as the client's libcurl (CURLOPT_MAXREDIRS)
 
 
 def load_aiohttp() -> ModuleType:
@@ -100,7 +102,8 @@ class AiohttpRequest:
     :class:`~shrinkwrap_async.network.attempts.AttemptFailed`."""
 
     __slots__ = (
-        "_context", "_response", "headers", "no_cache", "path", "ranged", "route", "session",
+        "_context", "_response", "follow_redirects", "headers", "no_cache", "path", "ranged",
+        "route", "session",
     )  # fmt: skip
 
     def __init__(
@@ -111,6 +114,8 @@ class AiohttpRequest:
         no_cache: bool,
         headers: Mapping[str, str] | None = None,
         ranged: tuple[int, int] | None = None,
+        *,
+        follow_redirects: bool = False,
     ) -> None:
         self.session = session
         self.route = route
@@ -118,6 +123,7 @@ class AiohttpRequest:
         self.no_cache = no_cache
         self.headers = headers  # added to the client's usual headers
         self.ranged = ranged  # (offset, size) asked with a Range header
+        self.follow_redirects = follow_redirects  # at most MAX_REDIRECTS, as the client
         self._context: Any = None
         self._response: aiohttp.ClientResponse | None = None
 
@@ -132,9 +138,17 @@ class AiohttpRequest:
             headers = {**headers, **self.headers}
         try:
             self._context = self.session.get(
-                url, proxy=route.proxy, headers=headers, trace_request_ctx=route
+                url,
+                proxy=route.proxy,
+                headers=headers,
+                trace_request_ctx=route,
+                allow_redirects=self.follow_redirects,
+                max_redirects=MAX_REDIRECTS + 1,  # aiohttp fails at this count, curl after it
             )
             response = await self._context.__aenter__()
+        except aiohttp.TooManyRedirects:
+            self._context = None
+            raise AttemptFailed(HOST_ERROR, f"more than {MAX_REDIRECTS} redirects") from None
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             self._context = None
             raise AttemptFailed(TRANSFER, describe(error)) from None

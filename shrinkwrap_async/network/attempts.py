@@ -71,6 +71,12 @@ def classify_status(response: aiohttp.ClientResponse | LeanResponse, route: Rout
         raise AttemptFailed(PROXY_ERROR, f"{detail} from the proxy")
     if status == 404:
         raise AttemptFailed(MISSING, detail)
+    if status in (301, 302, 303, 307, 308):  # as the client: a host error unless followed
+        where = response.headers.get("Location", "")
+        raise AttemptFailed(
+            HOST_ERROR,
+            f"{detail}, a redirect to {where[:200]!r} (set CVMFS_FOLLOW_REDIRECTS=yes to follow)",
+        )
     if status >= 500 or status == 429:
         raise AttemptFailed(TRANSFER, detail)
     raise AttemptFailed(PROXY_ERROR if route.proxy is not None else HOST_ERROR, detail)

@@ -310,7 +310,15 @@ class Fetcher:
     ) -> AiohttpRequest:
         """One GET on ``route`` through aiohttp, counted as a request."""
         self._count_request(route)
-        return AiohttpRequest(self._session(route), route, path, no_cache, headers, ranged)
+        return AiohttpRequest(
+            self._session(route),
+            route,
+            path,
+            no_cache,
+            headers,
+            ranged,
+            follow_redirects=self.settings.follow_redirects,
+        )
 
     def _timeout_for(self, route: Route) -> float:
         if route.external:
@@ -556,7 +564,11 @@ class Fetcher:
         except KeyError:
             pass
         lean = None
-        if not self._closed and os.environ.get(LEAN_HTTP_ENV, "1") != "0":
+        # The lean client does not follow redirects: with CVMFS_FOLLOW_REDIRECTS, aiohttp does.
+        lean_wanted = (
+            os.environ.get(LEAN_HTTP_ENV, "1") != "0" and not self.settings.follow_redirects
+        )
+        if not self._closed and lean_wanted:
             host = urlsplit(route.host)
             endpoint = route.endpoint
             if host.scheme == "http" and endpoint.startswith("http://") and host.hostname:
