@@ -27,10 +27,12 @@ certificates and CRLs) are only used by repositories whose whitelist asks for th
 
 from __future__ import annotations
 
+import calendar
 import dataclasses
 import math
 import os
 import stat
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,11 +42,13 @@ from urllib.parse import SplitResult, urlsplit
 from shrinkwrap_async.config.idmap import IdMap
 from shrinkwrap_async.config.parser import ConfigValues, parse_config_files
 from shrinkwrap_async.exitcodes import ConfigError
+from shrinkwrap_async.hashing import Digest
 
 DEFAULT_KEYS_DIR = Path("/etc/cvmfs/keys")
 DEFAULT_BLACKLIST = Path("/etc/cvmfs/blacklist")  # the client's, read when it exists
 DEFAULT_TRUSTED_CERTS = Path("/etc/grid-security/certificates")
 DIRECT = "DIRECT"
+ISO_DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # CVMFS_REPOSITORY_DATE
 
 _TRUE = {"yes", "on", "1", "true"}
 _FALSE = {"no", "off", "0", "false"}
@@ -85,6 +89,7 @@ class ClientSettings:
     follow_redirects: bool = False  # CVMFS_FOLLOW_REDIRECTS: else a redirect is a host error
     repository_tag: str | None = None
     repository_date: str | None = None
+    root_hash: Digest | None = None  # CVMFS_ROOT_HASH
     trusted_certs: tuple[Path, ...] = field(default_factory=lambda: default_trusted_certs())
     blacklist: Path = DEFAULT_BLACKLIST
     external_urls: tuple[str, ...] = ()
@@ -144,7 +149,8 @@ class ClientSettings:
             use_geoapi=reader.boolean("CVMFS_USE_GEOAPI", False),
             follow_redirects=reader.boolean("CVMFS_FOLLOW_REDIRECTS", False),
             repository_tag=values.get("CVMFS_REPOSITORY_TAG") or None,
-            repository_date=values.get("CVMFS_REPOSITORY_DATE") or None,
+            repository_date=_repository_date_from(values),
+            root_hash=_root_hash_from(values),
             trusted_certs=_trusted_certs_from(values),
             blacklist=_blacklist_from(values),
             external_urls=_external_urls_from(values, reader),
@@ -467,6 +473,40 @@ def _public_keys_from(values: ConfigValues) -> tuple[Path, ...]:
         shown = f"{key_name}={directory}" if directory_text else f"default {directory}"
         raise ConfigError(f"{where}: no public key (*.pub) found in {shown}; {fix}")
     return keys
+
+
+def parse_repository_date(text: str, where: str) -> int:
+    """``CVMFS_REPOSITORY_DATE``'s only format, as seconds since the epoch (UTC)."""
+    try:
+        parsed = time.strptime(text, ISO_DATE_FORMAT)
+    except ValueError:
+        raise ConfigError(
+            f"{where}: CVMFS_REPOSITORY_DATE={text!r} is not a UTC time; use "
+            "YYYY-MM-DDThh:mm:ssZ, e.g. 2024-06-01T00:00:00Z"
+        ) from None
+    return calendar.timegm(parsed)
+
+
+def _parse_root_hash(text: str, where: str) -> Digest:
+    try:
+        return Digest.from_hex(text)
+    except ValueError:
+        raise ConfigError(
+            f"{where}: CVMFS_ROOT_HASH={text[:80]!r} is not a catalog hash (40 hex digits, "
+            "with -rmd160 or -shake128 for those algorithms)"
+        ) from None
+
+
+def _repository_date_from(values: ConfigValues) -> str | None:
+    text = values.get("CVMFS_REPOSITORY_DATE", "").strip()
+    if text:
+        parse_repository_date(text, values.where("CVMFS_REPOSITORY_DATE"))
+    return text or None
+
+
+def _root_hash_from(values: ConfigValues) -> Digest | None:
+    text = values.get("CVMFS_ROOT_HASH", "").strip()
+    return _parse_root_hash(text, values.where("CVMFS_ROOT_HASH")) if text else None
 
 
 def _blacklist_from(values: ConfigValues) -> Path:

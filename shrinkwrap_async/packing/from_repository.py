@@ -634,7 +634,7 @@ class RepositorySource:
     @property
     def publish_time(self) -> int | None:
         """The revision's publish time (manifest ``T``), the default time of root and marker."""
-        return self.trusted.manifest.publish_time
+        return self.trusted.publish_time
 
     @classmethod
     @contextlib.asynccontextmanager

@@ -77,7 +77,7 @@ async def export_repository(
                     revision=trusted.revision,
                     spec_digest=spec_digest,
                     tree_root=options.dest_base / fqrn,
-                    allow_older=options.allow_older_revision,
+                    allow_older=options.allow_older_revision or trusted.pinned is not None,
                 )
             if plan.up_to_date:
                 stats = up_to_date_stats(fetcher, trusted, plan)
@@ -174,7 +174,8 @@ async def _run_recorded(
     log_event(
         log,
         "export.start",
-        f"exporting {fqrn} revision {trusted.revision} ({root_hex})",
+        f"exporting {fqrn} revision {trusted.revision} ({root_hex})"
+        + (f", pinned by {trusted.pinned.reason}" if trusted.pinned else ""),
         fqrn=fqrn,
         revision=trusted.revision,
         root_hash=root_hex,
@@ -268,7 +269,7 @@ async def _run_recorded(
                 spec_text=spec.to_text(),
                 servers=settings.server_urls,
                 summary=stats.as_dict(),
-                publish_time=trusted.manifest.publish_time,
+                publish_time=trusted.publish_time,
             )
     except BaseException as error:
         # A local write failure (disk full, read-only, ...) not converted where it happened.

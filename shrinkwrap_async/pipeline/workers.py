@@ -189,7 +189,7 @@ async def destination_state(
                 revision=trusted.revision,
                 spec_digest=spec.digest(),
                 tree_root=dest_base / settings.fqrn,
-                allow_older=allow_older,
+                allow_older=allow_older or trusted.pinned is not None,
             )
         finally:
             await db.close()

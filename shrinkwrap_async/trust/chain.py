@@ -47,6 +47,7 @@ from shrinkwrap_async.network.errors import (
 )
 from shrinkwrap_async.trust.blacklist import Blacklist
 from shrinkwrap_async.trust.manifest import Manifest
+from shrinkwrap_async.trust.pinned_root import PinnedRoot, resolve_pinned_root
 from shrinkwrap_async.trust.release_certificate import ReleaseCertificate
 from shrinkwrap_async.trust.signature import (
     load_master_keys,
@@ -88,14 +89,19 @@ class TrustedRoot:
     manifest: Manifest
     whitelist: Whitelist
     certificate_pem: bytes
+    pinned: PinnedRoot | None = None  # CVMFS_ROOT_HASH, _REPOSITORY_TAG or _REPOSITORY_DATE
 
     @property
     def root_catalog(self) -> Digest:
-        return self.manifest.root_catalog
+        return self.pinned.root_catalog if self.pinned else self.manifest.root_catalog
 
     @property
     def revision(self) -> int:
-        return self.manifest.revision
+        return self.pinned.revision if self.pinned else self.manifest.revision
+
+    @property
+    def publish_time(self) -> int | None:
+        return self.pinned.publish_time if self.pinned else self.manifest.publish_time
 
 
 # -- pure verification (no network) --------------------------------------------------------
@@ -348,6 +354,30 @@ async def _certificate(
     return result
 
 
+async def _history(
+    fetcher: Fetcher, digest: Digest, settings: ClientSettings, cache_dir: Path | None
+) -> bytes:
+    """The history database object (for a pinned root), kept by hash beside the
+    certificates: a pinned run of an unchanged repository then costs two requests too."""
+    cached = None
+    if cache_dir is not None:
+        cached = cache_dir / "certificates" / f"{digest.hex}{ObjectSuffix.HISTORY}"
+        stored = _read_quietly(cached)
+        if stored is not None and digest.matches(stored):
+            return stored
+    try:
+        stored = await fetcher.fetch_object(digest, ObjectSuffix.HISTORY)
+    except ObjectCorruptError as error:
+        raise TrustError(f"history database of {settings.fqrn} is corrupt: {error}") from error
+    except FetchError as error:
+        raise UnreachableError(
+            f"cannot fetch the history database of {settings.fqrn}: {error}"
+        ) from error
+    if cached is not None:
+        _store_quietly(cached, stored)
+    return stored
+
+
 def _cached_pkcs7_path(cache_dir: Path | None, whitelist: bytes) -> Path | None:
     """Where the ``.cvmfswhitelist.pkcs7`` published with ``whitelist`` (its exact bytes)
     is kept: an unchanged repository then costs two requests, as one without Vpkcs7."""
@@ -395,13 +425,22 @@ async def establish_trust(
         now = datetime.now(UTC)
     for attempt in range(SIGNED_FILE_ATTEMPTS):
         try:
-            return await _verified_chain(
+            trusted = await _verified_chain(
                 fetcher, settings, master_keys, blacklist, cache_dir, now, fresh=attempt > 0
             )
+            break
         except TrustError:
             if attempt == SIGNED_FILE_ATTEMPTS - 1:
                 raise
-    raise AssertionError("unreachable")
+
+    async def fetch_history(digest: Digest) -> bytes:
+        return await _history(fetcher, digest, settings, cache_dir)
+
+    pinned = await resolve_pinned_root(settings, trusted.manifest, fetch_history)
+    if pinned is None:
+        return trusted
+    blacklist.check_revision(fqrn, pinned.revision)
+    return dataclasses.replace(trusted, pinned=pinned)
 
 
 async def _verified_chain(

@@ -267,6 +267,25 @@ def test_blacklist_setting(tmp_path: Path, keys_dir: Path) -> None:
     assert chosen.blacklist == tmp_path / "site" / "blacklist"
 
 
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("CVMFS_REPOSITORY_DATE=2024-06-01 00:00", "is not a UTC time; use YYYY-MM-DDThh:mm:ssZ"),
+        ("CVMFS_ROOT_HASH=abc", "is not a catalog hash"),
+    ],
+)
+def test_bad_pins(tmp_path: Path, keys_dir: Path, line: str, problem: str) -> None:
+    message = config_error(tmp_path, base_config(keys_dir) + line + "\n")
+    assert "client.conf:3:" in message and problem in message
+
+
+def test_pins_are_read(tmp_path: Path, keys_dir: Path) -> None:
+    pins = "CVMFS_ROOT_HASH=" + "ab" * 20 + "-rmd160\nCVMFS_REPOSITORY_DATE=2024-06-01T00:00:00Z\n"
+    settings = load(tmp_path, base_config(keys_dir) + pins)
+    assert settings.root_hash is not None and settings.root_hash.hex == "ab" * 20 + "-rmd160"
+    assert settings.repository_date == "2024-06-01T00:00:00Z"
+
+
 def test_unreadable_id_map(tmp_path: Path, keys_dir: Path) -> None:
     message = config_error(tmp_path, base_config(keys_dir) + f"CVMFS_UID_MAP={tmp_path}/none\n")
     assert "client.conf:3: CVMFS_UID_MAP" in message and "cannot read id map" in message

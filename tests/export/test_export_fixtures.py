@@ -233,6 +233,76 @@ async def test_incremental_a_to_b_gives_the_b_tree(
     assert allowed_problems(expected, listing.dump(str(dest), fqrn)) == []
 
 
+PINS = {
+    "tag": "CVMFS_REPOSITORY_TAG=trunk-previous\n",
+    "date": "CVMFS_REPOSITORY_DATE=2026-11-24T20:47:17Z\n",  # revision 2's tag time
+    "root hash": "CVMFS_ROOT_HASH=2c0a532d053941a164e5166a0e5e4e50086f27c0\n",
+}
+
+
+@needs_root
+@pytest.mark.parametrize("pin", list(PINS))
+async def test_a_pinned_revision_is_the_real_tools_tree_of_it(
+    fixture_server: StaticServer,
+    fixtures_dir: Path,
+    tmp_path: Path,
+    pin: str,
+) -> None:
+    """fix1 serves revision 3; a configuration pinning revision 2 (by tag, by date, by root
+    hash, resolved through the history database) exports the real tool's tree of revision
+    2, also over an export of revision 3; pinning ``trunk`` then brings revision 3 back."""
+    fqrn = "fix1.test.local"
+    dest = tmp_path / "dest"
+    base = write_config(tmp_path / "base.conf", fixture_server, fixtures_dir, tmp_path / "cache")
+    latest = await export_repository(
+        ClientSettings.load([base], fqrn), Spec.parse("/*\n"), ExportOptions(dest_base=dest)
+    )
+    assert latest.revision == 3 and latest.failures == []
+    pinned = tmp_path / "pinned.conf"
+    pinned.write_text(base.read_text() + PINS[pin])
+    stats = await export_repository(
+        ClientSettings.load([pinned], fqrn), Spec.parse("/*\n"), ExportOptions(dest_base=dest)
+    )
+    assert stats.revision == 2 and stats.failures == [] and not stats.up_to_date
+    expected = json.loads((fixtures_dir / "expected" / fqrn / "all_A.json").read_text())
+    assert allowed_problems(expected, listing.dump(str(dest), fqrn)) == []
+    record = json.loads((dest / ".provenance" / fqrn / "export.json").read_text())
+    assert record["revision"] == 2
+    again = await export_repository(
+        ClientSettings.load([pinned], fqrn), Spec.parse("/*\n"), ExportOptions(dest_base=dest)
+    )
+    assert again.up_to_date and again.revision == 2
+    assert again.requests == 2  # the history database is kept by hash, as the certificate
+    trunk = tmp_path / "trunk.conf"
+    trunk.write_text(base.read_text() + "CVMFS_REPOSITORY_TAG=trunk\n")
+    stats = await export_repository(
+        ClientSettings.load([trunk], fqrn), Spec.parse("/*\n"), ExportOptions(dest_base=dest)
+    )
+    assert stats.revision == 3
+    expected = json.loads((fixtures_dir / "expected" / fqrn / "all_B.json").read_text())
+    assert allowed_problems(expected, listing.dump(str(dest), fqrn)) == []
+
+
+@pytest.mark.parametrize(
+    ("setting", "problem"),
+    [
+        ("CVMFS_REPOSITORY_TAG=no-such-tag", "fix1.test.local has no such tag"),
+        ("CVMFS_REPOSITORY_DATE=2001-01-01T00:00:00Z", "has no revision as early as that"),
+        ("CVMFS_ROOT_HASH=" + "ab" * 20, "is no tagged revision of fix1.test.local"),
+    ],
+)
+async def test_a_pin_that_names_nothing_is_a_configuration_error(
+    fixture_server: StaticServer, fixtures_dir: Path, tmp_path: Path, setting: str, problem: str
+) -> None:
+    config = write_config(tmp_path / "c.conf", fixture_server, fixtures_dir, tmp_path / "cache")
+    config.write_text(config.read_text() + setting + "\n")
+    settings = ClientSettings.load([config], "fix1.test.local")
+    with pytest.raises(ShrinkwrapError) as caught:
+        await export_repository(settings, Spec.parse("/*\n"), ExportOptions(dest_base=tmp_path))
+    assert caught.value.exit_code == 2 and problem in str(caught.value)
+    assert not (tmp_path / "fix1.test.local").exists()
+
+
 async def test_corrupt_object_never_reaches_the_tree(
     fixture_server: StaticServer, fixture_docroot: Path, fixtures_dir: Path, tmp_path: Path
 ) -> None:

@@ -1,0 +1,140 @@
+"""A root catalog the configuration pins instead of the manifest's newest one.
+
+As the client (``MountPoint::DetermineRootHash``), in this order:
+
+- ``CVMFS_ROOT_HASH``: that root catalog;
+- ``CVMFS_REPOSITORY_TAG``: the root catalog of that tag of the repository's history
+  database (the manifest's ``H`` object; every publication is tagged ``generic-<time>`` by
+  default, ``trunk`` is the newest and ``trunk-previous`` the one before);
+- ``CVMFS_REPOSITORY_DATE`` (``YYYY-MM-DDThh:mm:ssZ``): the newest revision of the default
+  branch tagged at or before that time.
+
+The history database is an object named in the signed manifest and checked against its
+hash, so a pinned root is as trusted as the newest one; a ``CVMFS_ROOT_HASH`` is trusted
+because the configuration names it. Its revision comes from the history database too (a
+root hash that no tag names is refused: tags are what tells its revision).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import tempfile
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from shrinkwrap_async.config.settings import parse_repository_date
+from shrinkwrap_async.exitcodes import ConfigError, TrustError
+from shrinkwrap_async.hashing import Digest
+from shrinkwrap_async.trust.manifest import Manifest
+
+if TYPE_CHECKING:
+    from shrinkwrap_async.config.settings import ClientSettings
+
+HISTORY_MAX_SIZE = 256 * 1024 * 1024  # inflated; a history of years of tags is a few MiB
+_COLUMNS = "name, hash, revision, timestamp"
+
+
+@dataclass(frozen=True)
+class PinnedRoot:
+    root_catalog: Digest
+    revision: int
+    publish_time: int | None
+    reason: str  # for messages: "tag 'v1'", ...
+
+
+def wants_pinned_root(settings: ClientSettings) -> bool:
+    return bool(settings.root_hash or settings.repository_tag or settings.repository_date)
+
+
+async def resolve_pinned_root(
+    settings: ClientSettings,
+    manifest: Manifest,
+    fetch_history: Callable[[Digest], Awaitable[bytes]],
+) -> PinnedRoot | None:
+    """The root the configuration pins, or None when it pins none. ``fetch_history``: the
+    stored bytes of the history object, checked against its hash."""
+    if not wants_pinned_root(settings):
+        return None
+    fqrn = settings.fqrn
+    if manifest.history is None:
+        raise ConfigError(
+            f"{fqrn} publishes no history (tag) database, so CVMFS_ROOT_HASH, "
+            "CVMFS_REPOSITORY_TAG and CVMFS_REPOSITORY_DATE cannot be used with it"
+        )
+    stored = await fetch_history(manifest.history)
+    with _history_database(stored, fqrn) as db:
+        return _pinned(db, settings)
+
+
+@contextlib.contextmanager
+def _history_database(stored: bytes, fqrn: str):  # type: ignore[no-untyped-def]
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(stored, HISTORY_MAX_SIZE + 1)
+    except zlib.error as error:
+        raise TrustError(f"the history database of {fqrn} is not zlib data: {error}") from None
+    if len(raw) > HISTORY_MAX_SIZE or not inflater.eof:
+        raise TrustError(f"the history database of {fqrn} is truncated or too large")
+    with tempfile.TemporaryDirectory(prefix="shrinkwrap-async-history.") as scratch:
+        path = Path(scratch) / "history.db"
+        path.write_bytes(raw)
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            yield db
+        except sqlite3.Error as error:
+            raise TrustError(f"the history database of {fqrn} is unreadable: {error}") from None
+        finally:
+            db.close()
+
+
+def _pinned(db: sqlite3.Connection, settings: ClientSettings) -> PinnedRoot:
+    fqrn = settings.fqrn
+    if settings.root_hash:
+        wanted = settings.root_hash.hex
+        row = db.execute(
+            f"SELECT {_COLUMNS} FROM tags WHERE hash = ? ORDER BY revision DESC LIMIT 1",
+            (wanted,),
+        ).fetchone()
+        if row is None:
+            raise ConfigError(
+                f"CVMFS_ROOT_HASH={wanted} is no tagged revision of {fqrn}; "
+                "name the revision with CVMFS_REPOSITORY_TAG instead"
+            )
+        return _from_row(row, f"root hash {wanted}", fqrn)
+    if settings.repository_tag:
+        tag = settings.repository_tag
+        row = db.execute(f"SELECT {_COLUMNS} FROM tags WHERE name = ?", (tag,)).fetchone()
+        if row is None:
+            raise ConfigError(f"CVMFS_REPOSITORY_TAG={tag!r}: {fqrn} has no such tag")
+        return _from_row(row, f"tag {tag!r}", fqrn)
+    assert settings.repository_date is not None
+    stamp = parse_repository_date(settings.repository_date, "CVMFS_REPOSITORY_DATE")
+    row = db.execute(
+        f"SELECT {_COLUMNS} FROM tags WHERE branch = '' AND timestamp <= ? "
+        "ORDER BY revision DESC LIMIT 1",
+        (stamp,),
+    ).fetchone()
+    if row is None:
+        raise ConfigError(
+            f"CVMFS_REPOSITORY_DATE={settings.repository_date}: {fqrn} has no revision "
+            "as early as that"
+        )
+    return _from_row(row, f"date {settings.repository_date} (tag {row[0]!r})", fqrn)
+
+
+def _from_row(row: tuple[object, ...], reason: str, fqrn: str) -> PinnedRoot:
+    name, hash_text, revision, timestamp = row
+    try:
+        digest = Digest.from_hex(str(hash_text))
+    except ValueError:
+        raise TrustError(
+            f"the history database of {fqrn}: tag {name!r} has no valid hash"
+        ) from None
+    if type(revision) is not int:
+        raise TrustError(f"the history database of {fqrn}: tag {name!r} has no revision")
+    publish_time = timestamp if type(timestamp) is int else None
+    return PinnedRoot(digest, revision, publish_time, reason)
