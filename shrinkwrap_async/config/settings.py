@@ -86,6 +86,7 @@ class ClientSettings:
     proxy_reset_after: float = BUILTIN_PROXY_RESET_AFTER
     host_reset_after: float = BUILTIN_HOST_RESET_AFTER
     use_geoapi: bool = False
+    max_servers: int = 0  # CVMFS_MAX_SERVERS: > 0 keeps the first hosts (after the geo order)
     follow_redirects: bool = False  # CVMFS_FOLLOW_REDIRECTS: else a redirect is a host error
     repository_tag: str | None = None
     repository_date: str | None = None
@@ -147,6 +148,7 @@ class ClientSettings:
             proxy_reset_after=reader.seconds("CVMFS_PROXY_RESET_AFTER", BUILTIN_PROXY_RESET_AFTER),
             host_reset_after=reader.seconds("CVMFS_HOST_RESET_AFTER", BUILTIN_HOST_RESET_AFTER),
             use_geoapi=reader.boolean("CVMFS_USE_GEOAPI", False),
+            max_servers=int(reader.number("CVMFS_MAX_SERVERS", 0, whole=True)),
             follow_redirects=reader.boolean("CVMFS_FOLLOW_REDIRECTS", False),
             repository_tag=values.get("CVMFS_REPOSITORY_TAG") or None,
             repository_date=_repository_date_from(values),

@@ -144,6 +144,13 @@ class FailoverState:
         self.hosts = [self.hosts[i] for i in order]
         self._hosts.keys = list(self.hosts)
 
+    def keep_first_hosts(self, count: int) -> None:
+        """Only the first ``count`` hosts when ``count`` > 0 (``CVMFS_MAX_SERVERS``, applied
+        after the geo order, as the client applies it)."""
+        if 0 < count < len(self.hosts):
+            self.hosts = self.hosts[:count]
+            self._hosts.keys = list(self.hosts)
+
     def reorder_proxy_groups(self, first: int, order: Sequence[int]) -> None:
         """Apply a permutation to the groups from index ``first`` on (the fallback proxy
         groups, ordered by the geo API); the groups before stay as they are."""

@@ -230,6 +230,8 @@ class Fetcher:
             )
 
         self.state = chain(settings.server_urls, settings.proxy_groups)
+        if not settings.use_geoapi:  # else after the geo order (__aenter__)
+            self.state.keep_first_hosts(settings.max_servers)
         # The external-data chain (CVMFS_EXTERNAL_URL), when configured.
         self.external_state: FailoverState | None = None
         if settings.external_urls:
@@ -257,6 +259,7 @@ class Fetcher:
             len(self.state.hosts) > 1 or self.settings.fallback_proxy_groups > 1
         ):
             await self._geo_sort_repository()
+        self.state.keep_first_hosts(self.settings.max_servers)
         return self
 
     async def _sort_external_hosts_once(self) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 from urllib.parse import unquote
 
+import pytest
 from aiohttp import web
 
 from shrinkwrap_async.network import geo
 from shrinkwrap_async.network.endpoints import FailoverState
+from shrinkwrap_async.network.errors import FetchError
 from shrinkwrap_async.network.fetcher import Fetcher
 from shrinkwrap_async.testing.faultproxy import FaultProxy
 from shrinkwrap_async.testing.servers import GEO_ROUTE, StaticServer, serve_handler
@@ -144,6 +146,34 @@ async def test_geo_api_orders_the_servers(fixture_docroot) -> None:  # type: ign
     token, names = asked[0].split("/")[-2:]
     assert names == "127.0.0.1,127.0.0.1"
     assert len(token) == 36  # DIRECT: an instance UUID instead of a proxy name
+
+
+@pytest.mark.parametrize("use_geoapi", [False, True])
+async def test_max_servers_keeps_the_first_hosts_after_the_geo_order(  # type: ignore[no-untyped-def]
+    fixture_docroot, use_geoapi: bool
+) -> None:
+    """CVMFS_MAX_SERVERS=1: only the first server is used; with the geo API, the first in
+    its order (here the second configured), so a dead first server fails the request
+    without it and is never asked with it."""
+
+    async def geo_handler(request: web.Request) -> web.Response:
+        return web.Response(text="2,1\n")
+
+    async with (
+        serve_handler(GEO_ROUTE, geo_handler) as url,
+        StaticServer(fixture_docroot) as static,
+    ):
+        dead = f"{url}/cvmfs/{FIX1}"  # answers only the geo API: 404 for everything else
+        live = static.repository_url(FIX1)
+        settings = make_settings([dead, live], use_geoapi=use_geoapi, max_servers=1)
+        async with Fetcher(settings) as fetcher:
+            assert fetcher.state.hosts == ([live] if use_geoapi else [dead])
+            if use_geoapi:
+                await fetcher.fetch_file(".cvmfspublished")
+            else:
+                with pytest.raises(FetchError):
+                    await fetcher.fetch_file(".cvmfspublished")
+    assert static.total_requests == (1 if use_geoapi else 0)
 
 
 async def test_geo_names_with_and_without_regular_proxies() -> None:
