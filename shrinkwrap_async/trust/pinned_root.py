@@ -21,18 +21,14 @@ import contextlib
 import sqlite3
 import tempfile
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from shrinkwrap_async.config.settings import parse_repository_date
+from shrinkwrap_async.config.settings import ClientSettings, parse_repository_date
 from shrinkwrap_async.exitcodes import ConfigError, TrustError
 from shrinkwrap_async.hashing import Digest
 from shrinkwrap_async.trust.manifest import Manifest
-
-if TYPE_CHECKING:
-    from shrinkwrap_async.config.settings import ClientSettings
 
 HISTORY_MAX_SIZE = 256 * 1024 * 1024  # inflated; a history of years of tags is a few MiB
 _COLUMNS = "name, hash, revision, timestamp"
@@ -71,7 +67,7 @@ async def resolve_pinned_root(
 
 
 @contextlib.contextmanager
-def _history_database(stored: bytes, fqrn: str):  # type: ignore[no-untyped-def]
+def _history_database(stored: bytes, fqrn: str) -> Iterator[sqlite3.Connection]:
     inflater = zlib.decompressobj()
     try:
         raw = inflater.decompress(stored, HISTORY_MAX_SIZE + 1)

@@ -92,6 +92,7 @@ def settings_for(
     key_of: str | None = None,
     url_of: str | None = None,
     blacklist: Path | None = None,
+    repository_tag: str | None = None,
 ) -> ClientSettings:
     return ClientSettings.for_repository(
         fqrn,
@@ -100,6 +101,7 @@ def settings_for(
         max_retries=0,
         timeout=5,
         timeout_direct=5,
+        repository_tag=repository_tag,
         **({"blacklist": blacklist} if blacklist is not None else {}),
     )
 
@@ -114,8 +116,9 @@ async def trust(
     cache_dir: Path | None = None,
     now: datetime = NOW,
     blacklist: Path | None = None,
+    repository_tag: str | None = None,
 ) -> TrustedRoot:
-    settings = settings_for(server, fixtures, fqrn, key_of, url_of, blacklist)
+    settings = settings_for(server, fixtures, fqrn, key_of, url_of, blacklist, repository_tag)
     async with Fetcher(settings) as fetcher:
         return await establish_trust(fetcher, settings, cache_dir=cache_dir, now=now)
 
@@ -359,6 +362,44 @@ async def test_a_missing_blacklist_is_empty_an_unreadable_one_an_error(
     assert root.revision == 3
     with pytest.raises(ConfigError, match="cannot read the blacklist"):
         await trust(fixture_server, fixtures_dir, FIX1, blacklist=tmp_path)  # a directory
+
+
+async def test_a_pinned_tag_resolves_through_the_history_database(
+    fixture_server: StaticServer, fixtures_dir: Path
+) -> None:
+    root = await trust(fixture_server, fixtures_dir, FIX1, repository_tag="trunk-previous")
+    assert (
+        root.revision == 2 and root.root_catalog.hex == "2c0a532d053941a164e5166a0e5e4e50086f27c0"
+    )
+    assert root.manifest.revision == 3  # the signed manifest is still the newest
+    assert root.pinned is not None and root.pinned.reason == "tag 'trunk-previous'"
+
+
+async def test_a_damaged_history_database_is_refused(
+    fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
+) -> None:
+    """Bytes that fail the manifest's H hash; then, under a re-signed manifest, an object
+    with the right hash that is no SQLite database: exit 3, one line, each."""
+    manifest = repo_file(fixture_docroot, FIX1, ".cvmfspublished").read_bytes()
+    history = next(line for line in letter_of(manifest).split(b"\n") if line.startswith(b"H"))
+    stored = repo_file(
+        fixture_docroot, FIX1, f"data/{history[1:3].decode()}/{history[3:].decode()}H"
+    )
+    stored.write_bytes(zlib.compress(b"tampered"))
+    message = await refused(fixture_server, fixtures_dir, repository_tag="trunk")
+    assert message.startswith(f"history database of {FIX1} is corrupt")
+    garbage = zlib.compress(b"not a database" * 100)
+    digest = Algorithm.SHA1.hash(garbage)
+    target = fixture_docroot / "cvmfs" / FIX1 / digest.object_path("H")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(garbage)
+    resign_manifest(
+        fixture_docroot,
+        fixtures_dir,
+        lambda letter: letter.replace(history, b"H" + digest.hex.encode()),
+    )
+    message = await refused(fixture_server, fixtures_dir, repository_tag="trunk")
+    assert message.startswith(f"the history database of {FIX1} is unreadable")
 
 
 async def test_wrong_master_key(fixture_server: StaticServer, fixtures_dir: Path) -> None:
