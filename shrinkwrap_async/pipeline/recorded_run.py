@@ -270,6 +270,7 @@ async def _run_recorded(
                 servers=settings.server_urls,
                 summary=stats.as_dict(),
                 publish_time=trusted.publish_time,
+                pinned_by=trusted.pinned.reason if trusted.pinned else None,
             )
     except BaseException as error:
         # A local write failure (disk full, read-only, ...) not converted where it happened.

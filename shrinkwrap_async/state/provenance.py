@@ -43,6 +43,7 @@ def write_provenance(
     servers: Sequence[str],
     summary: dict[str, object] | None = None,
     publish_time: int | None = None,
+    pinned_by: str | None = None,
 ) -> Path:
     directory = dest_base / PROVENANCE_DIR / fqrn
     directory.mkdir(parents=True, exist_ok=True)
@@ -68,6 +69,7 @@ def write_provenance(
         "root_hash": root_hash,
         "revision": revision,
         "publish_time": publish_time,
+        "pinned_by": pinned_by,  # CVMFS_REPOSITORY_TAG, _DATE or CVMFS_ROOT_HASH, if any
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "spec": spec_text,
         "servers": list(servers),

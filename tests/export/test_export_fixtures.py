@@ -267,7 +267,7 @@ async def test_a_pinned_revision_is_the_real_tools_tree_of_it(
     expected = json.loads((fixtures_dir / "expected" / fqrn / "all_A.json").read_text())
     assert allowed_problems(expected, listing.dump(str(dest), fqrn)) == []
     record = json.loads((dest / ".provenance" / fqrn / "export.json").read_text())
-    assert record["revision"] == 2
+    assert record["revision"] == 2 and record["pinned_by"].startswith(pin)
     again = await export_repository(
         ClientSettings.load([pinned], fqrn), Spec.parse("/*\n"), ExportOptions(dest_base=dest)
     )
