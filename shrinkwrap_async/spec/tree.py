@@ -235,9 +235,10 @@ class Spec:
     # ----------------------------------------------------------------- construction
     @classmethod
     def parse(cls, text: str, *, source: str = "<spec>") -> Spec:
-        """Parse spec text; raises :class:`SpecError` ``"source:line: problem"``."""
+        """Parse spec text; raises :class:`SpecError` ``"source:line: problem"``. A byte
+        order mark (some editors write one) is not part of the first rule."""
         rules = []
-        for number, raw in enumerate(text.splitlines(), start=1):
+        for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
             rule = parse_rule(raw, source=source, line=number)
             if rule is not None:
                 rules.append(rule)

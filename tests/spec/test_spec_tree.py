@@ -219,3 +219,11 @@ def test_a_spec_that_selects_nothing_is_refused(text: str) -> None:
 def test_a_spec_with_an_inclusion_is_accepted() -> None:
     spec = Spec.parse("!/a/b\n/a/*\n")
     assert spec.require_selection() is spec
+
+
+def test_windows_line_ends_blanks_and_a_byte_order_mark_are_not_part_of_rules() -> None:
+    plain = Spec.parse("/sw/*\n/lib\n")
+    for text in ("/sw/*\r\n/lib\r\n", "\ufeff/sw/*\n/lib\n", "  /sw/* \t\n/lib \n"):
+        spec = Spec.parse(text)
+        assert spec.to_text() == plain.to_text()
+        assert spec.select("/sw/a", is_directory=False) == Selection(True, False)
