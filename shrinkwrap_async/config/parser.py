@@ -115,7 +115,8 @@ def parse_config_text(
     text: str, path: Path, fqrn: str, into: dict[str, _Entry] | None = None
 ) -> dict[str, _Entry]:
     entries = {} if into is None else into
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # A byte order mark (some editors write one) is not part of the first key.
+    for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
         parsed = _parse_line(raw)
         if parsed is None:
             continue

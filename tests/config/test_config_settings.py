@@ -286,6 +286,13 @@ def test_pins_are_read(tmp_path: Path, keys_dir: Path) -> None:
     assert settings.repository_date == "2024-06-01T00:00:00Z"
 
 
+def test_windows_line_ends_and_a_byte_order_mark(tmp_path: Path, keys_dir: Path) -> None:
+    text = "\ufeff" + base_config(keys_dir).replace("\n", "\r\n") + "CVMFS_TIMEOUT=7\r\n"
+    settings = load(tmp_path, text)
+    assert settings.server_urls == ("http://127.0.0.1:8000/cvmfs/fix1.test.local",)
+    assert settings.timeout == 7.0
+
+
 def test_unreadable_id_map(tmp_path: Path, keys_dir: Path) -> None:
     message = config_error(tmp_path, base_config(keys_dir) + f"CVMFS_UID_MAP={tmp_path}/none\n")
     assert "client.conf:3: CVMFS_UID_MAP" in message and "cannot read id map" in message
