@@ -13,6 +13,7 @@ from pathlib import Path
 
 from shrinkwrap_async.decimal_text import decimal_or_none
 from shrinkwrap_async.exitcodes import ConfigError
+from shrinkwrap_async.text_files import text_lines
 
 _MAX_ID = 2**32 - 1
 
@@ -32,7 +33,7 @@ class IdMap:
     def parse(cls, text: str, source: str = "<map>") -> IdMap:
         rules: dict[int, int] = {}
         default: int | None = None
-        for number, raw in enumerate(text.splitlines(), start=1):
+        for number, raw in enumerate(text_lines(text), start=1):
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shrinkwrap_async.exitcodes import ConfigError
+from shrinkwrap_async.text_files import text_lines
 
 _NAME_PREFIXES = ("readonly ", "export ", "eval ")
 _VARIABLE = re.compile(r"\\\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -115,8 +116,7 @@ def parse_config_text(
     text: str, path: Path, fqrn: str, into: dict[str, _Entry] | None = None
 ) -> dict[str, _Entry]:
     entries = {} if into is None else into
-    # A byte order mark (some editors write one) is not part of the first key.
-    for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
+    for number, raw in enumerate(text_lines(text), start=1):
         parsed = _parse_line(raw)
         if parsed is None:
             continue

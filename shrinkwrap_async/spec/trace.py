@@ -40,6 +40,7 @@ from typing import NamedTuple
 
 from shrinkwrap_async.exitcodes import SpecError, UsageError
 from shrinkwrap_async.spec.tree import Rule, RuleKind, split_path
+from shrinkwrap_async.text_files import text_lines
 
 __all__ = [
     "Access",
@@ -169,7 +170,7 @@ def read_traces(files: Sequence[str | Path], *, repository: str | None = None) -
                 text = Path(file).read_text(encoding="utf-8", errors="surrogateescape")
         except OSError as error:
             raise UsageError(f"cannot read trace {source}: {error.strerror}") from None
-        lines = text.splitlines(keepends=True)
+        lines = text_lines(text, keepends=True)
         if _is_tracer(lines):
             raw.extend(_read_tracer(lines, source, result.skipped))
         elif _is_parrot(lines):

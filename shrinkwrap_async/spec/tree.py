@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from shrinkwrap_async.exitcodes import SpecError
+from shrinkwrap_async.text_files import text_lines
 
 __all__ = ["Rule", "RuleKind", "Selection", "Spec", "SpecError", "split_path"]
 
@@ -235,10 +236,9 @@ class Spec:
     # ----------------------------------------------------------------- construction
     @classmethod
     def parse(cls, text: str, *, source: str = "<spec>") -> Spec:
-        """Parse spec text; raises :class:`SpecError` ``"source:line: problem"``. A byte
-        order mark (some editors write one) is not part of the first rule."""
+        """Parse spec text; raises :class:`SpecError` ``"source:line: problem"``."""
         rules = []
-        for number, raw in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
+        for number, raw in enumerate(text_lines(text), start=1):
             rule = parse_rule(raw, source=source, line=number)
             if rule is not None:
                 rules.append(rule)

@@ -38,6 +38,8 @@ def test_id_map_load(tmp_path: Path) -> None:
     assert IdMap.load(path).map(1234) == 0
     with pytest.raises(ConfigError, match="cannot read id map"):
         IdMap.load(tmp_path / "absent.map")
+    path.write_text("\ufeff1000 7\r\n* 0\r\n")  # a Windows editor's file
+    assert IdMap.load(path).map(1000) == 7
 
 
 # The fixture README's table: what the real cvmfs_shrinkwrap made of each variant symlink,

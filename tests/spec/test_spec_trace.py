@@ -116,6 +116,8 @@ def test_plain_lists_and_repository_prefixes(tmp_path: Path) -> None:
     assert read.skipped == {"paths of other repositories": 1}
     relative = write(tmp_path, "b.txt", "/bin/tool\r\n/README.txt\r\n")
     assert [e.path for e in read_traces([relative]).events] == ["/bin/tool", "/README.txt"]
+    marked = write(tmp_path, "c.txt", "\ufeff/bin/tool\n")  # a byte order mark first
+    assert [e.path for e in read_traces([marked]).events] == ["/bin/tool"]
 
 
 def test_policies(tmp_path: Path, listing: dict[str, bool]) -> None:
