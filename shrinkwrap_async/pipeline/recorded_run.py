@@ -17,7 +17,7 @@ from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError
 from shrinkwrap_async.pipeline.refresh import RefreshPlan, plan_refresh
 from shrinkwrap_async.pipeline.runner import Exporter, ExportOptions, first_shrinkwrap_error
-from shrinkwrap_async.pipeline.shard import PARTITION
+from shrinkwrap_async.pipeline.shard import PARTITION, under_workers_parent
 from shrinkwrap_async.pipeline.summary import ExportStats
 from shrinkwrap_async.spec.tree import Spec
 from shrinkwrap_async.state.eventlog import log_event
@@ -69,6 +69,9 @@ async def export_repository(
                 plan = RefreshPlan(spec_changed=False, applied=dict(split.applied))
             elif db is None:  # a dry run, or a shard: skips only what its parent says is done
                 plan = RefreshPlan(applied=dict(options.extra.get("skip_catalogs") or {}))
+                if "shard" in options.extra and not options.dry_run:
+                    plan.kept = _kept_by_a_shard(options, fqrn, trusted)
+                    plan.up_to_date = plan.kept is not None
             elif plan is None:
                 plan = await plan_refresh(
                     db,
@@ -98,6 +101,20 @@ async def export_repository(
         finally:
             if db is not None:
                 await db.close()
+
+
+def _kept_by_a_shard(options: ExportOptions, fqrn: str, trusted: Any) -> Any:
+    """A ``--shard`` run started on its own (a batch array) decides as its final pass will:
+    a revision older than the one exported is not applied (the parent of ``--workers``
+    decided before it started its shards)."""
+    from shrinkwrap_async.state.db import read_last_export
+
+    if under_workers_parent() or options.allow_older_revision or trusted.pinned:
+        return None
+    last = read_last_export(options.dest_base, fqrn)
+    if last is None or trusted.revision >= last.revision:
+        return None
+    return last
 
 
 def log_up_to_date(fqrn: str, stats: ExportStats) -> None:

@@ -96,6 +96,24 @@ def default_state_path(dest_base: str | os.PathLike[str]) -> Path:
     return Path(dest_base) / PROVENANCE_DIR / STATE_DB_NAME
 
 
+def read_last_export(dest_base: str | os.PathLike[str], fqrn: str) -> ExportRecord | None:
+    """The last completed export of ``fqrn``, read without opening the database for writing
+    (a ``--shard`` run, beside other shards); None when there is none or it cannot be read."""
+    path = default_state_path(dest_base)
+    if not path.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            row = db.execute(
+                "SELECT fqrn, root_hash, revision, spec_digest, finished_at FROM exports "
+                "WHERE fqrn = ?",
+                (fqrn,),
+            ).fetchone()
+    except sqlite3.Error:
+        return None
+    return ExportRecord(*row) if row else None
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ExportRecord:
     """The last completed export of a repository into this destination."""

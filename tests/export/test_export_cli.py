@@ -125,8 +125,8 @@ async def test_an_older_revision_is_kept_unless_allowed(
 ) -> None:
     """A mirror or proxy serving an older revision than the one exported (fix1's revision 2
     manifest after revision 3): the export is kept, with a warning and the offered revision
-    in the summary, in one process and with shards; ``--allow-older-revision`` applies it,
-    to the tree a fresh export of revision 2 makes."""
+    in the summary, in one process, with shards and in a shard run alone;
+    ``--allow-older-revision`` applies it, to the tree a fresh export of revision 2 makes."""
     listing = listing_tool()
     source = source_arguments(tmp_path, fixture_server.url, fixtures_dir / "keys", FQRN, "/*\n")
     dest = tmp_path / "dest"
@@ -137,9 +137,9 @@ async def test_an_older_revision_is_kept_unless_allowed(
     manifest = fixture_docroot / "cvmfs" / FQRN / ".cvmfspublished"
     older = fixtures_dir / "revisions" / FQRN / "2" / ".cvmfspublished"
     manifest.write_bytes(older.read_bytes())
-    for workers in ("1", "2"):
+    for how in (["--workers", "1"], ["--workers", "2"], ["--shard", "1/2"]):
         caplog.clear()
-        assert await run_cli(*argv, "--workers", workers) == 0
+        assert await run_cli(*argv, *how) == 0  # a shard of a batch array decides alike
         summary = json.loads(capsys.readouterr().out)
         assert summary["up_to_date"] and summary["revision"] == 3
         assert summary["offered_revision"] == 2
