@@ -322,32 +322,43 @@ async def load_trusted_cas(settings: ClientSettings, reason: str) -> TrustedCAs:
     )
 
 
-def _cached_certificate_path(cache_dir: Path | None, digest: Digest) -> Path | None:
+def _cached_object_path(cache_dir: Path | None, digest: Digest, suffix: str) -> Path | None:
+    """Where the certificate or history object ``digest`` is kept, beside the certificates."""
     if cache_dir is None:
         return None
-    return cache_dir / "certificates" / f"{digest.hex}{ObjectSuffix.CERTIFICATE}"
+    return cache_dir / "certificates" / f"{digest.hex}{suffix}"
+
+
+async def _fetch_chain_object(
+    fetcher: Fetcher,
+    digest: Digest,
+    suffix: str,
+    what: str,
+    settings: ClientSettings,
+    max_size: int | None = None,
+) -> bytes:
+    """The stored bytes of ``digest``; a corrupt object is a trust failure, one that
+    cannot be fetched an unreachable repository."""
+    try:
+        return await fetcher.fetch_object(digest, suffix, max_size=max_size)
+    except ObjectCorruptError as error:
+        raise TrustError(f"{what} object of {settings.fqrn} is corrupt: {error}") from error
+    except FetchError as error:
+        raise UnreachableError(f"cannot fetch the {what} of {settings.fqrn}: {error}") from error
 
 
 async def _certificate(
     fetcher: Fetcher, digest: Digest, settings: ClientSettings, cache_dir: Path | None
 ) -> tuple[bytes, ReleaseCertificate]:
-    cached = _cached_certificate_path(cache_dir, digest)
+    cached = _cached_object_path(cache_dir, digest, ObjectSuffix.CERTIFICATE)
     if cached is not None:
-        with contextlib.suppress(OSError):
-            stored = cached.read_bytes()
-            if digest.matches(stored):
-                with contextlib.suppress(TrustError):
-                    return load_certificate(stored, digest)
-    try:
-        stored = await fetcher.fetch_object(
-            digest, ObjectSuffix.CERTIFICATE, max_size=CERTIFICATE_MAX_SIZE
-        )
-    except ObjectCorruptError as error:
-        raise TrustError(f"certificate object of {settings.fqrn} is corrupt: {error}") from error
-    except FetchError as error:
-        raise UnreachableError(
-            f"cannot fetch the certificate of {settings.fqrn}: {error}"
-        ) from error
+        stored = _read_quietly(cached)
+        if stored is not None and digest.matches(stored):
+            with contextlib.suppress(TrustError):
+                return load_certificate(stored, digest)
+    stored = await _fetch_chain_object(
+        fetcher, digest, ObjectSuffix.CERTIFICATE, "certificate", settings, CERTIFICATE_MAX_SIZE
+    )
     result = load_certificate(stored, digest)
     if cached is not None:
         _store_quietly(cached, stored)
@@ -357,22 +368,16 @@ async def _certificate(
 async def _history(
     fetcher: Fetcher, digest: Digest, settings: ClientSettings, cache_dir: Path | None
 ) -> bytes:
-    """The history database object (for a pinned root), kept by hash beside the
-    certificates: a pinned run of an unchanged repository then costs two requests too."""
-    cached = None
-    if cache_dir is not None:
-        cached = cache_dir / "certificates" / f"{digest.hex}{ObjectSuffix.HISTORY}"
+    """The history database object (for a pinned root), kept by hash as the certificate:
+    a pinned run of an unchanged repository then costs two requests too."""
+    cached = _cached_object_path(cache_dir, digest, ObjectSuffix.HISTORY)
+    if cached is not None:
         stored = _read_quietly(cached)
         if stored is not None and digest.matches(stored):
             return stored
-    try:
-        stored = await fetcher.fetch_object(digest, ObjectSuffix.HISTORY)
-    except ObjectCorruptError as error:
-        raise TrustError(f"history database of {settings.fqrn} is corrupt: {error}") from error
-    except FetchError as error:
-        raise UnreachableError(
-            f"cannot fetch the history database of {settings.fqrn}: {error}"
-        ) from error
+    stored = await _fetch_chain_object(
+        fetcher, digest, ObjectSuffix.HISTORY, "history database", settings
+    )
     if cached is not None:
         _store_quietly(cached, stored)
     return stored

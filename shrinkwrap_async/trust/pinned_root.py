@@ -88,38 +88,32 @@ def _history_database(stored: bytes, fqrn: str) -> Iterator[sqlite3.Connection]:
 
 
 def _pinned(db: sqlite3.Connection, settings: ClientSettings) -> PinnedRoot:
+    """The tag the settings name, as the client's history queries find it."""
     fqrn = settings.fqrn
+    latest_first = " ORDER BY revision DESC LIMIT 1"
     if settings.root_hash:
         wanted = settings.root_hash.hex
-        row = db.execute(
-            f"SELECT {_COLUMNS} FROM tags WHERE hash = ? ORDER BY revision DESC LIMIT 1",
-            (wanted,),
-        ).fetchone()
-        if row is None:
-            raise ConfigError(
-                f"CVMFS_ROOT_HASH={wanted} is no tagged revision of {fqrn}; "
-                "name the revision with CVMFS_REPOSITORY_TAG instead"
-            )
-        return _from_row(row, f"root hash {wanted}", fqrn)
-    if settings.repository_tag:
-        tag = settings.repository_tag
-        row = db.execute(f"SELECT {_COLUMNS} FROM tags WHERE name = ?", (tag,)).fetchone()
-        if row is None:
-            raise ConfigError(f"CVMFS_REPOSITORY_TAG={tag!r}: {fqrn} has no such tag")
-        return _from_row(row, f"tag {tag!r}", fqrn)
-    assert settings.repository_date is not None
-    stamp = parse_repository_date(settings.repository_date, "CVMFS_REPOSITORY_DATE")
-    row = db.execute(
-        f"SELECT {_COLUMNS} FROM tags WHERE branch = '' AND timestamp <= ? "
-        "ORDER BY revision DESC LIMIT 1",
-        (stamp,),
-    ).fetchone()
-    if row is None:
-        raise ConfigError(
-            f"CVMFS_REPOSITORY_DATE={settings.repository_date}: {fqrn} has no revision "
-            "as early as that"
+        condition, parameters = "hash = ?" + latest_first, (wanted,)
+        reason = f"root hash {wanted}"
+        missing = (
+            f"CVMFS_ROOT_HASH={wanted} is no tagged revision of {fqrn}; "
+            "name the revision with CVMFS_REPOSITORY_TAG instead"
         )
-    return _from_row(row, f"date {settings.repository_date} (tag {row[0]!r})", fqrn)
+    elif settings.repository_tag:
+        tag = settings.repository_tag
+        condition, parameters = "name = ?", (tag,)
+        reason = f"tag {tag!r}"
+        missing = f"CVMFS_REPOSITORY_TAG={tag!r}: {fqrn} has no such tag"
+    else:
+        date = settings.repository_date or ""
+        stamp = parse_repository_date(date, "CVMFS_REPOSITORY_DATE")
+        condition, parameters = "branch = '' AND timestamp <= ?" + latest_first, (stamp,)
+        reason = f"date {date}"
+        missing = f"CVMFS_REPOSITORY_DATE={date}: {fqrn} has no revision as early as that"
+    row = db.execute(f"SELECT {_COLUMNS} FROM tags WHERE {condition}", parameters).fetchone()
+    if row is None:
+        raise ConfigError(missing)
+    return _from_row(row, reason, fqrn)
 
 
 def _from_row(row: tuple[object, ...], reason: str, fqrn: str) -> PinnedRoot:
@@ -133,4 +127,6 @@ def _from_row(row: tuple[object, ...], reason: str, fqrn: str) -> PinnedRoot:
     if type(revision) is not int:
         raise TrustError(f"the history database of {fqrn}: tag {name!r} has no revision")
     publish_time = timestamp if type(timestamp) is int else None
+    if not reason.startswith("tag "):
+        reason += f" (tag {name!r})"
     return PinnedRoot(digest, revision, publish_time, reason)

@@ -387,7 +387,7 @@ async def test_a_damaged_history_database_is_refused(
     )
     stored.write_bytes(zlib.compress(b"tampered"))
     message = await refused(fixture_server, fixtures_dir, repository_tag="trunk")
-    assert message.startswith(f"history database of {FIX1} is corrupt")
+    assert message.startswith(f"history database object of {FIX1} is corrupt")
     garbage = zlib.compress(b"not a database" * 100)
     digest = Algorithm.SHA1.hash(garbage)
     target = fixture_docroot / "cvmfs" / FIX1 / digest.object_path("H")
