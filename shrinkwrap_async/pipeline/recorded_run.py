@@ -15,7 +15,12 @@ from typing import Any
 from shrinkwrap_async.catalogs.cache import CatalogCache, usable_catalog_cache_dir
 from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError
-from shrinkwrap_async.pipeline.refresh import RefreshPlan, plan_refresh
+from shrinkwrap_async.pipeline.refresh import (
+    RefreshPlan,
+    keeps_newer,
+    may_go_back,
+    plan_refresh,
+)
 from shrinkwrap_async.pipeline.runner import Exporter, ExportOptions, first_shrinkwrap_error
 from shrinkwrap_async.pipeline.shard import PARTITION, under_workers_parent
 from shrinkwrap_async.pipeline.summary import ExportStats
@@ -80,7 +85,7 @@ async def export_repository(
                     revision=trusted.revision,
                     spec_digest=spec_digest,
                     tree_root=options.dest_base / fqrn,
-                    allow_older=options.allow_older_revision or trusted.pinned is not None,
+                    allow_older=may_go_back(options.allow_older_revision, trusted),
                 )
             if plan.up_to_date:
                 stats = up_to_date_stats(fetcher, trusted, plan)
@@ -109,12 +114,11 @@ def _kept_by_a_shard(options: ExportOptions, fqrn: str, trusted: Any) -> Any:
     decided before it started its shards)."""
     from shrinkwrap_async.state.db import read_last_export
 
-    if under_workers_parent() or options.allow_older_revision or trusted.pinned:
+    if under_workers_parent():
         return None
     last = read_last_export(options.dest_base, fqrn)
-    if last is None or trusted.revision >= last.revision:
-        return None
-    return last
+    allowed = may_go_back(options.allow_older_revision, trusted)
+    return last if keeps_newer(last, trusted.revision, allowed) else None
 
 
 def log_up_to_date(fqrn: str, stats: ExportStats) -> None:

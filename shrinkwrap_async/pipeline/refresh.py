@@ -43,7 +43,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shrinkwrap_async.catalogs.entry import (
     ENTRY_COLUMNS,
@@ -107,6 +107,17 @@ class RefreshPlan:
         return applied if applied is not None and applied != digest_hex else None
 
 
+def may_go_back(allow_older_revision: bool, trusted: Any) -> bool:
+    """Whether a revision older than the one exported is applied: when asked for
+    (``--allow-older-revision``), or when the configuration pins it (a tag, a date)."""
+    return allow_older_revision or getattr(trusted, "pinned", None) is not None
+
+
+def keeps_newer(last: ExportRecord | None, revision: int, going_back_allowed: bool) -> bool:
+    """Whether the completed export ``last`` is kept rather than ``revision`` applied."""
+    return last is not None and revision < last.revision and not going_back_allowed
+
+
 async def plan_refresh(
     db: StateDB,
     fqrn: str,
@@ -132,7 +143,7 @@ async def plan_refresh(
         and (latest is None or latest.status == "succeeded")
     ):
         return RefreshPlan(up_to_date=True, spec_changed=False)
-    if last is not None and tree_present and revision < last.revision and not allow_older:
+    if tree_present and keeps_newer(last, revision, allow_older):
         return RefreshPlan(up_to_date=True, spec_changed=False, kept=last)
     previous_spec = latest.spec_digest if latest is not None else None
     if previous_spec != spec_digest or not tree_present:

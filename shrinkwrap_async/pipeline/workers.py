@@ -172,7 +172,7 @@ async def destination_state(
     from shrinkwrap_async.catalogs.cache import usable_catalog_cache_dir
     from shrinkwrap_async.network.fetcher import Fetcher
     from shrinkwrap_async.pipeline.recorded_run import up_to_date_stats
-    from shrinkwrap_async.pipeline.refresh import plan_refresh
+    from shrinkwrap_async.pipeline.refresh import may_go_back, plan_refresh
     from shrinkwrap_async.state.db import StateDB
     from shrinkwrap_async.trust.chain import establish_trust
 
@@ -189,7 +189,7 @@ async def destination_state(
                 revision=trusted.revision,
                 spec_digest=spec.digest(),
                 tree_root=dest_base / settings.fqrn,
-                allow_older=allow_older or trusted.pinned is not None,
+                allow_older=may_go_back(allow_older, trusted),
             )
         finally:
             await db.close()
