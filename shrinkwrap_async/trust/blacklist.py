@@ -10,9 +10,8 @@ trusted any more, whatever a whitelist says:
   shipped a vulnerable release, which a stale mirror or a replay could serve again.
 
 Lines that are neither are skipped, as the client skips them; a file that does not exist
-is an empty blacklist. A revision line is taken only when exactly one blank or tab
-separates the name from the spaces and digits that follow, and nothing follows the digits,
-which is the client's reading.
+is an empty blacklist. A revision line is, as the client reads it, ``<`` and the name, a
+blank or tab, any further blanks, then digits with nothing after them.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ from shrinkwrap_async.network.errors import (
 )
 from shrinkwrap_async.trust.blacklist import Blacklist
 from shrinkwrap_async.trust.manifest import Manifest
-from shrinkwrap_async.trust.pinned_root import PinnedRoot, resolve_pinned_root
+from shrinkwrap_async.trust.pinned_root import HISTORY_MAX_SIZE, PinnedRoot, resolve_pinned_root
 from shrinkwrap_async.trust.release_certificate import ReleaseCertificate
 from shrinkwrap_async.trust.signature import (
     load_master_keys,
@@ -376,7 +376,7 @@ async def _history(
         if stored is not None and digest.matches(stored):
             return stored
     stored = await _fetch_chain_object(
-        fetcher, digest, ObjectSuffix.HISTORY, "history database", settings
+        fetcher, digest, ObjectSuffix.HISTORY, "history database", settings, HISTORY_MAX_SIZE
     )
     if cached is not None:
         _store_quietly(cached, stored)

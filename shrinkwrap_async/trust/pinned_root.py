@@ -30,7 +30,7 @@ from shrinkwrap_async.exitcodes import ConfigError, TrustError
 from shrinkwrap_async.hashing import Digest
 from shrinkwrap_async.trust.manifest import Manifest
 
-HISTORY_MAX_SIZE = 256 * 1024 * 1024  # inflated; a history of years of tags is a few MiB
+HISTORY_MAX_SIZE = 256 * 1024 * 1024  # stored or inflated; years of tags take a few MiB
 _COLUMNS = "name, hash, revision, timestamp"
 
 
