@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 import zlib
 from dataclasses import dataclass
@@ -47,7 +48,12 @@ from shrinkwrap_async.network.errors import (
 )
 from shrinkwrap_async.trust.blacklist import Blacklist
 from shrinkwrap_async.trust.manifest import Manifest
-from shrinkwrap_async.trust.pinned_root import HISTORY_MAX_SIZE, PinnedRoot, resolve_pinned_root
+from shrinkwrap_async.trust.pinned_root import (
+    HISTORY_MAX_SIZE,
+    PinnedRoot,
+    read_catalog_revision,
+    resolve_pinned_root,
+)
 from shrinkwrap_async.trust.release_certificate import ReleaseCertificate
 from shrinkwrap_async.trust.signature import (
     load_master_keys,
@@ -383,6 +389,34 @@ async def _history(
     return stored
 
 
+async def _pinned_catalog_revision(
+    fetcher: Fetcher, digest: Digest, settings: ClientSettings, cache_dir: Path | None
+) -> tuple[int, int | None]:
+    """The revision and publish time of the root catalog ``CVMFS_ROOT_HASH`` names, kept
+    by hash (a few bytes): a pinned run of an unchanged repository costs two requests."""
+    cached = _cached_object_path(cache_dir, digest, ".revision")
+    if cached is not None:
+        with contextlib.suppress(ValueError, TypeError):
+            revision, publish_time = json.loads(_read_quietly(cached) or b"")
+            if type(revision) is int and (publish_time is None or type(publish_time) is int):
+                return revision, publish_time
+    try:
+        stored = await _fetch_chain_object(
+            fetcher, digest, ObjectSuffix.CATALOG, "pinned root catalog", settings
+        )
+    except UnreachableError as error:
+        if isinstance(error.__cause__, ObjectMissingError):  # a hash the servers lack
+            raise ConfigError(
+                f"CVMFS_ROOT_HASH={digest.hex} names no catalog of {settings.fqrn}: "
+                f"{error.__cause__}"
+            ) from None
+        raise
+    result = await read_catalog_revision(stored, settings.fqrn)
+    if cached is not None:
+        _store_quietly(cached, json.dumps(result).encode())
+    return result
+
+
 def _cached_pkcs7_path(cache_dir: Path | None, whitelist: bytes) -> Path | None:
     """Where the ``.cvmfswhitelist.pkcs7`` published with ``whitelist`` (its exact bytes)
     is kept: an unchanged repository then costs two requests, as one without Vpkcs7."""
@@ -441,7 +475,10 @@ async def establish_trust(
     async def fetch_history(digest: Digest) -> bytes:
         return await _history(fetcher, digest, settings, cache_dir)
 
-    pinned = await resolve_pinned_root(settings, trusted.manifest, fetch_history)
+    async def catalog_revision(digest: Digest) -> tuple[int, int | None]:
+        return await _pinned_catalog_revision(fetcher, digest, settings, cache_dir)
+
+    pinned = await resolve_pinned_root(settings, trusted.manifest, fetch_history, catalog_revision)
     if pinned is None:
         return trusted
     blacklist.check_revision(fqrn, pinned.revision)

@@ -11,8 +11,8 @@ As the client (``MountPoint::DetermineRootHash``), in this order:
 
 The history database is an object named in the signed manifest and checked against its
 hash, so a pinned root is as trusted as the newest one; a ``CVMFS_ROOT_HASH`` is trusted
-because the configuration names it. Its revision comes from the history database too (a
-root hash that no tag names is refused: tags are what tells its revision).
+because the configuration names it, and its revision and publish time are the catalog's own
+properties (``revision``, ``last_modified``), as the client reads them once it is mounted.
 """
 
 from __future__ import annotations
@@ -26,11 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shrinkwrap_async.config.settings import ClientSettings, parse_repository_date
+from shrinkwrap_async.decimal_text import decimal_or_none
 from shrinkwrap_async.exitcodes import ConfigError, TrustError
 from shrinkwrap_async.hashing import Digest
 from shrinkwrap_async.trust.manifest import Manifest
 
 HISTORY_MAX_SIZE = 256 * 1024 * 1024  # stored or inflated; years of tags take a few MiB
+ROOT_CATALOG_MAX_SIZE = 4 * 1024**3  # inflated, written to a temporary file
+_INFLATE_PIECE = 1 << 20
 _COLUMNS = "name, hash, revision, timestamp"
 
 
@@ -50,16 +53,22 @@ async def resolve_pinned_root(
     settings: ClientSettings,
     manifest: Manifest,
     fetch_history: Callable[[Digest], Awaitable[bytes]],
+    catalog_revision: Callable[[Digest], Awaitable[tuple[int, int | None]]],
 ) -> PinnedRoot | None:
     """The root the configuration pins, or None when it pins none. ``fetch_history``: the
-    stored bytes of the history object, checked against its hash."""
+    stored bytes of the history object, checked against its hash; ``catalog_revision``: a
+    root catalog's revision and publish time (:func:`read_catalog_revision` of it)."""
     if not wants_pinned_root(settings):
         return None
     fqrn = settings.fqrn
+    if settings.root_hash:
+        digest = settings.root_hash
+        revision, publish_time = await catalog_revision(digest)
+        return PinnedRoot(digest, revision, publish_time, f"root hash {digest.hex}")
     if manifest.history is None:
         raise ConfigError(
-            f"{fqrn} publishes no history (tag) database, so CVMFS_ROOT_HASH, "
-            "CVMFS_REPOSITORY_TAG and CVMFS_REPOSITORY_DATE cannot be used with it"
+            f"{fqrn} publishes no history (tag) database, so CVMFS_REPOSITORY_TAG and "
+            "CVMFS_REPOSITORY_DATE cannot be used with it (CVMFS_ROOT_HASH can)"
         )
     stored = await fetch_history(manifest.history)
     with _history_database(stored, fqrn) as db:
@@ -91,15 +100,7 @@ def _pinned(db: sqlite3.Connection, settings: ClientSettings) -> PinnedRoot:
     """The tag the settings name, as the client's history queries find it."""
     fqrn = settings.fqrn
     latest_first = " ORDER BY revision DESC LIMIT 1"
-    if settings.root_hash:
-        wanted = settings.root_hash.hex
-        condition, parameters = "hash = ?" + latest_first, (wanted,)
-        reason = f"root hash {wanted}"
-        missing = (
-            f"CVMFS_ROOT_HASH={wanted} is no tagged revision of {fqrn}; "
-            "name the revision with CVMFS_REPOSITORY_TAG instead"
-        )
-    elif settings.repository_tag:
+    if settings.repository_tag:
         tag = settings.repository_tag
         condition, parameters = "name = ?", (tag,)
         reason = f"tag {tag!r}"
@@ -127,6 +128,41 @@ def _from_row(row: tuple[object, ...], reason: str, fqrn: str) -> PinnedRoot:
     if type(revision) is not int:
         raise TrustError(f"the history database of {fqrn}: tag {name!r} has no revision")
     publish_time = timestamp if type(timestamp) is int else None
-    if not reason.startswith("tag "):
+    if reason.startswith("date "):
         reason += f" (tag {name!r})"
     return PinnedRoot(digest, revision, publish_time, reason)
+
+
+async def read_catalog_revision(stored: bytes, fqrn: str) -> tuple[int, int | None]:
+    """The ``revision`` and ``last_modified`` properties of a root catalog object."""
+    from shrinkwrap_async.catalogs.reader import Catalog
+
+    with tempfile.TemporaryDirectory(prefix="shrinkwrap-async-root.") as scratch:
+        path = Path(scratch) / "catalog.db"
+        _inflate_to(path, stored, fqrn)
+        catalog = await Catalog.open(path)
+        try:
+            modified = decimal_or_none(catalog.properties.get("last_modified", ""))
+            return catalog.revision, modified
+        finally:
+            await catalog.close()
+
+
+def _inflate_to(path: Path, stored: bytes, fqrn: str) -> None:
+    inflater = zlib.decompressobj()
+    written = 0
+    try:
+        with open(path, "wb") as out:
+            for start in range(0, len(stored), _INFLATE_PIECE):
+                data = stored[start : start + _INFLATE_PIECE]
+                while data:  # at most a piece of output at a time: no bomb fills memory
+                    piece = inflater.decompress(data, _INFLATE_PIECE)
+                    written += len(piece)
+                    if written > ROOT_CATALOG_MAX_SIZE:
+                        raise TrustError(f"the pinned root catalog of {fqrn} is too large")
+                    out.write(piece)
+                    data = inflater.unconsumed_tail
+    except zlib.error as error:
+        raise TrustError(f"the pinned root catalog of {fqrn} is not zlib data: {error}") from None
+    if not inflater.eof:
+        raise TrustError(f"the pinned root catalog of {fqrn} is truncated")

@@ -288,7 +288,7 @@ async def test_a_pinned_revision_is_the_real_tools_tree_of_it(
     [
         ("CVMFS_REPOSITORY_TAG=no-such-tag", "fix1.test.local has no such tag"),
         ("CVMFS_REPOSITORY_DATE=2001-01-01T00:00:00Z", "has no revision as early as that"),
-        ("CVMFS_ROOT_HASH=" + "ab" * 20, "is no tagged revision of fix1.test.local"),
+        ("CVMFS_ROOT_HASH=" + "ab" * 20, "names no catalog of fix1.test.local"),
     ],
 )
 async def test_a_pin_that_names_nothing_is_a_configuration_error(

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.exitcodes import ConfigError, ExitCode, TrustError, UnreachableError
-from shrinkwrap_async.hashing import Algorithm
+from shrinkwrap_async.hashing import Algorithm, Digest
 from shrinkwrap_async.network.fetcher import Fetcher
 from shrinkwrap_async.testing.faultproxy import Fault, FaultProxy
 from shrinkwrap_async.testing.servers import StaticServer
@@ -93,6 +93,7 @@ def settings_for(
     url_of: str | None = None,
     blacklist: Path | None = None,
     repository_tag: str | None = None,
+    root_hash: str | None = None,
 ) -> ClientSettings:
     return ClientSettings.for_repository(
         fqrn,
@@ -102,6 +103,7 @@ def settings_for(
         timeout=5,
         timeout_direct=5,
         repository_tag=repository_tag,
+        root_hash=Digest.from_hex(root_hash) if root_hash else None,
         **({"blacklist": blacklist} if blacklist is not None else {}),
     )
 
@@ -117,8 +119,11 @@ async def trust(
     now: datetime = NOW,
     blacklist: Path | None = None,
     repository_tag: str | None = None,
+    root_hash: str | None = None,
 ) -> TrustedRoot:
-    settings = settings_for(server, fixtures, fqrn, key_of, url_of, blacklist, repository_tag)
+    settings = settings_for(
+        server, fixtures, fqrn, key_of, url_of, blacklist, repository_tag, root_hash
+    )
     async with Fetcher(settings) as fetcher:
         return await establish_trust(fetcher, settings, cache_dir=cache_dir, now=now)
 
@@ -134,6 +139,14 @@ async def refused(server: StaticServer, fixtures: Path, fqrn: str = FIX1, **kwar
 
 def repo_file(docroot: Path, fqrn: str, name: str) -> Path:
     return docroot / "cvmfs" / fqrn / name
+
+
+def history_object(docroot: Path) -> tuple[bytes, Path]:
+    """fix1's manifest line ``H<hash>`` and the served file of that history object."""
+    manifest = repo_file(docroot, FIX1, ".cvmfspublished").read_bytes()
+    line = next(line for line in letter_of(manifest).split(b"\n") if line.startswith(b"H"))
+    text = line[1:].decode()
+    return line, repo_file(docroot, FIX1, f"data/{text[:2]}/{text[2:]}H")
 
 
 def resign_whitelist(docroot: Path, fixtures: Path, edit: Callable[[bytes], bytes]) -> None:
@@ -375,16 +388,30 @@ async def test_a_pinned_tag_resolves_through_the_history_database(
     assert root.pinned is not None and root.pinned.reason == "tag 'trunk-previous'"
 
 
+async def test_a_pinned_root_hash_takes_its_revision_from_the_catalog(
+    fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path, tmp_path: Path
+) -> None:
+    """As the client reads it once mounted: no history database is needed (here it is
+    gone), and a second run finds the revision kept by hash (two requests)."""
+    history_object(fixture_docroot)[1].unlink()
+    pinned = "2c0a532d053941a164e5166a0e5e4e50086f27c0"
+    cache = tmp_path / "cache"
+    root = await trust(fixture_server, fixtures_dir, FIX1, root_hash=pinned, cache_dir=cache)
+    assert root.revision == 2 and root.root_catalog.hex == pinned
+    assert root.publish_time == 1795553237  # the catalog's last_modified
+    fixture_server.requests.clear()
+    again = await trust(fixture_server, fixtures_dir, FIX1, root_hash=pinned, cache_dir=cache)
+    assert again.revision == 2 and fixture_server.total_requests == 2
+    with pytest.raises(UnreachableError):  # a tag needs the history
+        await trust(fixture_server, fixtures_dir, FIX1, repository_tag="trunk")
+
+
 async def test_a_damaged_history_database_is_refused(
     fixture_server: StaticServer, fixtures_dir: Path, fixture_docroot: Path
 ) -> None:
     """Bytes that fail the manifest's H hash; then, under a re-signed manifest, an object
     with the right hash that is no SQLite database: exit 3, one line, each."""
-    manifest = repo_file(fixture_docroot, FIX1, ".cvmfspublished").read_bytes()
-    history = next(line for line in letter_of(manifest).split(b"\n") if line.startswith(b"H"))
-    stored = repo_file(
-        fixture_docroot, FIX1, f"data/{history[1:3].decode()}/{history[3:].decode()}H"
-    )
+    history, stored = history_object(fixture_docroot)
     stored.write_bytes(zlib.compress(b"tampered"))
     message = await refused(fixture_server, fixtures_dir, repository_tag="trunk")
     assert message.startswith(f"history database object of {FIX1} is corrupt")
