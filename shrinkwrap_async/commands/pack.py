@@ -289,7 +289,9 @@ async def _pack_streamed(
             mtime = source.publish_time
         if mtime is None:
             mtime = await source.newest_mtime(options)
-        options = dataclasses.replace(options, fixed_mtime=mtime)
+        # Hard-linked members carry the mtime the export gives their inode.
+        link_mtimes = await source.link_mtimes(options)
+        options = dataclasses.replace(options, fixed_mtime=mtime, link_mtimes=link_mtimes)
         if fmt == "tar":
             stats = await _stream_tar(args, source, options)
         else:

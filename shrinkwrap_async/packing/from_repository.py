@@ -11,7 +11,10 @@ Packing them gives the same bytes as packing an export of the same revision and 
 
 Where the export would share one inode (files of one content and one metadata hash, i.e.
 one ``.data`` object), every member carries the object name as ``hardlink_key`` and the
-mtime of the first one in archive order, whose content is the only one fetched.
+inode's mtime, whose content is only fetched for the first one in archive order. The
+inode's mtime is the export's: that of the first member in cvmfs_shrinkwrap's walk order
+(``link.shared_mtimes``), which a metadata walk before the stream finds
+(:meth:`RepositorySource.link_mtimes`) for the objects whose members differ in mtime.
 
 Content is fetched ahead of the writer, in archive order, inside a bounded window (objects
 and bytes): each piece (a whole object, or one chunk of a chunked file) is fetched, its
@@ -32,7 +35,7 @@ import logging
 import os
 import stat
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,6 +48,7 @@ from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.config.variant_symlinks import expand_variant_symlink
 from shrinkwrap_async.exitcodes import PartialExportError, UnsafePathError
 from shrinkwrap_async.hashing import ObjectSuffix, stored_size_limit
+from shrinkwrap_async.link.shared_mtimes import SharedMtimes, walk_order_key
 from shrinkwrap_async.link.tree_writer import harmless_device, validate_symlink_target
 from shrinkwrap_async.packing.entries import (
     DEFAULT_XATTR_PREFIXES,
@@ -109,6 +113,11 @@ class StreamOptions:
     window_bytes: int = DEFAULT_WINDOW_BYTES
     memory_piece_limit: int = DEFAULT_MEMORY_PIECE_LIMIT
     fetch_content: bool = True
+    # Object name -> the mtime all its members carry (RepositorySource.link_mtimes); the
+    # objects not named here carry the mtime of their first member in archive order.
+    link_mtimes: Mapping[str, int] | None = None
+    # Called with (path, object name, the file's own mtime) for every regular file walked.
+    on_regular: Callable[[str, str, int], None] | None = None
 
 
 @dataclass
@@ -531,14 +540,19 @@ class StreamedEntries:
         uid, gid = self._owner(entry.uid, entry.gid)
         key = object_name(content, meta_hash(entry.mode, uid, gid, entry.xattrs))
         self.stats.files += 1
+        if self.options.on_regular is not None:
+            self.options.on_regular(path, key, mtime)
         first_mtime = self._links.first_path(key, str(mtime))
+        shared_mtime = self.options.link_mtimes.get(key) if self.options.link_mtimes else None
+        if shared_mtime is None:
+            shared_mtime = mtime if first_mtime is None else int(first_mtime)
         pack_entry = PackEntry(
             path,
             EntryKind.REGULAR,
             entry.mode & 0o777,
             uid,
             gid,
-            mtime if first_mtime is None else int(first_mtime),
+            shared_mtime,
             size=entry.size,
             hardlink_key=key,
             xattrs=self._xattrs(entry.xattrs),
@@ -661,6 +675,26 @@ class RepositorySource:
 
     def stream(self, options: StreamOptions | None = None) -> StreamedEntries:
         return StreamedEntries(self, options or StreamOptions())
+
+    async def link_mtimes(self, options: StreamOptions | None = None) -> dict[str, int]:
+        """For each object whose members differ in mtime, the mtime the export gives its
+        inode (its first member in cvmfs_shrinkwrap's walk order): a metadata walk, the
+        catalogs from the cache, the members' keys in a temporary SQLite file."""
+        shared = SharedMtimes()
+        try:
+
+            def collect(path: str, name: str, mtime: int) -> None:
+                shared.add([(name, walk_order_key(tuple(path.split("/"))), mtime, True)])
+
+            walk_options = replace(
+                options or StreamOptions(), fetch_content=False, on_regular=collect
+            )
+            async with self.stream(walk_options) as entries:
+                async for _entry in entries:
+                    pass
+            return dict(shared.first_in_walk())
+        finally:
+            shared.close()
 
     async def newest_mtime(self, options: StreamOptions | None = None) -> int:
         """The newest mtime of the entries (a metadata walk; catalogs come from the cache)."""

@@ -289,6 +289,40 @@ async def test_one_inode_per_content_and_metadata(tmp_path: Path) -> None:
     assert object_requests == 2  # a.txt and c.txt: the links need no content
 
 
+async def test_hard_linked_members_carry_the_mtime_the_export_gives_their_inode(
+    tmp_path: Path,
+) -> None:
+    """sub/d.txt and z.txt share one object but not their mtimes: the export gives the
+    inode z.txt's (a directory's files come before its subdirectories in cvmfs_shrinkwrap's
+    walk), while sub/d.txt comes first in the archive. The streamed tar carries the
+    export's mtime and equals the tar of the export, byte for byte."""
+    fqrn = "linktimes.test.local"
+
+    def file(name: str, mtime: int) -> SourceNode:
+        return SourceNode(name, "file", 0o100644, mtime, size=5000,
+                          content=RandomBytes(5, 5000))  # fmt: skip
+
+    tree = SourceNode("", "dir", 0o40755, 1_700_000_000, children=[
+        SourceNode("sub", "dir", 0o40755, 1_700_000_000, children=[
+            file("d.txt", 1_000_000_400),
+        ]),
+        file("z.txt", 1_000_000_900),
+    ])  # fmt: skip
+    publisher = Publisher(tmp_path / "repo", fqrn, PublishOptions(workers=1))
+    public_key = (await asyncio.to_thread(publisher.publish, tree)).public_key
+    streamed, exported = tmp_path / "streamed.tar", tmp_path / "exported.tar"
+    async with served(tmp_path, public_key) as (_server, config, spec):
+        source = ["-r", fqrn, "-f", str(config), "-t", str(spec)]
+        assert await run_cli("pack", "-q", *source, "--mtime", MTIME, "-o", str(streamed)) == 0
+        base = await export_and_pack(tmp_path, config, spec, exported, fqrn)
+    assert (base / fqrn / "sub" / "d.txt").stat().st_mtime == 1_000_000_900
+    with tarfile.open(streamed) as tar:
+        members = {m.name[len(fqrn) + 1 :]: m for m in tar.getmembers()}
+    assert members["sub/d.txt"].isreg() and members["z.txt"].islnk()
+    assert members["sub/d.txt"].mtime == members["z.txt"].mtime == 1_000_000_900
+    assert streamed.read_bytes() == exported.read_bytes()
+
+
 BIG = 256 << 20
 
 # Run apart, so that the test process never holds the big file: a child forked from a big
