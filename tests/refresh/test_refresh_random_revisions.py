@@ -1,11 +1,13 @@
 """Random revisions, seeded: each refreshed export equals a fresh export of the revision, and
-the tarball streamed from the repository equals the tarball of that fresh export."""
+the tarball (and SquashFS image) streamed from the repository equals that of the fresh
+export."""
 
 from __future__ import annotations
 
 import os
 import random
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,8 @@ NAMES = ("a", "b", "lib", "x.txt", "y.txt", "z")
 MTIMES = (1_600_000_000, 1_600_000_100, 1_700_000_000)
 SPECS = ("/*\n", "/*\n", "/*\n!/a\n", "/lib/*\n/b/*\n/x.txt\n")
 listing = listing_tool()
+# The SquashFS route too, where mksquashfs and unsquashfs are installed (.ci/run installs them).
+IMAGES = ("tar", "sqfs") if shutil.which("mksquashfs") and shutil.which("unsquashfs") else ("tar",)
 
 
 class RandomTree:
@@ -107,6 +111,12 @@ class RandomTree:
             path.unlink()
 
 
+def squashfs_listing(image: Path) -> list[str]:
+    done = subprocess.run(["unsquashfs", "-lls", "-n", str(image)],
+                          check=True, capture_output=True, text=True)  # fmt: skip
+    return done.stdout.splitlines()
+
+
 def problems(expected_base: Path, actual_base: Path) -> list[str]:
     """listing.diff of two exports, but for the mtime of a regular file: an object kept in
     ``.data`` from before a refresh keeps its mtime (as with cvmfs_shrinkwrap)."""
@@ -164,11 +174,16 @@ async def test_random_revisions_refresh_and_stream_as_fresh_exports(
             )
             spec_file = tmp_path / "pack.spec"
             spec_file.write_text(spec_text)
-            streamed, packed = tmp_path / "streamed.tar", tmp_path / "packed.tar"
+            streamed = {suffix: tmp_path / f"streamed-{revision}.{suffix}" for suffix in IMAGES}
+            packed = {suffix: tmp_path / f"packed-{revision}.{suffix}" for suffix in IMAGES}
             times = ("--mtime", "1700000123", "-q")
-            assert await run_cli("pack", "-r", FQRN, "-f", str(config), "-t", str(spec_file),
-                                 *times, "-o", str(streamed)) == 0  # fmt: skip
-            assert await run_cli("pack", "-r", FQRN, "-x", str(fresh), *times,
-                                 "-o", str(packed)) == 0  # fmt: skip
-        assert streamed.read_bytes() == packed.read_bytes(), (revision, spec_text)
+            for suffix in IMAGES:
+                assert await run_cli("pack", "-r", FQRN, "-f", str(config), "-t", str(spec_file),
+                                     *times, "-o", str(streamed[suffix])) == 0  # fmt: skip
+                method = ("--squashfs-method", "stream") if suffix == "sqfs" else ()
+                assert await run_cli("pack", "-r", FQRN, "-x", str(fresh), *times, *method,
+                                     "-o", str(packed[suffix])) == 0  # fmt: skip
+        assert streamed["tar"].read_bytes() == packed["tar"].read_bytes(), (revision, spec_text)
+        if "sqfs" in IMAGES:
+            assert squashfs_listing(streamed["sqfs"]) == squashfs_listing(packed["sqfs"])
         shutil.rmtree(fresh)
