@@ -91,6 +91,11 @@ COMMIT_EVERY_ROWS = 512
 COMMIT_EVERY_SECONDS = 2.0
 
 
+_LAST_EXPORT = (
+    "SELECT fqrn, root_hash, revision, spec_digest, finished_at FROM exports WHERE fqrn = ?"
+)
+
+
 def default_state_path(dest_base: str | os.PathLike[str]) -> Path:
     """``<dest-base>/.provenance/state.db``."""
     return Path(dest_base) / PROVENANCE_DIR / STATE_DB_NAME
@@ -104,11 +109,7 @@ def read_last_export(dest_base: str | os.PathLike[str], fqrn: str) -> ExportReco
         return None
     try:
         with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
-            row = db.execute(
-                "SELECT fqrn, root_hash, revision, spec_digest, finished_at FROM exports "
-                "WHERE fqrn = ?",
-                (fqrn,),
-            ).fetchone()
+            row = db.execute(_LAST_EXPORT, (fqrn,)).fetchone()
     except sqlite3.Error:
         return None
     return ExportRecord(*row) if row else None
@@ -286,11 +287,7 @@ class StateDB:
 
     async def last_export(self, fqrn: str) -> ExportRecord | None:
         """The last completed export of ``fqrn``, or None if it was never exported here."""
-        async with self._db.execute(
-            "SELECT fqrn, root_hash, revision, spec_digest, finished_at FROM exports "
-            "WHERE fqrn = ?",
-            (fqrn,),
-        ) as cursor:
+        async with self._db.execute(_LAST_EXPORT, (fqrn,)) as cursor:
             row = await cursor.fetchone()
         return ExportRecord(*row) if row else None
 

@@ -16,7 +16,6 @@ blank or tab, any further blanks, then digits with nothing after them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,38 +31,33 @@ BLACKLIST_MAX_SIZE = 16 * 1024 * 1024
 class Blacklist:
     fingerprints: tuple[Digest, ...] = ()
     lines: tuple[str, ...] = ()  # every line, for the revision floors of any repository
-    sources: tuple[Path, ...] = ()  # the files read (those that exist)
+    source: Path | None = None  # the file read, for messages
 
     @classmethod
-    def parse(cls, text: str, sources: tuple[Path, ...] = ()) -> Blacklist:
+    def parse(cls, text: str, source: Path | None = None) -> Blacklist:
         lines = tuple(text.split("\n"))
         fingerprints = tuple(fp for line in lines if (fp := parse_fingerprint(line)) is not None)
-        return cls(fingerprints, lines, sources)
+        return cls(fingerprints, lines, source)
 
     @classmethod
-    def load(cls, paths: Iterable[Path]) -> Blacklist:
-        """The blacklists of ``paths`` together; a missing file adds nothing, an unreadable
-        one is a configuration error (the client refuses to mount then)."""
-        texts: list[str] = []
-        sources: list[Path] = []
-        for path in paths:
-            try:
-                with open(path, "rb") as handle:
-                    data = handle.read(BLACKLIST_MAX_SIZE + 1)
-            except FileNotFoundError:
-                continue
-            except OSError as error:
-                raise ConfigError(
-                    f"cannot read the blacklist {path}: {error.strerror or error}"
-                ) from None
-            if len(data) > BLACKLIST_MAX_SIZE:
-                raise ConfigError(f"the blacklist {path} is larger than 16 MiB")
-            texts.append(data.decode("utf-8", "replace"))
-            sources.append(path)
-        return cls.parse("\n".join(texts), tuple(sources))
+    def load(cls, path: Path) -> Blacklist:
+        """The blacklist in ``path``; a missing file is an empty one, an unreadable one a
+        configuration error (the client refuses to mount then)."""
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(BLACKLIST_MAX_SIZE + 1)
+        except FileNotFoundError:
+            return cls()
+        except OSError as error:
+            raise ConfigError(
+                f"cannot read the blacklist {path}: {error.strerror or error}"
+            ) from None
+        if len(data) > BLACKLIST_MAX_SIZE:
+            raise ConfigError(f"the blacklist {path} is larger than 16 MiB")
+        return cls.parse(data.decode("utf-8", "replace"), path)
 
     def _named(self) -> str:
-        return ", ".join(str(path) for path in self.sources) or "the blacklist"
+        return str(self.source) if self.source is not None else "the blacklist"
 
     def minimum_revision(self, fqrn: str) -> int:
         """The lowest revision of ``fqrn`` the blacklist lets through (0: any)."""

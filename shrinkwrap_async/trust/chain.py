@@ -26,9 +26,10 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
-import json
 import os
+import tempfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shrinkwrap_async.config.settings import DEFAULT_TRUSTED_CERTS, ClientSettings
+from shrinkwrap_async.decimal_text import decimal_or_none
 from shrinkwrap_async.exitcodes import ConfigError, TrustError, UnreachableError
 from shrinkwrap_async.hashing import Digest, ObjectSuffix
 from shrinkwrap_async.network.errors import (
@@ -48,12 +50,7 @@ from shrinkwrap_async.network.errors import (
 )
 from shrinkwrap_async.trust.blacklist import Blacklist
 from shrinkwrap_async.trust.manifest import Manifest
-from shrinkwrap_async.trust.pinned_root import (
-    HISTORY_MAX_SIZE,
-    PinnedRoot,
-    read_catalog_revision,
-    resolve_pinned_root,
-)
+from shrinkwrap_async.trust.pinned_root import HISTORY_MAX_SIZE, PinnedRoot, resolve_pinned_root
 from shrinkwrap_async.trust.release_certificate import ReleaseCertificate
 from shrinkwrap_async.trust.signature import (
     load_master_keys,
@@ -335,6 +332,18 @@ def _cached_object_path(cache_dir: Path | None, digest: Digest, suffix: str) -> 
     return cache_dir / "certificates" / f"{digest.hex}{suffix}"
 
 
+@contextlib.contextmanager
+def _chain_object_errors(what: str, settings: ClientSettings) -> Iterator[None]:
+    """A corrupt object of the chain is a trust failure, one that cannot be fetched an
+    unreachable repository."""
+    try:
+        yield
+    except ObjectCorruptError as error:
+        raise TrustError(f"{what} object of {settings.fqrn} is corrupt: {error}") from error
+    except FetchError as error:
+        raise UnreachableError(f"cannot fetch the {what} of {settings.fqrn}: {error}") from error
+
+
 async def _fetch_chain_object(
     fetcher: Fetcher,
     digest: Digest,
@@ -343,14 +352,9 @@ async def _fetch_chain_object(
     settings: ClientSettings,
     max_size: int | None = None,
 ) -> bytes:
-    """The stored bytes of ``digest``; a corrupt object is a trust failure, one that
-    cannot be fetched an unreachable repository."""
-    try:
+    """The stored bytes of ``digest`` (see :func:`_chain_object_errors`)."""
+    with _chain_object_errors(what, settings):
         return await fetcher.fetch_object(digest, suffix, max_size=max_size)
-    except ObjectCorruptError as error:
-        raise TrustError(f"{what} object of {settings.fqrn} is corrupt: {error}") from error
-    except FetchError as error:
-        raise UnreachableError(f"cannot fetch the {what} of {settings.fqrn}: {error}") from error
 
 
 async def _certificate(
@@ -392,29 +396,30 @@ async def _history(
 async def _pinned_catalog_revision(
     fetcher: Fetcher, digest: Digest, settings: ClientSettings, cache_dir: Path | None
 ) -> tuple[int, int | None]:
-    """The revision and publish time of the root catalog ``CVMFS_ROOT_HASH`` names, kept
-    by hash (a few bytes): a pinned run of an unchanged repository costs two requests."""
-    cached = _cached_object_path(cache_dir, digest, ".revision")
-    if cached is not None:
-        with contextlib.suppress(ValueError, TypeError):
-            revision, publish_time = json.loads(_read_quietly(cached) or b"")
-            if type(revision) is int and (publish_time is None or type(publish_time) is int):
-                return revision, publish_time
-    try:
-        stored = await _fetch_chain_object(
-            fetcher, digest, ObjectSuffix.CATALOG, "pinned root catalog", settings
-        )
-    except UnreachableError as error:
-        if isinstance(error.__cause__, ObjectMissingError):  # a hash the servers lack
-            raise ConfigError(
-                f"CVMFS_ROOT_HASH={digest.hex} names no catalog of {settings.fqrn}: "
-                f"{error.__cause__}"
-            ) from None
-        raise
-    result = await read_catalog_revision(stored, settings.fqrn)
-    if cached is not None:
-        _store_quietly(cached, json.dumps(result).encode())
-    return result
+    """The revision and publish time of the root catalog ``CVMFS_ROOT_HASH`` names, read
+    through the catalog cache beside ``cache_dir`` (where the export then finds it: a pinned
+    run of an unchanged repository costs two requests), or a temporary one."""
+    from shrinkwrap_async.catalogs.cache import CatalogCache
+
+    with contextlib.ExitStack() as stack:
+        if cache_dir is None:
+            catalogs = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        else:
+            catalogs = cache_dir.parent / "catalogs"
+        try:
+            with _chain_object_errors("pinned root catalog", settings):
+                catalog = await CatalogCache(catalogs, fetcher).open(digest, "")  # type: ignore[arg-type]
+        except UnreachableError as error:
+            if isinstance(error.__cause__, ObjectMissingError):  # a hash the servers lack
+                raise ConfigError(
+                    f"CVMFS_ROOT_HASH={digest.hex} names no catalog of {settings.fqrn}: "
+                    f"{error.__cause__}"
+                ) from None
+            raise
+        try:
+            return catalog.revision, decimal_or_none(catalog.properties.get("last_modified", ""))
+        finally:
+            await catalog.close()
 
 
 def _cached_pkcs7_path(cache_dir: Path | None, whitelist: bytes) -> Path | None:
@@ -459,7 +464,7 @@ async def establish_trust(
             f"no master public key configured for {fqrn}; set CVMFS_PUBLIC_KEY or CVMFS_KEYS_DIR"
         )
     master_keys = load_master_keys(settings.public_keys)
-    blacklist = Blacklist.load([settings.blacklist])
+    blacklist = Blacklist.load(settings.blacklist)
     if now is None:
         now = datetime.now(UTC)
     for attempt in range(SIGNED_FILE_ATTEMPTS):

@@ -26,14 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shrinkwrap_async.config.settings import ClientSettings, parse_repository_date
-from shrinkwrap_async.decimal_text import decimal_or_none
 from shrinkwrap_async.exitcodes import ConfigError, TrustError
 from shrinkwrap_async.hashing import Digest
 from shrinkwrap_async.trust.manifest import Manifest
 
 HISTORY_MAX_SIZE = 256 * 1024 * 1024  # stored or inflated; years of tags take a few MiB
-ROOT_CATALOG_MAX_SIZE = 4 * 1024**3  # inflated, written to a temporary file
-_INFLATE_PIECE = 1 << 20
 _COLUMNS = "name, hash, revision, timestamp"
 
 
@@ -57,7 +54,7 @@ async def resolve_pinned_root(
 ) -> PinnedRoot | None:
     """The root the configuration pins, or None when it pins none. ``fetch_history``: the
     stored bytes of the history object, checked against its hash; ``catalog_revision``: a
-    root catalog's revision and publish time (:func:`read_catalog_revision` of it)."""
+    root catalog's revision and publish time (its properties, as the client reads them)."""
     if not wants_pinned_root(settings):
         return None
     fqrn = settings.fqrn
@@ -131,38 +128,3 @@ def _from_row(row: tuple[object, ...], reason: str, fqrn: str) -> PinnedRoot:
     if reason.startswith("date "):
         reason += f" (tag {name!r})"
     return PinnedRoot(digest, revision, publish_time, reason)
-
-
-async def read_catalog_revision(stored: bytes, fqrn: str) -> tuple[int, int | None]:
-    """The ``revision`` and ``last_modified`` properties of a root catalog object."""
-    from shrinkwrap_async.catalogs.reader import Catalog
-
-    with tempfile.TemporaryDirectory(prefix="shrinkwrap-async-root.") as scratch:
-        path = Path(scratch) / "catalog.db"
-        _inflate_to(path, stored, fqrn)
-        catalog = await Catalog.open(path)
-        try:
-            modified = decimal_or_none(catalog.properties.get("last_modified", ""))
-            return catalog.revision, modified
-        finally:
-            await catalog.close()
-
-
-def _inflate_to(path: Path, stored: bytes, fqrn: str) -> None:
-    inflater = zlib.decompressobj()
-    written = 0
-    try:
-        with open(path, "wb") as out:
-            for start in range(0, len(stored), _INFLATE_PIECE):
-                data = stored[start : start + _INFLATE_PIECE]
-                while data:  # at most a piece of output at a time: no bomb fills memory
-                    piece = inflater.decompress(data, _INFLATE_PIECE)
-                    written += len(piece)
-                    if written > ROOT_CATALOG_MAX_SIZE:
-                        raise TrustError(f"the pinned root catalog of {fqrn} is too large")
-                    out.write(piece)
-                    data = inflater.unconsumed_tail
-    except zlib.error as error:
-        raise TrustError(f"the pinned root catalog of {fqrn} is not zlib data: {error}") from None
-    if not inflater.eof:
-        raise TrustError(f"the pinned root catalog of {fqrn} is truncated")
