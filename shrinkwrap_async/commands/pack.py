@@ -284,18 +284,18 @@ async def _pack_streamed(
     async with RepositorySource.open(settings, spec, max_in_flight=threads) as source:
         log.info("packing %s revision %d (%s)", args.repo, source.revision,
                  source.trusted.root_catalog.hex)  # fmt: skip
+        # Hard-linked members carry the mtime the export gives their inode.
+        newest, link_mtimes = await source.walk_metadata(options)
         mtime = _given_time(args)
         if mtime is None:
             mtime = source.publish_time
         if mtime is None:
-            mtime = await source.newest_mtime(options)
-        # Hard-linked members carry the mtime the export gives their inode.
-        link_mtimes = await source.link_mtimes(options)
+            mtime = newest
         options = dataclasses.replace(options, fixed_mtime=mtime, link_mtimes=link_mtimes)
         if fmt == "tar":
             stats = await _stream_tar(args, source, options)
         else:
-            stats = await _stream_squashfs(args, source, options, mtime)
+            stats = await _stream_squashfs(args, source, options, mtime, max(mtime, newest))
         requests = getattr(source.fetcher.stats, "requests", None)
     log.info(
         "%d entries (%d files, %d hard links), %d objects fetched (%d bytes, %d spooled), "
@@ -320,13 +320,17 @@ async def _stream_tar(
 
 
 async def _stream_squashfs(
-    args: argparse.Namespace, source: RepositorySource, options: StreamOptions, mtime: int
+    args: argparse.Namespace,
+    source: RepositorySource,
+    options: StreamOptions,
+    mtime: int,
+    newest: int,
 ) -> StreamStats:
-    # mksquashfs -tar clamps times to SOURCE_DATE_EPOCH: bound them first (catalogs only).
+    # mksquashfs -tar clamps times to SOURCE_DATE_EPOCH: ``newest`` bounds them (from the
+    # walk of the catalogs before the stream); tar2sqfs does not clamp.
     _, tool = choose_method("stream")
-    newest = mtime
-    if Path(tool[0]).name != "tar2sqfs":
-        newest = max(mtime, await source.newest_mtime(options))
+    if Path(tool[0]).name == "tar2sqfs":
+        newest = mtime
     output = Path(args.output)
     async with source.stream(options) as entries:
         argv = await asyncio.to_thread(

@@ -82,5 +82,16 @@ class SharedMtimes:
         except sqlite3.Error as error:
             raise self._spool.error(error) from error
 
+    def newest_uniform(self) -> int:
+        """The newest mtime of the objects whose paths all have one mtime (0: none)."""
+        try:
+            row = self._db.execute(
+                "SELECT max(m) FROM (SELECT max(mtime) AS m FROM links GROUP BY name"
+                " HAVING MIN(mtime) = MAX(mtime))"
+            ).fetchone()
+        except sqlite3.Error as error:
+            raise self._spool.error(error) from error
+        return int(row[0] or 0)
+
     def close(self) -> None:
         self._spool.close()

@@ -14,7 +14,7 @@ one ``.data`` object), every member carries the object name as ``hardlink_key`` 
 inode's mtime, whose content is only fetched for the first one in archive order. The
 inode's mtime is the export's: that of the first member in cvmfs_shrinkwrap's walk order
 (``link.shared_mtimes``), which a metadata walk before the stream finds
-(:meth:`RepositorySource.link_mtimes`) for the objects whose members differ in mtime.
+(:meth:`RepositorySource.walk_metadata`) for the objects whose members differ in mtime.
 
 Content is fetched ahead of the writer, in archive order, inside a bounded window (objects
 and bytes): each piece (a whole object, or one chunk of a chunked file) is fetched, its
@@ -113,7 +113,7 @@ class StreamOptions:
     window_bytes: int = DEFAULT_WINDOW_BYTES
     memory_piece_limit: int = DEFAULT_MEMORY_PIECE_LIMIT
     fetch_content: bool = True
-    # Object name -> the mtime all its members carry (RepositorySource.link_mtimes); the
+    # Object name -> the mtime all its members carry (RepositorySource.walk_metadata); the
     # objects not named here carry the mtime of their first member in archive order.
     link_mtimes: Mapping[str, int] | None = None
     # Called with (path, object name, the file's own mtime) for every regular file walked.
@@ -676,31 +676,29 @@ class RepositorySource:
     def stream(self, options: StreamOptions | None = None) -> StreamedEntries:
         return StreamedEntries(self, options or StreamOptions())
 
-    async def link_mtimes(self, options: StreamOptions | None = None) -> dict[str, int]:
-        """For each object whose members differ in mtime, the mtime the export gives its
-        inode (its first member in cvmfs_shrinkwrap's walk order): a metadata walk, the
-        catalogs from the cache, the members' keys in a temporary SQLite file."""
+    async def walk_metadata(
+        self, options: StreamOptions | None = None
+    ) -> tuple[int, dict[str, int]]:
+        """One metadata walk (the catalogs from the cache): for each object whose members
+        differ in mtime, the mtime the export gives its inode (its first member in
+        cvmfs_shrinkwrap's walk order; the members' keys wait in a temporary SQLite file),
+        and the newest mtime the entries then carry."""
         shared = SharedMtimes()
+        newest = 0
         try:
 
             def collect(path: str, name: str, mtime: int) -> None:
                 shared.add([(name, walk_order_key(tuple(path.split("/"))), mtime, True)])
 
-            walk_options = replace(
-                options or StreamOptions(), fetch_content=False, on_regular=collect
+            walk_options = replace(  # the root and the marker (fixed_mtime) do not count
+                options or StreamOptions(), fetch_content=False, on_regular=collect, fixed_mtime=0
             )
             async with self.stream(walk_options) as entries:
-                async for _entry in entries:
-                    pass
-            return dict(shared.first_in_walk())
+                async for entry in entries:
+                    if entry.kind is not EntryKind.REGULAR:
+                        newest = max(newest, entry.mtime)
+            link_mtimes = dict(shared.first_in_walk())
+            newest = max(newest, shared.newest_uniform(), *link_mtimes.values())
+            return newest, link_mtimes
         finally:
             shared.close()
-
-    async def newest_mtime(self, options: StreamOptions | None = None) -> int:
-        """The newest mtime of the entries (a metadata walk; catalogs come from the cache)."""
-        walk_options = replace(options or StreamOptions(), fetch_content=False)
-        newest = 0
-        async with self.stream(walk_options) as entries:
-            async for entry in entries:
-                newest = max(newest, entry.mtime)
-        return newest
