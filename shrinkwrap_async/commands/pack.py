@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import logging
 import os
+import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -25,7 +28,13 @@ from shrinkwrap_async.packing.compression import (
     CompressedSink,
     compression_for_filename,
 )
-from shrinkwrap_async.packing.entries import MARKER_NAME, entries_from_tree, export_timestamp
+from shrinkwrap_async.packing.entries import (
+    MARKER_NAME,
+    PackEntry,
+    entries_from_tree,
+    export_timestamp,
+)
+from shrinkwrap_async.packing.oci import OciOptions, check_oci_output, write_oci_layout
 from shrinkwrap_async.packing.squashfs import (
     METHODS,
     SquashfsOptions,
@@ -48,6 +57,7 @@ log = logging.getLogger(__name__)
 
 XATTR_CHOICES = {"user": ("user.",), "all": ("",), "none": ()}
 SQUASHFS_SUFFIXES = (".sqfs", ".squashfs", ".sfs", ".img")
+OCI_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-:/@+]*")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,8 +69,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Pack the export <dest-base>/<fqrn> (-x), or the part of the repository a spec "
             "selects (-f CONFIG -t SPEC, streamed without writing a tree), into a "
-            "reproducible tar archive (members under <fqrn>/, to be extracted in /cvmfs) or "
-            "a SquashFS image whose root stands for /cvmfs."
+            "reproducible tar archive (members under <fqrn>/, to be extracted in /cvmfs), "
+            "a SquashFS image whose root stands for /cvmfs, or an OCI image layout (a "
+            "directory) with one layer holding /cvmfs/<fqrn>."
         ),
     )
     parser.add_argument(
@@ -93,17 +104,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="file content fetched ahead of the writer, at most (default 64 MiB)",
     )
     parser.add_argument(
-        "-o", "--output", required=True, help="output file; '-' is stdout (tar only)"
+        "-o",
+        "--output",
+        required=True,
+        help="output file (a directory for oci); '-' is stdout (tar only)",
     )
     parser.add_argument(
         "--format",
-        choices=("tar", "squashfs"),
+        choices=("tar", "squashfs", "oci"),
         help="default: squashfs for .sqfs/.squashfs/.sfs/.img outputs, else tar",
     )
     parser.add_argument(
         "--compress",
         choices=COMPRESSIONS,
-        help="tar compression; default from the output name (.tar.zst, .tar.gz/.tgz) or none",
+        help=(
+            "tar compression; default from the output name (.tar.zst, .tar.gz/.tgz) or "
+            "none; for an OCI layer gzip"
+        ),
     )
     parser.add_argument("--compress-level", type=int, help="zstd (1-22) or gzip (1-9) level")
     parser.add_argument(
@@ -122,6 +139,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="user",
         help="extended attributes to pack (default: user.*)",
     )
+    parser.add_argument(
+        "--all-root", action="store_true", help="make every member owned by root (uid/gid 0)"
+    )
+    oci = parser.add_argument_group("OCI image layout")
+    oci.add_argument(
+        "--oci-ref",
+        default="latest",
+        metavar="NAME",
+        help="the image's reference name in the layout (oci:DIR:NAME; default latest)",
+    )
     squashfs = parser.add_argument_group("SquashFS")
     squashfs.add_argument(
         "--squashfs-method",
@@ -129,7 +156,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="auto",
         help="stream our tar into mksquashfs -tar/tar2sqfs, or let mksquashfs read the tree",
     )
-    squashfs.add_argument("--all-root", action="store_true", help="make every file root-owned")
     squashfs.add_argument("--processors", type=int, help="compressor threads (default: cores)")
     squashfs.add_argument("--squashfs-comp", metavar="ALG", help="e.g. gzip, xz, zstd")
     add_verbosity_options(parser)
@@ -176,9 +202,13 @@ def run(args: argparse.Namespace) -> int:
     fmt = _output_format(args)
     if args.output == "-" and fmt != "tar":
         raise UsageError("only tar can be written to stdout ('-o -'); give a file for SquashFS")
-    if fmt != "tar" and args.compress not in (None, "none"):
-        raise UsageError("--compress applies to tar; use --squashfs-comp for SquashFS")
-    if args.output != "-":
+    if fmt == "squashfs" and args.compress not in (None, "none"):
+        raise UsageError("--compress applies to tar and OCI; use --squashfs-comp for SquashFS")
+    if fmt == "oci":
+        check_oci_output(Path(args.output))
+        if not OCI_REF.fullmatch(args.oci_ref):
+            raise UsageError(f"--oci-ref {args.oci_ref!r}: use letters, digits and ._-:/@+")
+    elif args.output != "-":
         check_output_file(Path(args.output))
     streaming = args.src_config is not None or args.spec_file is not None
     if args.dest_base is not None and streaming:
@@ -204,7 +234,9 @@ def run(args: argparse.Namespace) -> int:
         args.dest_base, args.repo, fixed_mtime=mtime, xattr_prefixes=prefixes
     )
     if fmt == "tar":
-        return _pack_tar(args, entries)
+        return _pack_tar(args, _owned(args, entries))
+    if fmt == "oci":
+        return _pack_oci(args, _owned(args, entries), mtime, _export_annotations(args))
     options = _squashfs_options(args, mtime)
     output = Path(args.output)
     method, _ = choose_method(args.squashfs_method)
@@ -294,6 +326,9 @@ async def _pack_streamed(
         options = dataclasses.replace(options, fixed_mtime=mtime, link_mtimes=link_mtimes)
         if fmt == "tar":
             stats = await _stream_tar(args, source, options)
+        elif fmt == "oci":
+            labels = _annotations(args.repo, source.revision, source.trusted.root_catalog.hex)
+            stats = await _stream_oci(args, source, options, mtime, labels)
         else:
             stats = await _stream_squashfs(args, source, options, mtime, max(mtime, newest))
         requests = getattr(source.fetcher.stats, "requests", None)
@@ -316,6 +351,19 @@ async def _stream_tar(
 ) -> StreamStats:
     async with source.stream(options) as entries:
         await asyncio.to_thread(_pack_tar, args, entries.blocking())
+    return entries.stats
+
+
+async def _stream_oci(
+    args: argparse.Namespace,
+    source: RepositorySource,
+    options: StreamOptions,
+    mtime: int,
+    annotations: dict[str, str],
+) -> StreamStats:
+    async with source.stream(options) as entries:
+        owned = _owned(args, entries.blocking())
+        await asyncio.to_thread(_pack_oci, args, owned, mtime, annotations)
     return entries.stats
 
 
@@ -377,3 +425,57 @@ def _write_tar(
     writer.close()
     sink.close()
     return writer
+
+
+def _owned(args: argparse.Namespace, entries: Iterable[PackEntry]) -> Iterable[PackEntry]:
+    """The entries, root-owned with ``--all-root``."""
+    if not args.all_root:
+        return entries
+    return (dataclasses.replace(entry, uid=0, gid=0) for entry in entries)
+
+
+def _annotations(fqrn: str, revision: object, root_hash: object) -> dict[str, str]:
+    annotations = {"org.opencontainers.image.title": f"/cvmfs/{fqrn}"}
+    if isinstance(revision, int):
+        annotations["org.opencontainers.image.version"] = str(revision)
+    if isinstance(root_hash, str) and root_hash:
+        annotations["org.opencontainers.image.revision"] = root_hash
+    return annotations
+
+
+def _export_annotations(args: argparse.Namespace) -> dict[str, str]:
+    """The revision and root catalog an export records in ``.provenance/<fqrn>/export.json``."""
+    record: dict[str, object] = {}
+    try:
+        record_file = args.dest_base / ".provenance" / args.repo / "export.json"
+        loaded = json.loads(record_file.read_text())
+        if isinstance(loaded, dict):
+            record = loaded
+    except (OSError, ValueError):
+        log.info("no export record in .provenance: the image names no revision")
+    return _annotations(args.repo, record.get("revision"), record.get("root_hash"))
+
+
+def _pack_oci(
+    args: argparse.Namespace,
+    entries: Iterable[PackEntry],
+    mtime: int,
+    annotations: dict[str, str],
+) -> int:
+    compression = args.compress or "gzip"
+    options = OciOptions(
+        fqrn=args.repo,
+        created=mtime,
+        compression=compression,
+        level=args.compress_level,
+        ref_name=args.oci_ref,
+        annotations=annotations,
+    )
+    result = write_oci_layout(entries, Path(args.output), options)
+    log.info(
+        "wrote the OCI layout %s (%s): one layer of %d members, %d bytes of file content, "
+        "%d bytes %s, manifest %s",
+        args.output, args.oci_ref, result.members, result.content_bytes, result.layer_size,
+        compression, result.manifest_digest,
+    )  # fmt: skip
+    return ExitCode.OK

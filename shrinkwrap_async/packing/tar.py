@@ -151,6 +151,18 @@ class TarWriter:
         name = f"{self._prefix}/{entry.path}" if entry.path else self._prefix
         return name + "/" if entry.kind is EntryKind.DIRECTORY else name
 
+    def write_parent_directories(self, mtime: int) -> None:
+        """Members for the directories above the prefix (``cvmfs/`` of ``cvmfs/<fqrn>``):
+        root-owned, mode 0755, as a container image's own directories are."""
+        parts = self._prefix.split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            name = "/".join(parts[:depth]) + "/"
+            entry = PackEntry(
+                path=name, kind=EntryKind.DIRECTORY, mode=0o755, uid=0, gid=0, mtime=mtime
+            )
+            self._write_header(entry, _encode_name(name), _TYPEFLAGS[entry.kind], b"", 0)
+            self.members += 1
+
     def write_entry(self, entry: PackEntry) -> None:
         name = self.archive_name(entry)
         typeflag = _TYPEFLAGS[entry.kind]

@@ -163,14 +163,15 @@ class SlowServer(StaticServer):
         return await super()._handle(request)
 
 
-@pytest.mark.parametrize("output", ["out.tar", "-"])
+@pytest.mark.parametrize("output", ["out.tar", "-", "out.oci"])
 async def test_sigterm_stops_a_streamed_pack_and_says_what_became_of_the_output(
     fixture_docroot: Path, fixtures_dir: Path, tmp_path: Path, output: str
 ) -> None:
     target = output if output == "-" else str(tmp_path / output)
+    form = ["--format", "oci"] if output.endswith(".oci") else []
     async with SlowServer(fixture_docroot) as server:
         source = source_arguments(tmp_path, server.url, fixtures_dir / "keys", FQRN)
-        process = await start_cli_process("pack", *source, "-j", "2", "-o", target)
+        process = await start_cli_process("pack", *source, *form, "-j", "2", "-o", target)
         for _ in range(500):  # until the pack is under way (or has ended: then it fails below)
             if data_requests(server) >= 3 or process.returncode is not None:
                 break
@@ -184,7 +185,7 @@ async def test_sigterm_stops_a_streamed_pack_and_says_what_became_of_the_output(
     else:
         assert f"stopped by SIGTERM; {target} was not written" in message
     assert "a rerun resumes" not in message
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith((".out.tar", "out.tar"))]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith((".out.", "out."))]
 
 
 @pytest.mark.skipif(not HAVE_SQUASHFS, reason="squashfs-tools not installed")
