@@ -205,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
     if fmt == "squashfs" and args.compress not in (None, "none"):
         raise UsageError("--compress applies to tar and OCI; use --squashfs-comp for SquashFS")
     if fmt == "oci":
+        args.output = os.path.abspath(args.output)  # a layout is renamed into place: "." too
         check_oci_output(Path(args.output))
         if not OCI_REF.fullmatch(args.oci_ref):
             raise UsageError(f"--oci-ref {args.oci_ref!r}: use letters, digits and ._-:/@+")

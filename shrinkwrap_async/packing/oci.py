@@ -140,6 +140,7 @@ def write_oci_layout(entries: Iterable[PackEntry], output: Path, options: OciOpt
                             "mediaType": MEDIA_MANIFEST,
                             "digest": result.manifest_digest,
                             "size": (blobs / result.manifest_digest[7:]).stat().st_size,
+                            "platform": {"architecture": options.architecture, "os": "linux"},
                             "annotations": {"org.opencontainers.image.ref.name": options.ref_name},
                         }
                     ],

@@ -47,6 +47,7 @@ def read_layout(layout: Path, ref: str = "latest") -> tuple[dict, dict, dict, by
     assert index["schemaVersion"] == 2
     [entry] = index["manifests"]
     assert entry["annotations"]["org.opencontainers.image.ref.name"] == ref
+    assert entry["platform"]["os"] == "linux" and entry["platform"]["architecture"]
     manifest = json.loads(_blob(layout, entry))
     assert manifest["mediaType"] == entry["mediaType"] == MEDIA_MANIFEST
     config = json.loads(_blob(layout, manifest["config"]))
@@ -65,7 +66,7 @@ def read_layout(layout: Path, ref: str = "latest") -> tuple[dict, dict, dict, by
         "type": "layers",
         "diff_ids": [f"sha256:{hashlib.sha256(content).hexdigest()}"],
     }
-    assert config["os"] == "linux" and config["architecture"]
+    assert config["os"] == "linux" and config["architecture"] == entry["platform"]["architecture"]
     blobs = sorted(p.name for p in (layout / "blobs" / "sha256").iterdir())
     wanted = [manifest["config"]["digest"], layer["digest"], entry["digest"]]
     assert blobs == sorted(d.partition(":")[2] for d in wanted), "stray or missing blobs"
