@@ -34,7 +34,13 @@ from shrinkwrap_async.packing.entries import (
     entries_from_tree,
     export_timestamp,
 )
-from shrinkwrap_async.packing.oci import OciOptions, check_oci_output, write_oci_layout
+from shrinkwrap_async.packing.oci import (
+    OciOptions,
+    check_oci_output,
+    host_architecture,
+    load_base_image,
+    write_oci_layout,
+)
 from shrinkwrap_async.packing.squashfs import (
     METHODS,
     SquashfsOptions,
@@ -149,6 +155,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="NAME",
         help="the image's reference name in the layout (oci:DIR:NAME; default latest)",
     )
+    oci.add_argument(
+        "--oci-base",
+        metavar="LAYOUT[:REF]",
+        help=(
+            "put the layer on top of this image (an OCI layout, e.g. from skopeo copy "
+            "docker://almalinux:9 oci:base:9), keeping its settings: a runnable image"
+        ),
+    )
     squashfs = parser.add_argument_group("SquashFS")
     squashfs.add_argument(
         "--squashfs-method",
@@ -204,11 +218,16 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("only tar can be written to stdout ('-o -'); give a file for SquashFS")
     if fmt == "squashfs" and args.compress not in (None, "none"):
         raise UsageError("--compress applies to tar and OCI; use --squashfs-comp for SquashFS")
+    args.base_image = None
     if fmt == "oci":
         args.output = os.path.abspath(args.output)  # a layout is renamed into place: "." too
         check_oci_output(Path(args.output))
         if not OCI_REF.fullmatch(args.oci_ref):
             raise UsageError(f"--oci-ref {args.oci_ref!r}: use letters, digits and ._-:/@+")
+        if args.oci_base:  # read before anything is fetched: a wrong base fails at once
+            args.base_image = load_base_image(args.oci_base, host_architecture())
+    elif args.oci_base:
+        raise UsageError("--oci-base applies to --format oci")
     elif args.output != "-":
         check_output_file(Path(args.output))
     streaming = args.src_config is not None or args.spec_file is not None
@@ -471,6 +490,7 @@ def _pack_oci(
         level=args.compress_level,
         ref_name=args.oci_ref,
         annotations=annotations,
+        base=args.base_image,
     )
     result = write_oci_layout(entries, Path(args.output), options)
     log.info(

@@ -6,6 +6,11 @@ any tool that takes OCI image layouts (skopeo, umoci, apptainer, podman). Its by
 from the entries, the creation time and the platform alone: packing one revision twice gives
 the same digests, so a registry stores it once.
 
+With a base image (another OCI layout, e.g. ``skopeo copy docker://almalinux:9
+oci:base:9``), the layer goes on top of the base's layers and the image keeps the base's
+settings (environment, entry point), so it runs: a container built without a daemon or root.
+The base's blobs are checked against their digests as they are copied (or hard-linked).
+
 The layout is written into a temporary directory beside the output and renamed into place;
 an existing OCI layout at the output is replaced, anything else there is refused.
 """
@@ -21,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from shrinkwrap_async.exitcodes import StorageError, UsageError
 from shrinkwrap_async.packing.compression import CompressedSink
@@ -32,10 +37,18 @@ LAYOUT_FILE = "oci-layout"
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
+REF_NAME = "org.opencontainers.image.ref.name"
 MEDIA_LAYERS: Mapping[str, str] = {
     "none": "application/vnd.oci.image.layer.v1.tar",
     "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
     "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+}
+# Docker's media types as skopeo or buildah may leave them in a layout: the same bytes.
+_DOCKER_TO_OCI = {
+    "application/vnd.docker.distribution.manifest.list.v2+json": MEDIA_INDEX,
+    "application/vnd.docker.distribution.manifest.v2+json": MEDIA_MANIFEST,
+    "application/vnd.docker.container.image.v1+json": MEDIA_CONFIG,
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": MEDIA_LAYERS["gzip"],
 }
 WHITEOUT_PREFIX = ".wh."
 # Go's names for the machine (GOARCH), which the image config must use.
@@ -48,6 +61,17 @@ def host_architecture() -> str:
 
 
 @dataclass(frozen=True)
+class BaseImage:
+    """The image a layer is put on: its config (a JSON object), its layers' descriptors, the
+    platform, and where its blobs are."""
+
+    blobs: Path
+    config: dict[str, Any]
+    layers: tuple[dict[str, Any], ...]
+    platform: dict[str, str]
+
+
+@dataclass(frozen=True)
 class OciOptions:
     fqrn: str
     created: int  # seconds since the epoch: the image's and the history's creation time
@@ -56,6 +80,7 @@ class OciOptions:
     ref_name: str = "latest"
     architecture: str = field(default_factory=host_architecture)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    base: BaseImage | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +91,7 @@ class OciResult:
     layer_size: int
     members: int
     content_bytes: int
+    platform: dict[str, str]
 
 
 class _DigestingSink:
@@ -107,6 +133,112 @@ def _refuse_whiteouts(entries: Iterable[PackEntry]) -> Iterable[PackEntry]:
         yield entry
 
 
+def _oci_media_type(descriptor: Mapping[str, Any]) -> str:
+    media_type = str(descriptor.get("mediaType", ""))
+    return _DOCKER_TO_OCI.get(media_type, media_type)
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        loaded = json.loads(data)
+    except ValueError:
+        loaded = None
+    if not isinstance(loaded, dict):
+        raise UsageError(f"the base image's {what} is not a JSON object")
+    return loaded
+
+
+def _read_blob(blobs: Path, descriptor: Mapping[str, Any], what: str) -> bytes:
+    digest = str(descriptor.get("digest", ""))
+    algorithm, _, hex_digest = digest.partition(":")
+    if algorithm != "sha256" or len(hex_digest) != 64:
+        raise UsageError(f"the base image's {what} has an unsupported digest {digest!r}")
+    try:
+        data = (blobs / hex_digest).read_bytes()
+    except OSError as error:
+        raise UsageError(f"the base image's {what} {digest} cannot be read: {error}") from None
+    if hashlib.sha256(data).hexdigest() != hex_digest:
+        raise UsageError(f"the base image's {what} {digest} does not match its digest")
+    return data
+
+
+def _split_base(reference: str) -> tuple[Path, str | None]:
+    """``DIR`` or ``DIR:REF`` (as skopeo writes ``oci:DIR:REF``)."""
+    if Path(reference, LAYOUT_FILE).is_file():
+        return Path(reference), None
+    directory, colon, ref = reference.rpartition(":")
+    if colon and Path(directory, LAYOUT_FILE).is_file():
+        return Path(directory), ref
+    raise UsageError(f"--oci-base {reference}: not an OCI image layout (no {LAYOUT_FILE} file)")
+
+
+def load_base_image(reference: str, architecture: str) -> BaseImage:
+    """The image ``reference`` (``DIR[:REF]``) names, for ``architecture`` where the layout
+    holds several platforms."""
+    directory, ref = _split_base(reference)
+    blobs = directory / "blobs" / "sha256"
+    try:
+        index = _json_object((directory / "index.json").read_bytes(), "index.json")
+    except OSError as error:
+        raise UsageError(f"--oci-base {reference}: cannot read index.json: {error}") from None
+    manifests = [m for m in index.get("manifests", []) if isinstance(m, dict)]
+    names = sorted({str(m.get("annotations", {}).get(REF_NAME)) for m in manifests} - {"None"})
+    if ref is not None:
+        manifests = [m for m in manifests if m.get("annotations", {}).get(REF_NAME) == ref]
+    if len(manifests) != 1:
+        found = "no image" if not manifests else "several images"
+        raise UsageError(
+            f"--oci-base {reference}: {found} in the layout; name one as DIR:REF "
+            f"(references there: {', '.join(names) or 'none'})"
+        )
+    descriptor = manifests[0]
+    for _ in range(4):  # an index of platforms, perhaps nested once or twice
+        if _oci_media_type(descriptor) != MEDIA_INDEX:
+            break
+        platforms = _json_object(_read_blob(blobs, descriptor, "index"), "index")["manifests"]
+        matching = [
+            m for m in platforms
+            if m.get("platform", {}).get("os") == "linux"
+            and m.get("platform", {}).get("architecture") == architecture
+        ]  # fmt: skip
+        if not matching:
+            raise UsageError(f"--oci-base {reference}: no image for linux/{architecture}")
+        descriptor = matching[0]
+    manifest = _json_object(_read_blob(blobs, descriptor, "manifest"), "manifest")
+    config = _json_object(_read_blob(blobs, manifest.get("config", {}), "config"), "config")
+    layers = tuple(manifest.get("layers", []))
+    diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+    if len(diff_ids) != len(layers):
+        raise UsageError(f"--oci-base {reference}: the config names {len(diff_ids)} layers, "
+                         f"the manifest {len(layers)}")  # fmt: skip
+    platform_of = {"architecture": str(config.get("architecture", architecture)),
+                   "os": str(config.get("os", "linux"))}  # fmt: skip
+    if config.get("variant"):
+        platform_of["variant"] = str(config["variant"])
+    return BaseImage(blobs=blobs, config=config, layers=layers, platform=platform_of)
+
+
+def _copy_base_blob(base: BaseImage, descriptor: Mapping[str, Any], blobs: Path) -> None:
+    """Hard-link (else copy) one of the base's blobs, checking its digest on the way."""
+    hex_digest = str(descriptor["digest"]).partition(":")[2]
+    source, target = base.blobs / hex_digest, blobs / hex_digest
+    if target.exists():
+        return
+    hasher = hashlib.sha256()
+    try:
+        with open(source, "rb") as stream:
+            while piece := stream.read(1 << 20):
+                hasher.update(piece)
+        if hasher.hexdigest() != hex_digest:
+            raise UsageError(f"the base image's layer {hex_digest} does not match its digest")
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+    except OSError as error:
+        raise StorageError(f"cannot copy the base image's layer {hex_digest}: {error}") from None
+
+
 def check_oci_output(output: Path) -> None:
     """Refuse (exit 5) an output that is neither absent nor an OCI layout to replace."""
     if output.is_symlink() or (output.exists() and not output.is_dir()):
@@ -140,8 +272,8 @@ def write_oci_layout(entries: Iterable[PackEntry], output: Path, options: OciOpt
                             "mediaType": MEDIA_MANIFEST,
                             "digest": result.manifest_digest,
                             "size": (blobs / result.manifest_digest[7:]).stat().st_size,
-                            "platform": {"architecture": options.architecture, "os": "linux"},
-                            "annotations": {"org.opencontainers.image.ref.name": options.ref_name},
+                            "platform": result.platform,
+                            "annotations": {REF_NAME: options.ref_name},
                         }
                     ],
                 }
@@ -169,16 +301,37 @@ def _write_blobs(entries: Iterable[PackEntry], blobs: Path, options: OciOptions)
     layer_digest = compressed.digest
     os.replace(partial, blobs / layer_digest[7:])
     created = datetime.fromtimestamp(options.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    base = options.base
+    layer = {
+        "mediaType": MEDIA_LAYERS[options.compression],
+        "digest": layer_digest,
+        "size": compressed.size,
+    }
+    history = {"created": created, "created_by": f"shrinkwrap-async pack /cvmfs/{options.fqrn}"}
+    if base is None:
+        platform_of = {"architecture": options.architecture, "os": "linux"}
+        settings: dict[str, Any] = {"architecture": options.architecture, "os": "linux"}
+        base_layers: list[dict[str, Any]] = []
+        diff_ids: list[str] = []
+        histories: list[Any] = []
+    else:
+        platform_of = dict(base.platform)
+        settings = dict(base.config)
+        base_layers = []
+        for descriptor in base.layers:
+            _copy_base_blob(base, descriptor, blobs)
+            base_layers.append({**descriptor, "mediaType": _oci_media_type(descriptor)})
+        diff_ids = list(base.config["rootfs"]["diff_ids"])
+        histories = list(base.config.get("history", []))
+    image_settings = dict(settings.get("config") or {})
+    image_settings["Labels"] = {**(image_settings.get("Labels") or {}), **options.annotations}
     config = _canonical(
         {
-            "architecture": options.architecture,
-            "os": "linux",
+            **settings,
             "created": created,
-            "config": {"Labels": dict(options.annotations)},
-            "rootfs": {"type": "layers", "diff_ids": [uncompressed.digest]},
-            "history": [
-                {"created": created, "created_by": f"shrinkwrap-async pack /cvmfs/{options.fqrn}"}
-            ],
+            "config": image_settings,
+            "rootfs": {"type": "layers", "diff_ids": [*diff_ids, uncompressed.digest]},
+            "history": [*histories, history],
         }
     )
     config_digest = _put_blob(blobs, config)
@@ -187,13 +340,7 @@ def _write_blobs(entries: Iterable[PackEntry], blobs: Path, options: OciOptions)
             "schemaVersion": 2,
             "mediaType": MEDIA_MANIFEST,
             "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": len(config)},
-            "layers": [
-                {
-                    "mediaType": MEDIA_LAYERS[options.compression],
-                    "digest": layer_digest,
-                    "size": compressed.size,
-                }
-            ],
+            "layers": [*base_layers, layer],
             "annotations": {"org.opencontainers.image.created": created, **options.annotations},
         }
     )
@@ -204,6 +351,7 @@ def _write_blobs(entries: Iterable[PackEntry], blobs: Path, options: OciOptions)
         layer_size=compressed.size,
         members=writer.members,
         content_bytes=writer.content_bytes,
+        platform=platform_of,
     )
 
 

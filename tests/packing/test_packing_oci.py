@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from shrinkwrap_async.packing.entries import MARKER_NAME
-from shrinkwrap_async.packing.oci import MEDIA_LAYERS, MEDIA_MANIFEST
-from shrinkwrap_async.testing.command_line import run_cli
+from shrinkwrap_async.packing.oci import MEDIA_LAYERS, MEDIA_MANIFEST, host_architecture
+from shrinkwrap_async.testing.command_line import run_cli, run_cli_process
 from shrinkwrap_async.testing.publish import Publisher, PublishOptions, SourceNode
 from shrinkwrap_async.testing.servers import StaticServer
 from shrinkwrap_async.testing.shared import fixtures_dir, write_client_config
@@ -40,8 +40,21 @@ def _blob(layout: Path, descriptor: dict) -> bytes:
     return data
 
 
+def _uncompressed(layout: Path, layer: dict) -> bytes:
+    stored = _blob(layout, layer)
+    if layer["mediaType"] == MEDIA_LAYERS["gzip"]:
+        return gzip.decompress(stored)
+    if layer["mediaType"] == MEDIA_LAYERS["zstd"]:
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompressobj().decompress(stored)
+    assert layer["mediaType"] == MEDIA_LAYERS["none"]
+    return stored
+
+
 def read_layout(layout: Path, ref: str = "latest") -> tuple[dict, dict, dict, bytes]:
-    """(index entry, manifest, config, uncompressed layer) of a layout, each digest checked."""
+    """(index entry, manifest, config, uncompressed top layer) of a layout, each digest
+    checked, every layer's uncompressed digest against the config's ``diff_ids``."""
     assert json.loads((layout / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
     index = json.loads((layout / "index.json").read_text())
     assert index["schemaVersion"] == 2
@@ -51,26 +64,17 @@ def read_layout(layout: Path, ref: str = "latest") -> tuple[dict, dict, dict, by
     manifest = json.loads(_blob(layout, entry))
     assert manifest["mediaType"] == entry["mediaType"] == MEDIA_MANIFEST
     config = json.loads(_blob(layout, manifest["config"]))
-    [layer] = manifest["layers"]
-    stored = _blob(layout, layer)
-    if layer["mediaType"] == MEDIA_LAYERS["gzip"]:
-        content = gzip.decompress(stored)
-    elif layer["mediaType"] == MEDIA_LAYERS["zstd"]:
-        import zstandard
-
-        content = zstandard.ZstdDecompressor().decompressobj().decompress(stored)
-    else:
-        assert layer["mediaType"] == MEDIA_LAYERS["none"]
-        content = stored
+    contents = [_uncompressed(layout, layer) for layer in manifest["layers"]]
     assert config["rootfs"] == {
         "type": "layers",
-        "diff_ids": [f"sha256:{hashlib.sha256(content).hexdigest()}"],
+        "diff_ids": [f"sha256:{hashlib.sha256(content).hexdigest()}" for content in contents],
     }
     assert config["os"] == "linux" and config["architecture"] == entry["platform"]["architecture"]
     blobs = sorted(p.name for p in (layout / "blobs" / "sha256").iterdir())
-    wanted = [manifest["config"]["digest"], layer["digest"], entry["digest"]]
+    layers = [layer["digest"] for layer in manifest["layers"]]
+    wanted = [manifest["config"]["digest"], *layers, entry["digest"]]
     assert blobs == sorted(d.partition(":")[2] for d in wanted), "stray or missing blobs"
-    return entry, manifest, config, content
+    return entry, manifest, config, contents[-1]
 
 
 def members(archive: bytes, strip: str = "") -> dict[str, tuple]:
@@ -232,3 +236,139 @@ async def test_a_whiteout_name_is_refused_and_all_root(tmp_path: Path) -> None:
                              "-o", str(rooted)) == 0  # fmt: skip
         _, _, _, layer = read_layout(rooted)
         assert {m[2:4] for m in members(layer, strip="cvmfs/").values()} == {(0, 0)}
+
+
+def _put(layout: Path, data: bytes) -> dict:
+    digest = hashlib.sha256(data).hexdigest()
+    (layout / "blobs" / "sha256" / digest).write_bytes(data)
+    return {"digest": f"sha256:{digest}", "size": len(data)}
+
+
+def write_base_layout(layout: Path, *, docker_types: bool = False, platforms: bool = False) -> str:
+    """A small base image written here with tarfile and json (as skopeo would leave one): one
+    layer with /etc/os-release and /bin/tool, an environment and a command. Returns the ref.
+    ``platforms`` puts it in an index of two platforms (the other one's blobs absent)."""
+    (layout / "blobs" / "sha256").mkdir(parents=True)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data, mode in (("etc/os-release", b"ID=test\n", 0o644),
+                                 ("bin/tool", b"#!/bin/sh\necho tool\n", 0o755)):  # fmt: skip
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, 1_600_000_000
+            tar.addfile(info, io.BytesIO(data))
+    layer_tar = raw.getvalue()
+    layer = _put(layout, gzip.compress(layer_tar, mtime=0))
+    config = _put(layout, json.dumps({
+        "architecture": host_architecture(), "os": "linux",
+        "config": {"Env": ["PATH=/bin", "SITE=base"], "Cmd": ["/bin/tool"],
+                   "Labels": {"base.label": "kept"}},
+        "rootfs": {"type": "layers",
+                   "diff_ids": [f"sha256:{hashlib.sha256(layer_tar).hexdigest()}"]},
+        "history": [{"created_by": "base layer"}],
+    }).encode())  # fmt: skip
+    types = {
+        "manifest": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": "application/vnd.docker.container.image.v1+json",
+        "layer": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    } if docker_types else {
+        "manifest": MEDIA_MANIFEST,
+        "config": "application/vnd.oci.image.config.v1+json",
+        "layer": MEDIA_LAYERS["gzip"],
+    }  # fmt: skip
+    manifest = _put(layout, json.dumps({
+        "schemaVersion": 2, "mediaType": types["manifest"],
+        "config": {"mediaType": types["config"], **config},
+        "layers": [{"mediaType": types["layer"], **layer}],
+    }).encode())  # fmt: skip
+    entry = {"mediaType": types["manifest"], **manifest}
+    if platforms:
+        other = {"mediaType": MEDIA_MANIFEST, "digest": "sha256:" + "0" * 64, "size": 1,
+                 "platform": {"architecture": "s390x-not-this", "os": "linux"}}  # fmt: skip
+        mine = {**entry, "platform": {"architecture": host_architecture(), "os": "linux"}}
+        entry = {"mediaType": "application/vnd.oci.image.index.v1+json", **_put(layout, json.dumps(
+            {"schemaVersion": 2, "manifests": [other, mine]}).encode())}  # fmt: skip
+    index = {"schemaVersion": 2, "manifests": [
+        {**entry, "annotations": {"org.opencontainers.image.ref.name": "9"}},
+        {**entry, "annotations": {"org.opencontainers.image.ref.name": "9.1"}},
+    ]}  # fmt: skip
+    (layout / "index.json").write_text(json.dumps(index))
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    return "9"
+
+
+@pytest.mark.parametrize("kind", ["oci", "docker-types", "platforms"])
+async def test_on_a_base_image_the_layer_goes_on_top_and_the_settings_stay(
+    fixture_server: StaticServer, tmp_path: Path, kind: str
+) -> None:
+    fqrn = "fix1.test.local"
+    base, _ = await _export(tmp_path, fixture_server, fqrn, "partial.spec")
+    base_layout = tmp_path / "base-image"
+    ref = write_base_layout(
+        base_layout, docker_types=kind == "docker-types", platforms=kind == "platforms"
+    )
+    layout = tmp_path / "image"
+    common = ["pack", "-q", "-x", str(base), "-r", fqrn, "--format", "oci", "-o", str(layout)]
+    assert await run_cli(*common, "--oci-base", f"{base_layout}:{ref}") == 0
+    _, manifest, config, top = read_layout(layout)
+    assert [layer["mediaType"] for layer in manifest["layers"]] == [MEDIA_LAYERS["gzip"]] * 2
+    assert config["config"]["Env"] == ["PATH=/bin", "SITE=base"]
+    assert config["config"]["Cmd"] == ["/bin/tool"]
+    assert config["config"]["Labels"]["base.label"] == "kept"
+    assert config["config"]["Labels"]["org.opencontainers.image.title"] == f"/cvmfs/{fqrn}"
+    assert [h["created_by"] for h in config["history"]] == [
+        "base layer",
+        f"shrinkwrap-async pack /cvmfs/{fqrn}",
+    ]
+    assert f"{fqrn}/README.txt" in members(top, strip="cvmfs/")
+    if HAVE_UMOCI:
+        bundle = tmp_path / "bundle"
+        subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{layout}:latest",
+                        str(bundle)], check=True, capture_output=True)  # fmt: skip
+        rootfs = bundle / "rootfs"
+        assert (rootfs / "etc" / "os-release").read_bytes() == b"ID=test\n"
+        assert (rootfs / "bin" / "tool").stat().st_mode & 0o777 == 0o755
+        assert (rootfs / "cvmfs" / fqrn / "README.txt").read_bytes() == (
+            base / fqrn / "README.txt"
+        ).read_bytes()
+        runtime = json.loads((bundle / "config.json").read_text())
+        assert "SITE=base" in runtime["process"]["env"]
+        assert runtime["process"]["args"] == ["/bin/tool"]
+
+
+async def test_a_wrong_base_image_fails_before_anything_is_written(
+    fixture_server: StaticServer, tmp_path: Path
+) -> None:
+    fqrn = "fix1.test.local"
+    base, _ = await _export(tmp_path, fixture_server, fqrn, "partial.spec")
+    base_layout = tmp_path / "base-image"
+    write_base_layout(base_layout)
+    layout = tmp_path / "image"
+    common = ["pack", "-x", str(base), "-r", fqrn, "--format", "oci", "-o", str(layout)]
+    # Two references and none named; a reference the layout lacks; not a layout at all.
+    for wrong in (str(base_layout), f"{base_layout}:8", str(tmp_path)):
+        result = await run_cli_process(*common, "--oci-base", wrong)
+        assert result.exit_code == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert (
+        "references there: 9, 9.1"
+        in (await run_cli_process(*common, "--oci-base", str(base_layout))).stderr
+    )
+    # A layer of the base that does not match its digest.
+    _, manifest, _ = _base_parts(base_layout)
+    layer_file = base_layout / "blobs" / "sha256" / manifest["layers"][0]["digest"][7:]
+    damaged = bytearray(layer_file.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    layer_file.write_bytes(bytes(damaged))
+    result = await run_cli_process(*common, "--oci-base", f"{base_layout}:9")
+    assert result.exit_code == 2 and "does not match its digest" in result.stderr
+    assert not layout.exists()
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    tarball = ["pack", "-x", str(base), "-r", fqrn, "-o", str(tmp_path / "t.tar")]
+    assert (await run_cli_process(*tarball, "--oci-base", f"{base_layout}:9")).exit_code == 2
+
+
+def _base_parts(layout: Path) -> tuple[dict, dict, dict]:
+    index = json.loads((layout / "index.json").read_text())
+    entry = index["manifests"][0]
+    manifest = json.loads(_blob(layout, entry))
+    return entry, manifest, json.loads(_blob(layout, manifest["config"]))
