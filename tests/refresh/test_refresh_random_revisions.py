@@ -28,7 +28,8 @@ MTIMES = (1_600_000_000, 1_600_000_100, 1_700_000_000)
 SPECS = ("/*\n", "/*\n", "/*\n!/a\n", "/lib/*\n/b/*\n/x.txt\n")
 listing = listing_tool()
 # The SquashFS route too, where mksquashfs and unsquashfs are installed (.ci/run installs them).
-IMAGES = ("tar", "sqfs") if shutil.which("mksquashfs") and shutil.which("unsquashfs") else ("tar",)
+HAVE_SQUASHFS = bool(shutil.which("mksquashfs") and shutil.which("unsquashfs"))
+IMAGES = ("tar", "oci", "sqfs") if HAVE_SQUASHFS else ("tar", "oci")
 
 
 class RandomTree:
@@ -178,12 +179,17 @@ async def test_random_revisions_refresh_and_stream_as_fresh_exports(
             packed = {suffix: tmp_path / f"packed-{revision}.{suffix}" for suffix in IMAGES}
             times = ("--mtime", "1700000123", "-q")
             for suffix in IMAGES:
+                form = ("--format", "oci") if suffix == "oci" else ()
                 assert await run_cli("pack", "-r", FQRN, "-f", str(config), "-t", str(spec_file),
-                                     *times, "-o", str(streamed[suffix])) == 0  # fmt: skip
-                method = ("--squashfs-method", "stream") if suffix == "sqfs" else ()
+                                     *times, *form, "-o", str(streamed[suffix])) == 0  # fmt: skip
+                method = ("--squashfs-method", "stream") if suffix == "sqfs" else form
                 assert await run_cli("pack", "-r", FQRN, "-x", str(fresh), *times, *method,
                                      "-o", str(packed[suffix])) == 0  # fmt: skip
         assert streamed["tar"].read_bytes() == packed["tar"].read_bytes(), (revision, spec_text)
+        # The OCI layout: one manifest digest (the layer, the revision and root catalog named).
+        assert (streamed["oci"] / "index.json").read_bytes() == (
+            packed["oci"] / "index.json"
+        ).read_bytes()
         if "sqfs" in IMAGES:
             assert squashfs_listing(streamed["sqfs"]) == squashfs_listing(packed["sqfs"])
         shutil.rmtree(fresh)
