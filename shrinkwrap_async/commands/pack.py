@@ -215,7 +215,10 @@ def _output_format(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     fmt = _output_format(args)
     if args.output == "-" and fmt != "tar":
-        raise UsageError("only tar can be written to stdout ('-o -'); give a file for SquashFS")
+        raise UsageError(
+            "only tar can be written to stdout ('-o -'); give a file (SquashFS) "
+            "or a directory (OCI)"
+        )
     if fmt == "squashfs" and args.compress not in (None, "none"):
         raise UsageError("--compress applies to tar and OCI; use --squashfs-comp for SquashFS")
     args.base_image = None
@@ -494,9 +497,9 @@ def _pack_oci(
     )
     result = write_oci_layout(entries, Path(args.output), options)
     log.info(
-        "wrote the OCI layout %s (%s): one layer of %d members, %d bytes of file content, "
-        "%d bytes %s, manifest %s",
+        "wrote the OCI layout %s (%s): a layer of %d members, %d bytes of file content, "
+        "%d bytes %s, on %d base layers; manifest %s",
         args.output, args.oci_ref, result.members, result.content_bytes, result.layer_size,
-        compression, result.manifest_digest,
+        compression, len(options.base.layers) if options.base else 0, result.manifest_digest,
     )  # fmt: skip
     return ExitCode.OK

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ _DOCKER_TO_OCI = {
     "application/vnd.docker.image.rootfs.diff.tar.gzip": MEDIA_LAYERS["gzip"],
 }
 WHITEOUT_PREFIX = ".wh."
+_SHA256_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # Go's names for the machine (GOARCH), which the image config must use.
 _ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
 
@@ -148,11 +150,17 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
     return loaded
 
 
-def _read_blob(blobs: Path, descriptor: Mapping[str, Any], what: str) -> bytes:
+def _hex_digest(descriptor: Mapping[str, Any], what: str) -> str:
+    """The hex part of a descriptor's ``sha256:<64 hex>`` digest (nothing else names a blob)."""
     digest = str(descriptor.get("digest", ""))
-    algorithm, _, hex_digest = digest.partition(":")
-    if algorithm != "sha256" or len(hex_digest) != 64:
+    if not _SHA256_DIGEST.fullmatch(digest):
         raise UsageError(f"the base image's {what} has an unsupported digest {digest!r}")
+    return digest[7:]
+
+
+def _read_blob(blobs: Path, descriptor: Mapping[str, Any], what: str) -> bytes:
+    hex_digest = _hex_digest(descriptor, what)
+    digest = f"sha256:{hex_digest}"
     try:
         data = (blobs / hex_digest).read_bytes()
     except OSError as error:
@@ -175,6 +183,15 @@ def _split_base(reference: str) -> tuple[Path, str | None]:
 def load_base_image(reference: str, architecture: str) -> BaseImage:
     """The image ``reference`` (``DIR[:REF]``) names, for ``architecture`` where the layout
     holds several platforms."""
+    try:
+        return _load_base_image(reference, architecture)
+    except (AttributeError, KeyError, TypeError) as error:  # a JSON value of the wrong shape
+        raise UsageError(
+            f"--oci-base {reference}: not a valid OCI layout ({type(error).__name__}: {error})"
+        ) from None
+
+
+def _load_base_image(reference: str, architecture: str) -> BaseImage:
     directory, ref = _split_base(reference)
     blobs = directory / "blobs" / "sha256"
     try:
@@ -207,8 +224,10 @@ def load_base_image(reference: str, architecture: str) -> BaseImage:
     manifest = _json_object(_read_blob(blobs, descriptor, "manifest"), "manifest")
     config = _json_object(_read_blob(blobs, manifest.get("config", {}), "config"), "config")
     layers = tuple(manifest.get("layers", []))
+    for layer in layers:
+        _hex_digest(layer, "layer")
     diff_ids = config.get("rootfs", {}).get("diff_ids", [])
-    if len(diff_ids) != len(layers):
+    if not isinstance(diff_ids, list) or len(diff_ids) != len(layers):
         raise UsageError(f"--oci-base {reference}: the config names {len(diff_ids)} layers, "
                          f"the manifest {len(layers)}")  # fmt: skip
     platform_of = {"architecture": str(config.get("architecture", architecture)),
@@ -220,7 +239,7 @@ def load_base_image(reference: str, architecture: str) -> BaseImage:
 
 def _copy_base_blob(base: BaseImage, descriptor: Mapping[str, Any], blobs: Path) -> None:
     """Hard-link (else copy) one of the base's blobs, checking its digest on the way."""
-    hex_digest = str(descriptor["digest"]).partition(":")[2]
+    hex_digest = _hex_digest(descriptor, "layer")
     source, target = base.blobs / hex_digest, blobs / hex_digest
     if target.exists():
         return

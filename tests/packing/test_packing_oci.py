@@ -353,6 +353,16 @@ async def test_a_wrong_base_image_fails_before_anything_is_written(
         "references there: 9, 9.1"
         in (await run_cli_process(*common, "--oci-base", str(base_layout))).stderr
     )
+    # Malformed layouts: a layer descriptor that is not an object, a digest that is a path.
+    for layers in (["oops"], [{"digest": "sha256:../../../etc/passwd", "size": 1}]):
+        bad = tmp_path / f"bad-{len(str(layers))}"
+        (bad / "blobs" / "sha256").mkdir(parents=True)
+        config = _put(bad, json.dumps({"rootfs": {"diff_ids": ["sha256:" + "1" * 64]}}).encode())
+        manifest = _put(bad, json.dumps({"config": config, "layers": layers}).encode())
+        (bad / "index.json").write_text(json.dumps({"manifests": [manifest]}))
+        (bad / "oci-layout").write_text("{}")
+        result = await run_cli_process(*common, "--oci-base", str(bad))
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result
     # A layer of the base that does not match its digest.
     _, manifest, _ = _base_parts(base_layout)
     layer_file = base_layout / "blobs" / "sha256" / manifest["layers"][0]["digest"][7:]
