@@ -130,6 +130,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--compress-level", type=int, help="zstd (1-22) or gzip (1-9) level")
     parser.add_argument(
+        "--processors",
+        type=int,
+        help=(
+            "compressor threads for gzip, zstd and SquashFS (default: the usable cores, for "
+            "gzip and zstd at most 16); the output is the same for any number"
+        ),
+    )
+    parser.add_argument(
         "--mtime",
         type=int,
         metavar="EPOCH",
@@ -170,7 +178,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="auto",
         help="stream our tar into mksquashfs -tar/tar2sqfs, or let mksquashfs read the tree",
     )
-    squashfs.add_argument("--processors", type=int, help="compressor threads (default: cores)")
     squashfs.add_argument("--squashfs-comp", metavar="ALG", help="e.g. gzip, xz, zstd")
     add_verbosity_options(parser)
     parser.set_defaults(run=run)
@@ -214,6 +221,8 @@ def _output_format(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     fmt = _output_format(args)
+    if args.processors is not None and args.processors < 1:
+        raise UsageError("--processors needs a number >= 1")
     if args.output == "-" and fmt != "tar":
         raise UsageError(
             "only tar can be written to stdout ('-o -'); give a file (SquashFS) "
@@ -442,7 +451,7 @@ def _pack_tar(args: argparse.Namespace, entries: object) -> int:
 def _write_tar(
     raw: BinaryIO, args: argparse.Namespace, compression: str, entries: object
 ) -> TarWriter:
-    sink = CompressedSink(raw, compression, args.compress_level)
+    sink = CompressedSink(raw, compression, args.compress_level, args.processors)
     writer = TarWriter(sink, args.repo)
     writer.write_all(entries)  # type: ignore[arg-type]
     writer.close()
@@ -491,6 +500,7 @@ def _pack_oci(
         created=mtime,
         compression=compression,
         level=args.compress_level,
+        threads=args.processors,
         ref_name=args.oci_ref,
         annotations=annotations,
         base=args.base_image,

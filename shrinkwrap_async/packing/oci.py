@@ -79,6 +79,7 @@ class OciOptions:
     created: int  # seconds since the epoch: the image's and the history's creation time
     compression: str = "gzip"
     level: int | None = None
+    threads: int | None = None  # compressor threads (default: the usable cores)
     ref_name: str = "latest"
     architecture: str = field(default_factory=host_architecture)
     annotations: Mapping[str, str] = field(default_factory=dict)
@@ -310,7 +311,12 @@ def _write_blobs(entries: Iterable[PackEntry], blobs: Path, options: OciOptions)
     partial = blobs / ".layer.partial"
     with open(partial, "wb", buffering=1 << 20) as raw:
         compressed = _DigestingSink(raw)
-        sink = CompressedSink(compressed, options.compression, options.level)  # type: ignore[arg-type]
+        sink = CompressedSink(
+            compressed,  # type: ignore[arg-type]
+            options.compression,
+            options.level,
+            options.threads,
+        )
         uncompressed = _DigestingSink(sink)
         writer = TarWriter(uncompressed, f"cvmfs/{options.fqrn}")
         writer.write_parent_directories(options.created)
