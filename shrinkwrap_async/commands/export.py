@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("shrinkwrap_async.export")
 
 
+DEFAULT_CONFIGS = "cvmfs.conf:cvmfs.local"  # cvmfs_shrinkwrap's default for -f
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser(
         "export",
@@ -44,9 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "-r", "--repo", required=True, type=repository_name, help="repository name (fqrn)"
     )
     parser.add_argument(
-        "-f", "--src-config", required=True, help="client config files, colon-separated"
+        "-f",
+        "--src-config",
+        help=f"client config files, colon-separated (default {DEFAULT_CONFIGS}: those present)",
     )
-    parser.add_argument("-t", "--spec-file", required=True, help="spec file ('-' = stdin)")
+    parser.add_argument("-t", "--spec-file", help="spec file ('-' = stdin; default <repo>.spec)")
     parser.add_argument("-x", "--dest-base", default="/export/cvmfs", help="output base")
     parser.add_argument("-y", "--dest-cache", help="object store (default <dest-base>/.data)")
     parser.add_argument("-c", "--src-cache", default="", help="catalog cache base directory")
@@ -75,6 +80,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         action="store_true",
         help="write variant symlinks ($(VAR)) unresolved",
     )
+    compat = parser.add_argument_group(
+        "cvmfs_shrinkwrap options with one possible value (accepted so its command lines run)"
+    )
+    compat.add_argument("-s", "--src-type", default="cvmfs", help="only cvmfs (the default)")
+    compat.add_argument("-b", "--src-base", help="ignored: no mounted repository is read")
+    compat.add_argument("-d", "--dest-type", default="posix", help="only posix (the default)")
+    compat.add_argument("-z", "--dest-config", default="", help="only empty (as upstream)")
     shard.add_arguments(parser)  # --shard, --workers, --exact (pipeline.shard)
     add_lock_options(parser)
     add_log_options(parser)
@@ -83,7 +95,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.set_defaults(run=run)
 
 
+def apply_shrinkwrap_defaults(args: argparse.Namespace) -> None:
+    """cvmfs_shrinkwrap's defaults for ``-f`` and ``-t``, and its one-valued options.
+
+    Without ``-f`` the files of ``cvmfs.conf:cvmfs.local`` in the working directory are
+    read (those present; cvmfs_shrinkwrap needs both); without ``-t``, ``<repo>.spec``."""
+    if args.src_type != "cvmfs":
+        raise UsageError(f"-s {args.src_type}: only cvmfs sources (repositories over HTTP)")
+    if args.dest_type != "posix":
+        raise UsageError(f"-d {args.dest_type}: only posix destinations")
+    if args.dest_config:
+        raise UsageError("-z: the POSIX destination takes no configuration (give none)")
+    if args.src_config is None:
+        present = [name for name in DEFAULT_CONFIGS.split(":") if Path(name).is_file()]
+        if not present:
+            raise UsageError(
+                f"no client configuration: give -f FILE (the default, {DEFAULT_CONFIGS} in "
+                "the working directory, is not there)"
+            )
+        args.src_config = ":".join(present)
+    if args.spec_file is None:
+        args.spec_file = f"{args.repo}.spec"
+        if not Path(args.spec_file).is_file():
+            raise UsageError(
+                f"no spec file: give -t FILE (the default, {args.spec_file} in the working "
+                "directory, is not there)"
+            )
+
+
 def run(args: argparse.Namespace) -> int:
+    apply_shrinkwrap_defaults(args)
     settings, spec = load_source_arguments(args)  # once: a spec from stdin is read only here
     dest_base = Path(args.dest_base).absolute()
     if dest_base.exists() and not dest_base.is_dir():

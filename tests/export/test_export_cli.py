@@ -157,3 +157,37 @@ async def test_an_older_revision_is_kept_unless_allowed(
     fresh = tmp_path / "fresh"
     assert await run_cli("export", *source, "-x", str(fresh), "--no-progress", "-q") == 0
     assert listing.diff(listing.dump(str(fresh), FQRN), listing.dump(str(dest), FQRN)) == []
+
+
+async def test_a_cvmfs_shrinkwrap_command_line_with_its_defaults_runs(
+    fixture_server: StaticServer,
+    fixtures_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """cvmfs_shrinkwrap's defaults: -f cvmfs.conf:cvmfs.local and -t <repo>.spec in the
+    working directory; its one-valued options -s cvmfs, -b, -d posix are accepted."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    common = ["export", "-r", FQRN, "-x", str(tmp_path / "dest"), "--no-progress"]
+    missing = await run_cli_process(*common)
+    assert missing.exit_code == 2 and "cvmfs.conf:cvmfs.local" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1, missing.stderr
+    config = write_client_config(tmp_path / "config", fixture_server.url, fixtures_dir / "keys")
+    (work / "cvmfs.conf").write_text(config.read_text())
+    no_spec = await run_cli_process(*common)
+    assert no_spec.exit_code == 2 and f"{FQRN}.spec" in no_spec.stderr
+    (work / f"{FQRN}.spec").write_text("/sw/*\n")
+    done = await run_cli_process(*common, "-s", "cvmfs", "-b", "/cvmfs/", "-d", "posix", "-q")
+    assert done.exit_code == 0, done.stderr
+    exported = tmp_path / "dest" / FQRN
+    assert (exported / "sw").is_dir() and not (exported / "data").exists()
+    (work / "cvmfs.local").write_text(
+        "CVMFS_SERVER_URL=http://127.0.0.1:9/cvmfs/@fqrn@\nCVMFS_MAX_RETRIES=0\n"
+    )
+    overridden = await run_cli_process(*common, "-q")  # cvmfs.local is read after cvmfs.conf
+    assert overridden.exit_code == 4, overridden.stderr
+    for wrong in (["-s", "posix"], ["-d", "cvmfs"], ["-z", "dest.conf"]):
+        refused = await run_cli_process(*common, *wrong)
+        assert refused.exit_code == 2, (wrong, refused.stderr)
