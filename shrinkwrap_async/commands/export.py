@@ -20,6 +20,7 @@ from shrinkwrap_async.cli import (
 from shrinkwrap_async.commands._running import load_source_arguments, run_stoppable
 from shrinkwrap_async.exitcodes import ExitCode, UsageError
 from shrinkwrap_async.pipeline import catalog_shards, shard
+from shrinkwrap_async.pipeline.progress import shows_progress
 from shrinkwrap_async.runtime import run_async
 from shrinkwrap_async.state.eventlog import add_log_options, install_json_log, log_event
 from shrinkwrap_async.state.lock import RunLock, add_lock_options
@@ -62,7 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         default=0,
         help="requests in flight, for all shards together (default 32)",
     )
-    parser.add_argument("-p", "--stat-period", type=float, default=10.0, help="seconds")
+    parser.add_argument(
+        "-p", "--stat-period", type=float, default=10.0, help="seconds between lines (0: none)"
+    )
     parser.add_argument("-g", "--gc", action="store_true", help="collect unused objects after")
     parser.add_argument("--dry-run", action="store_true", help="walk catalogs, write nothing")
     parser.add_argument(
@@ -190,7 +193,7 @@ def export_loaded(
         keep_raw_symlinks=args.keep_variant_symlinks,
         stat_period=args.stat_period,
         allow_older_revision=args.allow_older_revision,
-        progress=args.progress and args.quiet == 0 and not final_pass,
+        progress=shows_progress(args) and not final_pass,
         live_progress=sys.stderr.isatty(),
         extra=extra,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 import time
@@ -18,6 +19,11 @@ def _size(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def shows_progress(args: argparse.Namespace) -> bool:
+    """Progress unless ``--no-progress``, ``-q`` or ``-p 0`` (cvmfs_shrinkwrap: "0 disables")."""
+    return bool(args.progress and args.quiet == 0 and args.stat_period > 0)
+
+
 class Progress:
     """Reports ``stats`` every ``period`` seconds until stopped; ``live`` redraws one line."""
 
@@ -25,7 +31,7 @@ class Progress:
         self, stats: ExportStats, *, period: float, live: bool, stream: TextIO = sys.stderr
     ) -> None:
         self.stats = stats
-        self.period = period if period > 0 else 10.0
+        self.period = period if period > 0 else 10.0  # -p 0 starts no reporter at all
         self.live = live
         self.stream = stream
         self.start = time.monotonic()

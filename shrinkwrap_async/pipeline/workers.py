@@ -41,7 +41,7 @@ from shrinkwrap_async.pipeline.catalog_shards import (
     shards_outcome,
 )
 from shrinkwrap_async.pipeline.decompress_verify import WORKER_ENV
-from shrinkwrap_async.pipeline.progress import _size
+from shrinkwrap_async.pipeline.progress import _size, shows_progress
 from shrinkwrap_async.pipeline.shard import (
     CORES_PER_SHARD,
     DONE_CATALOGS_ENV,
@@ -374,7 +374,7 @@ def _run_shards(
     """``split``: a refresh split by catalog (pipeline.catalog_shards), whose final pass is
     the refresh resumed; else shards split files and the final pass walks directories."""
     started = time.monotonic()
-    show = args.progress and args.quiet == 0
+    show = shows_progress(args)
     live = sys.stderr.isatty()
     with tempfile.TemporaryDirectory(prefix="shrinkwrap-workers.") as scratch:
         spec_file = args.spec_file
@@ -492,7 +492,7 @@ def _wait(
     readers = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(len(processes))]
     for reader in readers:
         reader.start()
-    interval = 0.5 if live else (period if period > 0 else 10.0)
+    interval = 0.5 if live else period
     next_line = time.monotonic() + interval
     for reader in readers:
         while reader.is_alive():

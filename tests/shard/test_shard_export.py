@@ -235,6 +235,19 @@ async def test_workers_progress_lines_while_the_shards_run(
     assert "shards done" not in slow.stderr
 
 
+def test_stat_period_zero_disables_progress() -> None:
+    """cvmfs_shrinkwrap's ``-p 0`` disables its statistics lines: no reporter is started
+    (before, 0 meant every 10 s)."""
+    from shrinkwrap_async.cli import build_parser
+    from shrinkwrap_async.pipeline.progress import shows_progress
+
+    def parsed(*extra: str) -> bool:
+        return shows_progress(build_parser().parse_args(["export", "-r", "a.b", *extra]))
+
+    assert parsed("-p", "0.5") and parsed()
+    assert not parsed("-p", "0") and not parsed("-q") and not parsed("--no-progress")
+
+
 async def test_final_pass_after_a_missing_shard_checks_every_file(
     synthetic_server: StaticServer, synthetic_repository: Path, tmp_path: Path
 ) -> None:
