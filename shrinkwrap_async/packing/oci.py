@@ -9,7 +9,8 @@ the same digests, so a registry stores it once.
 With a base image (another OCI layout, e.g. ``skopeo copy docker://almalinux:9
 oci:base:9``), the layer goes on top of the base's layers and the image keeps the base's
 settings (environment, entry point), so it runs: a container built without a daemon or root.
-The base's blobs are checked against their digests as they are copied (or hard-linked).
+The base's blobs are checked against their digests when it is read, before anything is fetched,
+then hard-linked (or copied) into the new layout.
 
 The layout is written into a temporary directory beside the output and renamed into place;
 an existing OCI layout at the output is replaced, anything else there is refused.
@@ -225,8 +226,8 @@ def _load_base_image(reference: str, architecture: str) -> BaseImage:
     manifest = _json_object(_read_blob(blobs, descriptor, "manifest"), "manifest")
     config = _json_object(_read_blob(blobs, manifest.get("config", {}), "config"), "config")
     layers = tuple(manifest.get("layers", []))
-    for layer in layers:
-        _hex_digest(layer, "layer")
+    for layer in layers:  # before anything is fetched: a damaged base fails at once
+        _check_base_layer(blobs, layer)
     diff_ids = config.get("rootfs", {}).get("diff_ids", [])
     if not isinstance(diff_ids, list) or len(diff_ids) != len(layers):
         raise UsageError(f"--oci-base {reference}: the config names {len(diff_ids)} layers, "
@@ -238,19 +239,27 @@ def _load_base_image(reference: str, architecture: str) -> BaseImage:
     return BaseImage(blobs=blobs, config=config, layers=layers, platform=platform_of)
 
 
+def _check_base_layer(blobs: Path, descriptor: Mapping[str, Any]) -> None:
+    """A base layer's bytes against its digest (read in pieces: layers are large)."""
+    hex_digest = _hex_digest(descriptor, "layer")
+    hasher = hashlib.sha256()
+    try:
+        with open(blobs / hex_digest, "rb") as stream:
+            while piece := stream.read(1 << 20):
+                hasher.update(piece)
+    except OSError as error:
+        raise UsageError(f"the base image's layer {hex_digest} cannot be read: {error}") from None
+    if hasher.hexdigest() != hex_digest:
+        raise UsageError(f"the base image's layer {hex_digest} does not match its digest")
+
+
 def _copy_base_blob(base: BaseImage, descriptor: Mapping[str, Any], blobs: Path) -> None:
-    """Hard-link (else copy) one of the base's blobs, checking its digest on the way."""
+    """Hard-link (else copy) one of the base's blobs, checked when the base was loaded."""
     hex_digest = _hex_digest(descriptor, "layer")
     source, target = base.blobs / hex_digest, blobs / hex_digest
     if target.exists():
         return
-    hasher = hashlib.sha256()
     try:
-        with open(source, "rb") as stream:
-            while piece := stream.read(1 << 20):
-                hasher.update(piece)
-        if hasher.hexdigest() != hex_digest:
-            raise UsageError(f"the base image's layer {hex_digest} does not match its digest")
         try:
             os.link(source, target)
         except OSError:
@@ -308,6 +317,48 @@ def write_oci_layout(entries: Iterable[PackEntry], output: Path, options: OciOpt
 
 
 def _write_blobs(entries: Iterable[PackEntry], blobs: Path, options: OciOptions) -> OciResult:
+    """The base's blobs (first: a damaged one fails before the selection is read), the new
+    layer, the image config and the manifest."""
+    base = options.base
+    base_layers: list[dict[str, Any]] = []
+    platform_of = {"architecture": options.architecture, "os": "linux"}
+    if base is not None:
+        platform_of = dict(base.platform)
+        for descriptor in base.layers:
+            _copy_base_blob(base, descriptor, blobs)
+            base_layers.append({**descriptor, "mediaType": _oci_media_type(descriptor)})
+    layer, diff_id, writer = _write_layer(entries, blobs, options)
+    created = datetime.fromtimestamp(options.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    config = _canonical(_image_config(options, diff_id, created))
+    manifest = _canonical(
+        {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_MANIFEST,
+            "config": {
+                "mediaType": MEDIA_CONFIG,
+                "digest": _put_blob(blobs, config),
+                "size": len(config),
+            },
+            "layers": [*base_layers, layer],
+            "annotations": {"org.opencontainers.image.created": created, **options.annotations},
+        }
+    )
+    return OciResult(
+        manifest_digest=_put_blob(blobs, manifest),
+        layer_digest=layer["digest"],
+        diff_id=diff_id,
+        layer_size=layer["size"],
+        members=writer.members,
+        content_bytes=writer.content_bytes,
+        platform=platform_of,
+    )
+
+
+def _write_layer(
+    entries: Iterable[PackEntry], blobs: Path, options: OciOptions
+) -> tuple[dict[str, Any], str, TarWriter]:
+    """The selection as a compressed tar below ``cvmfs/``: its descriptor, its uncompressed
+    digest (the config's ``diff_id``) and the writer's counts."""
     partial = blobs / ".layer.partial"
     with open(partial, "wb", buffering=1 << 20) as raw:
         compressed = _DigestingSink(raw)
@@ -323,61 +374,34 @@ def _write_blobs(entries: Iterable[PackEntry], blobs: Path, options: OciOptions)
         writer.write_all(_refuse_whiteouts(entries))
         writer.close()
         sink.close()
-    layer_digest = compressed.digest
-    os.replace(partial, blobs / layer_digest[7:])
-    created = datetime.fromtimestamp(options.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    base = options.base
+    os.replace(partial, blobs / compressed.digest[7:])
     layer = {
         "mediaType": MEDIA_LAYERS[options.compression],
-        "digest": layer_digest,
+        "digest": compressed.digest,
         "size": compressed.size,
     }
-    history = {"created": created, "created_by": f"shrinkwrap-async pack /cvmfs/{options.fqrn}"}
-    if base is None:
-        platform_of = {"architecture": options.architecture, "os": "linux"}
-        settings: dict[str, Any] = {"architecture": options.architecture, "os": "linux"}
-        base_layers: list[dict[str, Any]] = []
-        diff_ids: list[str] = []
-        histories: list[Any] = []
-    else:
-        platform_of = dict(base.platform)
-        settings = dict(base.config)
-        base_layers = []
-        for descriptor in base.layers:
-            _copy_base_blob(base, descriptor, blobs)
-            base_layers.append({**descriptor, "mediaType": _oci_media_type(descriptor)})
-        diff_ids = list(base.config["rootfs"]["diff_ids"])
-        histories = list(base.config.get("history", []))
+    return layer, uncompressed.digest, writer
+
+
+def _image_config(options: OciOptions, diff_id: str, created: str) -> dict[str, Any]:
+    """The base's config (environment, command...) with the layer, the history entry and
+    the labels added; without a base, only the platform."""
+    base = options.base
+    settings: dict[str, Any] = (
+        dict(base.config) if base else {"architecture": options.architecture, "os": "linux"}
+    )
+    diff_ids = list(base.config["rootfs"]["diff_ids"]) if base else []
+    histories = list(base.config.get("history", [])) if base else []
     image_settings = dict(settings.get("config") or {})
     image_settings["Labels"] = {**(image_settings.get("Labels") or {}), **options.annotations}
-    config = _canonical(
-        {
-            **settings,
-            "created": created,
-            "config": image_settings,
-            "rootfs": {"type": "layers", "diff_ids": [*diff_ids, uncompressed.digest]},
-            "history": [*histories, history],
-        }
-    )
-    config_digest = _put_blob(blobs, config)
-    manifest = _canonical(
-        {
-            "schemaVersion": 2,
-            "mediaType": MEDIA_MANIFEST,
-            "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": len(config)},
-            "layers": [*base_layers, layer],
-            "annotations": {"org.opencontainers.image.created": created, **options.annotations},
-        }
-    )
-    return OciResult(
-        manifest_digest=_put_blob(blobs, manifest),
-        layer_digest=layer_digest,
-        diff_id=uncompressed.digest,
-        layer_size=compressed.size,
-        members=writer.members,
-        content_bytes=writer.content_bytes,
-        platform=platform_of,
-    )
+    history = {"created": created, "created_by": f"shrinkwrap-async pack /cvmfs/{options.fqrn}"}
+    return {
+        **settings,
+        "created": created,
+        "config": image_settings,
+        "rootfs": {"type": "layers", "diff_ids": [*diff_ids, diff_id]},
+        "history": [*histories, history],
+    }
 
 
 def _put_blob(blobs: Path, data: bytes) -> str:

@@ -339,7 +339,7 @@ async def test_a_wrong_base_image_fails_before_anything_is_written(
     fixture_server: StaticServer, tmp_path: Path
 ) -> None:
     fqrn = "fix1.test.local"
-    base, _ = await _export(tmp_path, fixture_server, fqrn, "partial.spec")
+    base, config = await _export(tmp_path, fixture_server, fqrn, "partial.spec")
     base_layout = tmp_path / "base-image"
     write_base_layout(base_layout)
     layout = tmp_path / "image"
@@ -357,8 +357,9 @@ async def test_a_wrong_base_image_fails_before_anything_is_written(
     for layers in (["oops"], [{"digest": "sha256:../../../etc/passwd", "size": 1}]):
         bad = tmp_path / f"bad-{len(str(layers))}"
         (bad / "blobs" / "sha256").mkdir(parents=True)
-        config = _put(bad, json.dumps({"rootfs": {"diff_ids": ["sha256:" + "1" * 64]}}).encode())
-        manifest = _put(bad, json.dumps({"config": config, "layers": layers}).encode())
+        rootfs = {"rootfs": {"diff_ids": ["sha256:" + "1" * 64]}}
+        bad_config = _put(bad, json.dumps(rootfs).encode())
+        manifest = _put(bad, json.dumps({"config": bad_config, "layers": layers}).encode())
         (bad / "index.json").write_text(json.dumps({"manifests": [manifest]}))
         (bad / "oci-layout").write_text("{}")
         result = await run_cli_process(*common, "--oci-base", str(bad))
@@ -373,6 +374,16 @@ async def test_a_wrong_base_image_fails_before_anything_is_written(
     assert result.exit_code == 2 and "does not match its digest" in result.stderr
     assert not layout.exists()
     assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    # Streamed from the repository: the damaged layer is found before any file is fetched.
+    before = fixture_server.requests.copy()
+    spec = str(SPECS / fqrn / "partial.spec")
+    streamed = await run_cli_process("pack", "-r", fqrn, "-f", str(config), "-t", spec,
+                                     "--format", "oci", "--oci-base", f"{base_layout}:9",
+                                     "-o", str(layout))  # fmt: skip
+    assert streamed.exit_code == 2 and "does not match its digest" in streamed.stderr
+    fetched = [path for path in fixture_server.requests - before if "/data/" in path]
+    assert not [path for path in fetched if path[-1] in "0123456789abcdef"], fetched
+    assert not layout.exists()
     tarball = ["pack", "-x", str(base), "-r", fqrn, "-o", str(tmp_path / "t.tar")]
     assert (await run_cli_process(*tarball, "--oci-base", f"{base_layout}:9")).exit_code == 2
 
