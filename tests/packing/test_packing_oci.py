@@ -393,3 +393,32 @@ def _base_parts(layout: Path) -> tuple[dict, dict, dict]:
     entry = index["manifests"][0]
     manifest = json.loads(_blob(layout, entry))
     return entry, manifest, json.loads(_blob(layout, manifest["config"]))
+
+
+@pytest.mark.skipif(not HAVE_UMOCI, reason="umoci not installed")
+async def test_a_base_made_by_umoci(fixture_server: StaticServer, tmp_path: Path) -> None:
+    """A base layout written by another tool (umoci: init, new, insert, config) is read,
+    and its layers, files and settings are those of the image unpacked from ours."""
+    fqrn = "fix1.test.local"
+    base, _ = await _export(tmp_path, fixture_server, fqrn, "partial.spec")
+    umoci_layout, image = tmp_path / "umoci-base", f"{tmp_path / 'umoci-base'}:9"
+    release = tmp_path / "os-release"
+    release.write_text("ID=umoci\n")
+    for command in (
+        ["init", "--layout", str(umoci_layout)],
+        ["new", "--image", image],
+        ["insert", "--rootless", "--image", image, str(release), "/etc/os-release"],
+        ["config", "--image", image, "--config.env", "SITE=umoci", "--config.cmd", "/bin/sh"],
+    ):
+        subprocess.run(["umoci", *command], check=True, capture_output=True)
+    layout = tmp_path / "image"
+    assert await run_cli("pack", "-q", "-x", str(base), "-r", fqrn, "--format", "oci",
+                         "--oci-base", image, "-o", str(layout)) == 0  # fmt: skip
+    _, manifest, config, _ = read_layout(layout)
+    assert len(manifest["layers"]) == 2 and "SITE=umoci" in config["config"]["Env"]
+    bundle = tmp_path / "bundle"
+    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{layout}:latest", str(bundle)],
+                   check=True, capture_output=True)  # fmt: skip
+    assert (bundle / "rootfs" / "etc" / "os-release").read_text() == "ID=umoci\n"
+    assert (bundle / "rootfs" / "cvmfs" / fqrn / "README.txt").is_file()
+    assert json.loads((bundle / "config.json").read_text())["process"]["args"] == ["/bin/sh"]
