@@ -164,6 +164,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the image's reference name in the layout (oci:DIR:NAME; default latest)",
     )
     oci.add_argument(
+        "--oci-split-depth",
+        type=int,
+        default=0,
+        metavar="N",
+        help=(
+            "one layer per directory N levels below the repository root, one more for the "
+            "rest: images of successive revisions share the unchanged directories' layers "
+            "(default 0: one layer)"
+        ),
+    )
+    oci.add_argument(
         "--oci-base",
         metavar="LAYOUT[:REF]",
         help=(
@@ -238,10 +249,12 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--oci-ref {args.oci_ref!r}: use letters, digits and ._-:/@+")
         if args.oci_base:  # read before anything is fetched: a wrong base fails at once
             args.base_image = load_base_image(args.oci_base, host_architecture())
-    elif args.oci_base:
-        raise UsageError("--oci-base applies to --format oci")
+    elif args.oci_base or args.oci_split_depth:
+        raise UsageError("--oci-base and --oci-split-depth apply to --format oci")
     elif args.output != "-":
         check_output_file(Path(args.output))
+    if args.oci_split_depth < 0:
+        raise UsageError("--oci-split-depth needs a number >= 0")
     streaming = args.src_config is not None or args.spec_file is not None
     if args.dest_base is not None and streaming:
         raise UsageError(
@@ -355,7 +368,12 @@ async def _pack_streamed(
             mtime = source.publish_time
         if mtime is None:
             mtime = newest
-        options = dataclasses.replace(options, fixed_mtime=mtime, link_mtimes=link_mtimes)
+        options = dataclasses.replace(
+            options,
+            fixed_mtime=mtime,
+            link_mtimes=link_mtimes,
+            link_scope_depth=args.oci_split_depth if fmt == "oci" else 0,
+        )
         if fmt == "tar":
             stats = await _stream_tar(args, source, options)
         elif fmt == "oci":
@@ -504,12 +522,14 @@ def _pack_oci(
         ref_name=args.oci_ref,
         annotations=annotations,
         base=args.base_image,
+        split_depth=args.oci_split_depth,
     )
     result = write_oci_layout(entries, Path(args.output), options)
     log.info(
-        "wrote the OCI layout %s (%s): a layer of %d members, %d bytes of file content, "
+        "wrote the OCI layout %s (%s): %d layers of %d members, %d bytes of file content, "
         "%d bytes %s, on %d base layers; manifest %s",
-        args.output, args.oci_ref, result.members, result.content_bytes, result.layer_size,
-        compression, len(options.base.layers) if options.base else 0, result.manifest_digest,
+        args.output, args.oci_ref, len(result.layers), result.members, result.content_bytes,
+        result.layer_bytes, compression, len(options.base.layers) if options.base else 0,
+        result.manifest_digest,
     )  # fmt: skip
     return ExitCode.OK

@@ -118,6 +118,17 @@ class StreamOptions:
     link_mtimes: Mapping[str, int] | None = None
     # Called with (path, object name, the file's own mtime) for every regular file walked.
     on_regular: Callable[[str, str, int], None] | None = None
+    # > 0: files share an inode only within one directory this many levels down (an OCI
+    # layer of its own), so the first member there carries the content again.
+    link_scope_depth: int = 0
+
+
+def _link_scope(path: str, depth: int) -> str:
+    """The directory ``depth`` levels down that holds ``path`` below it ("/" + it), or ""."""
+    if depth <= 0:
+        return ""
+    parts = path.split("/")
+    return "/".join(parts[:depth]) + "/" if len(parts) > depth else ""
 
 
 @dataclass
@@ -542,7 +553,8 @@ class StreamedEntries:
         self.stats.files += 1
         if self.options.on_regular is not None:
             self.options.on_regular(path, key, mtime)
-        first_mtime = self._links.first_path(key, str(mtime))
+        link_key = _link_scope(path, self.options.link_scope_depth) + key
+        first_mtime = self._links.first_path(link_key, str(mtime))
         shared_mtime = self.options.link_mtimes.get(key) if self.options.link_mtimes else None
         if shared_mtime is None:
             shared_mtime = mtime if first_mtime is None else int(first_mtime)
@@ -554,7 +566,7 @@ class StreamedEntries:
             gid,
             shared_mtime,
             size=entry.size,
-            hardlink_key=key,
+            hardlink_key=link_key,
             xattrs=self._xattrs(entry.xattrs),
         )
         if first_mtime is not None:  # a later member of one inode: a hard link, no content

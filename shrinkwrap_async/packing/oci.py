@@ -24,7 +24,7 @@ import os
 import platform
 import re
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 
 from shrinkwrap_async.exitcodes import StorageError, UsageError
 from shrinkwrap_async.packing.compression import CompressedSink
-from shrinkwrap_async.packing.entries import PackEntry
+from shrinkwrap_async.packing.entries import EntryKind, PackEntry
 from shrinkwrap_async.packing.tar import TarWriter
 
 LAYOUT_FILE = "oci-layout"
@@ -85,17 +85,23 @@ class OciOptions:
     architecture: str = field(default_factory=host_architecture)
     annotations: Mapping[str, str] = field(default_factory=dict)
     base: BaseImage | None = None
+    # > 0: one layer per directory this many levels below the repository root, and one for
+    # everything above them, so that images of successive revisions share the layers of
+    # the directories that did not change.
+    split_depth: int = 0
 
 
 @dataclass(frozen=True)
 class OciResult:
     manifest_digest: str
-    layer_digest: str
-    diff_id: str
-    layer_size: int
+    layers: tuple[dict[str, Any], ...]  # the new layers' descriptors, in the image's order
     members: int
     content_bytes: int
     platform: dict[str, str]
+
+    @property
+    def layer_bytes(self) -> int:
+        return sum(int(layer["size"]) for layer in self.layers)
 
 
 class _DigestingSink:
@@ -318,7 +324,7 @@ def write_oci_layout(entries: Iterable[PackEntry], output: Path, options: OciOpt
 
 def _write_blobs(entries: Iterable[PackEntry], blobs: Path, options: OciOptions) -> OciResult:
     """The base's blobs (first: a damaged one fails before the selection is read), the new
-    layer, the image config and the manifest."""
+    layers, the image config and the manifest."""
     base = options.base
     base_layers: list[dict[str, Any]] = []
     platform_of = {"architecture": options.architecture, "os": "linux"}
@@ -327,9 +333,9 @@ def _write_blobs(entries: Iterable[PackEntry], blobs: Path, options: OciOptions)
         for descriptor in base.layers:
             _copy_base_blob(base, descriptor, blobs)
             base_layers.append({**descriptor, "mediaType": _oci_media_type(descriptor)})
-    layer, diff_id, writer = _write_layer(entries, blobs, options)
+    layers = _LayerSplitter(blobs, options).write(entries)
     created = datetime.fromtimestamp(options.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    config = _canonical(_image_config(options, diff_id, created))
+    config = _canonical(_image_config(options, layers, created))
     manifest = _canonical(
         {
             "schemaVersion": 2,
@@ -339,53 +345,111 @@ def _write_blobs(entries: Iterable[PackEntry], blobs: Path, options: OciOptions)
                 "digest": _put_blob(blobs, config),
                 "size": len(config),
             },
-            "layers": [*base_layers, layer],
+            "layers": [*base_layers, *(layer.descriptor for layer in layers)],
             "annotations": {"org.opencontainers.image.created": created, **options.annotations},
         }
     )
     return OciResult(
         manifest_digest=_put_blob(blobs, manifest),
-        layer_digest=layer["digest"],
-        diff_id=diff_id,
-        layer_size=layer["size"],
-        members=writer.members,
-        content_bytes=writer.content_bytes,
+        layers=tuple(layer.descriptor for layer in layers),
+        members=sum(layer.writer.members for layer in layers),
+        content_bytes=sum(layer.writer.content_bytes for layer in layers),
         platform=platform_of,
     )
 
 
-def _write_layer(
-    entries: Iterable[PackEntry], blobs: Path, options: OciOptions
-) -> tuple[dict[str, Any], str, TarWriter]:
-    """The selection as a compressed tar below ``cvmfs/``: its descriptor, its uncompressed
-    digest (the config's ``diff_id``) and the writer's counts."""
-    partial = blobs / ".layer.partial"
-    with open(partial, "wb", buffering=1 << 20) as raw:
-        compressed = _DigestingSink(raw)
-        sink = CompressedSink(
-            compressed,  # type: ignore[arg-type]
+class _LayerFile:
+    """One layer being written: a tar below ``cvmfs/<fqrn>`` into a compressed blob."""
+
+    def __init__(self, blobs: Path, options: OciOptions, index: int, directory: str) -> None:
+        self.blobs = blobs
+        self.directory = directory  # "" for the layer of the root and what lies above splits
+        self.partial = blobs / f".layer-{index}.partial"
+        self._raw = open(self.partial, "wb", buffering=1 << 20)  # noqa: SIM115 (closed in finish)
+        self._compressed = _DigestingSink(self._raw)
+        self._sink = CompressedSink(
+            self._compressed,  # type: ignore[arg-type]
             options.compression,
             options.level,
             options.threads,
         )
-        uncompressed = _DigestingSink(sink)
-        writer = TarWriter(uncompressed, f"cvmfs/{options.fqrn}")
-        writer.write_parent_directories(options.created)
-        writer.write_all(_refuse_whiteouts(entries))
-        writer.close()
-        sink.close()
-    os.replace(partial, blobs / compressed.digest[7:])
-    layer = {
-        "mediaType": MEDIA_LAYERS[options.compression],
-        "digest": compressed.digest,
-        "size": compressed.size,
-    }
-    return layer, uncompressed.digest, writer
+        self._uncompressed = _DigestingSink(self._sink)
+        self.writer = TarWriter(self._uncompressed, f"cvmfs/{options.fqrn}")
+        self.media_type = MEDIA_LAYERS[options.compression]
+        self.descriptor: dict[str, Any] = {}
+        self.diff_id = ""
+
+    def finish(self) -> None:
+        self.writer.close()
+        self._sink.close()
+        self._raw.close()
+        os.replace(self.partial, self.blobs / self._compressed.digest[7:])
+        self.descriptor = {
+            "mediaType": self.media_type,
+            "digest": self._compressed.digest,
+            "size": self._compressed.size,
+        }
+        self.diff_id = self._uncompressed.digest
+
+    def discard(self) -> None:
+        self._raw.close()
+        self.partial.unlink(missing_ok=True)
 
 
-def _image_config(options: OciOptions, diff_id: str, created: str) -> dict[str, Any]:
-    """The base's config (environment, command...) with the layer, the history entry and
-    the labels added; without a base, only the platform."""
+class _LayerSplitter:
+    """Routes the entries (in archive order, depth first) to their layers: with a split
+    depth N, each directory N levels down and everything below it go to a layer of their
+    own; the root, ``cvmfs/`` and all other entries to the first layer. A file that shares
+    an inode with one in another layer is written again there (a hard link cannot cross
+    layers)."""
+
+    def __init__(self, blobs: Path, options: OciOptions) -> None:
+        self.blobs = blobs
+        self.options = options
+        self.layers: list[_LayerFile] = []
+
+    def _new_layer(self, directory: str) -> _LayerFile:
+        layer = _LayerFile(self.blobs, self.options, len(self.layers), directory)
+        self.layers.append(layer)
+        return layer
+
+    def write(self, entries: Iterable[PackEntry]) -> list[_LayerFile]:
+        depth = self.options.split_depth
+        try:
+            top = self._new_layer("")
+            top.writer.write_parent_directories(self.options.created)
+            current: _LayerFile | None = None
+            for entry in _refuse_whiteouts(entries):
+                parts = entry.path.split("/") if entry.path else []
+                if (
+                    depth <= 0
+                    or len(parts) < depth
+                    or (len(parts) == depth and entry.kind is not EntryKind.DIRECTORY)
+                ):
+                    top.writer.write_entry(entry)
+                    continue
+                directory = "/".join(parts[:depth])
+                if current is None or current.directory != directory:
+                    if current is not None:
+                        current.finish()
+                    current = self._new_layer(directory)
+                current.writer.write_entry(entry)
+            if current is not None:
+                current.finish()
+            top.finish()
+        except BaseException:
+            for layer in self.layers:
+                if not layer.descriptor:
+                    layer.discard()
+            raise
+        return self.layers
+
+
+def _image_config(
+    options: OciOptions, layers: Sequence[_LayerFile], created: str
+) -> dict[str, Any]:
+    """The base's config (environment, command...) with the layers, a history entry for
+    each and the labels added; without a base, only the platform."""
     base = options.base
     settings: dict[str, Any] = (
         dict(base.config) if base else {"architecture": options.architecture, "os": "linux"}
@@ -394,13 +458,15 @@ def _image_config(options: OciOptions, diff_id: str, created: str) -> dict[str, 
     histories = list(base.config.get("history", [])) if base else []
     image_settings = dict(settings.get("config") or {})
     image_settings["Labels"] = {**(image_settings.get("Labels") or {}), **options.annotations}
-    history = {"created": created, "created_by": f"shrinkwrap-async pack /cvmfs/{options.fqrn}"}
+    for layer in layers:
+        path = "/".join(filter(None, ("/cvmfs", options.fqrn, layer.directory)))
+        histories.append({"created": created, "created_by": f"shrinkwrap-async pack {path}"})
     return {
         **settings,
         "created": created,
         "config": image_settings,
-        "rootfs": {"type": "layers", "diff_ids": [*diff_ids, diff_id]},
-        "history": [*histories, history],
+        "rootfs": {"type": "layers", "diff_ids": [*diff_ids, *(layer.diff_id for layer in layers)]},
+        "history": histories,
     }
 
 

@@ -422,3 +422,73 @@ async def test_a_base_made_by_umoci(fixture_server: StaticServer, tmp_path: Path
     assert (bundle / "rootfs" / "etc" / "os-release").read_text() == "ID=umoci\n"
     assert (bundle / "rootfs" / "cvmfs" / fqrn / "README.txt").is_file()
     assert json.loads((bundle / "config.json").read_text())["process"]["args"] == ["/bin/sh"]
+
+
+async def test_split_layers_are_shared_by_revisions_that_leave_their_directories_alone(
+    tmp_path: Path,
+) -> None:
+    """--oci-split-depth 1: a layer per top directory and one for the rest. Between two
+    revisions that change one file of b/, the layers of a/ and c/ keep their digests; the
+    unpacked image equals the tree, and a/same and c/same (one inode in the export, a hard
+    link in a single layer) are each written in full in their own layer."""
+    fqrn = "split.test.local"
+    contents = tmp_path / "contents"
+    contents.mkdir()
+
+    def node(name: str, data: bytes | None = None, children: list | None = None) -> SourceNode:
+        if children is not None:
+            return SourceNode(name, "dir", 0o40755, 1_700_000_000, children=children)
+        stored = contents / f"{len(list(contents.iterdir()))}"
+        stored.write_bytes(data or b"")
+        return SourceNode(name, "file", 0o100644, 1_700_000_100, size=len(data or b""),
+                          content=str(stored))  # fmt: skip
+
+    def tree(b_text: bytes) -> SourceNode:
+        return node("", children=[
+            node("a", children=[node("one.txt", b"a1\n"), node("same", b"shared\n" * 999)]),
+            node("b", children=[node("two.txt", b_text)]),
+            node("c", children=[node("same", b"shared\n" * 999), node("deep", children=[
+                node("three.txt", b"c3\n")])]),
+            node("top.txt", b"at the root\n"),
+        ])  # fmt: skip
+
+    publisher = Publisher(tmp_path / "server", fqrn, PublishOptions(workers=1))
+    layers_of: list[dict[str, str]] = []
+    for revision, b_text in enumerate((b"first\n", b"second\n")):
+        key = publisher.publish(tree(b_text)).public_key
+        async with StaticServer(tmp_path / "server") as server:
+            config = tmp_path / "client.conf"
+            config.write_text(f"CVMFS_SERVER_URL={server.repository_url('@fqrn@')}\n"
+                              f"CVMFS_PUBLIC_KEY={key}\n"
+                              f"CVMFS_CACHE_BASE={tmp_path / 'cache'}\n")  # fmt: skip
+            spec = tmp_path / "spec"
+            spec.write_text("/*\n")
+            layout = tmp_path / f"image-{revision}"
+            assert await run_cli("pack", "-q", "-r", fqrn, "-f", str(config), "-t", str(spec),
+                                 "--format", "oci", "--oci-split-depth", "1",
+                                 "-o", str(layout)) == 0  # fmt: skip
+        _, manifest, config_json, _ = read_layout(layout)
+        history = [h["created_by"] for h in config_json["history"]]
+        assert history == [f"shrinkwrap-async pack /cvmfs/{fqrn}"] + [
+            f"shrinkwrap-async pack /cvmfs/{fqrn}/{name}" for name in ("a", "b", "c")
+        ]
+        named = zip(history, manifest["layers"], strict=True)
+        layers_of.append({h.rsplit("/", 1)[-1]: layer["digest"] for h, layer in named})
+        per_layer = [members(_uncompressed(layout, layer), strip="cvmfs/")
+                     for layer in manifest["layers"]]  # fmt: skip
+        assert sorted(per_layer[0]) == ["", fqrn, f"{fqrn}/{MARKER_NAME}", f"{fqrn}/top.txt"]
+        assert sorted(per_layer[3]) == [f"{fqrn}/c", f"{fqrn}/c/deep", f"{fqrn}/c/deep/three.txt",
+                                        f"{fqrn}/c/same"]  # fmt: skip
+        same_in_c = per_layer[3][f"{fqrn}/c/same"]
+        assert same_in_c[0] == tarfile.REGTYPE and same_in_c[5] == len(b"shared\n" * 999)
+        if HAVE_UMOCI:
+            bundle = tmp_path / f"bundle-{revision}"
+            subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{layout}:latest",
+                            str(bundle)], check=True, capture_output=True)  # fmt: skip
+            root = bundle / "rootfs" / "cvmfs" / fqrn
+            assert (root / "b" / "two.txt").read_bytes() == b_text
+            assert (root / "c" / "same").read_bytes() == b"shared\n" * 999
+            assert (root / "c" / "deep" / "three.txt").read_bytes() == b"c3\n"
+    first, second = layers_of
+    assert first["a"] == second["a"] and first["c"] == second["c"]
+    assert first["b"] != second["b"]

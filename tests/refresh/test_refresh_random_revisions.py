@@ -29,7 +29,8 @@ SPECS = ("/*\n", "/*\n", "/*\n!/a\n", "/lib/*\n/b/*\n/x.txt\n")
 listing = listing_tool()
 # The SquashFS route too, where mksquashfs and unsquashfs are installed (.ci/run installs them).
 HAVE_SQUASHFS = bool(shutil.which("mksquashfs") and shutil.which("unsquashfs"))
-IMAGES = ("tar", "oci", "sqfs") if HAVE_SQUASHFS else ("tar", "oci")
+IMAGES = ("tar", "oci", "split.oci", "sqfs") if HAVE_SQUASHFS else ("tar", "oci", "split.oci")
+FORMATS = {"oci": ("--format", "oci"), "split.oci": ("--format", "oci", "--oci-split-depth", "1")}
 
 
 class RandomTree:
@@ -179,7 +180,7 @@ async def test_random_revisions_refresh_and_stream_as_fresh_exports(
             packed = {suffix: tmp_path / f"packed-{revision}.{suffix}" for suffix in IMAGES}
             times = ("--mtime", "1700000123", "-q")
             for suffix in IMAGES:
-                form = ("--format", "oci") if suffix == "oci" else ()
+                form = FORMATS.get(suffix, ())
                 assert await run_cli("pack", "-r", FQRN, "-f", str(config), "-t", str(spec_file),
                                      *times, *form, "-o", str(streamed[suffix])) == 0  # fmt: skip
                 method = ("--squashfs-method", "stream") if suffix == "sqfs" else form
@@ -187,9 +188,10 @@ async def test_random_revisions_refresh_and_stream_as_fresh_exports(
                                      "-o", str(packed[suffix])) == 0  # fmt: skip
         assert streamed["tar"].read_bytes() == packed["tar"].read_bytes(), (revision, spec_text)
         # The OCI layout: one manifest digest (the layer, the revision and root catalog named).
-        assert (streamed["oci"] / "index.json").read_bytes() == (
-            packed["oci"] / "index.json"
-        ).read_bytes()
+        for layout in ("oci", "split.oci"):  # a layer per top directory, hard links per layer
+            assert (streamed[layout] / "index.json").read_bytes() == (
+                packed[layout] / "index.json"
+            ).read_bytes(), (revision, layout)
         if "sqfs" in IMAGES:
             assert squashfs_listing(streamed["sqfs"]) == squashfs_listing(packed["sqfs"])
         shutil.rmtree(fresh)
