@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 XATTR_CHOICES = {"user": ("user.",), "all": ("",), "none": ()}
 SQUASHFS_SUFFIXES = (".sqfs", ".squashfs", ".sfs", ".img")
+MAX_RUNTIME_LAYERS = 127  # Docker's overlay2 limit; other runtimes are close to it
 OCI_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-:/@+]*")
 
 
@@ -525,6 +526,11 @@ def _pack_oci(
         split_depth=args.oci_split_depth,
     )
     result = write_oci_layout(entries, Path(args.output), options)
+    layers = len(result.layers) + (len(options.base.layers) if options.base else 0)
+    if layers > MAX_RUNTIME_LAYERS:
+        log.warning("the image has %d layers; container runtimes using overlayfs commonly "
+                    "refuse more than %d: use a smaller --oci-split-depth", layers,
+                    MAX_RUNTIME_LAYERS)  # fmt: skip
     log.info(
         "wrote the OCI layout %s (%s): %d layers of %d members, %d bytes of file content, "
         "%d bytes %s, on %d base layers; manifest %s",

@@ -93,6 +93,15 @@ def members(archive: bytes, strip: str = "") -> dict[str, tuple]:
     return found
 
 
+def _published_source(tmp_path: Path, server: StaticServer, key: Path) -> tuple[Path, Path]:
+    """A client config for a repository of the test publisher, and the spec ``/*``."""
+    config, spec = tmp_path / "client.conf", tmp_path / "spec"
+    url, cache = server.repository_url("@fqrn@"), tmp_path / "cache"
+    config.write_text(f"CVMFS_SERVER_URL={url}\nCVMFS_PUBLIC_KEY={key}\nCVMFS_CACHE_BASE={cache}\n")
+    spec.write_text("/*\n")
+    return config, spec
+
+
 async def _export(tmp_path: Path, server: StaticServer, fqrn: str, spec: str) -> tuple[Path, Path]:
     config = write_client_config(tmp_path, server.url, fixtures_dir() / "keys")
     base = tmp_path / "export"
@@ -215,12 +224,7 @@ async def test_a_whiteout_name_is_refused_and_all_root(tmp_path: Path) -> None:
     publisher = Publisher(tmp_path / "server", fqrn, PublishOptions(workers=1))
     key = publisher.publish(tree).public_key
     async with StaticServer(tmp_path / "server") as server:
-        config = tmp_path / "client.conf"
-        url = server.repository_url("@fqrn@")
-        config.write_text(f"CVMFS_SERVER_URL={url}\nCVMFS_PUBLIC_KEY={key}\n"
-                          f"CVMFS_CACHE_BASE={tmp_path / 'cache'}\n")  # fmt: skip
-        spec = tmp_path / "spec"
-        spec.write_text("/*\n")
+        config, spec = _published_source(tmp_path, server, key)
         source = ["-r", fqrn, "-f", str(config), "-t", str(spec)]
         layout = tmp_path / "image"
         assert await run_cli("pack", "-q", *source, "--format", "oci", "-o", str(layout)) == 2
@@ -457,12 +461,7 @@ async def test_split_layers_are_shared_by_revisions_that_leave_their_directories
     for revision, b_text in enumerate((b"first\n", b"second\n")):
         key = publisher.publish(tree(b_text)).public_key
         async with StaticServer(tmp_path / "server") as server:
-            config = tmp_path / "client.conf"
-            config.write_text(f"CVMFS_SERVER_URL={server.repository_url('@fqrn@')}\n"
-                              f"CVMFS_PUBLIC_KEY={key}\n"
-                              f"CVMFS_CACHE_BASE={tmp_path / 'cache'}\n")  # fmt: skip
-            spec = tmp_path / "spec"
-            spec.write_text("/*\n")
+            config, spec = _published_source(tmp_path, server, key)
             layout = tmp_path / f"image-{revision}"
             assert await run_cli("pack", "-q", "-r", fqrn, "-f", str(config), "-t", str(spec),
                                  "--format", "oci", "--oci-split-depth", "1",
@@ -492,3 +491,25 @@ async def test_split_layers_are_shared_by_revisions_that_leave_their_directories
     first, second = layers_of
     assert first["a"] == second["a"] and first["c"] == second["c"]
     assert first["b"] != second["b"]
+
+
+async def test_more_layers_than_runtimes_take_is_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fqrn = "many.test.local"
+    source = tmp_path / "source"
+    for index in range(130):
+        (source / f"d{index:03d}").mkdir(parents=True)
+        (source / f"d{index:03d}" / "f").write_bytes(b"%d\n" % index)
+    key = Publisher(tmp_path / "server", fqrn, PublishOptions(workers=1)).publish(source).public_key
+    async with StaticServer(tmp_path / "server") as server:
+        config, spec = _published_source(tmp_path, server, key)
+        layout = tmp_path / "image"
+        for depth, warned in (("1", True), ("0", False)):
+            caplog.clear()
+            assert await run_cli("pack", "-r", fqrn, "-f", str(config), "-t", str(spec),
+                                 "--format", "oci", "--oci-split-depth", depth,
+                                 "-o", str(layout)) == 0  # fmt: skip
+            _, manifest, _, _ = read_layout(layout)
+            assert len(manifest["layers"]) == (131 if warned else 1)
+            assert ("131 layers" in caplog.text) == warned, caplog.text
