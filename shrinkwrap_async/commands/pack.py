@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -49,6 +51,7 @@ from shrinkwrap_async.packing.squashfs import (
     choose_method,
 )
 from shrinkwrap_async.packing.tar import TarWriter
+from shrinkwrap_async.store.errors import storage_error
 
 if TYPE_CHECKING:
     from shrinkwrap_async.config.settings import ClientSettings
@@ -454,7 +457,7 @@ def _pack_tar(args: argparse.Namespace, entries: object) -> int:
     output = Path(args.output)
     temporary = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     try:
-        with open(temporary, "wb", buffering=1 << 20) as raw:
+        with _writing(output), open(temporary, "wb", buffering=1 << 20) as raw:
             writer = _write_tar(raw, args, compression, entries)
         os.replace(temporary, output)
     except BaseException:
@@ -525,7 +528,8 @@ def _pack_oci(
         base=args.base_image,
         split_depth=args.oci_split_depth,
     )
-    result = write_oci_layout(entries, Path(args.output), options)
+    with _writing(Path(args.output)):
+        result = write_oci_layout(entries, Path(args.output), options)
     layers = len(result.layers) + (len(options.base.layers) if options.base else 0)
     if layers > MAX_RUNTIME_LAYERS:
         log.warning("the image has %d layers; container runtimes using overlayfs commonly "
@@ -539,3 +543,14 @@ def _pack_oci(
         result.manifest_digest,
     )  # fmt: skip
     return ExitCode.OK
+
+
+@contextlib.contextmanager
+def _writing(output: Path) -> Iterator[None]:
+    """A write the output's file system refuses (full, quota, read-only) names the output."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):
+            raise storage_error(error, f"cannot write {output}") from error
+        raise

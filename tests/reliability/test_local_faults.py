@@ -7,6 +7,7 @@ import errno
 import os
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -168,3 +169,22 @@ async def test_second_concurrent_run_exits_75(
         second = await asyncio.to_thread(h.run_export, _command(fault_repo, ws, nginx.url))
         first.cancel()
     assert second.returncode == 75, second.describe()
+
+
+@pytest.mark.parametrize("form", [["-o", "image.tar.gz"], ["--format", "oci", "-o", "image"]])
+def test_a_pack_onto_a_full_file_system_exits_5_and_leaves_nothing(
+    fault_repo: Repo, nginx: NginxServer, tmp_path: Path, small_tmpfs: Path, form: list[str]
+) -> None:
+    """The repository's ~3 MiB do not fit the 1 MiB file system: one line, exit 5, and
+    neither the output nor a temporary file or directory is left there."""
+    ws = h.Workspace(tmp_path / "elsewhere", fault_repo.keys_dir)
+    assert h.run_export(_command(fault_repo, ws, nginx.url)).returncode == 0
+    *options, _, name = form
+    pack = [sys.executable, "-m", "shrinkwrap_async", "pack", "-r", fault_repo.fqrn,
+            "-x", str(ws.dest), *options, "-o", str(small_tmpfs / name)]  # fmt: skip
+    done = subprocess.run(pack, capture_output=True, text=True)
+    assert done.returncode == 5, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"shrinkwrap-async: error: cannot write {small_tmpfs / name}: No space left on device"
+    ]
+    assert list(small_tmpfs.iterdir()) == []
