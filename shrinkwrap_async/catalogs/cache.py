@@ -28,6 +28,7 @@ from shrinkwrap_async.catalogs.entry import CatalogError
 from shrinkwrap_async.catalogs.reader import Catalog
 from shrinkwrap_async.exitcodes import StorageError
 from shrinkwrap_async.hashing import Digest, Hasher, ObjectSuffix
+from shrinkwrap_async.network.headers import requests_for
 from shrinkwrap_async.network.sinks import ObjectSink
 
 if TYPE_CHECKING:
@@ -219,9 +220,10 @@ class CatalogCache:
             if cached is not None:
                 return cached
             self.misses += 1
-            path = await self.fetcher.stream_object(
-                digest, ObjectSuffix.CATALOG, lambda: self._sink(digest, path)
-            )
+            with requests_for((mountpoint, digest.hex)):  # the requests' cvmfs-info
+                path = await self.fetcher.stream_object(
+                    digest, ObjectSuffix.CATALOG, lambda: self._sink(digest, path)
+                )
         try:
             return await Catalog.open(path, mountpoint)
         except CatalogError:

@@ -88,6 +88,7 @@ class ClientSettings:
     use_geoapi: bool = False
     max_servers: int = 0  # CVMFS_MAX_SERVERS: > 0 keeps the first hosts (after the geo order)
     follow_redirects: bool = False  # CVMFS_FOLLOW_REDIRECTS: else a redirect is a host error
+    send_info_header: bool = False  # CVMFS_SEND_INFO_HEADER: cvmfs-info names what is fetched
     repository_tag: str | None = None
     repository_date: str | None = None
     root_hash: Digest | None = None  # CVMFS_ROOT_HASH
@@ -150,6 +151,7 @@ class ClientSettings:
             use_geoapi=reader.boolean("CVMFS_USE_GEOAPI", False),
             max_servers=int(reader.number("CVMFS_MAX_SERVERS", 0, whole=True)),
             follow_redirects=reader.boolean("CVMFS_FOLLOW_REDIRECTS", False),
+            send_info_header=reader.boolean("CVMFS_SEND_INFO_HEADER", False),
             repository_tag=values.get("CVMFS_REPOSITORY_TAG") or None,
             repository_date=_repository_date_from(values),
             root_hash=_root_hash_from(values),

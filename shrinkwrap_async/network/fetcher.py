@@ -62,7 +62,12 @@ from shrinkwrap_async.network.errors import (
     ObjectMissingError,
     TransferError,
 )
-from shrinkwrap_async.network.headers import escape_path, request_headers
+from shrinkwrap_async.network.headers import (
+    INFO_HEADER,
+    escape_path,
+    request_headers,
+    request_info,
+)
 from shrinkwrap_async.network.lean_http import (
     LeanHTTPError,
     LeanPool,
@@ -144,10 +149,13 @@ class _LeanRoute:
     target: str  # request-target up to the object path (absolute URL through a proxy)
     suffixes: tuple[bytes, bytes]  # the head after the target (Host, ...): normal, no-cache
 
-    def head(self, path: str, no_cache: bool) -> bytes:
-        """The GET head for the repository path ``path``."""
+    def head(self, path: str, no_cache: bool, info: str | None = None) -> bytes:
+        """The GET head for the repository path ``path`` (``info``: a cvmfs-info line)."""
         target = (self.target + escape_path(path)).encode("latin-1")
-        return b"GET " + target + self.suffixes[no_cache]
+        suffix = self.suffixes[no_cache]
+        if info is not None:  # before the blank line that ends the head
+            suffix = suffix[:-2] + f"{INFO_HEADER}: {info}\r\n\r\n".encode("latin-1")
+        return b"GET " + target + suffix
 
 
 @dataclass(slots=True)
@@ -313,6 +321,8 @@ class Fetcher:
     ) -> AiohttpRequest:
         """One GET on ``route`` through aiohttp, counted as a request."""
         self._count_request(route)
+        if self.settings.send_info_header and (info := request_info(self.settings.fqrn)):
+            headers = {**(headers or {}), INFO_HEADER: info}
         return AiohttpRequest(
             self._session(route),
             route,
@@ -610,8 +620,9 @@ class Fetcher:
         ``refuse_large`` :class:`_TooLargeForLean`, and the caller streams it), or is
         handed to ``on_piece`` as it arrives."""
         self._count_request(route)
+        info = request_info(self.settings.fqrn) if self.settings.send_info_header else None
         try:
-            response = await lean.pool.get(lean.head(path, no_cache), max_size, on_piece)
+            response = await lean.pool.get(lean.head(path, no_cache, info), max_size, on_piece)
         except LeanTooLarge as error:
             if refuse_large:
                 raise _TooLargeForLean(str(error)) from None

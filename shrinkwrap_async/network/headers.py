@@ -8,7 +8,9 @@ proxy drop a poisoned cache entry.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from types import MappingProxyType
 
 from shrinkwrap_async import __version__
@@ -42,3 +44,35 @@ def escape_path(path: str) -> str:
     if not raw.translate(None, _SAFE_BYTES):  # nothing but safe bytes (every object path)
         return path
     return "".join(chr(byte) if byte in _SAFE else f"%{byte:02X}" for byte in raw)
+
+
+# What a request is for (a file's repository path, a catalog's description), sent as the
+# client's ``cvmfs-info`` header when ``CVMFS_SEND_INFO_HEADER=yes`` so that a Stratum-1's
+# logs can tell what was fetched. A context variable: the callers that know the path set it
+# around a fetch, and the requests made within (retries, failover) all carry it.
+INFO_HEADER = "cvmfs-info"
+# A file's repository path, or a catalog's (mount point, hash) for the fetcher to describe.
+_request_info: ContextVar[str | tuple[str, str] | None] = ContextVar("request_info", default=None)
+
+
+@contextlib.contextmanager
+def requests_for(subject: str | tuple[str, str]) -> Iterator[None]:
+    """Label the requests made within: a file's path, or ``(mount point, hash)`` of a
+    catalog."""
+    token = _request_info.set(subject)
+    try:
+        yield
+    finally:
+        _request_info.reset(token)
+
+
+def request_info(fqrn: str) -> str | None:
+    """The label of the current requests as the client writes it (a catalog: ``file catalog
+    at <fqrn>:<mount point> (<hash>)``), percent-encoded, or None."""
+    subject = _request_info.get()
+    if subject is None:
+        return None
+    if isinstance(subject, tuple):
+        mountpoint, digest = subject
+        subject = f"file catalog at {fqrn}:{mountpoint or '/'} ({digest})"
+    return escape_path(subject)

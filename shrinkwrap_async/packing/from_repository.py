@@ -50,6 +50,7 @@ from shrinkwrap_async.exitcodes import PartialExportError, UnsafePathError
 from shrinkwrap_async.hashing import ObjectSuffix, stored_size_limit
 from shrinkwrap_async.link.shared_mtimes import SharedMtimes, walk_order_key
 from shrinkwrap_async.link.tree_writer import harmless_device, validate_symlink_target
+from shrinkwrap_async.network.headers import requests_for
 from shrinkwrap_async.packing.entries import (
     DEFAULT_XATTR_PREFIXES,
     MARKER_NAME,
@@ -308,7 +309,8 @@ class StreamedEntries:
         compressed: bool,
     ) -> None:
         try:
-            result = await self._fetch_piece(content.path, piece, compressed)
+            with requests_for(f"/{content.path}"):
+                result = await self._fetch_piece(content.path, piece, compressed)
         except BaseException as error:
             self._unresolved.discard(future)
             if not future.done():

@@ -36,6 +36,7 @@ from shrinkwrap_async.catalogs.entry import Chunk
 from shrinkwrap_async.exitcodes import ShrinkwrapError
 from shrinkwrap_async.hashing import Digest, ObjectSuffix, stored_size_limit
 from shrinkwrap_async.network.errors import FetchError
+from shrinkwrap_async.network.headers import requests_for
 from shrinkwrap_async.pipeline.blocking_calls import BlockingCalls
 from shrinkwrap_async.pipeline.byte_budget import ByteBudget
 from shrinkwrap_async.pipeline.decompress_verify import (
@@ -221,6 +222,11 @@ class ObjectFetchStage:
             return
         self.in_flight[job.name] = [job]
         self.store.note_pending(job.name)
+        with requests_for(job.path):
+            await self._fetch(job)
+
+    async def _fetch(self, job: FileJob) -> None:
+        """Make ``job``'s object: from one of the same content, or fetched and committed."""
         try:
             if await self._copy_same_content(job):
                 await self.completed(job.name, job.size, copied=True)
