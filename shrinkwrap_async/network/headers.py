@@ -8,8 +8,7 @@ proxy drop a poisoned cache entry.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
 
@@ -55,15 +54,20 @@ INFO_HEADER = "cvmfs-info"
 _request_info: ContextVar[str | tuple[str, str] | None] = ContextVar("request_info", default=None)
 
 
-@contextlib.contextmanager
-def requests_for(subject: str | tuple[str, str]) -> Iterator[None]:
+class requests_for:  # lower case: used as a function, ``with requests_for(path):``
     """Label the requests made within: a file's path, or ``(mount point, hash)`` of a
-    catalog."""
-    token = _request_info.set(subject)
-    try:
-        yield
-    finally:
-        _request_info.reset(token)
+    catalog. A class rather than a generator: one is entered per exported file."""
+
+    __slots__ = ("_subject", "_token")
+
+    def __init__(self, subject: str | tuple[str, str]) -> None:
+        self._subject = subject
+
+    def __enter__(self) -> None:
+        self._token = _request_info.set(self._subject)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _request_info.reset(self._token)
 
 
 def request_info(fqrn: str) -> str | None:
