@@ -13,7 +13,8 @@ The base's blobs are checked against their digests when it is read, before anyth
 then hard-linked (or copied) into the new layout.
 
 The layout is written into a temporary directory beside the output and renamed into place;
-an existing OCI layout at the output is replaced, anything else there is refused.
+an OCI layout there from before keeps its other images (their blobs hard-linked), an image
+of the same reference name is replaced; anything else at the output is refused.
 """
 
 from __future__ import annotations
@@ -281,7 +282,7 @@ def check_oci_output(output: Path) -> None:
     if output.is_dir() and any(output.iterdir()) and not (output / LAYOUT_FILE).is_file():
         raise StorageError(
             f"cannot write the OCI layout {output}: the directory is not empty and not an "
-            "OCI layout (only an earlier layout is replaced)"
+            "OCI layout (images are added to a layout, nothing else is replaced)"
         )
     if not output.parent.is_dir() or not os.access(output.parent, os.W_OK | os.X_OK):
         raise StorageError(f"cannot write {output}: directory {output.parent} is not writable")
@@ -291,28 +292,23 @@ def write_oci_layout(entries: Iterable[PackEntry], output: Path, options: OciOpt
     if options.compression not in MEDIA_LAYERS:
         raise UsageError(f"unknown compression {options.compression!r} for an OCI layer")
     check_oci_output(output)
+    kept = _kept_images(output, options.ref_name)
     staging = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     blobs = staging / "blobs" / "sha256"
     try:
         blobs.mkdir(parents=True)
+        _link_kept_blobs(output / "blobs" / "sha256", kept, blobs)
         result = _write_blobs(entries, blobs, options)
+        ours = {
+            "mediaType": MEDIA_MANIFEST,
+            "digest": result.manifest_digest,
+            "size": (blobs / result.manifest_digest[7:]).stat().st_size,
+            "platform": result.platform,
+            "annotations": {REF_NAME: options.ref_name},
+        }
         (staging / "index.json").write_bytes(
-            _canonical(
-                {
-                    "schemaVersion": 2,
-                    "mediaType": MEDIA_INDEX,
-                    "manifests": [
-                        {
-                            "mediaType": MEDIA_MANIFEST,
-                            "digest": result.manifest_digest,
-                            "size": (blobs / result.manifest_digest[7:]).stat().st_size,
-                            "platform": result.platform,
-                            "annotations": {REF_NAME: options.ref_name},
-                        }
-                    ],
-                }
-            )
+            _canonical({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": [*kept, ours]})
         )
         (staging / LAYOUT_FILE).write_bytes(_canonical({"imageLayoutVersion": "1.0.0"}))
         _install(staging, output)
@@ -471,9 +467,62 @@ def _image_config(
 
 
 def _put_blob(blobs: Path, data: bytes) -> str:
+    """Store ``data`` under its digest: through a new file, never into one that may be a
+    hard link to an earlier layout's blob."""
     digest = hashlib.sha256(data).hexdigest()
-    (blobs / digest).write_bytes(data)
+    target = blobs / digest
+    if target.is_file() and target.read_bytes() == data:  # a kept image's, linked
+        return f"sha256:{digest}"
+    partial = blobs / f".{digest}.partial"
+    partial.write_bytes(data)
+    os.replace(partial, target)
     return f"sha256:{digest}"
+
+
+def _kept_images(output: Path, ref_name: str) -> list[dict[str, Any]]:
+    """The images of an earlier layout at ``output`` that stay: all but ``ref_name``'s."""
+    if not (output / LAYOUT_FILE).is_file():
+        return []
+    try:
+        index = json.loads((output / "index.json").read_bytes())
+        manifests = [m for m in index["manifests"] if isinstance(m, dict)]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise StorageError(
+            f"cannot add to the OCI layout {output}: its index.json cannot be read ({error}); "
+            "move it away or choose another -o"
+        ) from None
+    return [m for m in manifests if (m.get("annotations") or {}).get(REF_NAME) != ref_name]
+
+
+def _link_kept_blobs(source: Path, kept: list[dict[str, Any]], blobs: Path) -> None:
+    """Hard-link (else copy) the blobs the kept images reach; the others (of a replaced
+    image) are left behind with the old layout. Blobs a layout lacks (the other platforms of
+    an index copied for one) are skipped."""
+    pending = list(kept)
+    seen: set[str] = set()
+    while pending:
+        descriptor = pending.pop()
+        digest = str(descriptor.get("digest", ""))
+        if not _SHA256_DIGEST.fullmatch(digest) or digest in seen:
+            continue
+        seen.add(digest)
+        blob = source / digest[7:]
+        if not blob.is_file():
+            continue
+        if _oci_media_type(descriptor) in (MEDIA_INDEX, MEDIA_MANIFEST):
+            try:
+                document = json.loads(blob.read_bytes())
+            except ValueError:
+                document = {}
+            if isinstance(document, dict):
+                children = [*document.get("manifests", []), *document.get("layers", [])]
+                if isinstance(document.get("config"), dict):
+                    children.append(document["config"])
+                pending.extend(c for c in children if isinstance(c, dict))
+        try:
+            os.link(blob, blobs / blob.name)
+        except OSError:
+            shutil.copyfile(blob, blobs / blob.name)
 
 
 def _install(staging: Path, output: Path) -> None:

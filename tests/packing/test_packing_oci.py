@@ -159,11 +159,57 @@ async def test_streamed_layout_is_the_exports_and_packs_reproducibly(
         entry, *_ = read_layout(layout, "latest" if name == "from-export" else f"r-{name}")
         digests[name] = entry["digest"]
     assert digests["from-export"] == digests["streamed"] == digests["again"]
-    # Packing over an earlier layout replaces it (no stray blobs: read_layout checks).
-    assert await run_cli("pack", "-q", "-x", str(base), "-r", fqrn, "--format", "oci",
-                         "--all-root", "-o", str(layouts["again"])) == 0  # fmt: skip
-    read_layout(layouts["again"])
+
+
+def _images(layout: Path) -> dict[str, str]:
+    """Reference name -> manifest digest of every image of a layout, each image's blobs
+    checked; no blob is there that no image reaches."""
+    index = json.loads((layout / "index.json").read_text())
+    images, reached = {}, set()
+    for entry in index["manifests"]:
+        manifest = json.loads(_blob(layout, entry))
+        config = json.loads(_blob(layout, manifest["config"]))
+        assert len(config["rootfs"]["diff_ids"]) == len(manifest["layers"])
+        for layer in manifest["layers"]:
+            _blob(layout, layer)
+        reached |= {d["digest"][7:] for d in (entry, manifest["config"], *manifest["layers"])}
+        images[entry["annotations"]["org.opencontainers.image.ref.name"]] = entry["digest"]
+    assert sorted(p.name for p in (layout / "blobs" / "sha256").iterdir()) == sorted(reached)
+    return images
+
+
+async def test_a_layout_collects_images_and_drops_what_a_replaced_one_alone_used(
+    fixture_server: StaticServer, tmp_path: Path
+) -> None:
+    """As with skopeo and umoci, packing into an earlier layout adds the image, or replaces
+    the one of the same name; blobs only a replaced image used go with it, shared ones stay
+    (hard links, not copies)."""
+    fqrn = "fix1.test.local"
+    base, _ = await _export(tmp_path, fixture_server, fqrn, "partial.spec")
+    layout = tmp_path / "images"
+    common = ["pack", "-q", "-x", str(base), "-r", fqrn, "--format", "oci", "-o", str(layout)]
+    assert await run_cli(*common, "--oci-ref", "plain") == 0
+    first = _images(layout)
+    assert await run_cli(*common, "--oci-ref", "other", "--compress", "zstd") == 0
+    both = _images(layout)
+    assert both["plain"] == first["plain"] and both["other"] != both["plain"]
+    plain_blobs = {p.name: p.stat().st_ino for p in (layout / "blobs" / "sha256").iterdir()}
+    assert await run_cli(*common, "--oci-ref", "other", "--compress", "none") == 0
+    replaced = _images(layout)  # the zstd layer is gone with the image it belonged to
+    assert replaced["plain"] == first["plain"] and replaced["other"] != both["other"]
+    kept = {p.name: p.stat().st_ino for p in (layout / "blobs" / "sha256").iterdir()}
+    assert all(kept[name] == plain_blobs[name] for name in kept if name in plain_blobs)
     assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+    if HAVE_UMOCI:
+        for ref in ("plain", "other"):
+            bundle = tmp_path / f"bundle-{ref}"
+            subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{layout}:{ref}",
+                            str(bundle)], check=True, capture_output=True)  # fmt: skip
+            assert (bundle / "rootfs" / "cvmfs" / fqrn / "README.txt").is_file()
+    # A layout whose index cannot be read is not added to (nor replaced): exit 5.
+    (layout / "index.json").write_text("{")
+    assert await run_cli(*common, "--oci-ref", "third") == 5
+    assert (layout / "index.json").read_text() == "{"
 
 
 @pytest.mark.skipif(not HAVE_UMOCI, reason="umoci not installed")
