@@ -248,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
     args.base_image = None
     if fmt == "oci":
         args.output = os.path.abspath(args.output)  # a layout is renamed into place: "." too
-        check_oci_output(Path(args.output))
+        check_oci_output(Path(args.output), args.oci_ref)
         if not OCI_REF.fullmatch(args.oci_ref):
             raise UsageError(f"--oci-ref {args.oci_ref!r}: use letters, digits and ._-:/@+")
         if args.oci_base:  # read before anything is fetched: a wrong base fails at once

@@ -275,8 +275,9 @@ def _copy_base_blob(base: BaseImage, descriptor: Mapping[str, Any], blobs: Path)
         raise StorageError(f"cannot copy the base image's layer {hex_digest}: {error}") from None
 
 
-def check_oci_output(output: Path) -> None:
-    """Refuse (exit 5) an output that is neither absent nor an OCI layout to replace."""
+def check_oci_output(output: Path, ref_name: str = "latest") -> None:
+    """Refuse (exit 5) an output that is neither absent nor an OCI layout to add to (one
+    whose index can be read), before anything is fetched."""
     if output.is_symlink() or (output.exists() and not output.is_dir()):
         raise StorageError(f"cannot write the OCI layout {output}: a file is in the way")
     if output.is_dir() and any(output.iterdir()) and not (output / LAYOUT_FILE).is_file():
@@ -286,6 +287,7 @@ def check_oci_output(output: Path) -> None:
         )
     if not output.parent.is_dir() or not os.access(output.parent, os.W_OK | os.X_OK):
         raise StorageError(f"cannot write {output}: directory {output.parent} is not writable")
+    _kept_images(output, ref_name)
 
 
 def write_oci_layout(entries: Iterable[PackEntry], output: Path, options: OciOptions) -> OciResult:
