@@ -247,18 +247,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--compress applies to tar and OCI; use --squashfs-comp for SquashFS")
     args.base_image = None
     if fmt == "oci":
-        args.output = os.path.abspath(args.output)  # a layout is renamed into place: "." too
-        check_oci_output(Path(args.output), args.oci_ref)
-        if not OCI_REF.fullmatch(args.oci_ref):
-            raise UsageError(f"--oci-ref {args.oci_ref!r}: use letters, digits and ._-:/@+")
-        if args.oci_base:  # read before anything is fetched: a wrong base fails at once
-            args.base_image = load_base_image(args.oci_base, host_architecture())
+        _check_oci_arguments(args)
     elif args.oci_base or args.oci_split_depth:
         raise UsageError("--oci-base and --oci-split-depth apply to --format oci")
     elif args.output != "-":
         check_output_file(Path(args.output))
-    if args.oci_split_depth < 0:
-        raise UsageError("--oci-split-depth needs a number >= 0")
     streaming = args.src_config is not None or args.spec_file is not None
     if args.dest_base is not None and streaming:
         raise UsageError(
@@ -301,6 +294,18 @@ def run(args: argparse.Namespace) -> int:
         argv = build_squashfs_from_tree(args.dest_base, args.repo, output, options, method)
     log.info("wrote %s with: %s", output, " ".join(argv))
     return ExitCode.OK
+
+
+def _check_oci_arguments(args: argparse.Namespace) -> None:
+    """The OCI options and output, and the base image, before anything is read or fetched."""
+    if args.oci_split_depth < 0:
+        raise UsageError("--oci-split-depth needs a number >= 0")
+    if not OCI_REF.fullmatch(args.oci_ref):
+        raise UsageError(f"--oci-ref {args.oci_ref!r}: use letters, digits and ._-:/@+")
+    args.output = os.path.abspath(args.output)  # a layout is renamed into place: "." too
+    check_oci_output(Path(args.output), args.oci_ref)
+    if args.oci_base:
+        args.base_image = load_base_image(args.oci_base, host_architecture())
 
 
 def check_output_file(output: Path) -> None:
