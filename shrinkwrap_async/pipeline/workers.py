@@ -492,7 +492,8 @@ def _wait(
     readers = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(len(processes))]
     for reader in readers:
         reader.start()
-    interval = 0.5 if live else period
+    # Without lines (-q, --no-progress, -p 0) the wait still wakes now and then, for signals.
+    interval = (0.5 if live else period) if show else JOIN_SECONDS
     next_line = time.monotonic() + interval
     for reader in readers:
         while reader.is_alive():
