@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
-import json
 import logging
 import os
 import re
@@ -51,6 +50,7 @@ from shrinkwrap_async.packing.squashfs import (
     choose_method,
 )
 from shrinkwrap_async.packing.tar import TarWriter
+from shrinkwrap_async.state.provenance import read_export_record
 from shrinkwrap_async.store.errors import storage_error
 
 if TYPE_CHECKING:
@@ -504,14 +504,11 @@ def _annotations(fqrn: str, revision: object, root_hash: object) -> dict[str, st
 
 def _export_annotations(args: argparse.Namespace) -> dict[str, str]:
     """The revision and root catalog an export records in ``.provenance/<fqrn>/export.json``."""
-    record: dict[str, object] = {}
     try:
-        record_file = args.dest_base / ".provenance" / args.repo / "export.json"
-        loaded = json.loads(record_file.read_text())
-        if isinstance(loaded, dict):
-            record = loaded
-    except (OSError, ValueError):
-        log.info("no export record in .provenance: the image names no revision")
+        record = read_export_record(args.dest_base, args.repo)
+    except UsageError as error:
+        log.info("%s: the image names no revision", error)
+        record = {}
     return _annotations(args.repo, record.get("revision"), record.get("root_hash"))
 
 

@@ -81,7 +81,8 @@ async def _repair(settings, dest: Path, store: Path, report, args) -> None:  # t
     from shrinkwrap_async.spec.tree import Spec
     from shrinkwrap_async.state.db import StateDB
     from shrinkwrap_async.state.lock import RunLock
-    from shrinkwrap_async.state.verify import read_export_record, remove_bad_objects
+    from shrinkwrap_async.state.provenance import read_export_record
+    from shrinkwrap_async.state.verify import remove_bad_objects
 
     record = read_export_record(dest, settings.fqrn)
     spec = Spec.parse(record.get("spec") or "/*\n", source="export.json")

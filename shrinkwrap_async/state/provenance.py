@@ -12,8 +12,10 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from shrinkwrap_async import __version__
+from shrinkwrap_async.exitcodes import UsageError
 
 PROVENANCE_DIR = ".provenance"
 EXPORT_RECORD = "export.json"
@@ -78,3 +80,20 @@ def write_provenance(
     }
     _write(directory / EXPORT_RECORD, (json.dumps(record, indent=1) + "\n").encode())
     return directory
+
+
+def read_export_record(dest_base: Path, fqrn: str) -> dict[str, Any]:
+    """``export.json`` of the export of ``fqrn`` in ``dest_base``; a usage error (exit 2)
+    when it is missing or unreadable."""
+    path = dest_base / PROVENANCE_DIR / fqrn / EXPORT_RECORD
+    try:
+        record: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(
+            f"{fqrn} was never exported into {dest_base} ({path} is missing)"
+        ) from None
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot read {path}: {error}") from error
+    if not isinstance(record, dict):
+        raise UsageError(f"cannot read {path}: not a JSON object")
+    return record

@@ -13,7 +13,6 @@ Chunked files are checked chunk by chunk against the catalog's chunk list.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import stat
@@ -28,14 +27,13 @@ from shrinkwrap_async.catalogs.entry import DirEntry
 from shrinkwrap_async.catalogs.reader import Catalog
 from shrinkwrap_async.config.settings import ClientSettings
 from shrinkwrap_async.config.variant_symlinks import expand_variant_symlink
-from shrinkwrap_async.exitcodes import UsageError
 from shrinkwrap_async.hashing import Digest, ObjectSuffix
 from shrinkwrap_async.link.tree_writer import MARKER_NAME
 from shrinkwrap_async.network.errors import FetchError
 from shrinkwrap_async.pipeline.decompress_verify import ContentError, inflate_whole
 from shrinkwrap_async.pipeline.spec_filter import select_children
 from shrinkwrap_async.spec.tree import Spec
-from shrinkwrap_async.state.provenance import EXPORT_RECORD, PROVENANCE_DIR
+from shrinkwrap_async.state.provenance import read_export_record
 from shrinkwrap_async.store.object_names import ObjectMeta, chunk_list_digest, object_name
 
 log = logging.getLogger(__name__)
@@ -69,19 +67,6 @@ class VerifyReport:
 
     def bad_objects(self) -> set[str]:
         return {p.object for p in self.problems if p.kind == "object-corrupt" and p.object}
-
-
-def read_export_record(dest_base: Path, fqrn: str) -> dict[str, Any]:
-    path = dest_base / PROVENANCE_DIR / fqrn / EXPORT_RECORD
-    try:
-        record: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(
-            f"{fqrn} was never exported into {dest_base} ({path} is missing)"
-        ) from None
-    except (OSError, ValueError) as error:
-        raise UsageError(f"cannot read {path}: {error}") from error
-    return record
 
 
 class TreeVerifier:
