@@ -58,6 +58,7 @@ from shrinkwrap_async.packing.entries import (
     PackEntry,
 )
 from shrinkwrap_async.packing.linkindex import HardLinkIndex
+from shrinkwrap_async.packing.oci import layer_directory
 from shrinkwrap_async.packing.streamed_content import (
     Piece,
     PieceData,
@@ -122,14 +123,6 @@ class StreamOptions:
     # > 0: files share an inode only within one directory this many levels down (an OCI
     # layer of its own), so the first member there carries the content again.
     link_scope_depth: int = 0
-
-
-def _link_scope(path: str, depth: int) -> str:
-    """The directory ``depth`` levels down that holds ``path`` below it ("/" + it), or ""."""
-    if depth <= 0:
-        return ""
-    parts = path.split("/")
-    return "/".join(parts[:depth]) + "/" if len(parts) > depth else ""
 
 
 @dataclass
@@ -555,7 +548,8 @@ class StreamedEntries:
         self.stats.files += 1
         if self.options.on_regular is not None:
             self.options.on_regular(path, key, mtime)
-        link_key = _link_scope(path, self.options.link_scope_depth) + key
+        # Members of one inode in different OCI layers are each a first member of their own.
+        link_key = layer_directory(path, False, self.options.link_scope_depth) + "/" + key
         first_mtime = self._links.first_path(link_key, str(mtime))
         shared_mtime = self.options.link_mtimes.get(key) if self.options.link_mtimes else None
         if shared_mtime is None:

@@ -1,4 +1,5 @@
-"""An OCI image layout (image-spec 1.1) holding one layer: the selection under ``/cvmfs/<fqrn>``.
+"""An OCI image layout (image-spec 1.1) of the selection under ``/cvmfs/<fqrn>``: one layer, or
+one per directory at a split depth (see :func:`layer_directory`).
 
 The image carries data only, to be copied into other images (``docker buildx build
 --build-context cvmfs=oci-layout://DIR`` and ``COPY --from=cvmfs /cvmfs /cvmfs``) or read by
@@ -57,6 +58,18 @@ WHITEOUT_PREFIX = ".wh."
 _SHA256_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # Go's names for the machine (GOARCH), which the image config must use.
 _ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
+
+
+def layer_directory(path: str, is_directory: bool, split_depth: int) -> str:
+    """The directory whose layer holds the entry ``path`` (repository-relative) when the
+    image is split ``split_depth`` levels down: the directory at that depth above or at it,
+    or "" for the first layer (the root, and every entry above the split)."""
+    if split_depth <= 0:
+        return ""
+    parts = path.split("/") if path else []
+    if len(parts) > split_depth or (len(parts) == split_depth and is_directory):
+        return "/".join(parts[:split_depth])
+    return ""
 
 
 def host_architecture() -> str:
@@ -249,14 +262,12 @@ def _load_base_image(reference: str, architecture: str) -> BaseImage:
 def _check_base_layer(blobs: Path, descriptor: Mapping[str, Any]) -> None:
     """A base layer's bytes against its digest (read in pieces: layers are large)."""
     hex_digest = _hex_digest(descriptor, "layer")
-    hasher = hashlib.sha256()
     try:
         with open(blobs / hex_digest, "rb") as stream:
-            while piece := stream.read(1 << 20):
-                hasher.update(piece)
+            found = hashlib.file_digest(stream, "sha256").hexdigest()
     except OSError as error:
         raise UsageError(f"the base image's layer {hex_digest} cannot be read: {error}") from None
-    if hasher.hexdigest() != hex_digest:
+    if found != hex_digest:
         raise UsageError(f"the base image's layer {hex_digest} does not match its digest")
 
 
@@ -267,12 +278,17 @@ def _copy_base_blob(base: BaseImage, descriptor: Mapping[str, Any], blobs: Path)
     if target.exists():
         return
     try:
-        try:
-            os.link(source, target)
-        except OSError:
-            shutil.copyfile(source, target)
+        _link_or_copy(source, target)
     except OSError as error:
         raise StorageError(f"cannot copy the base image's layer {hex_digest}: {error}") from None
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A blob of another layout into this one: a hard link, else (another file system) a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def check_oci_output(output: Path, ref_name: str = "latest") -> None:
@@ -418,15 +434,11 @@ class _LayerSplitter:
             top.writer.write_parent_directories(self.options.created)
             current: _LayerFile | None = None
             for entry in _refuse_whiteouts(entries):
-                parts = entry.path.split("/") if entry.path else []
-                if (
-                    depth <= 0
-                    or len(parts) < depth
-                    or (len(parts) == depth and entry.kind is not EntryKind.DIRECTORY)
-                ):
+                is_directory = entry.kind is EntryKind.DIRECTORY
+                directory = layer_directory(entry.path, is_directory, depth)
+                if not directory:
                     top.writer.write_entry(entry)
                     continue
-                directory = "/".join(parts[:depth])
                 if current is None or current.directory != directory:
                     if current is not None:
                         current.finish()
@@ -521,10 +533,7 @@ def _link_kept_blobs(source: Path, kept: list[dict[str, Any]], blobs: Path) -> N
                 if isinstance(document.get("config"), dict):
                     children.append(document["config"])
                 pending.extend(c for c in children if isinstance(c, dict))
-        try:
-            os.link(blob, blobs / blob.name)
-        except OSError:
-            shutil.copyfile(blob, blobs / blob.name)
+        _link_or_copy(blob, blobs / blob.name)
 
 
 def _install(staging: Path, output: Path) -> None:
