@@ -333,6 +333,12 @@ class Fetcher:
             follow_redirects=self.settings.follow_redirects,
         )
 
+    @property
+    def labels_requests(self) -> bool:
+        """Whether requests carry the cvmfs-info label (``CVMFS_SEND_INFO_HEADER``): callers
+        set the label (:class:`~shrinkwrap_async.network.headers.requests_for`) only then."""
+        return self.settings.send_info_header
+
     def _timeout_for(self, route: Route) -> float:
         if route.external:
             return self.settings.external_timeout_for(proxied=route.proxy is not None)

@@ -302,7 +302,8 @@ class StreamedEntries:
         compressed: bool,
     ) -> None:
         try:
-            with requests_for(f"/{content.path}"):
+            labelled = self.source.fetcher.labels_requests
+            with requests_for(f"/{content.path}") if labelled else contextlib.nullcontext():
                 result = await self._fetch_piece(content.path, piece, compressed)
         except BaseException as error:
             self._unresolved.discard(future)

@@ -163,6 +163,7 @@ class ObjectFetchStage:
         committer: SmallObjectCommitter | None = None,
     ) -> None:
         self.fetcher = fetcher
+        self._labels_requests = bool(getattr(fetcher, "labels_requests", False))
         self.store = store
         self.stats = stats
         self.cpu_pool = cpu_pool
@@ -222,6 +223,9 @@ class ObjectFetchStage:
             return
         self.in_flight[job.name] = [job]
         self.store.note_pending(job.name)
+        if not self._labels_requests:
+            await self._fetch(job)
+            return
         with requests_for(job.path):
             await self._fetch(job)
 
