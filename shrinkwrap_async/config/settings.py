@@ -62,6 +62,8 @@ BUILTIN_BACKOFF_MAX = 10.0
 BUILTIN_LOW_SPEED_LIMIT = 1024
 BUILTIN_PROXY_RESET_AFTER = 0.0  # disabled
 BUILTIN_HOST_RESET_AFTER = 0.0  # disabled
+BUILTIN_DNS_TIMEOUT = 3.0
+BUILTIN_DNS_RETRIES = 1
 
 _PROGRAMMATIC = Path("<settings>")
 
@@ -94,6 +96,10 @@ class ClientSettings:
     root_hash: Digest | None = None  # CVMFS_ROOT_HASH
     trusted_certs: tuple[Path, ...] = field(default_factory=lambda: default_trusted_certs())
     blacklist: Path = DEFAULT_BLACKLIST
+    max_ipaddr_per_proxy: int = 0  # CVMFS_MAX_IPADDR_PER_PROXY: > 0 caps a proxy name's addresses
+    prefer_ipv6: bool = False  # CVMFS_IPFAMILY_PREFER=6
+    dns_timeout: float = BUILTIN_DNS_TIMEOUT
+    dns_retries: int = BUILTIN_DNS_RETRIES
     external_urls: tuple[str, ...] = ()
     external_proxy_groups: tuple[tuple[str, ...], ...] = ((DIRECT,),)
     external_timeout: float | None = None  # None: as ``timeout``
@@ -157,6 +163,10 @@ class ClientSettings:
             root_hash=_root_hash_from(values),
             trusted_certs=_trusted_certs_from(values),
             blacklist=_blacklist_from(values),
+            max_ipaddr_per_proxy=int(reader.number("CVMFS_MAX_IPADDR_PER_PROXY", 0, whole=True)),
+            prefer_ipv6=_ip_family_from(values) == 6,
+            dns_timeout=reader.seconds("CVMFS_DNS_TIMEOUT", BUILTIN_DNS_TIMEOUT),
+            dns_retries=int(reader.number("CVMFS_DNS_RETRIES", BUILTIN_DNS_RETRIES, whole=True)),
             external_urls=_external_urls_from(values, reader),
             external_proxy_groups=_proxy_groups_from(
                 values, "CVMFS_EXTERNAL_HTTP_PROXY", "CVMFS_EXTERNAL_FALLBACK_PROXY"
@@ -407,6 +417,17 @@ def _proxy_groups_from(
     if not groups:
         return ((DIRECT,),), 0
     return groups, len(fallback)
+
+
+def _ip_family_from(values: ConfigValues) -> int:
+    """``CVMFS_IPFAMILY_PREFER``: 4 (the default) or 6."""
+    text = (values.get("CVMFS_IPFAMILY_PREFER") or "4").strip()
+    if text not in ("4", "6"):
+        raise ConfigError(
+            f"{values.where('CVMFS_IPFAMILY_PREFER')}: CVMFS_IPFAMILY_PREFER={text!r} is not "
+            "4 or 6; write CVMFS_IPFAMILY_PREFER=6 to prefer IPv6 addresses of proxies"
+        )
+    return int(text)
 
 
 def _without_direct(groups: Sequence[tuple[str, ...]]) -> tuple[tuple[str, ...], ...]:

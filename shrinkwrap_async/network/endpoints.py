@@ -133,6 +133,14 @@ class FailoverState:
         self._proxies = _BurnList(members, proxy_reset_after, clock)
         self._hosts = _BurnList(self.hosts, host_reset_after, clock)
 
+    def replace_proxy_groups(self, groups: Sequence[Sequence[str]]) -> None:
+        """New members for the groups (a proxy name expanded to its addresses, before any
+        request), with no burn marks."""
+        self.proxy_groups = tuple(tuple(g) for g in groups if g) or ((DIRECT,),)
+        self.uses_proxies = any(m != DIRECT for g in self.proxy_groups for m in g)
+        members = [m for g in self.proxy_groups for m in g]
+        self._proxies = _BurnList(members, self._proxies.reset_after, self.clock)
+
     @property
     def proxy_count(self) -> int:
         return len(self._proxies.keys)

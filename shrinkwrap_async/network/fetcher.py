@@ -77,6 +77,11 @@ from shrinkwrap_async.network.lean_http import (
     OnPiece,
     request_head_suffix,
 )
+from shrinkwrap_async.network.proxy_addresses import (
+    AddressPolicy,
+    ProxyResolver,
+    expand_proxy_groups,
+)
 from shrinkwrap_async.network.sinks import (
     MemorySink,
     ObjectSink,
@@ -268,7 +273,29 @@ class Fetcher:
         ):
             await self._geo_sort_repository()
         self.state.keep_first_hosts(self.settings.max_servers)
+        await self._expand_proxy_names()
         return self
+
+    async def _expand_proxy_names(self) -> None:
+        """Each proxy named by a host name becomes one proxy per address (after the geo
+        order, which names proxies by their host names)."""
+        chains = [s for s in (self.state, self.external_state) if s is not None and s.uses_proxies]
+        if not chains:
+            return
+        settings = self.settings
+        policy = AddressPolicy(
+            max_per_proxy=settings.max_ipaddr_per_proxy,
+            prefer_ipv6=settings.prefer_ipv6,
+            dns_timeout=settings.dns_timeout,
+            dns_retries=settings.dns_retries,
+        )
+        resolver = ProxyResolver(policy)
+        for chain in chains:
+            groups = await expand_proxy_groups(
+                chain.proxy_groups, policy, self._rng, resolver.resolve
+            )
+            if groups != chain.proxy_groups:
+                chain.replace_proxy_groups(groups)
 
     async def _sort_external_hosts_once(self) -> None:
         """Geo-order the external hosts before the first external request (not at start:

@@ -1,4 +1,4 @@
-"""A fault-injecting HTTP forward proxy on 127.0.0.1, for failover tests.
+"""A fault-injecting HTTP forward proxy on loopback (127.0.0.1 by default), for failover tests.
 
 Clients use it like a Squid: they send absolute-URI requests (``GET http://host/path``).
 The proxy fetches the object from the origin (loopback origins only) and answers it,
@@ -50,15 +50,20 @@ class FaultProxy:
         stall_seconds: float = 30.0,
         max_faults_per_path: int | None = None,
         name: str = "",
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
+        if not host.startswith("127."):
+            raise ValueError(f"{host}: the test proxy listens on loopback only")
         self.name = name
+        self.host = host
+        self.port = port
         self.max_faults_per_path = max_faults_per_path
         self.error_status = error_status
         self.squid_error_header = squid_error_header
         self.stall_seconds = stall_seconds
         self._rng = random.Random(seed)
         self.set_faults(faults or {}, schedule)
-        self.port = 0
         self.requests = 0
         self.requests_by_path: collections.Counter[str] = collections.Counter()
         self.applied: collections.Counter[Fault] = collections.Counter()
@@ -78,7 +83,7 @@ class FaultProxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def _next_fault(self) -> Fault:
         if self._schedule:
@@ -156,7 +161,7 @@ class FaultProxy:
         server = web.Server(self._handle, handler_cancellation=True)
         self._runner = web.ServerRunner(server, shutdown_timeout=0.1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         assert site._server is not None
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
