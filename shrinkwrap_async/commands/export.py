@@ -76,6 +76,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     parser.add_argument("--json", action="store_true", help="summary as JSON on stdout")
     parser.add_argument(
+        "--changes",
+        metavar="FILE",
+        help="list what the run changed in the tree in FILE, a line per path: 'A path' "
+        "added, 'M path' replaced, 'D path' removed (emptied first; appended to with --shard)",
+    )
+    parser.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress"
     )
     parser.add_argument(
@@ -193,6 +199,7 @@ def export_loaded(
         keep_raw_symlinks=args.keep_variant_symlinks,
         stat_period=args.stat_period,
         allow_older_revision=args.allow_older_revision,
+        changes_file=changes_file(args),
         progress=shows_progress(args) and not final_pass,
         live_progress=sys.stderr.isatty(),
         extra=extra,
@@ -207,6 +214,8 @@ def export_loaded(
         if args.dry_run:  # writes nothing, so it needs no lock (and creates no lock file)
             return await export_repository(settings, spec, options)
         async with shard.run_lock(lock, args, held=final_pass or lock_held):  # pipeline.shard
+            if not (final_pass or lock_held):
+                start_changes(args)
             result = await export_repository(
                 settings,
                 spec,
@@ -242,6 +251,26 @@ def requests_in_flight_of(args: argparse.Namespace) -> int:
     from shrinkwrap_async.pipeline.runner import ExportOptions
 
     return args.threads if args.threads > 0 else ExportOptions.max_in_flight
+
+
+def changes_file(args: argparse.Namespace) -> Path | None:
+    """``--changes``: the file every process of the run appends its changes to."""
+    return Path(args.changes).absolute() if args.changes else None
+
+
+def start_changes(args: argparse.Namespace) -> None:
+    """Empty the ``--changes`` file, once the run holds the lock (a run that finds another
+    one going must not empty that one's list); a ``--shard`` job appends to it instead, as
+    the other jobs of its run do."""
+    path = changes_file(args)
+    if path is None or args.shard:
+        return
+    from shrinkwrap_async.link.change_log import start_change_log
+
+    try:
+        start_change_log(path)
+    except OSError as error:
+        raise UsageError(f"--changes {path}: {error.strerror}") from error
 
 
 def dest_cache(args: argparse.Namespace) -> Path | None:

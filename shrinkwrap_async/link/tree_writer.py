@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from shrinkwrap_async.exitcodes import StorageError, UnsafePathError
+from shrinkwrap_async.link.change_log import ADDED, REMOVED, REPLACED, ChangeLog
 from shrinkwrap_async.store.data_store import clone_or_copy
 from shrinkwrap_async.store.object_names import applied_xattrs
 
@@ -100,6 +101,7 @@ class TreeWriter:
         privileged: bool | None = None,
         warn: Callable[[str], None] | None = None,
         max_open_dirs: int = 64,
+        changes_file: Path | None = None,
     ) -> None:
         self.root = Path(root)
         self.chown = chown
@@ -111,6 +113,12 @@ class TreeWriter:
         self.copies = 0  # hard links that fell back to a copy
         self._try_links = True  # link before looking (off once links are impossible here)
         self.skipped_devices: list[str] = []
+        self.changes: ChangeLog | None = None
+        if changes_file is not None:
+            try:
+                self.changes = ChangeLog(changes_file)
+            except OSError as error:
+                raise StorageError(f"cannot open {changes_file}: {error.strerror}") from error
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             self._root_fd = os.open(self.root, _DIR_FLAGS)
@@ -125,6 +133,12 @@ class TreeWriter:
         if self._root_fd >= 0:
             os.close(self._root_fd)
             self._root_fd = -1
+        if self.changes is not None:
+            self.changes.close()
+
+    def _changed(self, kind: str, path: RelPath, *, directory: bool = False) -> None:
+        if self.changes is not None:
+            self.changes.record(kind, path, directory=directory)
 
     def __enter__(self) -> TreeWriter:
         return self
@@ -200,6 +214,8 @@ class TreeWriter:
             _remove_at(parent, name, st)
         except OSError as error:
             raise _storage(error, path) from error
+        if self.changes is not None and not is_temp_name(name):
+            self._changed(REMOVED, path, directory=stat.S_ISDIR(st.st_mode))
         return True
 
     def list_names(self, path: RelPath) -> list[str]:
@@ -266,7 +282,10 @@ class TreeWriter:
                 if st is not None and not stat.S_ISDIR(st.st_mode):
                     self._forget(path)
                     _remove_at(parent, name, st)
+                    self._changed(REPLACED, path)
                     st = None
+                elif st is None:
+                    self._changed(ADDED, path)
                 if st is None:
                     _make_directory_at(parent, name)
             except OSError as error:
@@ -316,6 +335,8 @@ class TreeWriter:
                     dst_dir_fd=parent,
                     follow_symlinks=False,
                 )
+                if self.changes is not None:
+                    self._changed(ADDED, path)
                 return "linked"
             except FileExistsError:
                 pass  # something is there: same inode, or to be replaced
@@ -327,6 +348,7 @@ class TreeWriter:
         try:
             target = os.stat(object_path, dir_fd=source_dir_fd)
             st = self._lstat(parent, name)
+            existed = st is not None
             if st is not None:
                 if (st.st_ino, st.st_dev) == (target.st_ino, target.st_dev):
                     return "unchanged"
@@ -355,6 +377,7 @@ class TreeWriter:
                 os.rename(temp, name, src_dir_fd=parent, dst_dir_fd=parent)
         except OSError as error:
             raise _storage(error, path) from error
+        self._changed(REPLACED if existed else ADDED, path)
         return result
 
     def _copy_object(
@@ -398,11 +421,14 @@ class TreeWriter:
         parent, name = self._parent(path)
         try:
             st = self._lstat(parent, name)
+            change: str | None = ADDED if st is None else REPLACED
             if st is not None and stat.S_ISLNK(st.st_mode):
                 if os.readlink(name, dir_fd=parent) != target:
                     temp = _temp_name()
                     os.symlink(target, temp, dir_fd=parent)
                     os.rename(temp, name, src_dir_fd=parent, dst_dir_fd=parent)
+                elif st.st_mtime == mtime:
+                    change = None
             else:
                 if st is not None:
                     self._forget(path)
@@ -411,6 +437,8 @@ class TreeWriter:
             os.utime(name, (mtime, mtime), dir_fd=parent, follow_symlinks=False)
         except OSError as error:
             raise _storage(error, path) from error
+        if change is not None:
+            self._changed(change, path)
 
     def make_special(
         self, path: RelPath, mode: int, rdev: int, uid: int, gid: int, mtime: int
@@ -436,7 +464,14 @@ class TreeWriter:
         parent, name = self._parent(path)
         try:
             st = self._lstat(parent, name)
+            change: str | None = ADDED if st is None else REPLACED
             if st is not None:
+                if (st.st_mode, st.st_rdev, st.st_mtime) == (
+                    kind | stat.S_IMODE(mode),
+                    rdev,
+                    mtime,
+                ):
+                    change = None  # made again, the same
                 self._forget(path)
                 _remove_at(parent, name, st)
             if kind == stat.S_IFIFO:
@@ -454,6 +489,8 @@ class TreeWriter:
                 os.close(fd)
         except OSError as error:
             raise _storage(error, path) from error
+        if change is not None:
+            self._changed(change, path)
         return True
 
     def write_marker(self) -> None:

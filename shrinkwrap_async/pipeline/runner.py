@@ -75,6 +75,7 @@ class ExportOptions:
     live_progress: bool = False
     warn: Callable[[str], None] | None = None
     allow_older_revision: bool = False  # apply a revision older than the one exported
+    changes_file: Path | None = None  # --changes: what this run changed in the tree
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -291,7 +292,9 @@ class Exporter:
         swept = self.store.prepare()
         if swept:
             log.info("removed %d temporary objects left by an interrupted run", swept)
-        self.writer = TreeWriter(tree_root, warn=self.options.warn)
+        self.writer = TreeWriter(
+            tree_root, warn=self.options.warn, changes_file=self.options.changes_file
+        )
         self.spool = DirectorySpool(self.store.root / ".tmp")
         self.shared_mtimes = SharedMtimes(self.store.root / ".tmp")
         self.link = LinkStage(self.writer, self.store, self.spool, self.shared_mtimes)

@@ -441,6 +441,7 @@ def run_elsewhere(args: argparse.Namespace, settings: Any, spec: Any, dest_base:
 
     lock = RunLock.for_destination(dest_base, lock_file=args.lock_file, wait=args.lock_wait)
     with lock:
+        export.start_changes(args)
         os.environ[PARENT_LOCK_ENV] = str(os.getpid())
         try:
             return run_workers(args, spec, workers, settings=settings, dest_base=dest_base)

@@ -92,6 +92,8 @@ def common_arguments(args: argparse.Namespace, spec_file: str, workers: int) -> 
     argv += ["-j", str(max(1, -(-requests_in_flight_of(args) // workers)))]
     if args.keep_variant_symlinks:
         argv.append("--keep-variant-symlinks")
+    if args.changes:  # the shards append to the list the parent emptied
+        argv += ["--changes", str(Path(args.changes).absolute())]
     return argv
 
 
