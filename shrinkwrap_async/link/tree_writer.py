@@ -279,17 +279,17 @@ class TreeWriter:
             parent, name = self._parent(path)
             st = self._lstat(parent, name)
             try:
+                change = ADDED if st is None else None
                 if st is not None and not stat.S_ISDIR(st.st_mode):
                     self._forget(path)
                     _remove_at(parent, name, st)
-                    self._changed(REPLACED, path)
-                    st = None
-                elif st is None:
-                    self._changed(ADDED, path)
+                    change, st = REPLACED, None
                 if st is None:
                     _make_directory_at(parent, name)
             except OSError as error:
                 raise _storage(error, path) from error
+            if change is not None:
+                self._changed(change, path)
         fd = self._dir_fd(path)
         try:
             if not self.privileged:
