@@ -20,6 +20,8 @@ import re
 import threading
 from pathlib import Path
 
+from shrinkwrap_async.exitcodes import StorageError
+
 ADDED = "A"
 REPLACED = "M"
 REMOVED = "D"
@@ -71,8 +73,13 @@ class ChangeLog:
         self._lines.clear()
         self._size = 0
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as error:  # a full disk: the run stops, as for the tree's own writes
+            raise StorageError(
+                f"cannot write the --changes list {self.path}: {error.strerror}"
+            ) from error
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -132,6 +132,34 @@ def test_destination_fills_up_nothing_partial_then_rerun(
     assert h.leftover_temporaries(ws.dest) == []
 
 
+def test_a_full_disk_under_the_changes_list_exits_5_and_the_rerun_completes(
+    fault_repo: Repo, nginx: NginxServer, tmp_path: Path
+) -> None:
+    full = tmp_path / "logs"
+    if os.geteuid() != 0 or not _mount(full, "size=64k,mode=0755"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        _fill(full)
+        ws = h.Workspace(tmp_path / "ws", fault_repo.keys_dir)
+        changes = full / "last.changes"
+        command = [*_command(fault_repo, ws, nginx.url), "--changes", str(changes)]
+        run = h.run_export(command)
+        assert run.returncode == 5, run.describe()
+        lines = [line for line in run.stderr.splitlines() if "--changes list" in line]
+        assert lines and f"cannot write the --changes list {changes}" in lines[0], run.describe()
+        assert "No space left on device" in lines[0] and "Traceback" not in run.stderr
+        (full / "filler").unlink()
+        rerun = h.run_export(command)
+        assert rerun.returncode == 0, rerun.describe()
+        tree = ws.dest / fault_repo.fqrn
+        assert h.compare_with_source(fault_repo.source, tree) == []
+        assert h.leftover_temporaries(ws.dest) == []
+        listed = {line.split(" ", 1)[1] for line in changes.read_text().splitlines()}
+        assert listed <= {"/" + p.relative_to(tree).as_posix() for p in tree.rglob("*")}
+    finally:
+        subprocess.run(["umount", "-l", str(full)], check=False)
+
+
 def test_read_only_destination(fault_repo: Repo, nginx: NginxServer, tmp_path: Path) -> None:
     ws = h.Workspace(tmp_path / "ws", fault_repo.keys_dir)
     if os.geteuid() != 0 or not _mount(ws.dest, "size=16m"):
