@@ -21,7 +21,16 @@ from shrinkwrap_async.exitcodes import ExitCode, ShrinkwrapError
 PROG = "shrinkwrap-async"
 
 # Order is the order of the help text.
-COMMANDS: tuple[str, ...] = ("export", "demo", "gc", "verify", "spec", "pack", "recipe")
+COMMANDS: tuple[str, ...] = (
+    "export",
+    "demo",
+    "status",
+    "gc",
+    "verify",
+    "spec",
+    "pack",
+    "recipe",
+)
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:

@@ -1,0 +1,220 @@
+"""What a destination holds and how its last runs ended (``shrinkwrap-async status``).
+
+Read from the state database (opened read-only, so that a running export is not disturbed
+and no lock is taken: probing the lock could make a starting export find it held) and the
+provenance record of each repository. A run still marked running is told apart by its
+process: alive on this host (running now), gone (interrupted: the next run resumes it), or
+on another host (not known from here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import socket
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from shrinkwrap_async.exitcodes import UsageError
+from shrinkwrap_async.state.db import (
+    ABORTED,
+    PARTIAL,
+    RUNNING,
+    SUCCEEDED,
+    default_state_path,
+)
+from shrinkwrap_async.state.provenance import EXPORT_RECORD, PROVENANCE_DIR
+from shrinkwrap_async.store.data_store import process_alive
+
+# What a repository's state says about it.
+OK = "ok"  # the last run succeeded
+RUNNING_NOW = "running"  # a run is going on this host
+NEEDS_RERUN = "needs-rerun"  # the last run failed objects, stopped, or was killed
+ELSEWHERE = "running-elsewhere"  # a run of another host is marked running
+HEALTHY = (OK, RUNNING_NOW, ELSEWHERE)
+
+FAILURES_SHOWN = 5
+
+
+@dataclasses.dataclass
+class LastRun:
+    status: str  # succeeded, partial, aborted, running
+    revision: int
+    started_at: str
+    finished_at: str | None
+    exit_code: int | None
+    files: int | None
+    bytes: int | None
+    pid: int | None
+    host: str | None
+    failures: int
+    first_failures: list[tuple[str, str]]
+
+
+@dataclasses.dataclass
+class RepositoryStatus:
+    fqrn: str
+    state: str
+    revision: int | None  # of the tree (the last completed export)
+    root_hash: str | None
+    exported_at: str | None
+    publish_time: str | None
+    pinned_by: str | None
+    spec: list[str]
+    last_run: LastRun | None
+
+    def as_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _stamp(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def destination_status(dest_base: Path, fqrn: str | None = None) -> list[RepositoryStatus]:
+    """The status of ``fqrn`` (default: every repository) exported into ``dest_base``."""
+    path = default_state_path(dest_base)
+    if not path.is_file():
+        raise UsageError(f"nothing was exported into {dest_base} ({path} is missing)")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            names = [fqrn] if fqrn else _repositories(db)
+            found = [_repository(db, dest_base, name) for name in names]
+    except sqlite3.Error as error:
+        raise UsageError(f"cannot read {path}: {error}") from error
+    if fqrn and found[0].last_run is None and found[0].revision is None:
+        raise UsageError(f"{fqrn} was never exported into {dest_base}")
+    return found
+
+
+def _repositories(db: sqlite3.Connection) -> list[str]:
+    rows = db.execute("SELECT fqrn FROM exports UNION SELECT fqrn FROM runs ORDER BY 1")
+    return [row[0] for row in rows]
+
+
+def _repository(db: sqlite3.Connection, dest_base: Path, fqrn: str) -> RepositoryStatus:
+    exported = db.execute(
+        "SELECT root_hash, revision FROM exports WHERE fqrn = ?", (fqrn,)
+    ).fetchone()
+    run = _last_run(db, fqrn)
+    record = _export_record(dest_base, fqrn)
+    publish_time = record.get("publish_time")
+    spec = record.get("spec")
+    return RepositoryStatus(
+        fqrn=fqrn,
+        state=_state(run),
+        revision=exported[1] if exported else None,
+        root_hash=exported[0] if exported else None,
+        exported_at=record.get("exported_at") if exported else None,
+        publish_time=_stamp(publish_time) if isinstance(publish_time, int) else None,
+        pinned_by=record.get("pinned_by"),
+        spec=spec.splitlines() if isinstance(spec, str) else [],
+        last_run=run,
+    )
+
+
+def _last_run(db: sqlite3.Connection, fqrn: str) -> LastRun | None:
+    row = db.execute(
+        "SELECT id, status, revision, started_at, finished_at, exit_code, files, bytes, pid, "
+        "host FROM runs WHERE fqrn = ? ORDER BY id DESC LIMIT 1",
+        (fqrn,),
+    ).fetchone()
+    if row is None:
+        return None
+    run_id, status, revision, started, finished, exit_code, files, size, pid, host = row
+    (count,) = db.execute("SELECT count(*) FROM failures WHERE run_id = ?", (run_id,)).fetchone()
+    first = db.execute(
+        "SELECT name, reason FROM failures WHERE run_id = ? ORDER BY name LIMIT ?",
+        (run_id, FAILURES_SHOWN),
+    ).fetchall()
+    return LastRun(
+        status=status,
+        revision=revision,
+        started_at=_stamp(started) or "",
+        finished_at=_stamp(finished),
+        exit_code=exit_code,
+        files=files,
+        bytes=size,
+        pid=pid,
+        host=host,
+        failures=count,
+        first_failures=[(name, reason) for name, reason in first],
+    )
+
+
+def _state(run: LastRun | None) -> str:
+    if run is None or run.status == SUCCEEDED:
+        return OK
+    if run.status in (PARTIAL, ABORTED):
+        return NEEDS_RERUN
+    if run.status == RUNNING:
+        if run.host not in (None, socket.gethostname(), os.uname().nodename):
+            return ELSEWHERE
+        return RUNNING_NOW if run.pid is not None and process_alive(run.pid) else NEEDS_RERUN
+    return NEEDS_RERUN
+
+
+def _export_record(dest_base: Path, fqrn: str) -> dict[str, Any]:
+    try:
+        record = json.loads((dest_base / PROVENANCE_DIR / fqrn / EXPORT_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def describe(status: RepositoryStatus) -> list[str]:
+    """Lines for a terminal: the tree, then the last run."""
+    if status.revision is not None:
+        head = f"{status.fqrn}: revision {status.revision} (root catalog {status.root_hash})"
+        if status.exported_at:
+            head += f", exported {status.exported_at}"
+        if status.publish_time:
+            head += f", published {status.publish_time}"
+        if status.pinned_by:
+            head += f", pinned by {status.pinned_by}"
+    else:
+        head = f"{status.fqrn}: no complete export yet"
+    lines = [head]
+    if status.spec:
+        shown = ", ".join(status.spec[:4]) + (", ..." if len(status.spec) > 4 else "")
+        count = len(status.spec)
+        lines.append(f"  spec: {shown} ({count} line{'' if count == 1 else 's'})")
+    run = status.last_run
+    if run is not None:
+        lines.append("  last run: " + _run_line(status.state, run))
+        for name, reason in run.first_failures:
+            lines.append(f"    failed: {name}: {reason}")
+        if run.failures > len(run.first_failures):
+            lines.append(f"    ... and {run.failures - len(run.first_failures)} more")
+    return lines
+
+
+def _run_line(state: str, run: LastRun) -> str:
+    where = f"pid {run.pid} on {run.host}"
+    if state == RUNNING_NOW:
+        return f"running since {run.started_at} towards revision {run.revision} ({where})"
+    if state == ELSEWHERE:
+        return (
+            f"marked running since {run.started_at} ({where}; cannot tell from here whether "
+            "it still runs)"
+        )
+    if run.status == RUNNING:  # its process is gone
+        return f"interrupted (started {run.started_at}, {where}); the next run resumes it"
+    counts = ""
+    if run.files is not None:
+        counts = f", {run.files:,} files, {run.bytes or 0:,} bytes"
+    text = (
+        f"{run.status} at {run.finished_at or run.started_at} (revision {run.revision}, "
+        f"exit code {run.exit_code}{counts})"
+    )
+    if run.failures:
+        text += f", {run.failures} object(s) failed; the next run fetches them again"
+    elif run.status == ABORTED:
+        text += "; the next run resumes it"
+    return text
