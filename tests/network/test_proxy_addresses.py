@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,9 @@ async def proxies_on_one_port(
     return proxies
 
 
-def hosts_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def squids_alias(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``squids.test`` names ADDRESSES in the hosts file that ``HOST_ALIASES`` names."""
     path = tmp_path / "hosts"
     path.write_text(
         "# squids behind one alias\n"
@@ -54,71 +57,74 @@ def hosts_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOST_ALIASES", str(path))
 
 
-async def test_every_address_of_the_name_serves_requests(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    fixture_server: StaticServer,
-    fix1_objects: list[StoredObject],
-) -> None:
-    hosts_file(tmp_path, monkeypatch)
+@dataclass
+class AliasRun:
+    proxies: list[FaultProxy]  # on ADDRESSES, in that order
+    got: dict[Path, bytes]
+    groups: tuple[tuple[str, ...], ...]  # the proxy groups once the fetcher started
+    burned: set[str]  # proxies burned at the end
+
+
+async def fetch_through_alias(
+    server: StaticServer,
+    objects: list[StoredObject],
+    *,
+    chain: str = "{alias}",
+    faults: dict[str, dict[Fault, float]] | None = None,
+    **settings: object,
+) -> AliasRun:
+    """Fetch ``objects`` with ``CVMFS_HTTP_PROXY=chain``, ``{alias}`` the proxies' name."""
     async with AsyncExitStack() as stack:
-        proxies = await proxies_on_one_port(stack)
-        settings = make_settings(
-            fixture_server.repository_url(FIX1),
-            proxy_groups=f"http://squids.test:{proxies[0].port};DIRECT",
+        proxies = await proxies_on_one_port(stack, faults)
+        alias = f"http://squids.test:{proxies[0].port}"
+        configured = make_settings(
+            server.repository_url(FIX1), proxy_groups=chain.format(alias=alias), **settings
         )
-        async with Fetcher(settings) as fetcher:
-            assert fetcher.state.proxy_groups == (tuple(p.url for p in proxies), ("DIRECT",))
-            got = await fetch_all(fetcher, fix1_objects)
-    assert all(got[o.path] == o.data for o in fix1_objects)
-    counts = [p.requests for p in proxies]
+        async with Fetcher(configured) as fetcher:
+            groups = fetcher.state.proxy_groups
+            got = await fetch_all(fetcher, objects)
+            burned = {p.url for p in proxies if fetcher.state.is_proxy_burned(p.url)}
+    return AliasRun(proxies, got, groups, burned)
+
+
+@pytest.mark.usefixtures("squids_alias")
+async def test_every_address_of_the_name_serves_requests(
+    fixture_server: StaticServer, fix1_objects: list[StoredObject]
+) -> None:
+    run = await fetch_through_alias(fixture_server, fix1_objects, chain="{alias};DIRECT")
+    assert run.groups == (tuple(p.url for p in run.proxies), ("DIRECT",))
+    assert all(run.got[o.path] == o.data for o in fix1_objects)
+    counts = [p.requests for p in run.proxies]
     assert sum(counts) == len(fix1_objects)
     assert min(counts) > 0, counts
 
 
+@pytest.mark.usefixtures("squids_alias")
 async def test_a_failing_address_is_burned_and_the_others_serve(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    fixture_server: StaticServer,
-    fix1_objects: list[StoredObject],
+    fixture_server: StaticServer, fix1_objects: list[StoredObject]
 ) -> None:
-    hosts_file(tmp_path, monkeypatch)
-    async with AsyncExitStack() as stack:
-        proxies = await proxies_on_one_port(stack, {"127.0.0.3": {Fault.ERROR: 1.0}})
-        settings = make_settings(
-            fixture_server.repository_url(FIX1),
-            proxy_groups=f"http://squids.test:{proxies[0].port}",
-            proxy_reset_after=600,
-        )
-        async with Fetcher(settings) as fetcher:
-            got = await fetch_all(fetcher, fix1_objects)
-            assert fetcher.state.is_proxy_burned(proxies[1].url)
-            assert not fetcher.state.is_proxy_burned(proxies[0].url)
-    assert all(got[o.path] == o.data for o in fix1_objects)
-    assert proxies[1].applied[Fault.OK] == 0
-    assert proxies[0].requests + proxies[2].requests >= len(fix1_objects)
-    assert proxies[1].requests < len(fix1_objects) // 2
+    run = await fetch_through_alias(
+        fixture_server,
+        fix1_objects,
+        faults={"127.0.0.3": {Fault.ERROR: 1.0}},
+        proxy_reset_after=600,
+    )
+    first, failing, third = run.proxies
+    assert run.burned == {failing.url}
+    assert all(run.got[o.path] == o.data for o in fix1_objects)
+    assert failing.applied[Fault.OK] == 0
+    assert first.requests + third.requests >= len(fix1_objects)
+    assert failing.requests < len(fix1_objects) // 2
 
 
+@pytest.mark.usefixtures("squids_alias")
 async def test_max_ipaddr_per_proxy_keeps_that_many(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    fixture_server: StaticServer,
-    fix1_objects: list[StoredObject],
+    fixture_server: StaticServer, fix1_objects: list[StoredObject]
 ) -> None:
-    hosts_file(tmp_path, monkeypatch)
-    async with AsyncExitStack() as stack:
-        proxies = await proxies_on_one_port(stack)
-        settings = make_settings(
-            fixture_server.repository_url(FIX1),
-            proxy_groups=f"http://squids.test:{proxies[0].port}",
-            max_ipaddr_per_proxy=2,
-        )
-        async with Fetcher(settings) as fetcher:
-            (group,) = fetcher.state.proxy_groups
-            await fetch_all(fetcher, fix1_objects)
-    assert len(group) == 2 and set(group) < {p.url for p in proxies}
-    assert {p.url for p in proxies if p.requests} == set(group)
+    run = await fetch_through_alias(fixture_server, fix1_objects, max_ipaddr_per_proxy=2)
+    (group,) = run.groups
+    assert len(group) == 2 and set(group) < {p.url for p in run.proxies}
+    assert {p.url for p in run.proxies if p.requests} == set(group)
 
 
 async def test_localhost_is_resolved_by_the_system(
