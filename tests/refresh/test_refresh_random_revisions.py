@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from shrinkwrap_async.config.settings import ClientSettings
+from shrinkwrap_async.link.change_log import start_change_log
+from shrinkwrap_async.link.tree_writer import MARKER_NAME
 from shrinkwrap_async.pipeline.recorded_run import export_repository
 from shrinkwrap_async.pipeline.runner import ExportOptions
 from shrinkwrap_async.spec.tree import Spec
@@ -21,6 +23,8 @@ from shrinkwrap_async.testing.command_line import run_cli
 from shrinkwrap_async.testing.publish import Publisher, PublishOptions
 from shrinkwrap_async.testing.servers import StaticServer
 from shrinkwrap_async.testing.shared import listing_tool
+
+from .test_refresh_changes import expected_changes, read_changes
 
 FQRN = "random.test.local"
 NAMES = ("a", "b", "lib", "x.txt", "y.txt", "z")
@@ -147,6 +151,7 @@ async def test_random_revisions_refresh_and_stream_as_fresh_exports(
         tree.change()
     options = PublishOptions(chunk_sizes=ChunkSizes(32 << 10, 64 << 10, 128 << 10), workers=1)
     publisher = Publisher(tmp_path / "server", FQRN, options)
+    changes = tmp_path / "changes.txt"
     for revision in range(6):
         for _ in range(rng.randint(1, 5)):
             tree.change()
@@ -156,10 +161,12 @@ async def test_random_revisions_refresh_and_stream_as_fresh_exports(
         async with StaticServer(tmp_path / "server") as server:
             url = server.repository_url(FQRN)
             spec = Spec.parse(spec_text)
+            before = listing.dump(str(tmp_path / "dest"), FQRN) if revision else {"entries": {}}
+            start_change_log(changes)
             refreshed = await export_repository(
                 ClientSettings.for_repository(FQRN, url, key, cache_base=tmp_path / "cache"),
                 spec,
-                ExportOptions(dest_base=tmp_path / "dest"),
+                ExportOptions(dest_base=tmp_path / "dest", changes_file=changes),
             )
             made = await export_repository(
                 ClientSettings.for_repository(FQRN, url, key, cache_base=fresh / "cache"),
@@ -168,6 +175,12 @@ async def test_random_revisions_refresh_and_stream_as_fresh_exports(
             )
             assert refreshed.failures == [] and made.failures == []
             assert problems(fresh, tmp_path / "dest") == [], (revision, spec_text)
+            # --changes lists exactly what the refresh changed (the listings before and after).
+            after = listing.dump(str(tmp_path / "dest"), FQRN)
+            listed = read_changes(changes)
+            assert len(listed) == len(set(listed)), (revision, spec_text)
+            wanted = expected_changes(before, after) - {("A", "/" + MARKER_NAME), ("A", "/")}
+            assert set(listed) == wanted, (revision, spec_text)
 
             config = tmp_path / "client.conf"
             config.write_text(
