@@ -35,7 +35,8 @@ OK = "ok"  # the last run succeeded
 RUNNING_NOW = "running"  # a run is going on this host
 NEEDS_RERUN = "needs-rerun"  # the last run failed objects, stopped, or was killed
 ELSEWHERE = "running-elsewhere"  # a run of another host is marked running
-HEALTHY = (OK, RUNNING_NOW, ELSEWHERE)
+UNRECORDED = "unrecorded"  # exported without run records (by cvmfs_shrinkwrap)
+HEALTHY = (OK, RUNNING_NOW, ELSEWHERE, UNRECORDED)
 
 FAILURES_SHOWN = 5
 
@@ -81,7 +82,10 @@ def destination_status(dest_base: Path, fqrn: str | None = None) -> list[Reposit
     """The status of ``fqrn`` (default: every repository) exported into ``dest_base``."""
     path = default_state_path(dest_base)
     if not path.is_file():
-        raise UsageError(f"nothing was exported into {dest_base} ({path} is missing)")
+        unrecorded = _unrecorded(dest_base, fqrn)
+        if not unrecorded:
+            raise UsageError(f"nothing was exported into {dest_base} ({path} is missing)")
+        return unrecorded
     try:
         with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
             names = [fqrn] if fqrn else _repositories(db)
@@ -91,6 +95,31 @@ def destination_status(dest_base: Path, fqrn: str | None = None) -> list[Reposit
     if fqrn and found[0].last_run is None and found[0].revision is None:
         raise UsageError(f"{fqrn} was never exported into {dest_base}")
     return found
+
+
+def _unrecorded(dest_base: Path, fqrn: str | None) -> list[RepositoryStatus]:
+    """Exports with provenance but no state database: made by cvmfs_shrinkwrap (or with the
+    database removed). Nothing is known of their runs; the next export walks the tree."""
+    provenance = dest_base / PROVENANCE_DIR
+    try:
+        names = sorted(p.name for p in provenance.iterdir() if (p / "src.info").is_file())
+    except OSError:
+        return []
+    return [
+        RepositoryStatus(
+            fqrn=name,
+            state=UNRECORDED,
+            revision=None,
+            root_hash=None,
+            exported_at=None,
+            publish_time=None,
+            pinned_by=None,
+            spec=[],
+            last_run=None,
+        )
+        for name in names
+        if fqrn in (None, name)
+    ]
 
 
 def _repositories(db: sqlite3.Connection) -> list[str]:
@@ -178,6 +207,11 @@ def describe(status: RepositoryStatus) -> list[str]:
             head += f", published {status.publish_time}"
         if status.pinned_by:
             head += f", pinned by {status.pinned_by}"
+    elif status.state == UNRECORDED:
+        head = (
+            f"{status.fqrn}: exported without run records (by cvmfs_shrinkwrap, or the state "
+            "database was removed); the next export walks the tree and records it"
+        )
     else:
         head = f"{status.fqrn}: no complete export yet"
     lines = [head]

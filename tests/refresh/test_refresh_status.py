@@ -85,3 +85,19 @@ async def test_status_through_a_good_run_a_partial_one_and_a_killed_one(tmp_path
 
     code, _, err = await status(dest, "-r", "other.test.local")
     assert code == 2 and "other.test.local was never exported" in err
+
+
+async def test_status_of_an_export_made_by_cvmfs_shrinkwrap(tmp_path: Path) -> None:
+    """Its provenance, no state database: known to be there, nothing known of its runs."""
+    dest = tmp_path / "dest"
+    for name in ("a.test.local", "b.test.local"):
+        (dest / ".provenance" / name).mkdir(parents=True)
+        (dest / ".provenance" / name / "src.info").write_text(f"repo={name}\n")
+    code, text, _ = await status(dest)
+    assert code == 0, text
+    assert [line.split(":")[0] for line in text.splitlines()] == ["a.test.local", "b.test.local"]
+    assert "exported without run records" in text
+    code, out, _ = await status(dest, "-r", "b.test.local", "--json")
+    assert code == 0 and json.loads(out)["state"] == "unrecorded"
+    code, _, err = await status(dest, "-r", "c.test.local")
+    assert code == 2 and "nothing was exported" in err
