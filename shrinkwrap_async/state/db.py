@@ -94,6 +94,12 @@ COMMIT_EVERY_SECONDS = 2.0
 _LAST_EXPORT = (
     "SELECT fqrn, root_hash, revision, spec_digest, finished_at FROM exports WHERE fqrn = ?"
 )
+_REPOSITORIES = "SELECT fqrn FROM exports UNION SELECT fqrn FROM runs ORDER BY 1"
+_LATEST_RUN = (
+    "SELECT id, fqrn, root_hash, revision, spec_digest, started_at, finished_at, status, "
+    "exit_code, files, bytes, pid, host FROM runs WHERE fqrn = ? ORDER BY id DESC LIMIT 1"
+)
+_FAILURES = "SELECT name, reason FROM failures WHERE run_id = ? ORDER BY name"
 
 
 def default_state_path(dest_base: str | os.PathLike[str]) -> Path:
@@ -108,11 +114,41 @@ def read_last_export(dest_base: str | os.PathLike[str], fqrn: str) -> ExportReco
     if not path.is_file():
         return None
     try:
-        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
-            row = db.execute(_LAST_EXPORT, (fqrn,)).fetchone()
+        with contextlib.closing(StateReader(path)) as reader:
+            return reader.last_export(fqrn)
     except sqlite3.Error:
         return None
-    return ExportRecord(*row) if row else None
+
+
+class StateReader:
+    """The state database opened read-only, without its writer's migrations or batching
+    (``status``, a ``--shard`` run): a running export is not disturbed. Raises
+    ``sqlite3.Error``."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def repositories(self) -> list[str]:
+        return [row[0] for row in self._db.execute(_REPOSITORIES)]
+
+    def last_export(self, fqrn: str) -> ExportRecord | None:
+        row = self._db.execute(_LAST_EXPORT, (fqrn,)).fetchone()
+        return ExportRecord(*row) if row else None
+
+    def latest_run(self, fqrn: str) -> RunRecord | None:
+        row = self._db.execute(_LATEST_RUN, (fqrn,)).fetchone()
+        return RunRecord(*row) if row else None
+
+    def failures(self, run_id: int, limit: int = -1) -> tuple[int, list[Failure]]:
+        """How many objects run ``run_id`` failed, and the first ``limit`` of them."""
+        (count,) = self._db.execute(
+            "SELECT count(*) FROM failures WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        rows = self._db.execute(f"{_FAILURES} LIMIT ?", (run_id, limit))
+        return count, [Failure(*row) for row in rows]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -141,6 +177,8 @@ class RunRecord:
     exit_code: int | None
     files: int | None
     bytes_total: int | None
+    pid: int | None = None
+    host: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -293,9 +331,7 @@ class StateDB:
 
     async def repositories(self) -> list[str]:
         """Every fqrn with a completed export or a run in this destination."""
-        async with self._db.execute(
-            "SELECT fqrn FROM exports UNION SELECT fqrn FROM runs ORDER BY 1"
-        ) as cursor:
+        async with self._db.execute(_REPOSITORIES) as cursor:
             return [row[0] for row in await cursor.fetchall()]
 
     # -- a run --------------------------------------------------------------------------
@@ -349,12 +385,7 @@ class StateDB:
         return run if run is not None and run.status != SUCCEEDED else None
 
     async def latest_run(self, fqrn: str) -> RunRecord | None:
-        async with self._db.execute(
-            "SELECT id, fqrn, root_hash, revision, spec_digest, started_at, finished_at, "
-            "status, exit_code, files, bytes FROM runs WHERE fqrn = ? ORDER BY id DESC "
-            "LIMIT 1",
-            (fqrn,),
-        ) as cursor:
+        async with self._db.execute(_LATEST_RUN, (fqrn,)) as cursor:
             row = await cursor.fetchone()
         return RunRecord(*row) if row else None
 
@@ -405,9 +436,7 @@ class StateDB:
             if run is None:
                 return []
             run_id = run.id
-        async with self._db.execute(
-            "SELECT name, reason FROM failures WHERE run_id = ? ORDER BY name", (run_id,)
-        ) as cursor:
+        async with self._db.execute(_FAILURES, (run_id,)) as cursor:
             return [Failure(*row) for row in await cursor.fetchall()]
 
     async def finish_export(

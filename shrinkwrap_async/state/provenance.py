@@ -21,6 +21,11 @@ PROVENANCE_DIR = ".provenance"
 EXPORT_RECORD = "export.json"
 
 
+def utc_stamp(seconds: float | None = None) -> str:
+    """``seconds`` since the epoch (default: now) as ISO 8601 UTC, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
 def _info(fields: Sequence[tuple[str, str]]) -> str:
     return "\n".join(f"{key} : {value}" for key, value in fields)
 
@@ -72,7 +77,7 @@ def write_provenance(
         "revision": revision,
         "publish_time": publish_time,
         "pinned_by": pinned_by,  # CVMFS_REPOSITORY_TAG, _DATE or CVMFS_ROOT_HASH, if any
-        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "exported_at": utc_stamp(),
         "spec": spec_text,
         "servers": list(servers),
         "tool": f"shrinkwrap-async {__version__}",

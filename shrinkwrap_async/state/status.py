@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
-import socket
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +22,10 @@ from shrinkwrap_async.state.db import (
     PARTIAL,
     RUNNING,
     SUCCEEDED,
+    StateReader,
     default_state_path,
 )
-from shrinkwrap_async.state.provenance import EXPORT_RECORD, PROVENANCE_DIR
+from shrinkwrap_async.state.provenance import PROVENANCE_DIR, read_export_record, utc_stamp
 from shrinkwrap_async.store.data_store import process_alive
 
 # What a repository's state says about it.
@@ -60,22 +58,16 @@ class LastRun:
 class RepositoryStatus:
     fqrn: str
     state: str
-    revision: int | None  # of the tree (the last completed export)
-    root_hash: str | None
-    exported_at: str | None
-    publish_time: str | None
-    pinned_by: str | None
-    spec: list[str]
-    last_run: LastRun | None
+    revision: int | None = None  # of the tree (the last completed export)
+    root_hash: str | None = None
+    exported_at: str | None = None
+    publish_time: str | None = None
+    pinned_by: str | None = None
+    spec: list[str] = dataclasses.field(default_factory=list)
+    last_run: LastRun | None = None
 
     def as_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _stamp(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def destination_status(dest_base: Path, fqrn: str | None = None) -> list[RepositoryStatus]:
@@ -87,9 +79,9 @@ def destination_status(dest_base: Path, fqrn: str | None = None) -> list[Reposit
             raise UsageError(f"nothing was exported into {dest_base} ({path} is missing)")
         return unrecorded
     try:
-        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
-            names = [fqrn] if fqrn else _repositories(db)
-            found = [_repository(db, dest_base, name) for name in names]
+        with contextlib.closing(StateReader(path)) as reader:
+            names = [fqrn] if fqrn else reader.repositories()
+            found = [_repository(reader, dest_base, name) for name in names]
     except sqlite3.Error as error:
         raise UsageError(f"cannot read {path}: {error}") from error
     if fqrn and found[0].last_run is None and found[0].revision is None:
@@ -105,75 +97,47 @@ def _unrecorded(dest_base: Path, fqrn: str | None) -> list[RepositoryStatus]:
         names = sorted(p.name for p in provenance.iterdir() if (p / "src.info").is_file())
     except OSError:
         return []
-    return [
-        RepositoryStatus(
-            fqrn=name,
-            state=UNRECORDED,
-            revision=None,
-            root_hash=None,
-            exported_at=None,
-            publish_time=None,
-            pinned_by=None,
-            spec=[],
-            last_run=None,
-        )
-        for name in names
-        if fqrn in (None, name)
-    ]
+    return [RepositoryStatus(name, UNRECORDED) for name in names if fqrn in (None, name)]
 
 
-def _repositories(db: sqlite3.Connection) -> list[str]:
-    rows = db.execute("SELECT fqrn FROM exports UNION SELECT fqrn FROM runs ORDER BY 1")
-    return [row[0] for row in rows]
-
-
-def _repository(db: sqlite3.Connection, dest_base: Path, fqrn: str) -> RepositoryStatus:
-    exported = db.execute(
-        "SELECT root_hash, revision FROM exports WHERE fqrn = ?", (fqrn,)
-    ).fetchone()
-    run = _last_run(db, fqrn)
-    record = _export_record(dest_base, fqrn)
+def _repository(reader: StateReader, dest_base: Path, fqrn: str) -> RepositoryStatus:
+    run = _last_run(reader, fqrn)
+    status = RepositoryStatus(fqrn, _state(run), last_run=run)
+    exported = reader.last_export(fqrn)
+    if exported is not None:
+        status.revision, status.root_hash = exported.revision, exported.root_hash
+    try:
+        record = read_export_record(dest_base, fqrn)
+    except UsageError:  # no provenance record (yet): the database says what it knows
+        return status
+    if exported is not None:
+        status.exported_at = record.get("exported_at")
     publish_time = record.get("publish_time")
+    if isinstance(publish_time, int):
+        status.publish_time = utc_stamp(publish_time)
+    status.pinned_by = record.get("pinned_by")
     spec = record.get("spec")
-    return RepositoryStatus(
-        fqrn=fqrn,
-        state=_state(run),
-        revision=exported[1] if exported else None,
-        root_hash=exported[0] if exported else None,
-        exported_at=record.get("exported_at") if exported else None,
-        publish_time=_stamp(publish_time) if isinstance(publish_time, int) else None,
-        pinned_by=record.get("pinned_by"),
-        spec=spec.splitlines() if isinstance(spec, str) else [],
-        last_run=run,
-    )
+    status.spec = spec.splitlines() if isinstance(spec, str) else []
+    return status
 
 
-def _last_run(db: sqlite3.Connection, fqrn: str) -> LastRun | None:
-    row = db.execute(
-        "SELECT id, status, revision, started_at, finished_at, exit_code, files, bytes, pid, "
-        "host FROM runs WHERE fqrn = ? ORDER BY id DESC LIMIT 1",
-        (fqrn,),
-    ).fetchone()
-    if row is None:
+def _last_run(reader: StateReader, fqrn: str) -> LastRun | None:
+    run = reader.latest_run(fqrn)
+    if run is None:
         return None
-    run_id, status, revision, started, finished, exit_code, files, size, pid, host = row
-    (count,) = db.execute("SELECT count(*) FROM failures WHERE run_id = ?", (run_id,)).fetchone()
-    first = db.execute(
-        "SELECT name, reason FROM failures WHERE run_id = ? ORDER BY name LIMIT ?",
-        (run_id, FAILURES_SHOWN),
-    ).fetchall()
+    count, first = reader.failures(run.id, FAILURES_SHOWN)
     return LastRun(
-        status=status,
-        revision=revision,
-        started_at=_stamp(started) or "",
-        finished_at=_stamp(finished),
-        exit_code=exit_code,
-        files=files,
-        bytes=size,
-        pid=pid,
-        host=host,
+        status=run.status,
+        revision=run.revision,
+        started_at=utc_stamp(run.started_at),
+        finished_at=None if run.finished_at is None else utc_stamp(run.finished_at),
+        exit_code=run.exit_code,
+        files=run.files,
+        bytes=run.bytes_total,
+        pid=run.pid,
+        host=run.host,
         failures=count,
-        first_failures=[(name, reason) for name, reason in first],
+        first_failures=[(failure.name, failure.reason) for failure in first],
     )
 
 
@@ -183,18 +147,10 @@ def _state(run: LastRun | None) -> str:
     if run.status in (PARTIAL, ABORTED):
         return NEEDS_RERUN
     if run.status == RUNNING:
-        if run.host not in (None, socket.gethostname(), os.uname().nodename):
+        if run.host not in (None, os.uname().nodename):  # the name the database records
             return ELSEWHERE
         return RUNNING_NOW if run.pid is not None and process_alive(run.pid) else NEEDS_RERUN
     return NEEDS_RERUN
-
-
-def _export_record(dest_base: Path, fqrn: str) -> dict[str, Any]:
-    try:
-        record = json.loads((dest_base / PROVENANCE_DIR / fqrn / EXPORT_RECORD).read_text())
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
 
 
 def describe(status: RepositoryStatus) -> list[str]:
