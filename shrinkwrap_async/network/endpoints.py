@@ -124,22 +124,20 @@ class FailoverState:
         if not hosts:
             raise ValueError("no server URL")
         self.hosts: list[str] = list(hosts)
-        groups = [tuple(g) for g in proxy_groups if g] or [(DIRECT,)]
-        self.proxy_groups: tuple[tuple[str, ...], ...] = tuple(groups)
-        self.uses_proxies = any(m != DIRECT for g in groups for m in g)
         self.clock = clock
         self._rng = rng or random.Random()
-        members = [m for g in groups for m in g]
-        self._proxies = _BurnList(members, proxy_reset_after, clock)
+        self._proxy_reset_after = proxy_reset_after
+        self.replace_proxy_groups(proxy_groups)
         self._hosts = _BurnList(self.hosts, host_reset_after, clock)
 
     def replace_proxy_groups(self, groups: Sequence[Sequence[str]]) -> None:
-        """New members for the groups (a proxy name expanded to its addresses, before any
-        request), with no burn marks."""
-        self.proxy_groups = tuple(tuple(g) for g in groups if g) or ((DIRECT,),)
+        """The proxy groups, with no burn marks (also later, before any request: a proxy
+        name expanded to its addresses)."""
+        kept = tuple(tuple(g) for g in groups if g)
+        self.proxy_groups: tuple[tuple[str, ...], ...] = kept or ((DIRECT,),)
         self.uses_proxies = any(m != DIRECT for g in self.proxy_groups for m in g)
         members = [m for g in self.proxy_groups for m in g]
-        self._proxies = _BurnList(members, self._proxies.reset_after, self.clock)
+        self._proxies = _BurnList(members, self._proxy_reset_after, self.clock)
 
     @property
     def proxy_count(self) -> int:

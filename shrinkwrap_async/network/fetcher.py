@@ -282,13 +282,7 @@ class Fetcher:
         chains = [s for s in (self.state, self.external_state) if s is not None and s.uses_proxies]
         if not chains:
             return
-        settings = self.settings
-        policy = AddressPolicy(
-            max_per_proxy=settings.max_ipaddr_per_proxy,
-            prefer_ipv6=settings.prefer_ipv6,
-            dns_timeout=settings.dns_timeout,
-            dns_retries=settings.dns_retries,
-        )
+        policy = AddressPolicy.of(self.settings)
         resolver = ProxyResolver(policy)
         for chain in chains:
             groups = await expand_proxy_groups(

@@ -31,6 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from shrinkwrap_async.config.settings import (
+    BUILTIN_DNS_RETRIES,
+    BUILTIN_DNS_TIMEOUT,
+    ClientSettings,
+)
 from shrinkwrap_async.network.endpoints import DIRECT
 
 log = logging.getLogger(__name__)
@@ -46,8 +51,17 @@ class AddressPolicy:
 
     max_per_proxy: int = 0  # CVMFS_MAX_IPADDR_PER_PROXY; 0: all
     prefer_ipv6: bool = False  # CVMFS_IPFAMILY_PREFER=6
-    dns_timeout: float = 3.0  # CVMFS_DNS_TIMEOUT, per try
-    dns_retries: int = 1  # CVMFS_DNS_RETRIES
+    dns_timeout: float = BUILTIN_DNS_TIMEOUT  # CVMFS_DNS_TIMEOUT, per try
+    dns_retries: int = BUILTIN_DNS_RETRIES  # CVMFS_DNS_RETRIES
+
+    @classmethod
+    def of(cls, settings: ClientSettings) -> AddressPolicy:
+        return cls(
+            max_per_proxy=settings.max_ipaddr_per_proxy,
+            prefer_ipv6=settings.prefer_ipv6,
+            dns_timeout=settings.dns_timeout,
+            dns_retries=settings.dns_retries,
+        )
 
 
 def address_family(host: str) -> int | None:
@@ -121,19 +135,16 @@ class ProxyResolver:
         if listed:
             return list(listed)
         loop = asyncio.get_running_loop()
-        tries = 1 + max(0, self.policy.dns_retries)
-        for attempt in range(tries):
+        for _ in range(1 + max(0, self.policy.dns_retries)):
             try:
                 infos = await asyncio.wait_for(
                     loop.getaddrinfo(name, None, type=socket.SOCK_STREAM),
                     self.policy.dns_timeout or None,
                 )
             except TimeoutError:
-                if attempt + 1 == tries:
-                    raise OSError(f"no answer within {self.policy.dns_timeout:g} s") from None
                 continue
             return [str(info[4][0]) for info in infos]
-        raise AssertionError("unreachable")
+        raise OSError(f"no answer within {self.policy.dns_timeout:g} s")
 
 
 async def expand_proxy_groups(

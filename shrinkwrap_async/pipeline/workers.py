@@ -82,7 +82,7 @@ def common_arguments(args: argparse.Namespace, spec_file: str, workers: int) -> 
     ``-j`` is what the whole command may have in flight, so each of the ``workers`` shards
     gets its part: a proxy or Stratum-1 sees the load it was asked to see, however many
     cores there are (two shards at ``-j 8`` each are as fast here as at ``-j 16``)."""
-    from shrinkwrap_async.commands.export import requests_in_flight_of
+    from shrinkwrap_async.commands.export import changes_file, requests_in_flight_of
 
     argv = ["-r", args.repo, "-f", args.src_config, "-t", spec_file, "-x", args.dest_base]
     if args.dest_cache:
@@ -92,8 +92,9 @@ def common_arguments(args: argparse.Namespace, spec_file: str, workers: int) -> 
     argv += ["-j", str(max(1, -(-requests_in_flight_of(args) // workers)))]
     if args.keep_variant_symlinks:
         argv.append("--keep-variant-symlinks")
-    if args.changes:  # the shards append to the list the parent emptied
-        argv += ["--changes", str(Path(args.changes).absolute())]
+    changes = changes_file(args)
+    if changes is not None:  # the shards append to the list the parent emptied
+        argv += ["--changes", str(changes)]
     return argv
 
 
